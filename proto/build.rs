@@ -1,0 +1,20 @@
+//! Compiles the protos with protox (pure Rust), so no system `protoc` is needed.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/agent.proto", "proto/coordinator.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    // Server reflection serves this descriptor set. `compile_fds` does not
+    // write it (that is protoc's job), so encode it ourselves.
+    std::fs::write(
+        out_dir.join("reconciler_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Wiring: builds every part from [`Config`] and runs until shutdown.
+
+use std::sync::Arc;
+
+use reconciler_proto::coordinator::coordinator_server::CoordinatorServer;
+use reconciler_runtime::grpc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::agents::GrpcAgent;
+use crate::authentik::AuthentikClient;
+use crate::config::Config;
+use crate::desired::DesiredConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::error::{Error, Result};
+use crate::grpc::CoordinatorService;
+use crate::http::{HttpState, router};
+use crate::store::Store;
+use crate::worker::{Workers, sweep_timer};
+
+pub async fn run(config: Config) -> Result<()> {
+    let store = Store::open(&config.state_db_url).await?;
+    let requeued = store.requeue_interrupted().await?;
+    if requeued > 0 {
+        info!(
+            requeued,
+            "jobs interrupted by the last shutdown are queued again"
+        );
+    }
+    let directory = Arc::new(AuthentikClient::new(
+        &config.authentik_url,
+        config.authentik_token.clone(),
+        config.authentik_timeout,
+    )?);
+    let mailcow = Arc::new(GrpcAgent::connect(
+        "mailcow-agent",
+        &config.mailcow_agent_url,
+        config.agent_timeout,
+    )?);
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        directory,
+        mailcow,
+        EngineConfig {
+            desired: DesiredConfig {
+                attribute_key: config.attribute_key.clone(),
+                app_password_protocols: config.app_password_protocols.clone(),
+            },
+            max_user_drop: config.max_user_drop,
+            max_removal_share: config.max_removal_share,
+            removal_guard_min: config.removal_guard_min,
+        },
+    ));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+
+    let workers = Workers {
+        engine: engine.clone(),
+        wake: wake.clone(),
+        max_attempts: config.job_max_attempts,
+        retry_base: config.retry_base,
+    };
+    let mut tasks = workers.spawn(config.worker_concurrency, shutdown.clone());
+    if let Some(interval) = config.sweep_interval {
+        tasks.push(tokio::spawn(sweep_timer(
+            store.clone(),
+            wake.clone(),
+            interval,
+            shutdown.clone(),
+        )));
+    }
+
+    let http = router(HttpState {
+        engine: engine.clone(),
+        wake: wake.clone(),
+        webhook_token: config.webhook_token.clone(),
+        admin_token: config.admin_token.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind HTTP on {}: {e}", config.http_listen)))?;
+    info!(addr = %config.http_listen, "coordinator HTTP listening");
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, http)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+
+    let service = CoordinatorServer::new(CoordinatorService { engine, wake });
+    let router = grpc::server().add_service(service);
+    let (router, _health) =
+        grpc::with_standard_services::<CoordinatorServer<CoordinatorService>>(router)
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?;
+    info!(addr = %config.grpc_listen, "coordinator gRPC listening");
+    let grpc_shutdown = shutdown.clone();
+    let grpc_result = grpc::serve(router, config.grpc_listen, async move {
+        tokio::select! {
+            _ = grpc::shutdown_signal() => {}
+            _ = grpc_shutdown.cancelled() => {}
+        }
+    })
+    .await;
+    shutdown.cancel();
+    let _ = http_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    grpc_result.map_err(|e| Error::Config(e.to_string()))
+}

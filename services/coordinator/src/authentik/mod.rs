@@ -1,0 +1,8 @@
+//! The Authentik side: an API client that reads every page, and the
+//! directory model (users, groups, nesting).
+
+pub mod client;
+pub mod model;
+
+pub use client::{AuthentikClient, DirectorySource};
+pub use model::{Group, User, normalize_uuid};

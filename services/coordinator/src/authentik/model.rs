@@ -1,0 +1,109 @@
+//! The parts of Authentik's user and group objects the reconciler reads.
+//! Unknown fields are ignored so newer Authentik versions keep working.
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct User {
+    pub pk: i64,
+    pub username: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub is_active: bool,
+    /// `internal`, `external`, `service_account`, `internal_service_account`.
+    #[serde(default, rename = "type")]
+    pub user_type: String,
+    /// Direct group UUIDs (dashed).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Group {
+    /// UUID, dashed.
+    pub pk: String,
+    pub name: String,
+    /// Several parents (Authentik 2025.12 and later).
+    #[serde(default)]
+    pub parents: Option<Vec<String>>,
+    /// The single parent of Authentik 2025.10 and earlier.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Direct member user pks.
+    #[serde(default)]
+    pub users: Vec<i64>,
+    #[serde(default)]
+    pub attributes: serde_json::Value,
+}
+
+impl Group {
+    /// Parent UUIDs, whichever field this Authentik version sends.
+    pub fn parent_ids(&self) -> Vec<String> {
+        match (&self.parents, &self.parent) {
+            (Some(parents), _) => parents.iter().map(|p| normalize_uuid(p)).collect(),
+            (None, Some(parent)) => vec![normalize_uuid(parent)],
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// Authentik's pagination envelope. `next` is a page number; 0 means done.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    pub pagination: Pagination,
+    pub results: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Pagination {
+    pub next: u64,
+    pub count: u64,
+}
+
+/// Group UUIDs arrive dashed from the API and undashed (hex) in event
+/// context. Everything inside the reconciler uses the dashed lower-case form.
+pub fn normalize_uuid(raw: &str) -> String {
+    let hex: String = raw
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    } else {
+        raw.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_forms_normalize_to_dashed() {
+        let dashed = "3f2a0c1e-1111-2222-3333-444455556666";
+        assert_eq!(normalize_uuid("3f2a0c1e111122223333444455556666"), dashed);
+        assert_eq!(normalize_uuid(&dashed.to_uppercase()), dashed);
+        assert_eq!(normalize_uuid("admins"), "admins");
+    }
+
+    #[test]
+    fn legacy_parent_is_read() {
+        let g: Group = serde_json::from_value(serde_json::json!({
+            "pk": "3f2a0c1e-1111-2222-3333-444455556666", "name": "a",
+            "parent": "3f2a0c1e111122223333444455556667", "users": []
+        }))
+        .unwrap();
+        assert_eq!(g.parent_ids(), vec!["3f2a0c1e-1111-2222-3333-444455556667"]);
+    }
+}

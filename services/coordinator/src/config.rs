@@ -1,0 +1,152 @@
+//! Configuration from the environment (12-factor). Every secret may also be
+//! given as `<NAME>_FILE`. Parsing takes a lookup function so it is tested
+//! without touching the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reconciler_runtime::secrets::{Secret, read_secret};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub http_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub state_db_url: String,
+    pub authentik_url: String,
+    pub authentik_token: Secret,
+    pub authentik_timeout: Duration,
+    pub webhook_token: Secret,
+    pub admin_token: Secret,
+    pub mailcow_agent_url: String,
+    pub agent_timeout: Duration,
+    /// `None` disables the periodic sweep.
+    pub sweep_interval: Option<Duration>,
+    /// 0 accepts and stores jobs but runs none (maintenance).
+    pub worker_concurrency: usize,
+    pub job_max_attempts: i64,
+    pub retry_base: Duration,
+    pub attribute_key: String,
+    pub app_password_protocols: Vec<String>,
+    pub max_user_drop: f64,
+    pub max_removal_share: f64,
+    pub removal_guard_min: usize,
+}
+
+const PROTOCOLS: [&str; 6] = [
+    "imap_access",
+    "smtp_access",
+    "dav_access",
+    "eas_access",
+    "pop3_access",
+    "sieve_access",
+];
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str, default: &str| lookup(k).unwrap_or_else(|| default.to_owned());
+        let secret = |k: &str| -> Result<Secret> {
+            read_secret(&lookup, k)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .ok_or_else(|| Error::Config(format!("{k} (or {k}_FILE) is required")))
+        };
+        let required = |k: &str| lookup(k).ok_or_else(|| Error::Config(format!("{k} is required")));
+        let addr = |k: &str, default: &str| -> Result<SocketAddr> {
+            get(k, default)
+                .parse()
+                .map_err(|e| Error::Config(format!("{k}: {e}")))
+        };
+        let number = |k: &str, default: &str| -> Result<u64> {
+            get(k, default)
+                .parse()
+                .map_err(|e| Error::Config(format!("{k}: {e}")))
+        };
+        let percent = |k: &str, default: &str| -> Result<f64> {
+            let v = number(k, default)?;
+            if v > 100 {
+                return Err(Error::Config(format!("{k}: {v} is not a percentage")));
+            }
+            Ok(v as f64 / 100.0)
+        };
+        let protocols: Vec<String> = get("APP_PASSWORD_PROTOCOLS", "imap_access,smtp_access")
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if let Some(bad) = protocols.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
+            return Err(Error::Config(format!(
+                "APP_PASSWORD_PROTOCOLS: `{bad}` is not one of {}",
+                PROTOCOLS.join(", ")
+            )));
+        }
+        let sweep = number("SWEEP_INTERVAL_SECONDS", "900")?;
+        Ok(Self {
+            http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
+            grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
+            state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
+            authentik_url: required("AUTHENTIK_URL")?,
+            authentik_token: secret("AUTHENTIK_TOKEN")?,
+            authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
+            webhook_token: secret("WEBHOOK_TOKEN")?,
+            admin_token: secret("ADMIN_TOKEN")?,
+            mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
+            agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
+            sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
+            worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,
+            job_max_attempts: number("JOB_MAX_ATTEMPTS", "8")?.max(1) as i64,
+            retry_base: Duration::from_millis(number("RETRY_BASE_MILLIS", "2000")?),
+            attribute_key: get("RECONCILER_ATTRIBUTE_KEY", "reconciler"),
+            app_password_protocols: protocols,
+            max_user_drop: percent("MAX_USER_DROP_PERCENT", "50")?,
+            max_removal_share: percent("REMOVAL_GUARD_PERCENT", "50")?,
+            removal_guard_min: number("REMOVAL_GUARD_MIN", "10")? as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("AUTHENTIK_URL", "http://authentik".to_owned()),
+            ("AUTHENTIK_TOKEN", "t".to_owned()),
+            ("WEBHOOK_TOKEN", "w".to_owned()),
+            ("ADMIN_TOKEN", "a".to_owned()),
+            ("MAILCOW_AGENT_URL", "http://127.0.0.1:50051".to_owned()),
+        ])
+    }
+
+    #[test]
+    fn defaults() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.http_listen.port(), 5000);
+        assert_eq!(c.sweep_interval, Some(Duration::from_secs(900)));
+        assert_eq!(c.app_password_protocols, vec!["imap_access", "smtp_access"]);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_not_the_secret() {
+        let mut env = base();
+        env.remove("WEBHOOK_TOKEN");
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("WEBHOOK_TOKEN"));
+
+        let mut env = base();
+        env.insert("APP_PASSWORD_PROTOCOLS", "imap".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("APP_PASSWORD_PROTOCOLS"));
+
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(!format!("{c:?}").contains("\"w\""));
+    }
+}

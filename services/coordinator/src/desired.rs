@@ -1,0 +1,260 @@
+//! Desired state: a pure function from the directory to the set of resources
+//! that should exist. No I/O; golden-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reconciler_proto::markers;
+use serde::Serialize;
+
+use crate::attributes::{GrantSpec, parse_group_attributes};
+use crate::directory::Directory;
+
+/// Knobs the desired-state function needs from configuration.
+#[derive(Clone, Debug)]
+pub struct DesiredConfig {
+    /// The group attribute holding the spec (default `reconciler`).
+    pub attribute_key: String,
+    /// Mailcow protocol flags for app passwords we create.
+    pub app_password_protocols: Vec<String>,
+}
+
+impl Default for DesiredConfig {
+    fn default() -> Self {
+        Self {
+            attribute_key: "reconciler".into(),
+            app_password_protocols: vec!["imap_access".into(), "smtp_access".into()],
+        }
+    }
+}
+
+/// Mailcow `sender_acl`: `login` may send as `send_as`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SenderAcl {
+    pub login: String,
+    pub send_as: String,
+    pub user: String,
+    pub groups: BTreeSet<String>,
+}
+
+/// A Mailcow app password on `mailbox`, used by `user`'s Nextcloud Mail account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AppPassword {
+    pub mailbox: String,
+    pub name: String,
+    pub user: String,
+    pub protocols: Vec<String>,
+    pub groups: BTreeSet<String>,
+}
+
+/// Dovecot rights for `grantee` on every folder of `owner`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MailboxAcl {
+    pub owner: String,
+    pub grantee: String,
+    pub user: String,
+    pub rights: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+}
+
+/// SOGo: `delegate` is offered `owner`'s identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SogoDelegation {
+    pub owner: String,
+    pub delegate: String,
+    pub user: String,
+    pub groups: BTreeSet<String>,
+}
+
+/// A Mailcow alias whose targets are a group's effective members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alias {
+    pub address: String,
+    pub goto: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+}
+
+/// Everything that should exist, keyed by each resource's ledger key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DesiredState {
+    pub sender_acls: BTreeMap<String, SenderAcl>,
+    pub app_passwords: BTreeMap<String, AppPassword>,
+    pub mailbox_acls: BTreeMap<String, MailboxAcl>,
+    pub sogo_delegations: BTreeMap<String, SogoDelegation>,
+    pub aliases: BTreeMap<String, Alias>,
+    /// Group UUID → why its attributes were rejected. Resources tied to these
+    /// groups are held: nothing is removed because of a typo.
+    pub invalid_groups: BTreeMap<String, String>,
+}
+
+/// Ledger key helpers; the planner and the ledger use the same strings.
+pub mod keys {
+    pub fn sender_acl(login: &str, send_as: &str) -> String {
+        format!("{login}|{send_as}")
+    }
+    pub fn app_password(mailbox: &str, name: &str) -> String {
+        format!("{mailbox}|{name}")
+    }
+    pub fn pair(a: &str, b: &str) -> String {
+        format!("{a}|{b}")
+    }
+}
+
+/// Computes the desired state of the whole directory.
+pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredState {
+    let mut state = DesiredState::default();
+    for (group_id, group) in &directory.groups {
+        let spec = match parse_group_attributes(&group.attributes, &config.attribute_key) {
+            Ok(Some(spec)) => spec,
+            Ok(None) => continue,
+            Err(reason) => {
+                state.invalid_groups.insert(
+                    group_id.clone(),
+                    format!("group `{}`: {reason}", group.name),
+                );
+                continue;
+            }
+        };
+        let members: Vec<_> = directory
+            .effective_members(group_id)
+            .into_iter()
+            .filter_map(|pk| directory.people.get(&pk))
+            .collect();
+        if let Some(address) = &spec.alias {
+            let goto: BTreeSet<String> = members
+                .iter()
+                .map(|p| p.email.clone())
+                // Mailcow silently skips an alias whose address is in its goto.
+                .filter(|email| email != address)
+                .collect();
+            if !goto.is_empty() {
+                let alias = state
+                    .aliases
+                    .entry(address.clone())
+                    .or_insert_with(|| Alias {
+                        address: address.clone(),
+                        goto: BTreeSet::new(),
+                        groups: BTreeSet::new(),
+                    });
+                alias.goto.extend(goto);
+                alias.groups.insert(group_id.clone());
+            }
+        }
+        let Some(target) = &spec.shared_mailbox else {
+            continue;
+        };
+        for person in members {
+            // The owner already has every right on their own mailbox.
+            if &person.email == target {
+                continue;
+            }
+            grant_member(&mut state, config, &spec, target, group_id, person);
+        }
+    }
+    state
+}
+
+fn grant_member(
+    state: &mut DesiredState,
+    config: &DesiredConfig,
+    spec: &GrantSpec,
+    target: &str,
+    group_id: &str,
+    person: &crate::directory::Person,
+) {
+    let group = || BTreeSet::from([group_id.to_owned()]);
+    if spec.send_as {
+        state
+            .sender_acls
+            .entry(keys::sender_acl(&person.email, target))
+            .and_modify(|g| {
+                g.groups.insert(group_id.to_owned());
+            })
+            .or_insert_with(|| SenderAcl {
+                login: person.email.clone(),
+                send_as: target.to_owned(),
+                user: person.username.clone(),
+                groups: group(),
+            });
+    }
+    if spec.nextcloud_mail {
+        let name = markers::app_password_name(&person.username, target);
+        state
+            .app_passwords
+            .entry(keys::app_password(target, &name))
+            .and_modify(|g| {
+                g.groups.insert(group_id.to_owned());
+            })
+            .or_insert_with(|| AppPassword {
+                mailbox: target.to_owned(),
+                name,
+                user: person.username.clone(),
+                protocols: config.app_password_protocols.clone(),
+                groups: group(),
+            });
+    }
+    if !spec.rights.is_empty() {
+        // Several groups granting the same mailbox: the union of rights.
+        let acl = state
+            .mailbox_acls
+            .entry(keys::pair(target, &person.email))
+            .or_insert_with(|| MailboxAcl {
+                owner: target.to_owned(),
+                grantee: person.email.clone(),
+                user: person.username.clone(),
+                rights: BTreeSet::new(),
+                groups: BTreeSet::new(),
+            });
+        acl.rights.extend(spec.rights.iter().cloned());
+        acl.groups.insert(group_id.to_owned());
+    }
+    if spec.sogo_delegate {
+        state
+            .sogo_delegations
+            .entry(keys::pair(target, &person.email))
+            .and_modify(|g| {
+                g.groups.insert(group_id.to_owned());
+            })
+            .or_insert_with(|| SogoDelegation {
+                owner: target.to_owned(),
+                delegate: person.email.clone(),
+                user: person.username.clone(),
+                groups: group(),
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authentik::{Group, User};
+
+    /// The golden fixture: nesting three deep, a cycle, an inactive user, a
+    /// user without email, a service account, overlapping grants, an invalid
+    /// group, the owner inside its own group, and an alias on a nested group.
+    fn fixture() -> Directory {
+        let users: Vec<User> =
+            serde_json::from_str(include_str!("../testdata/golden_users.json")).unwrap();
+        let groups: Vec<Group> =
+            serde_json::from_str(include_str!("../testdata/golden_groups.json")).unwrap();
+        Directory::new(users, groups)
+    }
+
+    #[test]
+    fn golden_desired_state() {
+        let state = desired_state(&fixture(), &DesiredConfig::default());
+        insta::assert_json_snapshot!("desired_state", state);
+    }
+
+    #[test]
+    fn desired_state_is_deterministic_and_order_independent() {
+        let a = desired_state(&fixture(), &DesiredConfig::default());
+        let mut users: Vec<User> =
+            serde_json::from_str(include_str!("../testdata/golden_users.json")).unwrap();
+        let mut groups: Vec<Group> =
+            serde_json::from_str(include_str!("../testdata/golden_groups.json")).unwrap();
+        users.reverse();
+        groups.reverse();
+        let b = desired_state(&Directory::new(users, groups), &DesiredConfig::default());
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,220 @@
+//! A snapshot of the Authentik directory with nesting resolved.
+//!
+//! A member of a child group is an effective member of every ancestor group.
+//! Authentik does not reject parent cycles, so every walk keeps a visited set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::authentik::{Group, User, normalize_uuid};
+
+/// A user who counts: active, with an email, and a person (not a service account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Person {
+    pub pk: i64,
+    pub username: String,
+    /// Lower-cased; this is the Mailcow login.
+    pub email: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    /// Every user Authentik returned, counting or not, by pk.
+    pub all_users: BTreeMap<i64, User>,
+    /// Groups by dashed UUID.
+    pub groups: BTreeMap<String, Group>,
+    /// Users that count, by pk.
+    pub people: BTreeMap<i64, Person>,
+    /// Group UUID → direct children UUIDs.
+    children: HashMap<String, Vec<String>>,
+}
+
+impl Directory {
+    pub fn new(users: Vec<User>, groups: Vec<Group>) -> Self {
+        let groups: BTreeMap<String, Group> = groups
+            .into_iter()
+            .map(|g| (normalize_uuid(&g.pk), g))
+            .collect();
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, group) in &groups {
+            for parent in group.parent_ids() {
+                children.entry(parent).or_default().push(id.clone());
+            }
+        }
+        let people = users
+            .iter()
+            .filter_map(|u| person(u).map(|p| (u.pk, p)))
+            .collect();
+        let all_users = users.into_iter().map(|u| (u.pk, u)).collect();
+        Self {
+            all_users,
+            groups,
+            people,
+            children,
+        }
+    }
+
+    /// The group itself and every group below it, each once, cycles included.
+    pub fn descendants(&self, group: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![normalize_uuid(group)];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(kids) = self.children.get(&id) {
+                stack.extend(kids.iter().cloned());
+            }
+        }
+        seen
+    }
+
+    /// The group itself and every group above it, each once, cycles included.
+    pub fn ancestors(&self, group: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![normalize_uuid(group)];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(g) = self.groups.get(&id) {
+                stack.extend(g.parent_ids());
+            }
+        }
+        seen
+    }
+
+    /// People who are direct members of the group or of any group below it.
+    pub fn effective_members(&self, group: &str) -> BTreeSet<i64> {
+        self.descendants(group)
+            .iter()
+            .filter_map(|id| self.groups.get(id))
+            .flat_map(|g| g.users.iter().copied())
+            .filter(|pk| self.people.contains_key(pk))
+            .collect()
+    }
+
+    /// Every group that grants `group`'s members, i.e. `group` and its
+    /// ancestors, for the groups a user is directly in.
+    pub fn effective_groups(&self, user: &User) -> BTreeSet<String> {
+        let mut direct: BTreeSet<String> = user.groups.iter().map(|g| normalize_uuid(g)).collect();
+        // Group objects list members too; trust either side of the relation.
+        for (id, group) in &self.groups {
+            if group.users.contains(&user.pk) {
+                direct.insert(id.clone());
+            }
+        }
+        direct.iter().flat_map(|g| self.ancestors(g)).collect()
+    }
+
+    /// Finds a user by pk, username or email (case-insensitive for email).
+    pub fn find_user(&self, needle: &str) -> Option<&User> {
+        let needle = needle.trim();
+        if let Ok(pk) = needle.parse::<i64>()
+            && let Some(u) = self.all_users.get(&pk)
+        {
+            return Some(u);
+        }
+        self.all_users
+            .values()
+            .find(|u| u.username == needle)
+            .or_else(|| {
+                self.all_users
+                    .values()
+                    .find(|u| !u.email.is_empty() && u.email.eq_ignore_ascii_case(needle))
+            })
+    }
+
+    /// Finds a group by UUID (either form) or name.
+    pub fn find_group(&self, needle: &str) -> Option<&Group> {
+        self.groups
+            .get(&normalize_uuid(needle))
+            .or_else(|| self.groups.values().find(|g| g.name == needle))
+    }
+}
+
+fn person(user: &User) -> Option<Person> {
+    let is_service = matches!(
+        user.user_type.as_str(),
+        "service_account" | "internal_service_account"
+    );
+    let email = user.email.trim().to_ascii_lowercase();
+    (user.is_active && !is_service && email.contains('@')).then(|| Person {
+        pk: user.pk,
+        username: user.username.clone(),
+        email,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn user(pk: i64, name: &str, active: bool, groups: &[&str]) -> User {
+        serde_json::from_value(json!({
+            "pk": pk, "username": name, "email": format!("{name}@example.com"),
+            "is_active": active, "type": "internal", "groups": groups,
+        }))
+        .unwrap()
+    }
+
+    fn group(pk: &str, parents: &[&str], users: &[i64]) -> Group {
+        serde_json::from_value(json!({
+            "pk": pk, "name": pk, "parents": parents, "users": users, "attributes": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn child_members_are_effective_members_of_ancestors() {
+        let dir = Directory::new(
+            vec![user(1, "alice", true, &["c"]), user(2, "bob", true, &["b"])],
+            vec![
+                group("a", &[], &[]),
+                group("b", &["a"], &[2]),
+                group("c", &["b"], &[1]),
+            ],
+        );
+        assert_eq!(dir.effective_members("a"), BTreeSet::from([1, 2]));
+        assert_eq!(dir.effective_members("c"), BTreeSet::from([1]));
+        let alice = dir.all_users.get(&1).unwrap();
+        assert_eq!(
+            dir.effective_groups(alice),
+            BTreeSet::from(["a".into(), "b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn cycles_terminate() {
+        let dir = Directory::new(
+            vec![user(1, "alice", true, &["x"])],
+            vec![group("x", &["y"], &[1]), group("y", &["x"], &[])],
+        );
+        assert_eq!(dir.effective_members("y"), BTreeSet::from([1]));
+        assert_eq!(dir.descendants("x").len(), 2);
+    }
+
+    #[test]
+    fn inactive_and_emailless_users_do_not_count() {
+        let mut no_mail = user(3, "carol", true, &["a"]);
+        no_mail.email.clear();
+        let dir = Directory::new(
+            vec![
+                user(1, "alice", true, &["a"]),
+                user(2, "bob", false, &["a"]),
+                no_mail,
+            ],
+            vec![group("a", &[], &[1, 2, 3])],
+        );
+        assert_eq!(dir.effective_members("a"), BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn finds_users_by_pk_username_or_email() {
+        let dir = Directory::new(vec![user(7, "alice", true, &[])], vec![]);
+        assert_eq!(dir.find_user("7").unwrap().username, "alice");
+        assert_eq!(dir.find_user("alice").unwrap().pk, 7);
+        assert_eq!(dir.find_user("ALICE@example.com").unwrap().pk, 7);
+        assert!(dir.find_user("bob").is_none());
+    }
+}

@@ -1,0 +1,687 @@
+//! One reconcile run: read Authentik, compute desired state, observe, plan,
+//! apply, record. Every trigger (webhook, sweep, gRPC) ends up here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use reconciler_proto::agent::{self as pb, ApplyRequest, ObserveRequest, Outcome, change::Kind};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::agents::AgentBackend;
+use crate::authentik::{DirectorySource, normalize_uuid};
+use crate::desired::{DesiredConfig, DesiredState, desired_state};
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::locks::KeyLocks;
+use crate::observed::Observed;
+use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, plan};
+use crate::store::{AuditEntry, LedgerRow, LedgerState, Store};
+
+/// How many changes go to an agent in one Apply call.
+const APPLY_BATCH: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    All,
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    /// Parses the job-queue form: `sweep`, `user:<x>`, `group:<x>`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "sweep" => Ok(Self::All),
+            Some(("user", x)) if !x.trim().is_empty() => Ok(Self::User(x.trim().to_owned())),
+            Some(("group", x)) if !x.trim().is_empty() => Ok(Self::Group(x.trim().to_owned())),
+            _ => Err(Error::InvalidInput(format!("unknown subject `{s}`"))),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        match self {
+            Self::All => "sweep".into(),
+            Self::User(u) => format!("user:{u}"),
+            Self::Group(g) => format!("group:{g}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub desired: DesiredConfig,
+    /// Removals stop when the user count falls by more than this share
+    /// since the last run.
+    pub max_user_drop: f64,
+    pub max_removal_share: f64,
+    pub removal_guard_min: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            desired: DesiredConfig::default(),
+            max_user_drop: 0.5,
+            max_removal_share: 0.5,
+            removal_guard_min: 10,
+        }
+    }
+}
+
+/// Counts by `<resource>.<action>.<outcome>`; no secrets, no user data.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    pub planned: usize,
+    pub outcomes: BTreeMap<String, u64>,
+    pub transient_failures: u64,
+    pub permanent_failures: u64,
+    pub warnings: Vec<String>,
+}
+
+impl RunReport {
+    fn count(&mut self, step: &Step, outcome: &str) {
+        *self
+            .outcomes
+            .entry(format!(
+                "{}.{}.{}",
+                step.resource.as_str(),
+                step.action.as_str(),
+                outcome
+            ))
+            .or_default() += 1;
+    }
+
+    pub fn summary(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+pub struct Engine {
+    store: Store,
+    directory: Arc<dyn DirectorySource>,
+    mailcow: Arc<dyn AgentBackend>,
+    config: EngineConfig,
+    locks: KeyLocks,
+}
+
+/// What a run decided, before applying.
+pub struct Prepared {
+    pub plan: Plan,
+    scope_users: BTreeSet<String>,
+    people: Vec<(i64, String, String)>,
+    user_count: usize,
+    plausible: bool,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        directory: Arc<dyn DirectorySource>,
+        mailcow: Arc<dyn AgentBackend>,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            mailcow,
+            config,
+            locks: KeyLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn directory(&self) -> &Arc<dyn DirectorySource> {
+        &self.directory
+    }
+
+    pub fn mailcow(&self) -> &Arc<dyn AgentBackend> {
+        &self.mailcow
+    }
+
+    /// Reads, observes and plans without changing anything.
+    #[tracing::instrument(skip_all, fields(subject = %subject.key()))]
+    pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
+        // Fetch both lists before anything else: an Authentik error ends the
+        // run here, before a single change (and so before any removal).
+        let (users, groups) = tokio::try_join!(self.directory.users(), self.directory.groups())?;
+        let user_count = users.len();
+        let group_count = groups.len();
+        let directory = Directory::new(users, groups);
+        let desired = desired_state(&directory, &self.config.desired);
+        let mut guards = Guards {
+            max_removal_share: self.config.max_removal_share,
+            removal_guard_min: self.config.removal_guard_min,
+            force,
+            ..Guards::default()
+        };
+        let previous: Option<usize> = self
+            .store
+            .get_meta("last_user_count")
+            .await?
+            .and_then(|v| v.parse().ok());
+        if let Some(reason) =
+            implausible(user_count, group_count, previous, self.config.max_user_drop)
+        {
+            warn!(%reason, "Authentik looks wrong; no removals this run");
+            guards.allow_removals = false;
+            guards.hold_reason = reason;
+        }
+        let plausible = guards.allow_removals;
+        let ledger = self.store.ledger_rows(None).await?;
+        let scope = self.scope(subject, &directory, &ledger).await?;
+        let request = observe_request(&desired, &ledger, &scope);
+        let mailboxes: BTreeSet<String> = request.app_password_mailboxes.iter().cloned().collect();
+        let observed = Observed::from_mailcow(self.mailcow.observe(request).await?, &mailboxes);
+        let plan = plan(&desired, &observed, &ledger, &scope, &guards);
+        let scope_users = match &scope {
+            Scope::All => BTreeSet::new(),
+            Scope::Users(users) => users.clone(),
+        };
+        let people = people_with_grants(&directory, &desired);
+        Ok(Prepared {
+            plan,
+            scope_users,
+            people,
+            user_count,
+            plausible,
+        })
+    }
+
+    async fn scope(
+        &self,
+        subject: &Subject,
+        directory: &Directory,
+        ledger: &[LedgerRow],
+    ) -> Result<Scope> {
+        Ok(match subject {
+            Subject::All => Scope::All,
+            Subject::User(needle) => {
+                let username = match directory.find_user(needle) {
+                    Some(u) => Some(u.username.clone()),
+                    // Deleted from Authentik: find who they were from our records.
+                    None => self.store.known_username(needle).await?,
+                };
+                Scope::Users(username.into_iter().collect())
+            }
+            Subject::Group(needle) => {
+                let id = directory
+                    .find_group(needle)
+                    .map(|g| normalize_uuid(&g.pk))
+                    .unwrap_or_else(|| normalize_uuid(needle));
+                let mut users: BTreeSet<String> = directory
+                    .effective_members(&id)
+                    .iter()
+                    .filter_map(|pk| directory.people.get(pk))
+                    .map(|p| p.username.clone())
+                    .collect();
+                // Everyone the ledger ties to this group or one below it,
+                // so leavers (and members of a deleted group) are covered.
+                let below = directory.descendants(&id);
+                users.extend(
+                    ledger
+                        .iter()
+                        .filter(|r| r.groups.iter().any(|g| below.contains(g)))
+                        .map(|r| r.username.clone())
+                        .filter(|u| !u.is_empty()),
+                );
+                Scope::Users(users)
+            }
+        })
+    }
+
+    /// A full run: prepare, then apply under per-user locks.
+    #[tracing::instrument(skip_all, fields(job_id, subject = %subject.key()))]
+    pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
+        let prepared = self.prepare(subject, force).await?;
+        let lock_keys: BTreeSet<String> = if *subject == Subject::All {
+            // Sweeps already run alone (the queue guarantees it).
+            BTreeSet::new()
+        } else {
+            prepared
+                .scope_users
+                .iter()
+                .map(|u| format!("user:{u}"))
+                .chain(["aliases".to_owned()])
+                .collect()
+        };
+        let _held = self.locks.lock_all(&lock_keys).await;
+        // Planning happened before the lock; plan again if someone else ran
+        // in between? Not needed: every step is idempotent on the agent side
+        // and re-checked there (existing names, markers, current lists).
+        let report = self.apply(job_id, &prepared.plan).await?;
+        if prepared.plausible {
+            self.store
+                .set_meta("last_user_count", &prepared.user_count.to_string())
+                .await?;
+        }
+        self.store.remember_users(&prepared.people).await?;
+        if *subject == Subject::All {
+            self.store
+                .set_meta(
+                    "last_sweep_finished",
+                    &(crate::store::now_millis() / 1000).to_string(),
+                )
+                .await?;
+        }
+        info!(
+            planned = report.planned,
+            transient = report.transient_failures,
+            permanent = report.permanent_failures,
+            "reconcile finished"
+        );
+        Ok(report)
+    }
+
+    async fn apply(&self, job_id: i64, plan: &Plan) -> Result<RunReport> {
+        let trace_id = reconciler_runtime::telemetry::current_trace_id();
+        let mut report = RunReport {
+            planned: plan.steps.len(),
+            warnings: plan.warnings.clone(),
+            ..RunReport::default()
+        };
+        for w in &plan.warnings {
+            warn!(warning = %w, "plan warning");
+        }
+        // Ledger-only steps first: they need no agent.
+        for step in plan.steps.iter().filter(|s| !s.action.writes_target()) {
+            match step.action {
+                Action::Adopt => {
+                    self.store
+                        .ledger_put(&ledger_row(step, LedgerState::Created, remote_id(step)))
+                        .await?
+                }
+                Action::RecordForeign => {
+                    self.store
+                        .ledger_put(&ledger_row(step, LedgerState::Foreign, remote_id(step)))
+                        .await?
+                }
+                Action::Forget => {
+                    self.store
+                        .ledger_delete(step.resource.as_str(), &step.key)
+                        .await?
+                }
+                _ => unreachable!("filtered to ledger-only actions"),
+            }
+            self.audit(job_id, &trace_id, step, "ok", "").await?;
+            report.count(step, "ok");
+        }
+
+        let writes: Vec<&Step> = plan
+            .steps
+            .iter()
+            .filter(|s| s.action.writes_target())
+            .collect();
+        let (changes, members) = build_changes(&writes);
+        // Intent before create: a crash after the agent creates but before we
+        // record it leaves a row the next run adopts.
+        for step in writes.iter().filter(|s| s.action == Action::Create) {
+            self.store
+                .ledger_put(&ledger_row(step, LedgerState::Intent, String::new()))
+                .await?;
+        }
+        for (batch_changes, batch_members) in
+            changes.chunks(APPLY_BATCH).zip(members.chunks(APPLY_BATCH))
+        {
+            let response = self
+                .mailcow
+                .apply(ApplyRequest {
+                    changes: batch_changes.to_vec(),
+                    dry_run: false,
+                })
+                .await;
+            let results = match response {
+                Ok(r) => r.results,
+                Err(e) => {
+                    // The whole call failed: nothing is recorded as done.
+                    for step in batch_members.iter().flatten() {
+                        self.audit(job_id, &trace_id, step, "transient", &e.to_string())
+                            .await?;
+                        report.count(step, "transient");
+                        report.transient_failures += 1;
+                    }
+                    continue;
+                }
+            };
+            let by_id: BTreeMap<&str, &pb::ChangeResult> =
+                results.iter().map(|r| (r.id.as_str(), r)).collect();
+            for (change, steps) in batch_changes.iter().zip(batch_members) {
+                let Some(result) = by_id.get(change.id.as_str()) else {
+                    for step in steps {
+                        self.audit(
+                            job_id,
+                            &trace_id,
+                            step,
+                            "transient",
+                            "agent returned no result",
+                        )
+                        .await?;
+                        report.transient_failures += 1;
+                    }
+                    continue;
+                };
+                for step in steps {
+                    self.record(job_id, &trace_id, step, result, &mut report)
+                        .await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Records one change's outcome in the ledger and the audit log.
+    async fn record(
+        &self,
+        job_id: i64,
+        trace_id: &str,
+        step: &Step,
+        result: &pb::ChangeResult,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        // The secret of a created app password is dropped here; nothing in
+        // this path may format `result` as a whole.
+        let outcome = result.outcome();
+        let label = outcome_label(outcome);
+        match outcome {
+            Outcome::Applied | Outcome::Unchanged => match step.action {
+                Action::Create => {
+                    let id = if result.remote_id != 0 {
+                        result.remote_id.to_string()
+                    } else {
+                        String::new()
+                    };
+                    self.store
+                        .ledger_put(&ledger_row(step, LedgerState::Created, id))
+                        .await?;
+                }
+                Action::Delete => {
+                    // Only the ledger row of the object we deleted goes; a
+                    // duplicate's delete leaves the keeper's row alone.
+                    let deleted = remote_id(step);
+                    let row = self
+                        .store
+                        .ledger_get(step.resource.as_str(), &step.key)
+                        .await?;
+                    if row.is_some_and(|r| r.remote_id.is_empty() || r.remote_id == deleted) {
+                        self.store
+                            .ledger_delete(step.resource.as_str(), &step.key)
+                            .await?;
+                    }
+                }
+                _ => {}
+            },
+            Outcome::Transient => report.transient_failures += 1,
+            _ => report.permanent_failures += 1,
+        }
+        let detail = if result.implicitly_allowed.is_empty() {
+            result.message.clone()
+        } else {
+            format!(
+                "{} (already allowed through an alias: {})",
+                result.message,
+                result.implicitly_allowed.join(", ")
+            )
+        };
+        self.audit(job_id, trace_id, step, label, &detail).await?;
+        report.count(step, label);
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        job_id: i64,
+        trace_id: &str,
+        step: &Step,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        self.store
+            .audit(AuditEntry {
+                job_id,
+                trace_id,
+                resource: step.resource.as_str(),
+                key: &step.key,
+                action: step.action.as_str(),
+                outcome,
+                reason: &step.reason,
+                detail,
+            })
+            .await
+    }
+}
+
+/// Why this directory should not be trusted for removals, if it shouldn't.
+pub fn implausible(
+    users: usize,
+    groups: usize,
+    previous_users: Option<usize>,
+    max_drop: f64,
+) -> Option<String> {
+    if users == 0 {
+        return Some("Authentik returned no users".into());
+    }
+    if groups == 0 {
+        return Some("Authentik returned no groups".into());
+    }
+    match previous_users {
+        Some(prev) if prev > 0 && (users as f64) < (prev as f64) * (1.0 - max_drop) => {
+            Some(format!(
+                "user count fell from {prev} to {users}, more than {:.0}%",
+                max_drop * 100.0
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn remote_id(step: &Step) -> String {
+    match &step.target {
+        Target::AppPassword { id, .. } | Target::Alias { id, .. } if *id != 0 => id.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn ledger_row(step: &Step, state: LedgerState, remote_id: String) -> LedgerRow {
+    LedgerRow {
+        resource: step.resource.as_str().to_owned(),
+        key: step.key.clone(),
+        state,
+        username: step.username.clone(),
+        groups: step.groups.clone(),
+        remote_id,
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Applied => "applied",
+        Outcome::DryRun => "dry_run",
+        Outcome::Unchanged => "unchanged",
+        Outcome::Transient => "transient",
+        Outcome::Permanent => "permanent",
+        Outcome::Config => "config",
+        Outcome::Refused => "refused",
+        Outcome::Unspecified => "unspecified",
+    }
+}
+
+/// Turns target-writing steps into agent changes. Sender-ACL steps for one
+/// login become one delta, so the agent reads and writes that list once.
+/// Returns the changes and, for each, the steps it carries.
+fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>>) {
+    let mut changes = Vec::new();
+    let mut members: Vec<Vec<&Step>> = Vec::new();
+    let mut by_login: BTreeMap<&str, usize> = BTreeMap::new();
+    for step in writes {
+        let kind = match (&step.target, step.action) {
+            (Target::SenderAcl { login, send_as }, action) => {
+                let index = *by_login.entry(login.as_str()).or_insert_with(|| {
+                    changes.push(pb::Change {
+                        id: format!("sender_acl:{login}"),
+                        kind: Some(Kind::SenderAcl(pb::SenderAclDelta {
+                            login: login.clone(),
+                            add: vec![],
+                            remove: vec![],
+                        })),
+                    });
+                    members.push(Vec::new());
+                    changes.len() - 1
+                });
+                if let Some(Kind::SenderAcl(delta)) = &mut changes[index].kind {
+                    match action {
+                        Action::Create => delta.add.push(send_as.clone()),
+                        _ => delta.remove.push(send_as.clone()),
+                    }
+                }
+                members[index].push(*step);
+                continue;
+            }
+            (
+                Target::AppPassword {
+                    mailbox,
+                    name,
+                    protocols,
+                    ..
+                },
+                Action::Create,
+            ) => Kind::AppPasswordCreate(pb::AppPasswordCreate {
+                mailbox: mailbox.clone(),
+                name: name.clone(),
+                protocols: protocols.clone(),
+            }),
+            (
+                Target::AppPassword {
+                    mailbox,
+                    name,
+                    id,
+                    protocols,
+                },
+                Action::Update,
+            ) => Kind::AppPasswordUpdate(pb::AppPasswordUpdate {
+                id: *id,
+                mailbox: mailbox.clone(),
+                name: name.clone(),
+                protocols: protocols.clone(),
+            }),
+            (
+                Target::AppPassword {
+                    mailbox, name, id, ..
+                },
+                _,
+            ) => Kind::AppPasswordDelete(pb::AppPasswordDelete {
+                id: *id,
+                mailbox: mailbox.clone(),
+                name: name.clone(),
+            }),
+            (Target::Alias { address, goto, .. }, Action::Create) => {
+                Kind::AliasCreate(pb::AliasCreate {
+                    address: address.clone(),
+                    goto: goto.clone(),
+                })
+            }
+            (Target::Alias { address, id, goto }, Action::Update) => {
+                Kind::AliasUpdate(pb::AliasUpdate {
+                    id: *id,
+                    address: address.clone(),
+                    goto: goto.clone(),
+                })
+            }
+            (Target::Alias { address, id, .. }, _) => Kind::AliasDelete(pb::AliasDelete {
+                id: *id,
+                address: address.clone(),
+            }),
+        };
+        changes.push(pb::Change {
+            id: format!(
+                "{}:{}:{}:{}",
+                step.resource.as_str(),
+                step.action.as_str(),
+                step.key,
+                remote_id(step)
+            ),
+            kind: Some(kind),
+        });
+        members.push(vec![*step]);
+    }
+    (changes, members)
+}
+
+/// What to ask the Mailcow agent about: every login and mailbox the scope
+/// could touch, from desired state and the ledger.
+fn observe_request(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) -> ObserveRequest {
+    let mut logins = BTreeSet::new();
+    let mut mailboxes = BTreeSet::new();
+    for acl in desired
+        .sender_acls
+        .values()
+        .filter(|d| scope.contains(&d.user))
+    {
+        logins.insert(acl.login.clone());
+    }
+    for pw in desired
+        .app_passwords
+        .values()
+        .filter(|d| scope.contains(&d.user))
+    {
+        mailboxes.insert(pw.mailbox.clone());
+    }
+    for row in ledger.iter().filter(|r| scope.contains(&r.username)) {
+        let first = row.key.split('|').next().unwrap_or_default().to_owned();
+        match row.resource.as_str() {
+            r if r == Resource::SenderAcl.as_str() => {
+                logins.insert(first);
+            }
+            r if r == Resource::AppPassword.as_str() => {
+                mailboxes.insert(first);
+            }
+            _ => {}
+        }
+    }
+    ObserveRequest {
+        sender_acl_logins: logins.into_iter().collect(),
+        app_password_mailboxes: mailboxes.into_iter().collect(),
+        aliases: true,
+    }
+}
+
+fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64, String, String)> {
+    let granted: BTreeSet<&str> = desired
+        .sender_acls
+        .values()
+        .map(|d| d.user.as_str())
+        .chain(desired.app_passwords.values().map(|d| d.user.as_str()))
+        .chain(desired.mailbox_acls.values().map(|d| d.user.as_str()))
+        .collect();
+    directory
+        .people
+        .values()
+        .filter(|p| granted.contains(p.username.as_str()))
+        .map(|p| (p.pk, p.username.clone(), p.email.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        for s in ["sweep", "user:alice", "group:abc"] {
+            assert_eq!(Subject::parse(s).unwrap().key(), s);
+        }
+        assert!(Subject::parse("user:").is_err());
+        assert!(Subject::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn implausible_directories_hold_removals() {
+        assert!(implausible(0, 5, None, 0.5).is_some());
+        assert!(implausible(5, 0, None, 0.5).is_some());
+        assert!(implausible(40, 5, Some(100), 0.5).is_some());
+        assert!(implausible(60, 5, Some(100), 0.5).is_none());
+        assert!(implausible(60, 5, None, 0.5).is_none());
+    }
+}

@@ -1,0 +1,46 @@
+//! The coordinator's one error type, mapped to gRPC codes and HTTP statuses.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Wrong or missing configuration; an operator must act.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Authentik failed or answered something unusable; retried later.
+    #[error("Authentik: {0}")]
+    Authentik(String),
+    /// An agent could not be reached or failed as a whole; retried later.
+    #[error("agent {agent}: {message}")]
+    Agent { agent: String, message: String },
+    /// The state DB failed.
+    #[error("state DB: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("state DB migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The caller asked for something malformed.
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether running the same job again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Authentik(_) | Self::Agent { .. } | Self::Db(_))
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Config(_) => tonic::Status::failed_precondition(message),
+            Error::Authentik(_) | Error::Agent { .. } => tonic::Status::unavailable(message),
+            Error::Db(_) | Error::Migrate(_) => tonic::Status::internal(message),
+            Error::InvalidInput(_) => tonic::Status::invalid_argument(message),
+            Error::NotFound(_) => tonic::Status::not_found(message),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The coordinator's gRPC service: reconcile, sweep, plan (dry-run), status
+//! and the ledger listing.
+
+use std::sync::Arc;
+
+use reconciler_proto::coordinator::{self as pb, coordinator_server::Coordinator, subject::Kind};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Engine, Subject};
+use crate::error::Error;
+use crate::health;
+
+pub struct CoordinatorService {
+    pub engine: Arc<Engine>,
+    pub wake: Arc<Notify>,
+}
+
+fn subject(s: Option<pb::Subject>) -> Result<Option<Subject>, Error> {
+    match s.and_then(|s| s.kind) {
+        None => Ok(None),
+        Some(Kind::User(u)) if !u.trim().is_empty() => Ok(Some(Subject::User(u.trim().into()))),
+        Some(Kind::Group(g)) if !g.trim().is_empty() => Ok(Some(Subject::Group(g.trim().into()))),
+        Some(_) => Err(Error::InvalidInput("subject must not be empty".into())),
+    }
+}
+
+impl CoordinatorService {
+    async fn enqueue(
+        &self,
+        subject: &str,
+        force: bool,
+        trigger: &str,
+    ) -> Result<pb::JobRef, Error> {
+        let job = self
+            .engine
+            .store()
+            .enqueue(subject, force, trigger, None)
+            .await?;
+        self.wake.notify_one();
+        Ok(pb::JobRef {
+            job_id: job.job_id,
+            deduplicated: job.deduplicated,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::JobRef>, Status> {
+        let subject = subject(request.into_inner().subject)?
+            .ok_or_else(|| Error::InvalidInput("subject is required".into()))?;
+        Ok(Response::new(
+            self.enqueue(&subject.key(), false, "grpc").await?,
+        ))
+    }
+
+    async fn sweep(
+        &self,
+        request: Request<pb::SweepRequest>,
+    ) -> Result<Response<pb::JobRef>, Status> {
+        let force = request.into_inner().force;
+        Ok(Response::new(self.enqueue("sweep", force, "grpc").await?))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let subject = subject(request.into_inner().subject)?.unwrap_or(Subject::All);
+        let prepared = self.engine.prepare(&subject, false).await?;
+        let changes = prepared
+            .plan
+            .steps
+            .iter()
+            .map(|s| pb::PlannedChange {
+                action: s.action.as_str().into(),
+                resource: s.resource.as_str().into(),
+                key: s.key.clone(),
+                detail: serde_json::to_string(&s.target).unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::PlanResponse {
+            changes,
+            warnings: prepared.plan.warnings,
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let job_id = request.into_inner().job_id;
+        let store = self.engine.store();
+        let counts = store.job_counts().await?;
+        let last_sweep_finished = store
+            .get_meta("last_sweep_finished")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let job = if job_id != 0 {
+            let row = store
+                .job(job_id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+            Some(pb::JobStatus {
+                id: row.id,
+                subject: row.subject,
+                state: row.state,
+                attempts: row.attempts as i32,
+                last_error: row.last_error,
+                summary: row.summary,
+            })
+        } else {
+            None
+        };
+        let components = health::check(&self.engine)
+            .await
+            .components
+            .into_iter()
+            .map(|(name, c)| pb::ComponentStatus {
+                name,
+                healthy: c.healthy,
+                detail: c.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            queued: counts.queued,
+            running: counts.running,
+            failed: counts.failed,
+            done: counts.done,
+            last_sweep_finished,
+            components,
+            job,
+        }))
+    }
+
+    async fn list_owned(
+        &self,
+        request: Request<pb::ListOwnedRequest>,
+    ) -> Result<Response<pb::ListOwnedResponse>, Status> {
+        let resource = request.into_inner().resource;
+        let filter = (!resource.is_empty()).then_some(resource.as_str());
+        let rows = self.engine.store().ledger_rows(filter).await?;
+        let objects = rows
+            .into_iter()
+            .map(|r| pb::OwnedObject {
+                resource: r.resource,
+                key: r.key,
+                state: r.state.as_str().into(),
+                user: r.username,
+                remote_id: r.remote_id,
+            })
+            .collect();
+        Ok(Response::new(pb::ListOwnedResponse { objects }))
+    }
+}

@@ -1,0 +1,57 @@
+//! Per-component health, shared by `GET /healthz` and the gRPC Status call.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    pub healthy: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthReport {
+    pub status: &'static str,
+    pub components: BTreeMap<String, Component>,
+}
+
+impl HealthReport {
+    pub fn healthy(&self) -> bool {
+        self.components.values().all(|c| c.healthy)
+    }
+}
+
+fn component(result: crate::error::Result<()>) -> Component {
+    match result {
+        Ok(()) => Component {
+            healthy: true,
+            detail: "ok".into(),
+        },
+        Err(e) => Component {
+            healthy: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+pub async fn check(engine: &Engine) -> HealthReport {
+    let (db, authentik, mailcow) = tokio::join!(
+        engine.store().ping(),
+        engine.directory().ping(),
+        engine.mailcow().health(),
+    );
+    let components = BTreeMap::from([
+        ("state_db".to_owned(), component(db)),
+        ("authentik".to_owned(), component(authentik)),
+        (engine.mailcow().name().to_owned(), component(mailcow)),
+    ]);
+    let status = if components.values().all(|c| c.healthy) {
+        "ok"
+    } else {
+        "degraded"
+    };
+    HealthReport { status, components }
+}

@@ -1,0 +1,187 @@
+//! The HTTP interface (architecture §4): health, webhook intake, full-sweep
+//! trigger, job lookup and metrics.
+//!
+//! A trigger answers 202 only after its job is committed to the state DB.
+//! Bad auth → 401 and bad bodies → 400; neither enqueues anything.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reconciler_runtime::secrets::Secret;
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::engine::Engine;
+use crate::health;
+use crate::webhook::{self, Trigger};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    pub wake: Arc<Notify>,
+    pub webhook_token: Secret,
+    pub admin_token: Secret,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/reconcile", post(reconcile))
+        .route("/reconcile-all", post(reconcile_all))
+        .route("/jobs/{id}", get(job))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The webhook token from `X-Authentik-Webhook-Token` or `Authorization: Bearer`.
+fn presented_webhook_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-authentik-webhook-token") {
+        return v.to_str().ok();
+    }
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+async fn reconcile(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !presented_webhook_token(&headers).is_some_and(|t| state.webhook_token.matches(t)) {
+        warn!("rejected /reconcile: missing or wrong token");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong webhook token");
+    }
+    let trigger = match webhook::parse(&body) {
+        Ok(t) => t,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    match trigger {
+        Trigger::Ignore { reason } => (
+            StatusCode::OK,
+            Json(json!({ "status": "ignored", "reason": reason })),
+        )
+            .into_response(),
+        Trigger::Reconcile { subject, event_pk } => {
+            enqueue(
+                &state,
+                &subject.key(),
+                false,
+                "webhook",
+                event_pk.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+async fn reconcile_all(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get("x-reconciler-admin-token")
+        .and_then(|v| v.to_str().ok());
+    if !presented.is_some_and(|t| state.admin_token.matches(t)) {
+        warn!("rejected /reconcile-all: missing or wrong token");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+    }
+    let force = headers
+        .get("x-reconciler-force")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "true" || v == "1");
+    enqueue(&state, "sweep", force, "reconcile-all", None).await
+}
+
+async fn enqueue(
+    state: &HttpState,
+    subject: &str,
+    force: bool,
+    trigger: &str,
+    event_pk: Option<&str>,
+) -> Response {
+    match state
+        .engine
+        .store()
+        .enqueue(subject, force, trigger, event_pk)
+        .await
+    {
+        Ok(job) => {
+            info!(
+                job_id = job.job_id,
+                subject,
+                deduplicated = job.deduplicated,
+                "job accepted"
+            );
+            state.wake.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "job_id": job.job_id, "deduplicated": job.deduplicated })),
+            )
+                .into_response()
+        }
+        // Not durable, so not accepted: Authentik will retry.
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("job not stored: {e}"),
+        ),
+    }
+}
+
+async fn job(State(state): State<HttpState>, Path(id): Path<i64>) -> Response {
+    match state.engine.store().job(id).await {
+        Ok(Some(job)) => Json(job).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let report = health::check(&state.engine).await;
+    let status = if report.healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let store = state.engine.store();
+    let counts = store.job_counts().await.unwrap_or_default();
+    let last_sweep: i64 = store
+        .get_meta("last_sweep_finished")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let body = format!(
+        "# HELP reconciler_jobs Jobs in the queue by state.\n\
+         # TYPE reconciler_jobs gauge\n\
+         reconciler_jobs{{state=\"queued\"}} {}\n\
+         reconciler_jobs{{state=\"running\"}} {}\n\
+         reconciler_jobs{{state=\"done\"}} {}\n\
+         reconciler_jobs{{state=\"failed\"}} {}\n\
+         # HELP reconciler_last_sweep_finished_seconds Unix time of the last finished sweep.\n\
+         # TYPE reconciler_last_sweep_finished_seconds gauge\n\
+         reconciler_last_sweep_finished_seconds {}\n",
+        counts.queued, counts.running, counts.done, counts.failed, last_sweep
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,29 @@
+//! The coordinator: Authentik group membership in, a plan out, agents apply it.
+//!
+//! The loop (architecture §2): a trigger enqueues a durable job
+//! ([`http`], [`grpc`], [`worker`]); a worker runs it through the [`engine`]:
+//! read the [`directory`] from [`authentik`], compute [`desired`] state from
+//! group [`attributes`], ask the agents what is [`observed`], [`plan`] the
+//! difference under the ledger's ownership rules, apply through [`agents`],
+//! and record everything in the [`store`].
+
+pub mod agents;
+pub mod app;
+pub mod attributes;
+pub mod authentik;
+pub mod config;
+pub mod desired;
+pub mod directory;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod health;
+pub mod http;
+pub mod locks;
+pub mod observed;
+pub mod plan;
+pub mod store;
+pub mod webhook;
+pub mod worker;
+
+pub use error::{Error, Result};

@@ -1,0 +1,108 @@
+//! What the agents reported, in the coordinator's terms.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reconciler_proto::agent::ObserveResponse;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedSenderAcl {
+    pub mailbox_exists: bool,
+    pub send_as: BTreeSet<String>,
+    /// Addresses Mailcow already allows through an alias; it drops them
+    /// from `sender_acl`, so they count as satisfied.
+    pub implicitly_allowed: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedAppPassword {
+    pub id: i64,
+    pub mailbox: String,
+    pub name: String,
+    pub active: bool,
+    pub protocols: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedAlias {
+    pub id: i64,
+    pub address: String,
+    pub goto: BTreeSet<String>,
+    pub active: bool,
+    pub sogo_visible: bool,
+    pub sender_allowed: bool,
+    pub managed: bool,
+}
+
+/// The observed world. Only what was asked about is present; the planner
+/// never draws conclusions about logins or mailboxes it did not observe.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub sender_acls: BTreeMap<String, ObservedSenderAcl>,
+    /// Our (marker-named) app passwords, by mailbox. A mailbox that was
+    /// observed and has none maps to an empty list.
+    pub app_passwords: BTreeMap<String, Vec<ObservedAppPassword>>,
+    /// `None` when aliases were not observed.
+    pub aliases: Option<BTreeMap<String, ObservedAlias>>,
+}
+
+fn lower(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
+}
+
+impl Observed {
+    /// Converts an agent response; `mailboxes` are the app-password mailboxes
+    /// asked about, so "asked and none found" is distinguishable from "not asked".
+    pub fn from_mailcow(response: ObserveResponse, mailboxes: &BTreeSet<String>) -> Self {
+        let sender_acls = response
+            .sender_acls
+            .into_iter()
+            .map(|s| {
+                (
+                    lower(&s.login),
+                    ObservedSenderAcl {
+                        mailbox_exists: s.mailbox_exists,
+                        send_as: s.send_as.iter().map(|a| lower(a)).collect(),
+                        implicitly_allowed: s.implicitly_allowed.iter().map(|a| lower(a)).collect(),
+                    },
+                )
+            })
+            .collect();
+        let mut app_passwords: BTreeMap<String, Vec<ObservedAppPassword>> =
+            mailboxes.iter().map(|m| (m.clone(), Vec::new())).collect();
+        for p in response.app_passwords {
+            app_passwords
+                .entry(lower(&p.mailbox))
+                .or_default()
+                .push(ObservedAppPassword {
+                    id: p.id,
+                    mailbox: lower(&p.mailbox),
+                    name: p.name,
+                    active: p.active,
+                    protocols: p.protocols.into_iter().collect(),
+                });
+        }
+        let aliases = response
+            .aliases
+            .into_iter()
+            .map(|a| {
+                (
+                    lower(&a.address),
+                    ObservedAlias {
+                        id: a.id,
+                        address: lower(&a.address),
+                        goto: a.goto.iter().map(|g| lower(g)).collect(),
+                        active: a.active,
+                        sogo_visible: a.sogo_visible,
+                        sender_allowed: a.sender_allowed,
+                        managed: a.managed,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            sender_acls,
+            app_passwords,
+            aliases: Some(aliases),
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The planner: a pure function of (desired, observed, ledger, scope, guards)
+//! to an ordered list of steps. A plan is data: it can be printed as a
+//! dry-run, diffed, and asserted on.
+//!
+//! Ownership rules (architecture §3): never modify or delete an object that
+//! neither the ledger nor the object's marker says we created. An object
+//! that already exists when we want it is recorded as foreign and is never
+//! removed later.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reconciler_proto::markers;
+use serde::Serialize;
+
+use crate::desired::{DesiredState, keys};
+use crate::observed::{Observed, ObservedAlias, ObservedAppPassword};
+use crate::store::{LedgerRow, LedgerState};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    SenderAcl,
+    AppPassword,
+    Alias,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SenderAcl => "sender_acl",
+            Self::AppPassword => "app_password",
+            Self::Alias => "alias",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Create on the target (ledger intent first).
+    Create,
+    /// Bring an object we own back to its desired shape.
+    Update,
+    /// Remove an object we own.
+    Delete,
+    /// Ledger only: an object we meant to create exists; mark it created.
+    Adopt,
+    /// Ledger only: it existed before we wanted it; never remove it.
+    RecordForeign,
+    /// Ledger only: the object is gone from the target; drop the row.
+    Forget,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Adopt => "adopt",
+            Self::RecordForeign => "record_foreign",
+            Self::Forget => "forget",
+        }
+    }
+
+    /// Whether the step changes the target (as opposed to the ledger only).
+    pub fn writes_target(self) -> bool {
+        matches!(self, Self::Create | Self::Update | Self::Delete)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    SenderAcl {
+        login: String,
+        send_as: String,
+    },
+    AppPassword {
+        mailbox: String,
+        name: String,
+        /// 0 until created.
+        id: i64,
+        protocols: Vec<String>,
+    },
+    Alias {
+        address: String,
+        id: i64,
+        goto: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub resource: Resource,
+    pub key: String,
+    pub action: Action,
+    /// The Authentik username the object belongs to ("" for aliases).
+    pub username: String,
+    /// Groups that grant it (for the ledger).
+    pub groups: BTreeSet<String>,
+    pub target: Target,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Why removals were held back, conflicts, unusable targets.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn target_writes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.action.writes_target())
+            .count()
+    }
+}
+
+/// Which users this run may touch. Aliases are group-level and always planned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Users(BTreeSet<String>),
+}
+
+impl Scope {
+    pub fn contains(&self, username: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Users(users) => users.contains(username),
+        }
+    }
+}
+
+/// Safety limits on removals.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    /// False when Authentik looked wrong this run: nothing is removed.
+    pub allow_removals: bool,
+    pub hold_reason: String,
+    /// Removals beyond this share of owned objects stop unless forced...
+    pub max_removal_share: f64,
+    /// ...once there are more than this many of them.
+    pub removal_guard_min: usize,
+    pub force: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            allow_removals: true,
+            hold_reason: String::new(),
+            max_removal_share: 0.5,
+            removal_guard_min: 10,
+            force: false,
+        }
+    }
+}
+
+pub fn plan(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &[LedgerRow],
+    scope: &Scope,
+    guards: &Guards,
+) -> Plan {
+    let ledger_by = |resource: Resource| -> BTreeMap<&str, &LedgerRow> {
+        ledger
+            .iter()
+            .filter(|r| r.resource == resource.as_str())
+            .map(|r| (r.key.as_str(), r))
+            .collect()
+    };
+    let mut plan = Plan::default();
+    plan_sender_acls(
+        desired,
+        observed,
+        &ledger_by(Resource::SenderAcl),
+        scope,
+        &mut plan,
+    );
+    plan_app_passwords(
+        desired,
+        observed,
+        &ledger_by(Resource::AppPassword),
+        scope,
+        &mut plan,
+    );
+    plan_aliases(desired, observed, &ledger_by(Resource::Alias), &mut plan);
+    apply_guards(&mut plan, desired, ledger, guards);
+    plan
+}
+
+fn plan_sender_acls(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &BTreeMap<&str, &LedgerRow>,
+    scope: &Scope,
+    plan: &mut Plan,
+) {
+    let mut keys: BTreeSet<&str> = desired
+        .sender_acls
+        .iter()
+        .filter(|(_, d)| scope.contains(&d.user))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.extend(
+        ledger
+            .iter()
+            .filter(|(_, r)| scope.contains(&r.username))
+            .map(|(k, _)| *k),
+    );
+
+    for key in keys {
+        let want = desired.sender_acls.get(key);
+        let row = ledger.get(key).copied();
+        let Some((login, send_as)) = key.split_once('|') else {
+            continue;
+        };
+        let Some(obs) = observed.sender_acls.get(login) else {
+            continue;
+        };
+        let (username, groups) = match (want, row) {
+            (Some(d), _) => (d.user.clone(), d.groups.clone()),
+            (None, Some(r)) => (r.username.clone(), r.groups.clone()),
+            (None, None) => continue,
+        };
+        let step = |action, reason: &str| Step {
+            resource: Resource::SenderAcl,
+            key: key.to_owned(),
+            action,
+            username: username.clone(),
+            groups: groups.clone(),
+            target: Target::SenderAcl {
+                login: login.to_owned(),
+                send_as: send_as.to_owned(),
+            },
+            reason: reason.to_owned(),
+        };
+        if !obs.mailbox_exists {
+            if want.is_some() {
+                plan.warnings.push(format!(
+                    "{login} is not a Mailcow mailbox; cannot grant send-as {send_as}"
+                ));
+            }
+            if row.is_some() {
+                plan.steps
+                    .push(step(Action::Forget, "mailbox no longer exists"));
+            }
+            continue;
+        }
+        let present = obs.send_as.contains(send_as);
+        let implicit = obs.implicitly_allowed.contains(send_as);
+        match (want.is_some(), present, row.map(|r| r.state)) {
+            (true, true, None) => plan.steps.push(step(
+                Action::RecordForeign,
+                "already present before we wanted it",
+            )),
+            (true, true, Some(LedgerState::Intent)) => plan
+                .steps
+                .push(step(Action::Adopt, "created by an earlier run")),
+            (true, true, Some(_)) => {}
+            (true, false, _) if implicit => {}
+            (true, false, _) => plan.steps.push(step(Action::Create, "granted by group")),
+            (false, true, Some(LedgerState::Created | LedgerState::Intent)) => {
+                plan.steps.push(step(Action::Delete, "no longer granted"))
+            }
+            (false, true, Some(LedgerState::Foreign)) => plan.steps.push(step(
+                Action::Forget,
+                "not granted any more; a person's entry stays",
+            )),
+            (false, true, None) => {}
+            (false, false, Some(_)) => plan.steps.push(step(Action::Forget, "already gone")),
+            (false, false, None) => {}
+        }
+    }
+}
+
+/// `authentik-sync:<user>:<target>` → `<user>`.
+fn user_from_app_password_name(name: &str) -> Option<&str> {
+    name.strip_prefix(markers::APP_PASSWORD_PREFIX)?
+        .split_once(':')
+        .map(|(user, _)| user)
+}
+
+fn plan_app_passwords(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &BTreeMap<&str, &LedgerRow>,
+    scope: &Scope,
+    plan: &mut Plan,
+) {
+    // Observed entries carrying our marker, by key.
+    let mut found: BTreeMap<String, Vec<&ObservedAppPassword>> = BTreeMap::new();
+    for list in observed.app_passwords.values() {
+        for p in list {
+            if p.name.starts_with(markers::APP_PASSWORD_PREFIX) {
+                found
+                    .entry(keys::app_password(&p.mailbox, &p.name))
+                    .or_default()
+                    .push(p);
+            }
+        }
+    }
+    let mut all_keys: BTreeSet<String> = desired
+        .app_passwords
+        .iter()
+        .filter(|(_, d)| scope.contains(&d.user))
+        .map(|(k, _)| k.clone())
+        .collect();
+    all_keys.extend(
+        ledger
+            .iter()
+            .filter(|(_, r)| scope.contains(&r.username))
+            .map(|(k, _)| k.to_string()),
+    );
+    all_keys.extend(
+        found
+            .keys()
+            .filter(|k| {
+                k.split_once('|')
+                    .and_then(|(_, name)| user_from_app_password_name(name))
+                    .is_some_and(|u| scope.contains(u))
+            })
+            .cloned(),
+    );
+
+    for key in all_keys {
+        let Some((mailbox, name)) = key.split_once('|') else {
+            continue;
+        };
+        if !observed.app_passwords.contains_key(mailbox) {
+            continue;
+        }
+        let want = desired.app_passwords.get(&key);
+        let row = ledger.get(key.as_str()).copied();
+        let mut matches: Vec<&ObservedAppPassword> = found.get(&key).cloned().unwrap_or_default();
+        let username = want
+            .map(|d| d.user.clone())
+            .or_else(|| row.map(|r| r.username.clone()))
+            .or_else(|| user_from_app_password_name(name).map(str::to_owned))
+            .unwrap_or_default();
+        let groups = want
+            .map(|d| d.groups.clone())
+            .or_else(|| row.map(|r| r.groups.clone()))
+            .unwrap_or_default();
+        let protocols = want.map(|d| d.protocols.clone()).unwrap_or_default();
+        let step = |action, id: i64, reason: &str| Step {
+            resource: Resource::AppPassword,
+            key: key.clone(),
+            action,
+            username: username.clone(),
+            groups: groups.clone(),
+            target: Target::AppPassword {
+                mailbox: mailbox.to_owned(),
+                name: name.to_owned(),
+                id,
+                protocols: protocols.clone(),
+            },
+            reason: reason.to_owned(),
+        };
+        match want {
+            Some(d) => {
+                if matches.is_empty() {
+                    plan.steps.push(step(Action::Create, 0, "granted by group"));
+                    continue;
+                }
+                // Keep the one the ledger knows, else the newest; names are
+                // not unique in Mailcow, so extras from a crashed run go.
+                let ledger_id = row.and_then(|r| r.remote_id.parse::<i64>().ok());
+                matches.sort_by_key(|p| (Some(p.id) == ledger_id, p.id));
+                let Some(keep) = matches.pop() else { continue };
+                for extra in matches {
+                    plan.steps
+                        .push(step(Action::Delete, extra.id, "duplicate of ours"));
+                }
+                let known = row.is_some_and(|r| {
+                    r.state == LedgerState::Created && r.remote_id == keep.id.to_string()
+                });
+                if !known {
+                    plan.steps
+                        .push(step(Action::Adopt, keep.id, "carries our name"));
+                }
+                let wanted: BTreeSet<String> = d.protocols.iter().cloned().collect();
+                if !keep.active || keep.protocols != wanted {
+                    plan.steps.push(step(
+                        Action::Update,
+                        keep.id,
+                        "inactive or protocols drifted",
+                    ));
+                }
+            }
+            None => {
+                for p in &matches {
+                    plan.steps
+                        .push(step(Action::Delete, p.id, "no longer granted"));
+                }
+                if matches.is_empty() && row.is_some() {
+                    plan.steps.push(step(Action::Forget, 0, "already gone"));
+                }
+            }
+        }
+    }
+}
+
+fn plan_aliases(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &BTreeMap<&str, &LedgerRow>,
+    plan: &mut Plan,
+) {
+    let Some(aliases) = &observed.aliases else {
+        return;
+    };
+    let mut all: BTreeSet<&str> = desired.aliases.keys().map(String::as_str).collect();
+    all.extend(
+        aliases
+            .iter()
+            .filter(|(_, a)| a.managed)
+            .map(|(k, _)| k.as_str()),
+    );
+    all.extend(ledger.keys().copied());
+
+    for address in all {
+        let want = desired.aliases.get(address);
+        let have: Option<&ObservedAlias> = aliases.get(address);
+        let row = ledger.get(address).copied();
+        let groups = want
+            .map(|d| d.groups.clone())
+            .or_else(|| row.map(|r| r.groups.clone()))
+            .unwrap_or_default();
+        let goto: Vec<String> = want
+            .map(|d| d.goto.iter().cloned().collect())
+            .unwrap_or_default();
+        let step = |action, id: i64, reason: &str| Step {
+            resource: Resource::Alias,
+            key: address.to_owned(),
+            action,
+            username: String::new(),
+            groups: groups.clone(),
+            target: Target::Alias {
+                address: address.to_owned(),
+                id,
+                goto: goto.clone(),
+            },
+            reason: reason.to_owned(),
+        };
+        match (want, have) {
+            (Some(_), None) => plan.steps.push(step(Action::Create, 0, "group alias")),
+            (Some(d), Some(a)) if a.managed => {
+                let known = row.is_some_and(|r| {
+                    r.state == LedgerState::Created && r.remote_id == a.id.to_string()
+                });
+                if !known {
+                    plan.steps
+                        .push(step(Action::Adopt, a.id, "carries our marker"));
+                }
+                if a.goto != d.goto || !a.active || !a.sogo_visible || !a.sender_allowed {
+                    plan.steps
+                        .push(step(Action::Update, a.id, "members or flags changed"));
+                }
+            }
+            (Some(_), Some(a)) => {
+                plan.warnings.push(format!(
+                    "alias {address} exists and was not created by us; left alone"
+                ));
+                if row.map(|r| r.state) != Some(LedgerState::Foreign) {
+                    plan.steps.push(step(
+                        Action::RecordForeign,
+                        a.id,
+                        "exists without our marker",
+                    ));
+                }
+            }
+            (None, Some(a)) if a.managed => {
+                plan.steps
+                    .push(step(Action::Delete, a.id, "no longer an alias attribute"))
+            }
+            (None, Some(_)) => {
+                if row.is_some_and(|r| r.state == LedgerState::Foreign) {
+                    plan.steps.push(step(
+                        Action::Forget,
+                        0,
+                        "no longer wanted; a person's alias stays",
+                    ));
+                }
+            }
+            (None, None) => {
+                if row.is_some() {
+                    plan.steps.push(step(Action::Forget, 0, "already gone"));
+                }
+            }
+        }
+    }
+}
+
+/// Drops removals that safety rules forbid, explaining each in a warning.
+fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], guards: &Guards) {
+    let is_delete = |s: &Step| s.action == Action::Delete;
+    if !guards.allow_removals {
+        let held = plan.steps.iter().filter(|s| is_delete(s)).count();
+        if held > 0 {
+            plan.warnings
+                .push(format!("{held} removal(s) held: {}", guards.hold_reason));
+        }
+        plan.steps.retain(|s| !is_delete(s));
+        return;
+    }
+    // A group whose attributes no longer parse keeps what it granted.
+    if !desired.invalid_groups.is_empty() {
+        let before = plan.steps.len();
+        plan.steps.retain(|s| {
+            !(is_delete(s)
+                && s.groups
+                    .iter()
+                    .any(|g| desired.invalid_groups.contains_key(g)))
+        });
+        let held = before - plan.steps.len();
+        if held > 0 {
+            plan.warnings.push(format!(
+                "{held} removal(s) held because a granting group has invalid attributes"
+            ));
+        }
+    }
+    let removals = plan.steps.iter().filter(|s| is_delete(s)).count();
+    let owned = ledger
+        .iter()
+        .filter(|r| r.state != LedgerState::Foreign)
+        .count();
+    let limit = ((owned as f64) * guards.max_removal_share).floor() as usize;
+    if !guards.force && removals > guards.removal_guard_min && removals > limit {
+        plan.warnings.push(format!(
+            "{removals} removal(s) of {owned} owned objects exceed the guard \
+             ({:.0}% and more than {}); run a forced sweep to apply them",
+            guards.max_removal_share * 100.0,
+            guards.removal_guard_min
+        ));
+        plan.steps.retain(|s| !is_delete(s));
+    }
+    for w in desired.invalid_groups.values() {
+        plan.warnings.push(w.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests;

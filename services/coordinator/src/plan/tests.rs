@@ -1,0 +1,356 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::desired::{Alias, AppPassword, SenderAcl};
+use crate::observed::ObservedSenderAcl;
+
+const ALICE: &str = "alice@example.com";
+const INFO: &str = "info@example.com";
+const NAME: &str = "authentik-sync:alice:info@example.com";
+
+fn desired_alice() -> DesiredState {
+    let mut d = DesiredState::default();
+    d.sender_acls.insert(
+        keys::sender_acl(ALICE, INFO),
+        SenderAcl {
+            login: ALICE.into(),
+            send_as: INFO.into(),
+            user: "alice".into(),
+            groups: BTreeSet::from(["g1".into()]),
+        },
+    );
+    d.app_passwords.insert(
+        keys::app_password(INFO, NAME),
+        AppPassword {
+            mailbox: INFO.into(),
+            name: NAME.into(),
+            user: "alice".into(),
+            protocols: vec!["imap_access".into(), "smtp_access".into()],
+            groups: BTreeSet::from(["g1".into()]),
+        },
+    );
+    d
+}
+
+fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observed {
+    Observed {
+        sender_acls: BTreeMap::from([(
+            ALICE.to_string(),
+            ObservedSenderAcl {
+                mailbox_exists: true,
+                send_as: send_as.iter().map(|s| s.to_string()).collect(),
+                implicitly_allowed: BTreeSet::from([ALICE.to_string()]),
+            },
+        )]),
+        app_passwords: BTreeMap::from([(INFO.to_string(), app_passwords)]),
+        aliases: Some(BTreeMap::new()),
+    }
+}
+
+fn ours(id: i64) -> ObservedAppPassword {
+    ObservedAppPassword {
+        id,
+        mailbox: INFO.into(),
+        name: NAME.into(),
+        active: true,
+        protocols: BTreeSet::from(["imap_access".into(), "smtp_access".into()]),
+    }
+}
+
+fn row(resource: Resource, key: &str, state: LedgerState, remote_id: &str) -> LedgerRow {
+    LedgerRow {
+        resource: resource.as_str().into(),
+        key: key.into(),
+        state,
+        username: "alice".into(),
+        groups: BTreeSet::from(["g1".into()]),
+        remote_id: remote_id.into(),
+    }
+}
+
+fn actions(plan: &Plan) -> Vec<(Resource, Action)> {
+    plan.steps.iter().map(|s| (s.resource, s.action)).collect()
+}
+
+#[test]
+fn grants_are_created_when_missing() {
+    let p = plan(
+        &desired_alice(),
+        &observed(&[], vec![]),
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        actions(&p),
+        vec![
+            (Resource::SenderAcl, Action::Create),
+            (Resource::AppPassword, Action::Create)
+        ]
+    );
+}
+
+#[test]
+fn in_sync_world_plans_nothing() {
+    let ledger = vec![
+        row(
+            Resource::SenderAcl,
+            &keys::sender_acl(ALICE, INFO),
+            LedgerState::Created,
+            "",
+        ),
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+    ];
+    let p = plan(
+        &desired_alice(),
+        &observed(&[INFO], vec![ours(7)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(p.steps.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn leaving_removes_only_what_we_created() {
+    let ledger = vec![
+        row(
+            Resource::SenderAcl,
+            &keys::sender_acl(ALICE, INFO),
+            LedgerState::Created,
+            "",
+        ),
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+    ];
+    let mut human = ours(8);
+    human.name = "my phone".into();
+    let obs = observed(&[INFO, "sales@example.com"], vec![ours(7), human]);
+    let p = plan(
+        &DesiredState::default(),
+        &obs,
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        actions(&p),
+        vec![
+            (Resource::SenderAcl, Action::Delete),
+            (Resource::AppPassword, Action::Delete)
+        ]
+    );
+    assert!(matches!(
+        p.steps[1].target,
+        Target::AppPassword { id: 7, .. }
+    ));
+}
+
+#[test]
+fn a_persons_entry_is_recorded_foreign_and_never_removed() {
+    let obs = observed(&[INFO], vec![ours(7)]);
+    let p = plan(&desired_alice(), &obs, &[], &Scope::All, &Guards::default());
+    assert_eq!(p.steps[0].action, Action::RecordForeign);
+
+    let ledger = vec![row(
+        Resource::SenderAcl,
+        &keys::sender_acl(ALICE, INFO),
+        LedgerState::Foreign,
+        "",
+    )];
+    let p = plan(
+        &DesiredState::default(),
+        &obs,
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(
+        p.steps
+            .iter()
+            .all(|s| !(s.resource == Resource::SenderAcl && s.action == Action::Delete))
+    );
+}
+
+#[test]
+fn implicitly_allowed_send_as_does_not_loop() {
+    let mut d = DesiredState::default();
+    d.sender_acls.insert(
+        keys::sender_acl(ALICE, ALICE),
+        SenderAcl {
+            login: ALICE.into(),
+            send_as: ALICE.into(),
+            user: "alice".into(),
+            groups: BTreeSet::new(),
+        },
+    );
+    let p = plan(
+        &d,
+        &observed(&[], vec![]),
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn removals_are_held_when_authentik_looks_wrong() {
+    let ledger = vec![row(
+        Resource::SenderAcl,
+        &keys::sender_acl(ALICE, INFO),
+        LedgerState::Created,
+        "",
+    )];
+    let guards = Guards {
+        allow_removals: false,
+        hold_reason: "no users".into(),
+        ..Guards::default()
+    };
+    let p = plan(
+        &DesiredState::default(),
+        &observed(&[INFO], vec![]),
+        &ledger,
+        &Scope::All,
+        &guards,
+    );
+    assert!(p.steps.is_empty());
+    assert!(p.warnings[0].contains("held"));
+}
+
+#[test]
+fn removals_tied_to_an_invalid_group_are_held() {
+    let ledger = vec![row(
+        Resource::SenderAcl,
+        &keys::sender_acl(ALICE, INFO),
+        LedgerState::Created,
+        "",
+    )];
+    let mut d = DesiredState::default();
+    d.invalid_groups
+        .insert("g1".into(), "group `g1`: unknown key".into());
+    let p = plan(
+        &d,
+        &observed(&[INFO], vec![]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(p.steps.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn mass_removal_stops_unless_forced() {
+    let mut ledger = Vec::new();
+    let mut obs = observed(&[], vec![]);
+    for i in 0..20 {
+        let mut p = ours(i);
+        p.name = format!("authentik-sync:u{i}:{INFO}");
+        ledger.push(row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, &p.name),
+            LedgerState::Created,
+            &i.to_string(),
+        ));
+        obs.app_passwords.get_mut(INFO).unwrap().push(p);
+    }
+    let p = plan(
+        &DesiredState::default(),
+        &obs,
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(p.target_writes(), 0);
+    let forced = Guards {
+        force: true,
+        ..Guards::default()
+    };
+    let p = plan(
+        &DesiredState::default(),
+        &obs,
+        &ledger,
+        &Scope::All,
+        &forced,
+    );
+    assert_eq!(p.target_writes(), 20);
+}
+
+#[test]
+fn scope_limits_users_but_not_aliases() {
+    let scope = Scope::Users(BTreeSet::from(["bob".to_string()]));
+    let mut d = desired_alice();
+    d.aliases.insert(
+        "team@example.com".into(),
+        Alias {
+            address: "team@example.com".into(),
+            goto: BTreeSet::from([ALICE.into()]),
+            groups: BTreeSet::new(),
+        },
+    );
+    let p = plan(&d, &observed(&[], vec![]), &[], &scope, &Guards::default());
+    assert_eq!(actions(&p), vec![(Resource::Alias, Action::Create)]);
+}
+
+#[test]
+fn aliases_follow_members_and_only_ours_are_touched() {
+    let mut d = DesiredState::default();
+    d.aliases.insert(
+        "team@example.com".into(),
+        Alias {
+            address: "team@example.com".into(),
+            goto: BTreeSet::from([ALICE.into()]),
+            groups: BTreeSet::new(),
+        },
+    );
+    let alias = |address: &str, id, managed| ObservedAlias {
+        id,
+        address: address.into(),
+        goto: BTreeSet::from(["old@example.com".into()]),
+        active: true,
+        sogo_visible: true,
+        sender_allowed: true,
+        managed,
+    };
+    let mut obs = observed(&[], vec![]);
+    obs.aliases = Some(BTreeMap::from([
+        (
+            "team@example.com".into(),
+            alias("team@example.com", 1, true),
+        ),
+        (
+            "old-team@example.com".into(),
+            alias("old-team@example.com", 2, true),
+        ),
+        (
+            "human@example.com".into(),
+            alias("human@example.com", 3, false),
+        ),
+    ]));
+    let ledger = vec![LedgerRow {
+        resource: "alias".into(),
+        key: "team@example.com".into(),
+        state: LedgerState::Created,
+        username: String::new(),
+        groups: BTreeSet::new(),
+        remote_id: "1".into(),
+    }];
+    let p = plan(&d, &obs, &ledger, &Scope::All, &Guards::default());
+    let got: Vec<_> = p.steps.iter().map(|s| (s.key.as_str(), s.action)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("old-team@example.com", Action::Delete),
+            ("team@example.com", Action::Update)
+        ]
+    );
+}

@@ -1,0 +1,106 @@
+//! The state DB: job queue, ledger, audit log. SQLite in WAL mode by default.
+
+mod audit;
+mod jobs;
+mod ledger;
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use audit::AuditEntry;
+pub use jobs::{ClaimedJob, Enqueued, JobCounts, JobRow};
+pub use ledger::{LedgerRow, LedgerState};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the DB at `url`, e.g.
+    /// `sqlite://state.db`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("STATE_DB_URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a 202 promises the job survives a power cut, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Remembers pk → username for people we grant things to.
+    pub async fn remember_users(&self, users: &[(i64, String, String)]) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        for (pk, username, email) in users {
+            sqlx::query(
+                "INSERT INTO known_users (pk, username, email, seen_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (pk) DO UPDATE SET username = excluded.username,
+                 email = excluded.email, seen_at = excluded.seen_at",
+            )
+            .bind(pk)
+            .bind(username)
+            .bind(email)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Resolves a pk, username or email to a username we once granted to.
+    pub async fn known_username(&self, needle: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT username FROM known_users
+             WHERE CAST(pk AS TEXT) = ?1 OR username = ?1 OR lower(email) = lower(?1) LIMIT 1",
+        )
+        .bind(needle)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

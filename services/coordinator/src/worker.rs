@@ -1,0 +1,163 @@
+//! Workers that drain the durable job queue, and the periodic sweep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, warn};
+
+use crate::engine::{Engine, Subject};
+use crate::store::{Store, now_millis};
+
+/// How long an idle worker waits before looking again when nothing wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+pub struct Workers {
+    pub engine: Arc<Engine>,
+    /// Woken on every enqueue, so a 202 turns into work at once.
+    pub wake: Arc<Notify>,
+    pub max_attempts: i64,
+    pub retry_base: Duration,
+}
+
+impl Workers {
+    pub fn spawn(
+        &self,
+        count: usize,
+        shutdown: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..count)
+            .map(|n| {
+                let this = self.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { this.run(n, shutdown).await })
+            })
+            .collect()
+    }
+
+    async fn run(&self, worker: usize, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.engine.store().claim().await {
+                Ok(Some(job)) => {
+                    // Another job may be runnable too; let a sibling look.
+                    self.wake.notify_one();
+                    let span = tracing::info_span!("job", id = job.id, subject = %job.subject, attempt = job.attempts, worker);
+                    self.execute(job.id, &job.subject, job.force, job.attempts)
+                        .instrument(span)
+                        .await;
+                    self.wake.notify_one();
+                }
+                Ok(None) => {
+                    let wait = self.idle_wait().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot claim a job");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Until the next delayed job is due, capped by the idle poll.
+    async fn idle_wait(&self) -> Duration {
+        match self.engine.store().next_due().await {
+            Ok(Some(due)) => {
+                let ms = (due - now_millis()).clamp(10, IDLE_POLL.as_millis() as i64);
+                Duration::from_millis(ms as u64)
+            }
+            _ => IDLE_POLL,
+        }
+    }
+
+    async fn execute(&self, id: i64, subject: &str, force: bool, attempts: i64) {
+        let store = self.engine.store();
+        let subject = match Subject::parse(subject) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = store.retry_or_fail(id, &e.to_string(), "", None).await;
+                return;
+            }
+        };
+        let result = self.engine.run(id, &subject, force).await;
+        let outcome = match result {
+            Ok(report) if report.transient_failures == 0 => {
+                store.finish(id, &report.summary()).await
+            }
+            Ok(report) => {
+                let error = format!("{} change(s) failed transiently", report.transient_failures);
+                warn!(%error, "job will be retried");
+                store
+                    .retry_or_fail(id, &error, &report.summary(), self.retry_at(attempts))
+                    .await
+            }
+            Err(e) => {
+                warn!(error = %e, "job failed");
+                let retry = if e.is_transient() {
+                    self.retry_at(attempts)
+                } else {
+                    None
+                };
+                store.retry_or_fail(id, &e.to_string(), "", retry).await
+            }
+        };
+        if let Err(e) = outcome {
+            error!(error = %e, "cannot record the job's result");
+        }
+    }
+
+    /// Exponential backoff with jitter, or `None` once attempts run out.
+    fn retry_at(&self, attempts: i64) -> Option<i64> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << attempts.clamp(0, 16) as u32 >> 1);
+        let capped = exp.min(MAX_BACKOFF).as_millis() as i64;
+        let jitter = rand::rng().random_range(0..=capped / 5 + 1);
+        Some(now_millis() + capped + jitter)
+    }
+}
+
+/// Enqueues a sweep at start and then every `interval`.
+pub async fn sweep_timer(
+    store: Store,
+    wake: Arc<Notify>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.enqueue("sweep", false, "timer", None).await {
+            Ok(job) => {
+                info!(
+                    job_id = job.job_id,
+                    deduplicated = job.deduplicated,
+                    "periodic sweep queued"
+                );
+                wake.notify_one();
+            }
+            Err(e) => error!(error = %e, "cannot queue the periodic sweep"),
+        }
+    }
+}

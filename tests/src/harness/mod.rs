@@ -1,0 +1,11 @@
+//! Runs the real coordinator and mailcow-agent binaries over loopback against
+//! in-process simulators, for end-to-end tests and benchmarks.
+
+mod process;
+mod stack;
+
+pub use process::{Service, bin_dir, free_port};
+pub use stack::{Stack, StackOptions};
+
+/// The webhook token the test stack configures.
+pub const WEBHOOK_TOKEN_FOR_TESTS: &str = stack::WEBHOOK_TOKEN;

@@ -1,0 +1,276 @@
+//! The whole system on loopback: Authentik and Mailcow simulators in this
+//! process, the real mailcow-agent and coordinator binaries as children.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::process::{Service, free_port};
+use crate::authentik_sim::{AuthentikSim, AuthentikSimConfig};
+use crate::mailcow_sim::{MailcowSim, MailcowSimConfig};
+
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const MAILCOW_KEY: &str = "ABCDEF-012345-ABCDEF-012345-ABCDEF";
+
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub authentik_max_page_size: usize,
+    /// Extra coordinator environment.
+    pub coordinator_env: Vec<(String, String)>,
+    /// Extra mailcow-agent environment.
+    pub agent_env: Vec<(String, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            max_attempts: 3,
+            // Small pages so every test crosses page boundaries.
+            authentik_max_page_size: 3,
+            coordinator_env: Vec::new(),
+            agent_env: Vec::new(),
+        }
+    }
+}
+
+pub struct Stack {
+    pub authentik: AuthentikSim,
+    pub mailcow: MailcowSim,
+    pub agent: Service,
+    pub coordinator: Service,
+    pub http_url: String,
+    pub grpc_addr: String,
+    pub agent_addr: String,
+    pub dir: tempfile::TempDir,
+    options: StackOptions,
+    http: reqwest::Client,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Self {
+        let authentik = AuthentikSim::start(
+            AuthentikSimConfig {
+                max_page_size: options.authentik_max_page_size,
+                ..AuthentikSimConfig::default()
+            },
+            loopback(0),
+        )
+        .await
+        .expect("start Authentik simulator");
+        let mailcow = MailcowSim::start(
+            MailcowSimConfig {
+                rw_key: MAILCOW_KEY.into(),
+                ro_key: None,
+                allow_from: vec!["127.0.0.1".into()],
+                skip_ip_check: false,
+                omit_sender_acl: false,
+            },
+            loopback(0),
+        )
+        .await
+        .expect("start Mailcow simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let agent_addr = format!("127.0.0.1:{}", free_port());
+        let mut agent_env: Vec<(String, String)> = vec![
+            ("MAILCOW_URL".into(), mailcow.base_url()),
+            ("MAILCOW_API_KEY".into(), MAILCOW_KEY.into()),
+            ("AGENT_LISTEN".into(), agent_addr.clone()),
+        ];
+        agent_env.extend(options.agent_env.iter().cloned());
+        let mut agent = Service::spawn("mailcow-agent", &agent_env, dir.path());
+        agent
+            .wait_for_port(&agent_addr, Duration::from_secs(30))
+            .await;
+        let http_port = free_port();
+        let grpc_port = free_port();
+        let placeholder = Service::placeholder();
+        let mut stack = Self {
+            authentik,
+            mailcow,
+            agent,
+            coordinator: placeholder,
+            http_url: format!("http://127.0.0.1:{http_port}"),
+            grpc_addr: format!("127.0.0.1:{grpc_port}"),
+            agent_addr,
+            dir,
+            options,
+            http: reqwest::Client::new(),
+        };
+        stack.start_coordinator(stack.options.workers).await;
+        stack
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn coordinator_env(&self, workers: usize) -> Vec<(String, String)> {
+        let http = self.http_url.trim_start_matches("http://").to_owned();
+        let mut env: Vec<(String, String)> = vec![
+            ("HTTP_LISTEN".into(), http),
+            ("GRPC_LISTEN".into(), self.grpc_addr.clone()),
+            (
+                "STATE_DB_URL".into(),
+                format!("sqlite://{}", self.state_db().display()),
+            ),
+            ("AUTHENTIK_URL".into(), self.authentik.base_url()),
+            ("AUTHENTIK_TOKEN".into(), "authentik-test-token".into()),
+            ("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()),
+            ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            (
+                "MAILCOW_AGENT_URL".into(),
+                format!("http://{}", self.agent_addr),
+            ),
+            // Tests trigger sweeps themselves.
+            ("SWEEP_INTERVAL_SECONDS".into(), "0".into()),
+            ("WORKER_CONCURRENCY".into(), workers.to_string()),
+            (
+                "JOB_MAX_ATTEMPTS".into(),
+                self.options.max_attempts.to_string(),
+            ),
+            ("RETRY_BASE_MILLIS".into(), "100".into()),
+        ];
+        env.extend(self.options.coordinator_env.iter().cloned());
+        env
+    }
+
+    /// (Re)starts the coordinator with `workers` workers (0 = accept only).
+    pub async fn start_coordinator(&mut self, workers: usize) {
+        let env = self.coordinator_env(workers);
+        self.coordinator = Service::spawn("coordinator", &env, self.dir.path());
+        let http = self.http_url.trim_start_matches("http://").to_owned();
+        self.coordinator
+            .wait_for_port(&http, Duration::from_secs(30))
+            .await;
+        self.coordinator
+            .wait_for_port(&self.grpc_addr.clone(), Duration::from_secs(30))
+            .await;
+    }
+
+    /// POSTs to `/reconcile` with the webhook token.
+    pub async fn webhook(&self, body: &Value) -> (u16, Value) {
+        self.post(
+            "/reconcile",
+            &[("X-Authentik-Webhook-Token", WEBHOOK_TOKEN)],
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: String) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.http_url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("POST to coordinator");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The shipped Authentik body mapping, for a group membership change.
+    pub fn group_event(group_uuid: &str, event_pk: &str) -> Value {
+        json!({
+            "event_pk": event_pk,
+            "action": "model_updated",
+            "model": {"app": "authentik_core", "model_name": "group",
+                      "pk": group_uuid.replace('-', ""), "name": "group"},
+        })
+    }
+
+    pub fn user_event(user_pk: i64, event_pk: &str) -> Value {
+        json!({
+            "event_pk": event_pk,
+            "action": "model_updated",
+            "model": {"app": "authentik_core", "model_name": "user", "pk": user_pk, "name": "User"},
+        })
+    }
+
+    /// Queues a full sweep and returns its job id.
+    pub async fn request_sweep(&self) -> i64 {
+        let (status, body) = self
+            .post(
+                "/reconcile-all",
+                &[("X-Reconciler-Admin-Token", ADMIN_TOKEN)],
+                String::new(),
+            )
+            .await;
+        assert_eq!(status, 202, "reconcile-all: {body}");
+        body["job_id"].as_i64().expect("job_id")
+    }
+
+    /// Runs a sweep to completion and returns the job.
+    pub async fn sweep(&self) -> Value {
+        let id = self.request_sweep().await;
+        self.wait_job(id).await
+    }
+
+    /// Sends a webhook and waits for its job.
+    pub async fn webhook_and_wait(&self, body: &Value) -> Value {
+        let (status, reply) = self.webhook(body).await;
+        assert_eq!(status, 202, "webhook: {reply}");
+        self.wait_job(reply["job_id"].as_i64().expect("job_id"))
+            .await
+    }
+
+    pub async fn job(&self, id: i64) -> Value {
+        self.http
+            .get(format!("{}/jobs/{id}", self.http_url))
+            .send()
+            .await
+            .expect("GET job")
+            .json()
+            .await
+            .expect("job JSON")
+    }
+
+    /// Polls the job until it is done or failed (never a fixed sleep).
+    pub async fn wait_job(&self, id: i64) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            match job["state"].as_str() {
+                Some("done") | Some("failed") => return job,
+                _ => {}
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "job {id} did not finish: {job}\ncoordinator log:\n{}",
+                self.coordinator.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the job is done and panics with logs otherwise.
+    pub async fn expect_done(&self, job: &Value) {
+        assert_eq!(
+            job["state"],
+            "done",
+            "job failed: {job}\ncoordinator log:\n{}\nagent log:\n{}",
+            self.coordinator.logs(),
+            self.agent.logs()
+        );
+    }
+}
+
+impl Service {
+    /// Stands in until the first coordinator starts.
+    fn placeholder() -> Self {
+        Self::spawn_none()
+    }
+}

@@ -1,0 +1,4 @@
+//! placeholder
+pub mod authentik_sim;
+pub mod harness;
+pub mod mailcow_sim;
