@@ -26,8 +26,7 @@ pub mod markers {
     pub const ALIAS_MARKER: &str = "[authentik-reconciler]";
 
     /// The full `private_comment` written on our aliases (Mailcow allows 160 chars).
-    pub const ALIAS_COMMENT: &str =
-        "[authentik-reconciler] managed from Authentik group attributes; manual edits are overwritten";
+    pub const ALIAS_COMMENT: &str = "[authentik-reconciler] managed from Authentik group attributes; manual edits are overwritten";
 
     /// The app password name for `user` on `target`.
     pub fn app_password_name(user: &str, target: &str) -> String {

@@ -16,9 +16,12 @@ const COORDINATOR: &str = "reconciler.coordinator.v1.Coordinator";
 const AGENT: &str = "reconciler.agent.v1.Agent";
 
 async fn health(addr: &str, service: &str) -> ServingStatus {
-    let mut client = HealthClient::connect(format!("http://{addr}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect");
+    let mut client = HealthClient::new(channel);
     client
         .check(HealthCheckRequest {
             service: service.into(),

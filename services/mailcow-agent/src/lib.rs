@@ -1,1 +1,44 @@
-//! placeholder
+//! mailcow-agent: runs beside Mailcow and is the only holder of its API key.
+//!
+//! It answers the agent contract (`reconciler.agent.v1.Agent`):
+//! - [`observe`]: sender_acl lists, our app passwords, aliases (read only);
+//! - [`apply`]: sender_acl deltas, app password create/update/delete, alias
+//!   create/update/delete, each refusing objects without our marker.
+//!
+//! [`mailcow`] holds the REST client behind the [`mailcow::MailcowApi`] trait.
+
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod locks;
+pub mod mailcow;
+pub mod observe;
+pub mod password;
+pub mod service;
+
+use std::sync::Arc;
+
+use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_runtime::grpc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mailcow::client::HttpMailcow;
+use crate::service::MailcowAgent;
+
+/// Serves the agent until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let api = Arc::new(HttpMailcow::new(&config)?);
+    let service = AgentServer::new(MailcowAgent::new(api))
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024);
+    let router = grpc::server().add_service(service);
+    let (router, _health) = grpc::with_standard_services::<AgentServer<MailcowAgent>>(router)
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    tracing::info!(addr = %config.listen, mailcow = %config.mailcow_url, "mailcow-agent listening");
+    println!("mailcow-agent listening on {}", config.listen);
+    grpc::serve(router, config.listen, grpc::shutdown_signal())
+        .await
+        .map_err(|e| Error::Config(e.to_string()))
+}

@@ -35,7 +35,10 @@ impl Extractor for HeaderExtractor<'_> {
 pub struct InjectTraceContext;
 
 impl tonic::service::Interceptor for InjectTraceContext {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let cx = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&cx, &mut MetadataInjector(request.metadata_mut()))

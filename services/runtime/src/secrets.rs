@@ -95,9 +95,10 @@ mod tests {
     fn reads_from_file_and_rejects_both() {
         let dir = std::env::temp_dir().join(format!("secret-test-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").unwrap();
-        let env: HashMap<&str, String> =
-            HashMap::from([("TOKEN_FILE", dir.display().to_string())]);
-        let got = read_secret(|k| env.get(k).cloned(), "TOKEN").unwrap().unwrap();
+        let env: HashMap<&str, String> = HashMap::from([("TOKEN_FILE", dir.display().to_string())]);
+        let got = read_secret(|k| env.get(k).cloned(), "TOKEN")
+            .unwrap()
+            .unwrap();
         assert_eq!(got.expose(), "from-file");
 
         let env: HashMap<&str, String> = HashMap::from([

@@ -46,7 +46,11 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = if json {
         registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     } else {
         registry

@@ -1,0 +1,401 @@
+//! Apply: carry out planned changes, one outcome per change. Every write is
+//! preceded by a fresh read, so a change is only made to an object that
+//! (still) carries our marker, and only reported applied once Mailcow said so.
+
+use std::collections::BTreeSet;
+
+use reconciler_proto::agent::{
+    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordUpdate,
+    ChangeResult, Outcome, SenderAclDelta, change::Kind,
+};
+use reconciler_proto::markers::{ALIAS_COMMENT, APP_PASSWORD_PREFIX, is_managed_alias_comment};
+use reconciler_runtime::secrets::Secret;
+
+use crate::error::{Error, Result};
+use crate::locks::KeyedLocks;
+use crate::mailcow::{APP_PASSWORD_PROTOCOLS, AliasAdded, MailcowApi};
+use crate::observe::implicitly_allowed;
+use crate::password;
+
+/// What a change did, before it becomes a wire [`ChangeResult`].
+#[derive(Debug)]
+pub struct Done {
+    pub outcome: Outcome,
+    pub message: String,
+    pub remote_id: i64,
+    pub secret: Option<Secret>,
+    pub implicitly_allowed: Vec<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            message: message.into(),
+            remote_id: 0,
+            secret: None,
+            implicitly_allowed: Vec::new(),
+        }
+    }
+
+    fn with_id(mut self, id: i64) -> Self {
+        self.remote_id = id;
+        self
+    }
+}
+
+pub struct Applier<'a> {
+    pub api: &'a dyn MailcowApi,
+    pub locks: &'a KeyedLocks,
+    pub dry_run: bool,
+}
+
+impl Applier<'_> {
+    /// Applies one change. Failures become outcomes; nothing here panics or
+    /// aborts the batch.
+    pub async fn apply(&self, id: String, kind: Option<Kind>) -> ChangeResult {
+        let result = match kind {
+            None => Err(Error::Permanent("change has no kind".into())),
+            Some(Kind::SenderAcl(c)) => self.sender_acl(c).await,
+            Some(Kind::AppPasswordCreate(c)) => self.app_password_create(c).await,
+            Some(Kind::AppPasswordUpdate(c)) => self.app_password_update(c).await,
+            Some(Kind::AppPasswordDelete(c)) => self.app_password_delete(c).await,
+            Some(Kind::AliasCreate(c)) => self.alias_create(c).await,
+            Some(Kind::AliasUpdate(c)) => self.alias_update(c).await,
+            Some(Kind::AliasDelete(c)) => self.alias_delete(c).await,
+        };
+        let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
+        ChangeResult {
+            id,
+            outcome: done.outcome as i32,
+            message: done.message,
+            remote_id: done.remote_id,
+            secret: done
+                .secret
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default(),
+            implicitly_allowed: done.implicitly_allowed,
+        }
+    }
+
+    fn dry(&self, what: String) -> Option<Done> {
+        self.dry_run
+            .then(|| Done::new(Outcome::DryRun, format!("would {what}")))
+    }
+
+    async fn sender_acl(&self, c: SenderAclDelta) -> Result<Done> {
+        require("login", &c.login)?;
+        let _guard = self.locks.lock(&c.login).await;
+        let current = self.current_sender_acl(&c.login).await?;
+        let removing: BTreeSet<String> = c.remove.iter().map(|a| lower(a)).collect();
+        let mut next: Vec<String> = current
+            .iter()
+            .filter(|a| !removing.contains(&lower(a)))
+            .cloned()
+            .collect();
+        for add in &c.add {
+            if !next.iter().any(|a| a.eq_ignore_ascii_case(add)) {
+                next.push(add.trim().to_owned());
+            }
+        }
+        if next == current {
+            return Ok(Done::new(Outcome::Unchanged, "sender_acl already as asked"));
+        }
+        if let Some(done) = self.dry(format!(
+            "set sender_acl of {} to [{}]",
+            c.login,
+            next.join(", ")
+        )) {
+            return Ok(done);
+        }
+        self.api.set_sender_acl(&c.login, &next).await?;
+
+        // Read back: Mailcow drops entries silently instead of failing.
+        let stored = self.current_sender_acl(&c.login).await?;
+        let has = |a: &str| stored.iter().any(|s| s.eq_ignore_ascii_case(a));
+        let kept: Vec<&String> = c.remove.iter().filter(|a| has(a)).collect();
+        if !kept.is_empty() {
+            return Err(Error::Permanent(format!(
+                "Mailcow kept sender_acl entries {kept:?} for {} (it re-inserts entries it no longer manages)",
+                c.login
+            )));
+        }
+        let missing: Vec<&String> = c.add.iter().filter(|a| !has(a)).collect();
+        if missing.is_empty() {
+            return Ok(Done::new(Outcome::Applied, "sender_acl updated"));
+        }
+        let implicit = implicitly_allowed(&c.login, &self.api.aliases().await?);
+        let (dropped, lost): (Vec<&String>, Vec<&String>) = missing
+            .into_iter()
+            .partition(|a| implicit.contains(&lower(a)));
+        if !lost.is_empty() {
+            return Err(Error::Permanent(format!(
+                "Mailcow did not store sender_acl entries {lost:?} for {}",
+                c.login
+            )));
+        }
+        let mut done = Done::new(
+            Outcome::Applied,
+            "sender_acl updated; some entries are already allowed through an alias",
+        );
+        done.implicitly_allowed = dropped.into_iter().map(|a| lower(a)).collect();
+        Ok(done)
+    }
+
+    async fn current_sender_acl(&self, login: &str) -> Result<Vec<String>> {
+        let mailbox = self
+            .api
+            .mailbox(login)
+            .await?
+            .ok_or_else(|| Error::Permanent(format!("{login} is not a Mailcow mailbox")))?;
+        mailbox.sender_acl.ok_or_else(|| {
+            Error::Config(
+                "Mailcow does not report sender_acl on get/mailbox; it needs release 2026-07a or newer"
+                    .into(),
+            )
+        })
+    }
+
+    async fn app_password_create(&self, c: AppPasswordCreate) -> Result<Done> {
+        require("mailbox", &c.mailbox)?;
+        ours(&c.name)?;
+        check_protocols(&c.protocols)?;
+        let _guard = self.locks.lock(&c.mailbox).await;
+        let before = self.api.app_passwords(&c.mailbox).await?;
+        if let Some(existing) = before.iter().find(|p| p.name == c.name) {
+            return Ok(
+                Done::new(Outcome::Unchanged, "app password already exists").with_id(existing.id)
+            );
+        }
+        if let Some(done) = self.dry(format!("create app password {} on {}", c.name, c.mailbox)) {
+            return Ok(done);
+        }
+        let secret = password::generate();
+        self.api
+            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
+            .await?;
+        // Mailcow does not return the new id; find it by listing again.
+        let known: BTreeSet<i64> = before.iter().map(|p| p.id).collect();
+        let id = self
+            .api
+            .app_passwords(&c.mailbox)
+            .await?
+            .into_iter()
+            .filter(|p| p.name == c.name && !known.contains(&p.id))
+            .map(|p| p.id)
+            .max()
+            .ok_or_else(|| {
+                Error::Permanent(format!(
+                    "Mailcow confirmed app password {} on {} but does not list it",
+                    c.name, c.mailbox
+                ))
+            })?;
+        let mut done = Done::new(Outcome::Applied, "app password created").with_id(id);
+        done.secret = Some(secret);
+        Ok(done)
+    }
+
+    async fn app_password_update(&self, c: AppPasswordUpdate) -> Result<Done> {
+        require("mailbox", &c.mailbox)?;
+        ours(&c.name)?;
+        check_protocols(&c.protocols)?;
+        let _guard = self.locks.lock(&c.mailbox).await;
+        let current = self
+            .api
+            .app_passwords(&c.mailbox)
+            .await?
+            .into_iter()
+            .find(|p| p.id == c.id)
+            .ok_or_else(|| {
+                Error::Permanent(format!("app password {} is gone from {}", c.id, c.mailbox))
+            })?;
+        if current.name != c.name {
+            return Err(Error::Refused(format!(
+                "app password {} on {} is named `{}`, not `{}`",
+                c.id, c.mailbox, current.name, c.name
+            )));
+        }
+        let wanted: BTreeSet<&String> = c.protocols.iter().collect();
+        let have: BTreeSet<&String> = current.protocols.iter().collect();
+        if current.active && wanted == have {
+            return Ok(
+                Done::new(Outcome::Unchanged, "app password already as asked").with_id(c.id),
+            );
+        }
+        if let Some(done) = self.dry(format!("update app password {} on {}", c.name, c.mailbox)) {
+            return Ok(done.with_id(c.id));
+        }
+        self.api
+            .edit_app_password(c.id, &c.mailbox, &c.protocols)
+            .await?;
+        Ok(Done::new(Outcome::Applied, "app password updated").with_id(c.id))
+    }
+
+    async fn app_password_delete(&self, c: AppPasswordDelete) -> Result<Done> {
+        require("mailbox", &c.mailbox)?;
+        ours(&c.name)?;
+        let _guard = self.locks.lock(&c.mailbox).await;
+        let Some(current) = self
+            .api
+            .app_passwords(&c.mailbox)
+            .await?
+            .into_iter()
+            .find(|p| p.id == c.id)
+        else {
+            return Ok(Done::new(Outcome::Unchanged, "app password already gone"));
+        };
+        // The id alone is not proof: it must still be the object we created.
+        if current.name != c.name {
+            return Err(Error::Refused(format!(
+                "app password {} on {} is named `{}`, not `{}`",
+                c.id, c.mailbox, current.name, c.name
+            )));
+        }
+        if let Some(done) = self.dry(format!("delete app password {} on {}", c.name, c.mailbox)) {
+            return Ok(done.with_id(c.id));
+        }
+        self.api.delete_app_password(c.id).await?;
+        Ok(Done::new(Outcome::Applied, "app password deleted").with_id(c.id))
+    }
+
+    async fn alias_create(&self, c: AliasCreate) -> Result<Done> {
+        require_address(&c.address)?;
+        if c.goto.is_empty() {
+            return Err(Error::Permanent(format!(
+                "alias {} needs at least one goto",
+                c.address
+            )));
+        }
+        let _guard = self.locks.lock(&c.address).await;
+        if let Some(done) = self.dry(format!("create alias {} → {}", c.address, c.goto.join(",")))
+        {
+            return Ok(done);
+        }
+        match self
+            .api
+            .add_alias(&c.address, &c.goto, ALIAS_COMMENT)
+            .await?
+        {
+            AliasAdded::Created { id } => {
+                Ok(Done::new(Outcome::Applied, "alias created").with_id(id))
+            }
+            AliasAdded::AddressTaken => {
+                // Ours from an earlier, interrupted run? Then this is a retry.
+                match self.api.alias(&c.address).await? {
+                    Some(a) if is_managed_alias_comment(&a.private_comment) => {
+                        Ok(Done::new(Outcome::Unchanged, "alias already exists (ours)")
+                            .with_id(a.id))
+                    }
+                    _ => Err(Error::Refused(format!(
+                        "{} already exists as a mailbox or an alias we did not create",
+                        c.address
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn alias_update(&self, c: AliasUpdate) -> Result<Done> {
+        require_address(&c.address)?;
+        if c.goto.is_empty() {
+            return Err(Error::Permanent(format!(
+                "alias {} needs at least one goto; delete it instead",
+                c.address
+            )));
+        }
+        let _guard = self.locks.lock(&c.address).await;
+        let current =
+            self.api.alias(&c.id.to_string()).await?.ok_or_else(|| {
+                Error::Permanent(format!("alias {} ({}) is gone", c.address, c.id))
+            })?;
+        owned_alias(&current, c.id, &c.address)?;
+        let wanted: BTreeSet<String> = c.goto.iter().map(|g| lower(g)).collect();
+        let have: BTreeSet<String> = current.goto.iter().map(|g| lower(g)).collect();
+        if wanted == have && current.active && current.sogo_visible && current.sender_allowed {
+            return Ok(Done::new(Outcome::Unchanged, "alias already as asked").with_id(c.id));
+        }
+        if let Some(done) = self.dry(format!("set alias {} → {}", c.address, c.goto.join(","))) {
+            return Ok(done.with_id(c.id));
+        }
+        self.api.edit_alias(c.id, &c.goto).await?;
+        Ok(Done::new(Outcome::Applied, "alias updated").with_id(c.id))
+    }
+
+    async fn alias_delete(&self, c: AliasDelete) -> Result<Done> {
+        require_address(&c.address)?;
+        let _guard = self.locks.lock(&c.address).await;
+        let Some(current) = self.api.alias(&c.id.to_string()).await? else {
+            return Ok(Done::new(Outcome::Unchanged, "alias already gone"));
+        };
+        owned_alias(&current, c.id, &c.address)?;
+        if let Some(done) = self.dry(format!("delete alias {}", c.address)) {
+            return Ok(done.with_id(c.id));
+        }
+        self.api.delete_alias(c.id).await?;
+        Ok(Done::new(Outcome::Applied, "alias deleted").with_id(c.id))
+    }
+}
+
+/// An alias may be changed only if it carries our marker and is still the
+/// address we think it is (ids are reused after deletes).
+fn owned_alias(alias: &crate::mailcow::Alias, id: i64, address: &str) -> Result<()> {
+    if !is_managed_alias_comment(&alias.private_comment) {
+        return Err(Error::Refused(format!(
+            "alias {} ({id}) does not carry our marker",
+            alias.address
+        )));
+    }
+    if !alias.address.eq_ignore_ascii_case(address) {
+        return Err(Error::Refused(format!(
+            "alias {id} is {}, not {address}",
+            alias.address
+        )));
+    }
+    Ok(())
+}
+
+fn ours(name: &str) -> Result<()> {
+    if name.starts_with(APP_PASSWORD_PREFIX) && name.len() > APP_PASSWORD_PREFIX.len() {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "app password `{name}` is not named {APP_PASSWORD_PREFIX}…"
+        )))
+    }
+}
+
+fn check_protocols(protocols: &[String]) -> Result<()> {
+    if protocols.is_empty() {
+        return Err(Error::Permanent(
+            "an app password needs at least one protocol".into(),
+        ));
+    }
+    match protocols
+        .iter()
+        .find(|p| !APP_PASSWORD_PROTOCOLS.contains(&p.as_str()))
+    {
+        Some(bad) => Err(Error::Permanent(format!(
+            "unknown app password protocol `{bad}` (expected one of {})",
+            APP_PASSWORD_PROTOCOLS.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn require(what: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::Permanent(format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+fn require_address(address: &str) -> Result<()> {
+    match address.split_once('@') {
+        Some((_, domain)) if !domain.is_empty() && !address.contains(char::is_whitespace) => Ok(()),
+        _ => Err(Error::Permanent(format!("`{address}` is not an address"))),
+    }
+}
+
+fn lower(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
+}

@@ -1,0 +1,111 @@
+//! Configuration from the environment. `MAILCOW_API_KEY` may also be given
+//! as `MAILCOW_API_KEY_FILE`. Parsing takes a lookup function so it is tested
+//! without touching the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reconciler_runtime::secrets::{Secret, read_secret};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Base URL of Mailcow, without `/api/v1`.
+    pub mailcow_url: String,
+    /// A read-write Mailcow API key. Only this process holds it.
+    pub api_key: Secret,
+    pub listen: SocketAddr,
+    pub timeout: Duration,
+    /// Accept a self-signed Mailcow certificate (lab setups only).
+    pub tls_insecure: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mailcow_url = lookup("MAILCOW_URL")
+            .ok_or_else(|| Error::Config("MAILCOW_URL is required".into()))?
+            .trim_end_matches('/')
+            .to_owned();
+        if !(mailcow_url.starts_with("http://") || mailcow_url.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "MAILCOW_URL `{mailcow_url}` must start with http:// or https://"
+            )));
+        }
+        let api_key = read_secret(&lookup, "MAILCOW_API_KEY")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| {
+                Error::Config("MAILCOW_API_KEY (or MAILCOW_API_KEY_FILE) is required".into())
+            })?;
+        let listen = lookup("AGENT_LISTEN")
+            .unwrap_or_else(|| "0.0.0.0:50051".into())
+            .parse()
+            .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?;
+        let timeout_secs: u64 = lookup("MAILCOW_TIMEOUT_SECONDS")
+            .unwrap_or_else(|| "30".into())
+            .parse()
+            .map_err(|e| Error::Config(format!("MAILCOW_TIMEOUT_SECONDS: {e}")))?;
+        let tls_insecure = match lookup("MAILCOW_TLS_INSECURE").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "MAILCOW_TLS_INSECURE: expected true or false, got `{other}`"
+                )));
+            }
+        };
+        Ok(Self {
+            mailcow_url,
+            api_key,
+            listen,
+            timeout: Duration::from_secs(timeout_secs.max(1)),
+            tls_insecure,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_trailing_slash() {
+        let c = parse(&[
+            ("MAILCOW_URL", "https://mail.example/"),
+            ("MAILCOW_API_KEY", "k"),
+        ])
+        .unwrap();
+        assert_eq!(c.mailcow_url, "https://mail.example");
+        assert_eq!(c.listen.port(), 50051);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert!(!c.tls_insecure);
+        assert!(!format!("{c:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn missing_key_and_bad_values_are_errors() {
+        assert!(parse(&[("MAILCOW_URL", "https://m")]).is_err());
+        assert!(parse(&[("MAILCOW_URL", "m.example"), ("MAILCOW_API_KEY", "k")]).is_err());
+        assert!(
+            parse(&[
+                ("MAILCOW_URL", "https://m"),
+                ("MAILCOW_API_KEY", "k"),
+                ("MAILCOW_TLS_INSECURE", "yes please"),
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The agent's one error type, and how it maps onto the contract's
+//! [`Outcome`]s and onto gRPC status codes.
+
+use reconciler_proto::agent::Outcome;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The agent's own configuration is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Mailcow rejected the API key (401) or its access level (403).
+    /// Retrying cannot help; an operator must fix the key or `API_ALLOW_FROM`.
+    #[error("Mailcow refused the API key (HTTP {status}): {message}")]
+    Unauthorized { status: u16, message: String },
+    /// Network failure, timeout, 5xx: worth retrying.
+    #[error("Mailcow unreachable: {0}")]
+    Unavailable(String),
+    /// HTTP 200 with an empty body: Mailcow hit a PHP exception and said
+    /// nothing. Nothing can be assumed about what happened.
+    #[error("Mailcow answered {call} with an empty body (a server-side exception)")]
+    EmptyBody { call: String },
+    /// Mailcow answered, but with a `danger`/`error` message.
+    #[error("Mailcow rejected {call}: {messages}")]
+    Rejected { call: String, messages: String },
+    /// Mailcow answered something this agent does not understand.
+    #[error("unexpected Mailcow response to {call}: {detail}")]
+    Protocol { call: String, detail: String },
+    /// The change is well-formed but cannot be carried out as asked.
+    #[error("{0}")]
+    Permanent(String),
+    /// The object does not carry our marker; we never touch it.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl Error {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Config(_) | Error::Unauthorized { .. } => Outcome::Config,
+            Error::Unavailable(_) | Error::EmptyBody { .. } => Outcome::Transient,
+            Error::Rejected { .. } | Error::Protocol { .. } | Error::Permanent(_) => {
+                Outcome::Permanent
+            }
+            Error::Refused(_) => Outcome::Refused,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Config(_) | Error::Unauthorized { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
+            Error::Unavailable(_) | Error::EmptyBody { .. } => tonic::Status::unavailable(message),
+            Error::Rejected { .. } | Error::Protocol { .. } => tonic::Status::internal(message),
+            Error::Permanent(_) => tonic::Status::invalid_argument(message),
+            Error::Refused(_) => tonic::Status::permission_denied(message),
+        }
+    }
+}

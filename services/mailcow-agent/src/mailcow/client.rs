@@ -1,0 +1,433 @@
+//! [`MailcowApi`] over HTTP. Every request carries `X-API-Key` and a JSON
+//! content type, keeps no cookies, and is judged by its body, not its status
+//! (Mailcow answers 200 for most failures).
+
+use async_trait::async_trait;
+use reconciler_runtime::secrets::Secret;
+use serde_json::{Value, json};
+
+use super::envelope::{self, WriteResponse, flag};
+use super::{APP_PASSWORD_PROTOCOLS, Alias, AliasAdded, AppPassword, Mailbox, MailcowApi};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub struct HttpMailcow {
+    http: reqwest::Client,
+    base: String,
+    api_key: Secret,
+}
+
+impl HttpMailcow {
+    pub fn new(config: &Config) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!(
+                "authentik-reconciler-mailcow-agent/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .danger_accept_invalid_certs(config.tls_insecure)
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: format!("{}/api/v1", config.mailcow_url),
+            api_key: config.api_key.clone(),
+        })
+    }
+
+    /// Sends a request and returns the body of a 200; maps every other
+    /// status to the error class the coordinator acts on.
+    async fn send(&self, call: &str, request: reqwest::RequestBuilder) -> Result<String> {
+        let response = request
+            .header("X-API-Key", self.api_key.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{call}: {}", without_url(&e))))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| {
+            Error::Unavailable(format!("{call}: reading body: {}", without_url(&e)))
+        })?;
+        match status.as_u16() {
+            200 => Ok(body),
+            401 | 403 => Err(Error::Unauthorized {
+                status: status.as_u16(),
+                message: error_message(&body),
+            }),
+            code if code >= 500 => Err(Error::Unavailable(format!("{call}: HTTP {code}"))),
+            code => Err(Error::Protocol {
+                call: call.to_owned(),
+                detail: format!("HTTP {code}: {}", error_message(&body)),
+            }),
+        }
+    }
+
+    async fn get(&self, call: &str, path: &str) -> Result<Option<Value>> {
+        let body = self
+            .send(call, self.http.get(format!("{}/{path}", self.base)))
+            .await?;
+        if body.trim().is_empty() {
+            return Err(Error::EmptyBody { call: call.into() });
+        }
+        envelope::read_body(&body).map_err(|detail| Error::Protocol {
+            call: call.into(),
+            detail,
+        })
+    }
+
+    /// POSTs a write and returns its messages; fails on an empty body but
+    /// leaves `danger` messages to the caller.
+    async fn post(&self, call: &str, path: &str, body: &Value) -> Result<WriteResponse> {
+        let text = self
+            .send(
+                call,
+                self.http
+                    .post(format!("{}/{path}", self.base))
+                    .body(body.to_string()),
+            )
+            .await?;
+        match WriteResponse::parse(&text) {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(Error::EmptyBody { call: call.into() }),
+            Err(detail) => Err(Error::Protocol {
+                call: call.into(),
+                detail,
+            }),
+        }
+    }
+
+    /// A write that must succeed without any `danger`/`error` message.
+    async fn write(&self, call: &str, path: &str, body: &Value) -> Result<WriteResponse> {
+        let response = self.post(call, path, body).await?;
+        if !response.failures().is_empty() {
+            return Err(Error::Rejected {
+                call: call.into(),
+                messages: response.describe_failures(),
+            });
+        }
+        Ok(response)
+    }
+}
+
+#[async_trait]
+impl MailcowApi for HttpMailcow {
+    async fn mailbox(&self, login: &str) -> Result<Option<Mailbox>> {
+        let call = "get/mailbox";
+        let Some(value) = self
+            .get(call, &format!("get/mailbox/{}", segment(login)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let username = value
+            .get("username")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Protocol {
+                call: call.into(),
+                detail: "mailbox without username".into(),
+            })?
+            .to_owned();
+        let sender_acl = value.get("sender_acl").map(strings);
+        Ok(Some(Mailbox {
+            username,
+            sender_acl,
+        }))
+    }
+
+    async fn aliases(&self) -> Result<Vec<Alias>> {
+        let call = "get/alias/all";
+        match self.get(call, "get/alias/all").await? {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(|v| parse_alias(call, v)).collect(),
+            Some(other) => Err(Error::Protocol {
+                call: call.into(),
+                detail: format!("expected a list, got {}", kind(&other)),
+            }),
+        }
+    }
+
+    async fn alias(&self, id_or_address: &str) -> Result<Option<Alias>> {
+        let call = "get/alias";
+        match self
+            .get(call, &format!("get/alias/{}", segment(id_or_address)))
+            .await?
+        {
+            None => Ok(None),
+            Some(value) => parse_alias(call, &value).map(Some),
+        }
+    }
+
+    async fn app_passwords(&self, mailbox: &str) -> Result<Vec<AppPassword>> {
+        let call = "get/app-passwd/all";
+        let items = match self
+            .get(call, &format!("get/app-passwd/all/{}", segment(mailbox)))
+            .await?
+        {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(Error::Protocol {
+                    call: call.into(),
+                    detail: format!("expected a list, got {}", kind(&other)),
+                });
+            }
+        };
+        items
+            .iter()
+            .map(|v| {
+                let id = envelope::id(v.get("id")).ok_or_else(|| Error::Protocol {
+                    call: call.into(),
+                    detail: "app password without id".into(),
+                })?;
+                let escaped = v.get("name").and_then(Value::as_str).unwrap_or_default();
+                Ok(AppPassword {
+                    id,
+                    mailbox: v
+                        .get("mailbox")
+                        .and_then(Value::as_str)
+                        .unwrap_or(mailbox)
+                        .to_owned(),
+                    name: unescape_name(escaped),
+                    active: flag(v.get("active")),
+                    // `password` (a hash) is deliberately never read.
+                    protocols: APP_PASSWORD_PROTOCOLS
+                        .iter()
+                        .filter(|p| flag(v.get(**p)))
+                        .map(|p| p.to_string())
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_sender_acl(&self, login: &str, send_as: &[String]) -> Result<()> {
+        let body = json!({"items": [login], "attr": {"sender_acl": send_as}});
+        self.write("edit/mailbox", "edit/mailbox", &body).await?;
+        Ok(())
+    }
+
+    async fn add_app_password(
+        &self,
+        mailbox: &str,
+        name: &str,
+        secret: &str,
+        protocols: &[String],
+    ) -> Result<()> {
+        let body = json!({
+            "username": mailbox,
+            "app_name": name,
+            "app_passwd": secret,
+            "app_passwd2": secret,
+            "active": 1,
+            "protocols": protocols,
+        });
+        let response = self
+            .write("add/app-passwd", "add/app-passwd", &body)
+            .await?;
+        if response.find("app_passwd_added").is_none() {
+            return Err(Error::Protocol {
+                call: "add/app-passwd".into(),
+                detail: "no app_passwd_added confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn edit_app_password(&self, id: i64, mailbox: &str, protocols: &[String]) -> Result<()> {
+        // `username` must be the current owner, or Mailcow moves the app
+        // password to the literal user "API" and fails (reference §3.1).
+        let body = json!({
+            "items": [id],
+            "attr": {"username": mailbox, "active": 1, "protocols": protocols},
+        });
+        let response = self
+            .write("edit/app-passwd", "edit/app-passwd", &body)
+            .await?;
+        if response.find("object_modified").is_none() {
+            return Err(Error::Protocol {
+                call: "edit/app-passwd".into(),
+                detail: "no object_modified confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_app_password(&self, id: i64) -> Result<()> {
+        let response = self
+            .write("delete/app-passwd", "delete/app-passwd", &json!([id]))
+            .await?;
+        if response.find("app_passwd_removed").is_none() {
+            return Err(Error::Protocol {
+                call: "delete/app-passwd".into(),
+                detail: "no app_passwd_removed confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn add_alias(&self, address: &str, goto: &[String], comment: &str) -> Result<AliasAdded> {
+        let call = "add/alias";
+        // Every flag is explicit: Mailcow `intval`s missing flags to 0.
+        let body = json!({
+            "address": address,
+            "goto": goto.join(","),
+            "active": 1,
+            "sogo_visible": 1,
+            "sender_allowed": 1,
+            "private_comment": comment,
+        });
+        let response = self.post(call, "add/alias", &body).await?;
+        if response.find("is_alias_or_mailbox").is_some() {
+            return Ok(AliasAdded::AddressTaken);
+        }
+        if !response.failures().is_empty() {
+            return Err(Error::Rejected {
+                call: call.into(),
+                messages: response.describe_failures(),
+            });
+        }
+        if response.is_generic_success() {
+            return Err(Error::Permanent(format!(
+                "Mailcow created nothing for alias {address} (is the address also in goto?)"
+            )));
+        }
+        let id = response
+            .find("alias_added")
+            .and_then(|m| m.args().get(1).and_then(|id| id.parse().ok()))
+            .ok_or_else(|| Error::Protocol {
+                call: call.into(),
+                detail: "no alias_added message with an id".into(),
+            })?;
+        Ok(AliasAdded::Created { id })
+    }
+
+    async fn edit_alias(&self, id: i64, goto: &[String]) -> Result<()> {
+        let body = json!({
+            "items": [id],
+            "attr": {"goto": goto.join(","), "active": 1, "sogo_visible": 1, "sender_allowed": 1},
+        });
+        let response = self.write("edit/alias", "edit/alias", &body).await?;
+        if response.find("alias_modified").is_none() {
+            return Err(Error::Protocol {
+                call: "edit/alias".into(),
+                detail: "no alias_modified confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_alias(&self, id: i64) -> Result<()> {
+        let response = self
+            .write("delete/alias", "delete/alias", &json!([id]))
+            .await?;
+        if response.find("alias_removed").is_none() {
+            return Err(Error::Protocol {
+                call: "delete/alias".into(),
+                detail: "no alias_removed confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn parse_alias(call: &str, v: &Value) -> Result<Alias> {
+    let id = envelope::id(v.get("id")).ok_or_else(|| Error::Protocol {
+        call: call.into(),
+        detail: "alias without id".into(),
+    })?;
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(Alias {
+        id,
+        address: text("address"),
+        goto: text("goto")
+            .split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect(),
+        active: flag(v.get("active_int").or(v.get("active"))),
+        sogo_visible: flag(v.get("sogo_visible_int").or(v.get("sogo_visible"))),
+        sender_allowed: flag(v.get("sender_allowed")),
+        private_comment: text("private_comment"),
+    })
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Mailcow escapes app password names on write and again on read
+/// (`htmlspecialchars`, reference §3.2); undo both.
+fn unescape_name(name: &str) -> String {
+    let once = html_escape::decode_html_entities(name);
+    html_escape::decode_html_entities(&once).into_owned()
+}
+
+/// A path segment: addresses are safe except for characters URLs reserve.
+fn segment(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '/' | '?' | '#' | '%' | ' ' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The `msg` of a top-level error object, or a short excerpt.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(120).collect())
+}
+
+/// reqwest errors include the URL; ours carry no secrets, but keep messages short.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut e_str = e.to_string();
+    if let Some(url) = e.url() {
+        e_str = e_str.replace(url.as_str(), "<mailcow>");
+    }
+    e_str
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unescaped_twice() {
+        assert_eq!(unescape_name("a&amp;amp;b"), "a&b");
+        assert_eq!(
+            unescape_name("authentik-sync:alice:info@x.org"),
+            "authentik-sync:alice:info@x.org"
+        );
+        assert_eq!(unescape_name("o&amp;#039;neil"), "o'neil");
+    }
+
+    #[test]
+    fn segments_escape_reserved_characters() {
+        assert_eq!(segment("a/b?c@d"), "a%2Fb%3Fc@d");
+    }
+}
