@@ -44,6 +44,10 @@ start authentik-sim "$BIN/authentik-sim" --listen 127.0.0.1:9000 --token demo-au
 wait_http "$MAILCOW/__sim/state"
 wait_http "$AUTHENTIK/__sim/counts"
 
+mailcow_state() { curl -s "$MAILCOW/__sim/state" | python3 scripts/lib/show-mailcow-state.py; }
+echo; echo "==> Mailcow before the coordinator starts (entries made by people: they must survive)"
+mailcow_state
+
 start mailcow-agent env MAILCOW_URL=$MAILCOW MAILCOW_API_KEY=DEMO-MAILCOW-KEY \
   AGENT_LISTEN=127.0.0.1:50051 "$BIN/mailcow-agent"
 start coordinator env HTTP_LISTEN=127.0.0.1:5000 GRPC_LISTEN=127.0.0.1:50050 \
@@ -52,20 +56,6 @@ start coordinator env HTTP_LISTEN=127.0.0.1:5000 GRPC_LISTEN=127.0.0.1:50050 \
   SWEEP_INTERVAL_SECONDS=3600 "$BIN/coordinator"
 wait_http "$COORD/healthz"
 
-mailcow_state() {
-  curl -s "$MAILCOW/__sim/state" | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-def show(title, rows):
-    print(f"  {title}:")
-    for r in rows or ["(none)"]:
-        print(f"    {r}")
-acl = s.get("sender_acl", [])
-show("sender_acl (login -> send_as)", [f"{r[\"logged_in_as\"]} -> {r[\"send_as\"]}" for r in acl if not r.get("external")])
-show("app passwords (mailbox: name)", [f"{p[\"mailbox\"]}: {p[\"name\"]}" for p in s.get("app_passwords", [])])
-show("aliases (address -> goto)", [f"{a[\"address\"]} -> {a[\"goto\"]}" for a in s.get("aliases", []) if a["address"] != a["goto"]])
-'
-}
 wait_job() { # job id
   for _ in $(seq 1 600); do
     state=$(curl -s "$COORD/jobs/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state",""))')
@@ -82,10 +72,10 @@ wait_for() { # python condition on the Mailcow state, description
   echo "timed out waiting for: $2" >&2; tail -n 30 "$WORK"/coordinator.log >&2; exit 1
 }
 
-echo; echo "==> Mailcow before the first sweep"; mailcow_state
-echo; echo "==> full sweep (POST /reconcile-all)"
-job=$(curl -s -X POST -H "X-Reconciler-Admin-Token: $ADMIN_TOKEN" "$COORD/reconcile-all" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
+echo; echo "==> full sweep (POST /reconcile-all; the coordinator also sweeps once at start)"
+response=$(curl -s -X POST -H "X-Reconciler-Admin-Token: $ADMIN_TOKEN" "$COORD/reconcile-all")
+job=$(echo "$response" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("job_id",""))')
+[ -n "$job" ] || { echo "POST /reconcile-all answered: $response" >&2; exit 1; }
 wait_job "$job"; mailcow_state
 
 group=$(curl -s -H "Authorization: Bearer demo-authentik-token" "$AUTHENTIK/api/v3/core/groups/?name=support" \

@@ -1,6 +1,6 @@
 //! A standalone Authentik API simulator for shell demos and manual testing.
 //!
-//! authentik-sim --listen 127.0.0.1:9000 --seed '{"users":[{"username":"alice","email":"alice@example.com"}]}'
+//! authentik-sim --listen 127.0.0.1:9000 --seed deploy/demo/authentik-seed.json
 
 use std::net::SocketAddr;
 
@@ -20,9 +20,9 @@ struct Args {
         default_value = "authentik-test-token"
     )]
     token: String,
-    /// A seed document, as `POST /__sim/seed` takes it (JSON text).
+    /// A JSON seed file, as `POST /__sim/seed` takes it.
     #[arg(long)]
-    seed: Option<String>,
+    seed: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 20)]
     default_page_size: usize,
     #[arg(long, default_value_t = 100)]
@@ -62,8 +62,10 @@ async fn main() -> anyhow::Result<()> {
         }),
     };
     let sim = AuthentikSim::start(config, args.listen).await?;
-    if let Some(seed) = args.seed {
-        let seed = serde_json::from_str(&seed).context("--seed is not valid JSON")?;
+    if let Some(path) = args.seed {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading --seed {}", path.display()))?;
+        let seed = serde_json::from_str(&text).context("--seed is not valid JSON")?;
         let created = sim.seed(seed).context("--seed")?;
         println!("seeded: {created}");
     }

@@ -53,7 +53,7 @@ impl Store {
         event_pk: Option<&str>,
     ) -> Result<Enqueued> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Some(pk) = event_pk {
             let existing: Option<i64> =
                 sqlx::query_scalar("SELECT job_id FROM webhook_events WHERE event_pk = ?")

@@ -41,6 +41,14 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A write transaction that takes SQLite's write lock up front. A
+    /// deferred transaction that reads, then writes, fails with
+    /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
+    /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -68,7 +76,7 @@ impl Store {
     /// Remembers pk → username for people we grant things to.
     pub async fn remember_users(&self, users: &[(i64, String, String)]) -> Result<()> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (pk, username, email) in users {
             sqlx::query(
                 "INSERT INTO known_users (pk, username, email, seen_at) VALUES (?, ?, ?, ?)
