@@ -433,3 +433,44 @@ async fn a_job_accepted_before_a_crash_runs_after_restart() {
     assert!(stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
     assert_eq!(our_app_passwords(&stack, INFO), vec![APP_NAME.to_owned()]);
 }
+
+/// Webhooks arrive while a sweep writes its ledger and audit rows. Every one
+/// must be stored and answered 202, not lost to SQLite lock conflicts, and
+/// every job must run.
+#[tokio::test]
+async fn webhooks_during_a_sweep_are_all_accepted_and_run() {
+    let stack = Stack::start(StackOptions {
+        authentik_max_page_size: 100,
+        ..StackOptions::default()
+    })
+    .await;
+    seed_mailcow(&stack);
+    let group = stack.authentik.add_group("support", support_attributes());
+    let mut pks = Vec::new();
+    for i in 0..60 {
+        let email = format!("user{i}@example.com");
+        stack.mailcow.add_mailbox(&email);
+        let pk = stack.authentik.add_user(&format!("user{i}"), &email);
+        stack.authentik.add_member(&group, pk);
+        pks.push(pk);
+    }
+    let sweep = stack.request_sweep().await;
+    let events: Vec<_> = pks
+        .iter()
+        .map(|pk| Stack::user_event(*pk, &format!("evt-user-{pk}")))
+        .collect();
+    let replies = futures::future::join_all(events.iter().map(|e| stack.webhook(e))).await;
+    for (status, body) in &replies {
+        assert_eq!(*status, 202, "{body}");
+    }
+    let sweep = stack.wait_job(sweep).await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    for (_, body) in replies {
+        let job = stack.wait_job(body["job_id"].as_i64().expect("job_id")).await;
+        assert_eq!(job["state"], "done", "{job}");
+    }
+    for i in 0..60 {
+        let acl = stack.mailcow.sender_acl(&format!("user{i}@example.com"));
+        assert_eq!(acl, vec![INFO.to_owned()], "user{i}");
+    }
+}

@@ -1,0 +1,316 @@
+//! The real mailcow-agent binary over gRPC against the Mailcow simulator:
+//! the contract's safety rules (marker checks, dry run, error classes) are
+//! asserted on what the simulator holds afterwards.
+
+use reconciler_proto::agent::{
+    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, ApplyRequest,
+    Change, ChangeResult, ObserveRequest, Outcome, SenderAclDelta, agent_client::AgentClient,
+    change::Kind,
+};
+use reconciler_proto::markers::ALIAS_COMMENT;
+use reconciler_tests::harness::{Stack, StackOptions};
+use reconciler_tests::mailcow_sim::FailMode;
+use tonic::transport::Channel;
+
+const INFO: &str = "info@example.com";
+const ALICE: &str = "alice@example.com";
+const OURS: &str = "authentik-sync:alice:info@example.com";
+
+async fn stack(options: StackOptions) -> (Stack, AgentClient<Channel>) {
+    let stack = Stack::start(options).await;
+    stack.mailcow.add_domain("example.com");
+    for mbox in [INFO, ALICE, "bob@example.com"] {
+        stack.mailcow.add_mailbox(mbox);
+    }
+    let client = AgentClient::connect(format!("http://{}", stack.agent_addr))
+        .await
+        .expect("connect to mailcow-agent");
+    (stack, client)
+}
+
+async fn apply(
+    client: &mut AgentClient<Channel>,
+    dry_run: bool,
+    kinds: Vec<Kind>,
+) -> Vec<ChangeResult> {
+    let changes = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| Change {
+            id: i.to_string(),
+            kind: Some(kind),
+        })
+        .collect();
+    client
+        .apply(ApplyRequest { changes, dry_run })
+        .await
+        .expect("apply")
+        .into_inner()
+        .results
+}
+
+fn outcome(r: &ChangeResult) -> Outcome {
+    Outcome::try_from(r.outcome).expect("known outcome")
+}
+
+fn create_app_password(name: &str) -> Kind {
+    Kind::AppPasswordCreate(AppPasswordCreate {
+        mailbox: INFO.into(),
+        name: name.into(),
+        protocols: vec!["imap_access".into(), "smtp_access".into()],
+    })
+}
+
+#[tokio::test]
+async fn dry_run_reports_every_change_and_writes_nothing() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    stack.mailcow.reset_counts();
+    let results = apply(
+        &mut client,
+        true,
+        vec![
+            Kind::SenderAcl(SenderAclDelta {
+                login: ALICE.into(),
+                add: vec![INFO.into()],
+                remove: vec![],
+            }),
+            create_app_password(OURS),
+            Kind::AliasCreate(AliasCreate {
+                address: "team@example.com".into(),
+                goto: vec![ALICE.into()],
+            }),
+        ],
+    )
+    .await;
+    assert!(
+        results.iter().all(|r| outcome(r) == Outcome::DryRun),
+        "{results:?}"
+    );
+    assert_eq!(stack.mailcow.write_count(), 0);
+    assert!(stack.mailcow.sender_acl(ALICE).is_empty());
+    assert!(stack.mailcow.app_passwords(INFO).is_empty());
+}
+
+#[tokio::test]
+async fn app_password_secret_is_returned_once_and_verifies() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let first = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    assert_eq!(outcome(&first[0]), Outcome::Applied, "{first:?}");
+    let secret = first[0].secret.clone();
+    assert_eq!(secret.len(), 32);
+    assert!(!secret.starts_with('{'));
+    assert!(stack.mailcow.verify_app_password(INFO, OURS, &secret));
+    let stored = stack.mailcow.app_passwords(INFO);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].id, first[0].remote_id,
+        "the id was learnt by re-listing"
+    );
+
+    // Asking again creates nothing and reveals nothing.
+    stack.mailcow.reset_counts();
+    let again = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    assert_eq!(outcome(&again[0]), Outcome::Unchanged);
+    assert!(again[0].secret.is_empty());
+    assert_eq!(again[0].remote_id, first[0].remote_id);
+    assert_eq!(stack.mailcow.write_count(), 0);
+
+    let delete = |id| {
+        Kind::AppPasswordDelete(AppPasswordDelete {
+            id,
+            mailbox: INFO.into(),
+            name: OURS.into(),
+        })
+    };
+    let gone = apply(&mut client, false, vec![delete(first[0].remote_id)]).await;
+    assert_eq!(outcome(&gone[0]), Outcome::Applied);
+    assert!(stack.mailcow.app_passwords(INFO).is_empty());
+    let twice = apply(&mut client, false, vec![delete(first[0].remote_id)]).await;
+    assert_eq!(outcome(&twice[0]), Outcome::Unchanged);
+}
+
+#[tokio::test]
+async fn objects_without_our_marker_are_refused_and_survive() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let hand_alias = stack.mailcow.add_alias(
+        "sales@example.com",
+        &["bob@example.com"],
+        true,
+        "made by Bob",
+    );
+    let hand_password = stack
+        .mailcow
+        .add_app_password(INFO, "front desk", "front-desk-Secret-1");
+    stack.mailcow.reset_counts();
+
+    let results = apply(
+        &mut client,
+        false,
+        vec![
+            // An alias a person made, by id.
+            Kind::AliasDelete(AliasDelete {
+                id: hand_alias,
+                address: "sales@example.com".into(),
+            }),
+            Kind::AliasUpdate(AliasUpdate {
+                id: hand_alias,
+                address: "sales@example.com".into(),
+                goto: vec![ALICE.into()],
+            }),
+            // A person's app password, by id, claimed under our name.
+            Kind::AppPasswordDelete(AppPasswordDelete {
+                id: hand_password,
+                mailbox: INFO.into(),
+                name: OURS.into(),
+            }),
+            // A name without our prefix is never ours.
+            Kind::AppPasswordDelete(AppPasswordDelete {
+                id: hand_password,
+                mailbox: INFO.into(),
+                name: "front desk".into(),
+            }),
+            // An address that is a mailbox cannot become our alias.
+            Kind::AliasCreate(AliasCreate {
+                address: ALICE.into(),
+                goto: vec!["bob@example.com".into()],
+            }),
+        ],
+    )
+    .await;
+    for r in &results {
+        assert_eq!(outcome(r), Outcome::Refused, "{r:?}");
+    }
+    assert_eq!(
+        stack
+            .mailcow
+            .counts()
+            .keys()
+            .filter(|k| k.starts_with("write "))
+            .count(),
+        1,
+        "only the refused add/alias reached Mailcow: {:?}",
+        stack.mailcow.counts()
+    );
+    let alias = stack
+        .mailcow
+        .aliases()
+        .into_iter()
+        .find(|a| a.id == hand_alias)
+        .expect("hand-made alias survives");
+    assert_eq!(alias.goto, vec!["bob@example.com".to_owned()]);
+    assert!(
+        stack
+            .mailcow
+            .app_passwords(INFO)
+            .iter()
+            .any(|p| p.id == hand_password)
+    );
+}
+
+#[tokio::test]
+async fn our_alias_is_created_with_explicit_flags_and_marker() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let created = apply(
+        &mut client,
+        false,
+        vec![Kind::AliasCreate(AliasCreate {
+            address: "team@example.com".into(),
+            goto: vec![ALICE.into(), "bob@example.com".into()],
+        })],
+    )
+    .await;
+    assert_eq!(outcome(&created[0]), Outcome::Applied, "{created:?}");
+    let alias = stack
+        .mailcow
+        .aliases()
+        .into_iter()
+        .find(|a| a.address == "team@example.com")
+        .expect("alias exists");
+    assert_eq!(alias.id, created[0].remote_id);
+    assert!(alias.active && alias.sogo_visible && alias.sender_allowed);
+    assert_eq!(alias.private_comment, ALIAS_COMMENT);
+
+    // A retry after a lost answer finds our own alias instead of failing.
+    let retry = apply(
+        &mut client,
+        false,
+        vec![Kind::AliasCreate(AliasCreate {
+            address: "team@example.com".into(),
+            goto: vec![ALICE.into()],
+        })],
+    )
+    .await;
+    assert_eq!(outcome(&retry[0]), Outcome::Unchanged);
+    assert_eq!(retry[0].remote_id, alias.id);
+}
+
+#[tokio::test]
+async fn addresses_mailcow_drops_are_reported_not_looped_on() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    // A person's alias lets alice send as shared@ already.
+    stack
+        .mailcow
+        .add_alias("shared@example.com", &[ALICE], true, "");
+    let delta = || {
+        Kind::SenderAcl(SenderAclDelta {
+            login: ALICE.into(),
+            add: vec!["shared@example.com".into(), INFO.into()],
+            remove: vec![],
+        })
+    };
+    let results = apply(&mut client, false, vec![delta()]).await;
+    assert_eq!(outcome(&results[0]), Outcome::Applied, "{results:?}");
+    assert_eq!(results[0].implicitly_allowed, vec!["shared@example.com"]);
+    assert_eq!(stack.mailcow.sender_acl(ALICE), vec![INFO.to_owned()]);
+
+    let observed = client
+        .observe(ObserveRequest {
+            sender_acl_logins: vec![ALICE.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("observe")
+        .into_inner();
+    let state = &observed.sender_acls[0];
+    assert!(state.mailbox_exists);
+    assert!(
+        state
+            .implicitly_allowed
+            .contains(&"shared@example.com".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn mailcow_faults_map_to_retryable_outcomes_and_change_nothing() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    for mode in [FailMode::Http502, FailMode::EmptyBody] {
+        stack.mailcow.fail_next(1, mode);
+        let results = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+        assert_eq!(
+            outcome(&results[0]),
+            Outcome::Transient,
+            "{mode:?}: {results:?}"
+        );
+        assert!(stack.mailcow.app_passwords(INFO).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_api_key_is_a_configuration_error() {
+    let (stack, mut client) = stack(StackOptions {
+        agent_env: vec![("MAILCOW_API_KEY".into(), "WRONG-KEY".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let results = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    assert_eq!(outcome(&results[0]), Outcome::Config, "{results:?}");
+    let status = client
+        .observe(ObserveRequest {
+            sender_acl_logins: vec![ALICE.into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("observe fails");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(stack.mailcow.app_passwords(INFO).is_empty());
+}
