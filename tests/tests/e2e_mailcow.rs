@@ -466,7 +466,9 @@ async fn webhooks_during_a_sweep_are_all_accepted_and_run() {
     let sweep = stack.wait_job(sweep).await;
     assert_eq!(sweep["state"], "done", "{sweep}");
     for (_, body) in replies {
-        let job = stack.wait_job(body["job_id"].as_i64().expect("job_id")).await;
+        let job = stack
+            .wait_job(body["job_id"].as_i64().expect("job_id"))
+            .await;
         assert_eq!(job["state"], "done", "{job}");
     }
     for i in 0..60 {

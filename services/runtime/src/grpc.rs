@@ -27,14 +27,27 @@ pub async fn with_standard_services<S: NamedService>(
 ) -> Result<(Router, HealthReporter), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(reconciler_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(reconciler_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Advertise only what this server serves: the shared descriptor set also
+    // describes the other side of the contract.
+    let served = [
+        S::NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let builder = || {
+        served.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(reconciler_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                ),
+            |b, name| b.with_service_name(*name),
+        )
+    };
+    let reflection_v1 = builder().build_v1()?;
+    let reflection_v1alpha = builder().build_v1alpha()?;
     let router = router
         .add_service(health_service)
         .add_service(reflection_v1)
