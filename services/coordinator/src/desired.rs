@@ -97,6 +97,15 @@ pub mod keys {
     pub fn pair(a: &str, b: &str) -> String {
         format!("{a}|{b}")
     }
+    /// One folder's ACL entry. The folder goes last: it may contain `|`.
+    pub fn mailbox_acl(owner: &str, grantee: &str, folder: &str) -> String {
+        format!("{owner}|{grantee}|{folder}")
+    }
+    /// `(owner, grantee, folder)` of a [`mailbox_acl`] key.
+    pub fn split_mailbox_acl(key: &str) -> Option<(&str, &str, &str)> {
+        let mut parts = key.splitn(3, '|');
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    }
 }
 
 /// Computes the desired state of the whole directory.

@@ -515,7 +515,57 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
     let mut changes = Vec::new();
     let mut members: Vec<Vec<&Step>> = Vec::new();
     let mut by_login: BTreeMap<&str, usize> = BTreeMap::new();
+    // ACL steps for one (owner, grantee, rights) become one change with a
+    // folder list; the agent batches them per owner.
+    let mut by_acl: BTreeMap<(&str, &str, &[String]), usize> = BTreeMap::new();
     for step in writes {
+        if let Target::MailboxAcl {
+            owner,
+            grantee,
+            folder,
+            rights,
+        } = &step.target
+        {
+            let delete = step.action == Action::Delete;
+            let rights: &[String] = if delete { &[] } else { rights };
+            let index = *by_acl
+                .entry((owner.as_str(), grantee.as_str(), rights))
+                .or_insert_with(|| {
+                    let (id, kind) = if delete {
+                        (
+                            format!("mailbox_acl:delete:{owner}|{grantee}"),
+                            Kind::MailboxAclDelete(pb::MailboxAclDelete {
+                                owner: owner.clone(),
+                                grantee: grantee.clone(),
+                                folders: vec![],
+                            }),
+                        )
+                    } else {
+                        (
+                            format!("mailbox_acl:set:{owner}|{grantee}|{}", rights.join(" ")),
+                            Kind::MailboxAclSet(pb::MailboxAclSet {
+                                owner: owner.clone(),
+                                grantee: grantee.clone(),
+                                rights: rights.to_vec(),
+                                folders: vec![],
+                            }),
+                        )
+                    };
+                    changes.push(pb::Change {
+                        id,
+                        kind: Some(kind),
+                    });
+                    members.push(Vec::new());
+                    changes.len() - 1
+                });
+            match &mut changes[index].kind {
+                Some(Kind::MailboxAclSet(set)) => set.folders.push(folder.clone()),
+                Some(Kind::MailboxAclDelete(delete)) => delete.folders.push(folder.clone()),
+                _ => {}
+            }
+            members[index].push(*step);
+            continue;
+        }
         let kind = match (&step.target, step.action) {
             (Target::SenderAcl { login, send_as }, action) => {
                 let index = *by_login.entry(login.as_str()).or_insert_with(|| {
@@ -593,6 +643,7 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
                 id: *id,
                 address: address.clone(),
             }),
+            (Target::MailboxAcl { .. }, _) => unreachable!("handled above"),
         };
         changes.push(pb::Change {
             id: format!(
@@ -640,10 +691,27 @@ fn observe_request(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) 
             _ => {}
         }
     }
+    // Owners are only asked about when some group shares a mailbox (or we
+    // hold entries to clean up), so an agent without Dovecot access works
+    // for everything else.
+    let owners: BTreeSet<String> = desired
+        .mailbox_acls
+        .values()
+        .filter(|d| scope.contains(&d.user))
+        .map(|d| d.owner.clone())
+        .chain(
+            ledger
+                .iter()
+                .filter(|r| r.resource == Resource::MailboxAcl.as_str())
+                .filter(|r| scope.contains(&r.username))
+                .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
+        )
+        .collect();
     ObserveRequest {
         sender_acl_logins: logins.into_iter().collect(),
         app_password_mailboxes: mailboxes.into_iter().collect(),
         aliases: true,
+        mailbox_acl_owners: owners.into_iter().collect(),
     }
 }
 

@@ -33,6 +33,26 @@ pub struct ObservedAlias {
     pub managed: bool,
 }
 
+/// One owner's Dovecot folders and their ACL entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedOwnerAcls {
+    /// False when Dovecot does not know the owner (or it is inactive).
+    pub exists: bool,
+    /// folder → identifier (`user=x@y`, `owner`, …) → rights.
+    pub folders: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl ObservedOwnerAcls {
+    /// The grantee's rights on `folder` (empty: no entry).
+    pub fn rights(&self, folder: &str, grantee: &str) -> BTreeSet<String> {
+        self.folders
+            .get(folder)
+            .and_then(|entries| entries.get(&format!("user={}", lower(grantee))))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// The observed world. Only what was asked about is present; the planner
 /// never draws conclusions about logins or mailboxes it did not observe.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +63,10 @@ pub struct Observed {
     pub app_passwords: BTreeMap<String, Vec<ObservedAppPassword>>,
     /// `None` when aliases were not observed.
     pub aliases: Option<BTreeMap<String, ObservedAlias>>,
+    /// Mailbox ACLs by owner; only owners that were asked about.
+    pub mailbox_acls: BTreeMap<String, ObservedOwnerAcls>,
+    /// Why mailbox ACLs could not be observed (agent without Dovecot access).
+    pub mailbox_acls_unavailable: Option<String>,
 }
 
 fn lower(s: &str) -> String {
@@ -99,10 +123,38 @@ impl Observed {
                 )
             })
             .collect();
+        let mailbox_acls_unavailable =
+            Some(response.mailbox_acls_unavailable).filter(|r| !r.is_empty());
+        let mailbox_acls = response
+            .mailbox_acls
+            .into_iter()
+            .map(|owner| {
+                (
+                    lower(&owner.owner),
+                    ObservedOwnerAcls {
+                        exists: owner.owner_exists,
+                        folders: owner
+                            .folders
+                            .into_iter()
+                            .map(|f| {
+                                let entries = f
+                                    .entries
+                                    .into_iter()
+                                    .map(|e| (lower(&e.id), e.rights.into_iter().collect()))
+                                    .collect();
+                                (f.folder, entries)
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
         Self {
             sender_acls,
             app_passwords,
             aliases: Some(aliases),
+            mailbox_acls,
+            mailbox_acls_unavailable,
         }
     }
 }

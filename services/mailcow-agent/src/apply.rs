@@ -63,6 +63,10 @@ impl Applier<'_> {
             Some(Kind::AliasCreate(c)) => self.alias_create(c).await,
             Some(Kind::AliasUpdate(c)) => self.alias_update(c).await,
             Some(Kind::AliasDelete(c)) => self.alias_delete(c).await,
+            // Batched per owner by the service; never routed here.
+            Some(Kind::MailboxAclSet(_) | Kind::MailboxAclDelete(_)) => Err(Error::Permanent(
+                "mailbox ACL changes are applied in per-owner batches".into(),
+            )),
         };
         let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
         ChangeResult {

@@ -19,6 +19,20 @@ pub struct Config {
     pub timeout: Duration,
     /// Accept a self-signed Mailcow certificate (lab setups only).
     pub tls_insecure: bool,
+    /// How doveadm is reached; `None` disables mailbox ACLs.
+    pub doveadm: Option<Doveadm>,
+}
+
+/// Where doveadm runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Doveadm {
+    /// `docker exec` into this container over the Docker API (`DOCKER_HOST`).
+    Docker {
+        container: String,
+        user: Option<String>,
+    },
+    /// On this host (Dovecot installed without containers).
+    Local,
 }
 
 impl Config {
@@ -58,7 +72,24 @@ impl Config {
                 )));
             }
         };
+        let doveadm = match (
+            lookup("DOVEADM_MODE").as_deref().unwrap_or("docker"),
+            lookup("DOVECOT_CONTAINER"),
+        ) {
+            ("local", _) => Some(Doveadm::Local),
+            ("docker", Some(container)) => Some(Doveadm::Docker {
+                container,
+                user: lookup("DOVEADM_EXEC_USER"),
+            }),
+            ("docker", None) => None,
+            (other, _) => {
+                return Err(Error::Config(format!(
+                    "DOVEADM_MODE: expected docker or local, got `{other}`"
+                )));
+            }
+        };
         Ok(Self {
+            doveadm,
             mailcow_url,
             api_key,
             listen,
@@ -92,7 +123,32 @@ mod tests {
         assert_eq!(c.listen.port(), 50051);
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(!c.tls_insecure);
+        assert_eq!(c.doveadm, None);
         assert!(!format!("{c:?}").contains("\"k\""));
+    }
+
+    #[test]
+    fn doveadm_modes() {
+        let base = [("MAILCOW_URL", "https://m"), ("MAILCOW_API_KEY", "k")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            parse(&all)
+        };
+        assert_eq!(
+            with(&[("DOVECOT_CONTAINER", "mailcowdockerized-dovecot-mailcow-1")])
+                .unwrap()
+                .doveadm,
+            Some(Doveadm::Docker {
+                container: "mailcowdockerized-dovecot-mailcow-1".into(),
+                user: None
+            })
+        );
+        assert_eq!(
+            with(&[("DOVEADM_MODE", "local")]).unwrap().doveadm,
+            Some(Doveadm::Local)
+        );
+        assert!(with(&[("DOVEADM_MODE", "ssh")]).is_err());
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! - [`apply`]: sender_acl deltas, app password create/update/delete, alias
 //!   create/update/delete, each refusing objects without our marker.
 //!
-//! [`mailcow`] holds the REST client behind the [`mailcow::MailcowApi`] trait.
+//! [`mailcow`] holds the REST client behind the [`mailcow::MailcowApi`] trait;
+//! [`dovecot`] runs doveadm (docker exec or local) for shared-folder ACLs,
+//! batched per owner by [`acl`].
 
+pub mod acl;
 pub mod apply;
 pub mod config;
+pub mod dovecot;
 pub mod error;
 pub mod locks;
 pub mod mailcow;
@@ -21,7 +25,9 @@ use std::sync::Arc;
 use reconciler_proto::agent::agent_server::AgentServer;
 use reconciler_runtime::grpc;
 
-use crate::config::Config;
+use crate::config::{Config, Doveadm};
+use crate::dovecot::Dovecot;
+use crate::dovecot::exec::{DockerExec, LocalExec};
 use crate::error::{Error, Result};
 use crate::mailcow::client::HttpMailcow;
 use crate::service::MailcowAgent;
@@ -29,7 +35,14 @@ use crate::service::MailcowAgent;
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
     let api = Arc::new(HttpMailcow::new(&config)?);
-    let service = AgentServer::new(MailcowAgent::new(api))
+    let dovecot = match &config.doveadm {
+        None => None,
+        Some(Doveadm::Local) => Some(Arc::new(Dovecot::new(Arc::new(LocalExec)))),
+        Some(Doveadm::Docker { container, user }) => Some(Arc::new(Dovecot::new(Arc::new(
+            DockerExec::new(container.clone(), user.clone())?,
+        )))),
+    };
+    let service = AgentServer::new(MailcowAgent::new(api, dovecot))
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
     let router = grpc::server().add_service(service);

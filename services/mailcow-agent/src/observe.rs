@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use reconciler_proto::agent::{
-    AliasState, AppPasswordState, ObserveRequest, ObserveResponse, SenderAclState,
+    AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveRequest,
+    ObserveResponse, SenderAclState,
 };
 use reconciler_proto::markers::{APP_PASSWORD_PREFIX, is_managed_alias_comment};
 
+use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
 use crate::mailcow::{Alias, MailcowApi};
 
@@ -16,7 +18,14 @@ use crate::mailcow::{Alias, MailcowApi};
 /// more would only queue there.
 pub const READ_CONCURRENCY: usize = 8;
 
-pub async fn observe(api: Arc<dyn MailcowApi>, request: ObserveRequest) -> Result<ObserveResponse> {
+/// Owners whose folders are read at once (each is one doveadm exec).
+pub const ACL_CONCURRENCY: usize = 2;
+
+pub async fn observe(
+    api: Arc<dyn MailcowApi>,
+    dovecot: Option<&Dovecot>,
+    request: ObserveRequest,
+) -> Result<ObserveResponse> {
     // One alias listing serves both the alias report and the implicit
     // send-as rights of every login.
     let aliases = if request.aliases || !request.sender_acl_logins.is_empty() {
@@ -73,11 +82,65 @@ pub async fn observe(api: Arc<dyn MailcowApi>, request: ObserveRequest) -> Resul
         Vec::new()
     };
 
+    let owners = unique(&request.mailbox_acl_owners);
+    // Without Dovecot access the rest is still worth reporting; the
+    // coordinator then plans no ACL changes and says why.
+    let mut mailbox_acls_unavailable = String::new();
+    let mailbox_acls = match (owners.is_empty(), dovecot) {
+        (true, _) => Vec::new(),
+        (false, None) => {
+            mailbox_acls_unavailable = not_configured().to_string();
+            Vec::new()
+        }
+        (false, Some(dovecot)) => {
+            stream::iter(owners.iter().cloned())
+                .map(|owner| async move {
+                    let acls = dovecot.observe(&owner).await?;
+                    Ok::<_, Error>(MailboxAclState {
+                        owner,
+                        owner_exists: acls.exists,
+                        folders: acls
+                            .folders
+                            .into_iter()
+                            .map(|(folder, entries)| FolderAcl {
+                                folder,
+                                entries: entries
+                                    .into_iter()
+                                    .map(|(id, rights)| AclEntry {
+                                        id,
+                                        rights: rights.into_iter().collect(),
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                })
+                .buffered(ACL_CONCURRENCY)
+                .try_collect()
+                .await?
+        }
+    };
+
     Ok(ObserveResponse {
+        doveadm_execs: if dovecot.is_some() {
+            owners.len() as u64
+        } else {
+            0
+        },
+        mailbox_acls_unavailable,
         sender_acls,
         app_passwords,
         aliases,
+        mailbox_acls,
     })
+}
+
+/// Mailbox ACLs were asked for, but this agent has no way to reach doveadm.
+pub fn not_configured() -> Error {
+    Error::Config(
+        "mailbox ACLs need DOVECOT_CONTAINER (docker exec) or DOVEADM_MODE=local on the mailcow-agent"
+            .into(),
+    )
 }
 
 async fn sender_acl_state(

@@ -1,35 +1,146 @@
 //! The `reconciler.agent.v1.Agent` gRPC service for Mailcow.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Outcome, agent_server::Agent,
+    ApplyRequest, ApplyResponse, Change, ChangeResult, ObserveRequest, ObserveResponse, Outcome,
+    agent_server::Agent, change::Kind,
 };
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::acl::{self, AclChange};
 use crate::apply::Applier;
+use crate::dovecot::{Dovecot, validate_rights};
 use crate::locks::KeyedLocks;
 use crate::mailcow::MailcowApi;
 use crate::observe;
 
-/// Changes applied at once within one Apply call. Changes to the same
+/// REST changes applied at once within one Apply call. Changes to the same
 /// object still run one after another (see [`KeyedLocks`]).
 pub const APPLY_CONCURRENCY: usize = 4;
 
 pub struct MailcowAgent {
     api: Arc<dyn MailcowApi>,
+    dovecot: Option<Arc<Dovecot>>,
     locks: KeyedLocks,
 }
 
 impl MailcowAgent {
-    pub fn new(api: Arc<dyn MailcowApi>) -> Self {
+    pub fn new(api: Arc<dyn MailcowApi>, dovecot: Option<Arc<Dovecot>>) -> Self {
         Self {
             api,
+            dovecot,
             locks: KeyedLocks::default(),
         }
     }
+
+    /// ACL changes grouped by owner: each owner costs two execs whatever
+    /// the number of grantees and folders.
+    async fn apply_acls(
+        &self,
+        by_owner: BTreeMap<String, Vec<(usize, AclChange)>>,
+        dry_run: bool,
+    ) -> (Vec<(usize, ChangeResult)>, u64, u64) {
+        let Some(dovecot) = &self.dovecot else {
+            let e = observe::not_configured();
+            let results = by_owner
+                .into_values()
+                .flatten()
+                .map(|(i, c)| (i, failed(&c.id, e.outcome(), e.to_string())))
+                .collect();
+            return (results, 0, 0);
+        };
+        let reports: Vec<_> = stream::iter(by_owner)
+            .map(|(owner, changes)| async move {
+                // One batch per owner at a time, across concurrent calls too.
+                let _guard = self.locks.lock(&format!("dovecot:{owner}")).await;
+                let plain: Vec<AclChange> = changes.iter().map(|(_, c)| c.clone()).collect();
+                let report = acl::apply_owner(dovecot, &owner, &plain, dry_run).await;
+                (changes, report)
+            })
+            .buffered(observe::ACL_CONCURRENCY)
+            .collect()
+            .await;
+        let (mut execs, mut writes) = (0, 0);
+        let mut results = Vec::new();
+        for (changes, report) in reports {
+            execs += report.execs;
+            writes += report.acl_writes;
+            results.extend(changes.into_iter().map(|(i, _)| i).zip(report.results));
+        }
+        (results, execs, writes)
+    }
+}
+
+fn failed(id: &str, outcome: Outcome, message: String) -> ChangeResult {
+    ChangeResult {
+        id: id.to_owned(),
+        outcome: outcome as i32,
+        message,
+        ..Default::default()
+    }
+}
+
+/// Splits a batch: Dovecot ACL changes by owner (already validated), the
+/// rest for the REST applier, and immediate results for invalid changes.
+type Split = (
+    BTreeMap<String, Vec<(usize, AclChange)>>,
+    Vec<(usize, Change)>,
+    Vec<(usize, ChangeResult)>,
+);
+
+fn split(changes: Vec<Change>) -> Split {
+    let (mut acls, mut rest, mut invalid) = (BTreeMap::new(), Vec::new(), Vec::new());
+    for (i, change) in changes.into_iter().enumerate() {
+        let (owner, acl_change) = match change.kind {
+            Some(Kind::MailboxAclSet(set)) => match validate_rights(&set.rights) {
+                Ok(rights) => (
+                    set.owner,
+                    AclChange {
+                        id: change.id,
+                        grantee: set.grantee,
+                        rights: Some(rights),
+                        folders: set.folders.into_iter().collect(),
+                    },
+                ),
+                Err(e) => {
+                    invalid.push((i, failed(&change.id, e.outcome(), e.to_string())));
+                    continue;
+                }
+            },
+            Some(Kind::MailboxAclDelete(delete)) => (
+                delete.owner,
+                AclChange {
+                    id: change.id,
+                    grantee: delete.grantee,
+                    rights: None,
+                    folders: delete.folders.into_iter().collect(),
+                },
+            ),
+            _ => {
+                rest.push((i, change));
+                continue;
+            }
+        };
+        if owner.trim().is_empty() || acl_change.grantee.trim().is_empty() {
+            invalid.push((
+                i,
+                failed(
+                    &acl_change.id,
+                    Outcome::Permanent,
+                    "owner or grantee is empty".into(),
+                ),
+            ));
+            continue;
+        }
+        acls.entry(owner.to_ascii_lowercase())
+            .or_insert_with(Vec::new)
+            .push((i, acl_change));
+    }
+    (acls, rest, invalid)
 }
 
 #[tonic::async_trait]
@@ -37,14 +148,19 @@ impl Agent for MailcowAgent {
     #[tracing::instrument(skip_all, fields(
         logins = request.get_ref().sender_acl_logins.len(),
         mailboxes = request.get_ref().app_password_mailboxes.len(),
+        acl_owners = request.get_ref().mailbox_acl_owners.len(),
     ))]
     async fn observe(
         &self,
         request: Request<ObserveRequest>,
     ) -> Result<Response<ObserveResponse>, Status> {
-        let response = observe::observe(self.api.clone(), request.into_inner())
-            .await
-            .inspect_err(|e| warn!(error = %e, "observe failed"))?;
+        let response = observe::observe(
+            self.api.clone(),
+            self.dovecot.as_deref(),
+            request.into_inner(),
+        )
+        .await
+        .inspect_err(|e| warn!(error = %e, "observe failed"))?;
         Ok(Response::new(response))
     }
 
@@ -57,16 +173,28 @@ impl Agent for MailcowAgent {
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
         let ApplyRequest { changes, dry_run } = request.into_inner();
+        let count = changes.len();
+        let (acls, rest, invalid) = split(changes);
         let applier = Applier {
             api: self.api.as_ref(),
             locks: &self.locks,
             dry_run,
         };
-        let results: Vec<_> = stream::iter(changes)
-            .map(|change| applier.apply(change.id, change.kind))
+        let rest_results = stream::iter(rest)
+            .map(|(i, change)| {
+                let applier = &applier;
+                async move { (i, applier.apply(change.id, change.kind).await) }
+            })
             .buffered(APPLY_CONCURRENCY)
-            .collect()
-            .await;
+            .collect::<Vec<_>>();
+        let (rest_results, (acl_results, execs, writes)) =
+            tokio::join!(rest_results, self.apply_acls(acls, dry_run));
+
+        let mut slots: Vec<Option<ChangeResult>> = vec![None; count];
+        for (i, r) in rest_results.into_iter().chain(acl_results).chain(invalid) {
+            slots[i] = Some(r);
+        }
+        let results: Vec<ChangeResult> = slots.into_iter().flatten().collect();
         for r in &results {
             let outcome = Outcome::try_from(r.outcome).unwrap_or(Outcome::Unspecified);
             // The secret field is never logged; only id, outcome and message.
@@ -79,6 +207,17 @@ impl Agent for MailcowAgent {
                 }
             }
         }
-        Ok(Response::new(ApplyResponse { results }))
+        if execs > 0 {
+            info!(
+                doveadm_execs = execs,
+                doveadm_acl_writes = writes,
+                "dovecot batch"
+            );
+        }
+        Ok(Response::new(ApplyResponse {
+            results,
+            doveadm_execs: execs,
+            doveadm_acl_writes: writes,
+        }))
     }
 }

@@ -40,6 +40,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut stack = Stack::start(StackOptions {
         workers: 2,
         authentik_max_page_size: 100,
+        job_timeout: std::time::Duration::from_secs(3600),
         ..StackOptions::default()
     })
     .await;

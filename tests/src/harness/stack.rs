@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub coordinator_env: Vec<(String, String)>,
     /// Extra mailcow-agent environment.
     pub agent_env: Vec<(String, String)>,
+    /// How long [`Stack::wait_job`] waits before failing the test.
+    pub job_timeout: Duration,
 }
 
 impl Default for StackOptions {
@@ -35,6 +37,7 @@ impl Default for StackOptions {
             authentik_max_page_size: 3,
             coordinator_env: Vec::new(),
             agent_env: Vec::new(),
+            job_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -248,7 +251,7 @@ impl Stack {
                 _ => {}
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < self.options.job_timeout,
                 "job {id} did not finish: {job}\ncoordinator log:\n{}",
                 self.coordinator.logs()
             );

@@ -17,8 +17,14 @@ pub(crate) fn sql_text(v: &Val) -> Option<String> {
 /// A VARCHAR comparison under utf8mb4_general_ci: case-insensitive and,
 /// with PAD SPACE, blind to trailing spaces.
 pub(crate) fn sql_eq(column: &str, param: &str) -> bool {
-    let fold = |s: &str| s.trim_end_matches(' ').to_lowercase();
-    fold(column) == fold(param)
+    let (a, b) = (column.trim_end_matches(' '), param.trim_end_matches(' '));
+    // Called in every table scan; the ASCII path allocates nothing.
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
 }
 
 /// An INT column against a string parameter: MariaDB converts the string to

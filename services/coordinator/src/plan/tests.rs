@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::desired::{Alias, AppPassword, SenderAcl};
-use crate::observed::ObservedSenderAcl;
+use crate::desired::{Alias, AppPassword, MailboxAcl, SenderAcl};
+use crate::observed::{ObservedOwnerAcls, ObservedSenderAcl};
 
 const ALICE: &str = "alice@example.com";
 const INFO: &str = "info@example.com";
@@ -44,6 +44,8 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         )]),
         app_passwords: BTreeMap::from([(INFO.to_string(), app_passwords)]),
         aliases: Some(BTreeMap::new()),
+        mailbox_acls: BTreeMap::new(),
+        mailbox_acls_unavailable: None,
     }
 }
 
@@ -353,4 +355,169 @@ fn aliases_follow_members_and_only_ours_are_touched() {
             ("team@example.com", Action::Update)
         ]
     );
+}
+
+fn rights(r: &[&str]) -> BTreeSet<String> {
+    r.iter().map(|s| s.to_string()).collect()
+}
+
+fn desired_acl(r: &[&str]) -> DesiredState {
+    let mut d = DesiredState::default();
+    d.mailbox_acls.insert(
+        keys::pair(INFO, ALICE),
+        MailboxAcl {
+            owner: INFO.into(),
+            grantee: ALICE.into(),
+            user: "alice".into(),
+            rights: rights(r),
+            groups: BTreeSet::from(["g1".into()]),
+        },
+    );
+    d
+}
+
+/// info@'s folders with `entries` (folder, id, rights) set.
+fn observed_acls(folders: &[&str], entries: &[(&str, &str, &[&str])]) -> Observed {
+    let mut owner = ObservedOwnerAcls {
+        exists: true,
+        folders: folders
+            .iter()
+            .map(|f| (f.to_string(), BTreeMap::new()))
+            .collect(),
+    };
+    for (folder, id, r) in entries {
+        owner
+            .folders
+            .get_mut(*folder)
+            .unwrap()
+            .insert(id.to_string(), rights(r));
+    }
+    Observed {
+        mailbox_acls: BTreeMap::from([(INFO.to_string(), owner)]),
+        ..Observed::default()
+    }
+}
+
+fn acl_steps(p: &Plan) -> Vec<(String, Action)> {
+    p.steps
+        .iter()
+        .filter(|s| s.resource == Resource::MailboxAcl)
+        .map(|s| (s.key.rsplit('|').next().unwrap().to_owned(), s.action))
+        .collect()
+}
+
+#[test]
+fn acl_is_planned_on_every_folder_and_a_persons_entry_stays_theirs() {
+    let alice = format!("user={ALICE}");
+    let obs = observed_acls(
+        &["INBOX", "Sent", "Projects/2026"],
+        &[
+            // A person already gave alice lookup on Sent; a person gave bob INBOX.
+            ("Sent", alice.as_str(), &["lookup"]),
+            ("INBOX", "user=bob@example.com", &["lookup", "read"]),
+        ],
+    );
+    let p = plan(
+        &desired_acl(&["lookup", "read"]),
+        &obs,
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        acl_steps(&p),
+        vec![
+            ("INBOX".into(), Action::Create),
+            ("Projects/2026".into(), Action::Create),
+            ("Sent".into(), Action::RecordForeign),
+        ]
+    );
+}
+
+#[test]
+fn acl_leave_deletes_ours_forgets_foreign_and_vanished_folders() {
+    let alice = format!("user={ALICE}");
+    let obs = observed_acls(
+        &["INBOX", "Sent"],
+        &[
+            ("INBOX", alice.as_str(), &["lookup", "read"]),
+            ("Sent", alice.as_str(), &["lookup"]),
+        ],
+    );
+    let ledger = [
+        row(
+            Resource::MailboxAcl,
+            &keys::mailbox_acl(INFO, ALICE, "INBOX"),
+            LedgerState::Created,
+            "",
+        ),
+        row(
+            Resource::MailboxAcl,
+            &keys::mailbox_acl(INFO, ALICE, "Sent"),
+            LedgerState::Foreign,
+            "",
+        ),
+        row(
+            Resource::MailboxAcl,
+            &keys::mailbox_acl(INFO, ALICE, "Old"),
+            LedgerState::Created,
+            "",
+        ),
+    ];
+    let p = plan(
+        &DesiredState::default(),
+        &obs,
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    let mut steps = acl_steps(&p);
+    steps.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        steps,
+        vec![
+            ("INBOX".into(), Action::Delete),
+            ("Old".into(), Action::Forget),
+            ("Sent".into(), Action::Forget),
+        ]
+    );
+}
+
+#[test]
+fn acl_in_sync_plans_nothing_and_drift_is_repaired() {
+    let alice = format!("user={ALICE}");
+    let ledger = [
+        row(
+            Resource::MailboxAcl,
+            &keys::mailbox_acl(INFO, ALICE, "INBOX"),
+            LedgerState::Created,
+            "",
+        ),
+        row(
+            Resource::MailboxAcl,
+            &keys::mailbox_acl(INFO, ALICE, "Sent"),
+            LedgerState::Created,
+            "",
+        ),
+    ];
+    let in_sync = observed_acls(
+        &["INBOX", "Sent"],
+        &[
+            ("INBOX", alice.as_str(), &["lookup", "read"]),
+            ("Sent", alice.as_str(), &["lookup", "read"]),
+        ],
+    );
+    let desired = desired_acl(&["lookup", "read"]);
+    let p = plan(&desired, &in_sync, &ledger, &Scope::All, &Guards::default());
+    assert!(acl_steps(&p).is_empty(), "{p:?}");
+
+    let drifted = observed_acls(
+        &["INBOX", "Sent"],
+        &[
+            ("INBOX", alice.as_str(), &["lookup"]),
+            ("Sent", alice.as_str(), &["lookup", "read"]),
+        ],
+    );
+    let p = plan(&desired, &drifted, &ledger, &Scope::All, &Guards::default());
+    assert_eq!(acl_steps(&p), vec![("INBOX".into(), Action::Update)]);
 }

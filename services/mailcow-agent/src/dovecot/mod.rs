@@ -1,0 +1,338 @@
+//! Dovecot shared-folder ACLs through `doveadm` (reference mailcow.md §6).
+//!
+//! ACLs are per folder, so one grant touches every folder of the owner. To
+//! keep the cost at a couple of `docker exec`s per owner instead of one per
+//! folder and grantee, each exec runs a small POSIX shell script that loops
+//! over folders (observe) or over operations (apply) and prints one status
+//! line per `doveadm` call. Names travel as positional arguments, never
+//! spliced into the script, so a folder name cannot inject commands.
+
+pub mod exec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use exec::CommandRunner;
+
+/// The 11 rights doveadm accepts by name (`all` is shorthand for them all).
+pub const RIGHTS: [&str; 11] = [
+    "admin",
+    "create",
+    "delete",
+    "expunge",
+    "insert",
+    "lookup",
+    "post",
+    "read",
+    "write",
+    "write-deleted",
+    "write-seen",
+];
+
+/// doveadm's exit codes (sysexits).
+pub mod exit {
+    pub const OK: i64 = 0;
+    /// Usage: an invalid id or right. A bug on our side.
+    pub const USAGE: i64 = 64;
+    /// Unknown user, or an inactive mailbox (userdb only returns active ones).
+    pub const NO_USER: i64 = 67;
+    /// The folder does not exist (any more).
+    pub const NO_MAILBOX: i64 = 68;
+    /// Temporary failure.
+    pub const TEMP_FAIL: i64 = 75;
+}
+
+/// Record separator: marks our status lines in the scripts' output.
+const RS: char = '\u{1e}';
+
+/// Observe one owner: list folders (skipping `Shared`, which holds folders
+/// shared *to* the owner), then `acl get` each.
+const OBSERVE_SCRIPT: &str = r#"set -f
+owner=$1
+list=$(doveadm mailbox list -u "$owner")
+rc=$?
+if [ "$rc" -ne 0 ]; then printf '\036LIST %s\n' "$rc"; exit 0; fi
+printf '%s\n' "$list" | while IFS= read -r box; do
+  case "$box" in ''|Shared|Shared/*) continue ;; esac
+  printf '\036FOLDER %s\n' "$box"
+  doveadm -f tab acl get -u "$owner" "$box"
+  printf '\036RC %s\n' "$?"
+done
+printf '\036END\n'
+"#;
+
+/// Apply operations to one owner: `set <folder> <id> <rights>` or
+/// `delete <folder> <id> -`, one status line each.
+const APPLY_SCRIPT: &str = r#"set -f
+owner=$1
+shift
+while [ "$#" -ge 4 ]; do
+  op=$1 box=$2 id=$3 rights=$4
+  shift 4
+  if [ "$op" = set ]; then
+    doveadm acl set -u "$owner" "$box" "$id" $rights
+  else
+    doveadm acl delete -u "$owner" "$box" "$id"
+  fi
+  printf '\036RC %s\n' "$?"
+done
+printf '\036END\n'
+"#;
+
+/// ACL entries of one folder: identifier (`user=x@y`, `owner`, …) → rights.
+pub type FolderAcl = BTreeMap<String, BTreeSet<String>>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerAcls {
+    /// False when Dovecot does not know the owner (or it is inactive).
+    pub exists: bool,
+    pub folders: BTreeMap<String, FolderAcl>,
+}
+
+impl OwnerAcls {
+    /// The grantee's rights per folder (empty set: no entry).
+    pub fn rights_of(&self, grantee: &str) -> BTreeMap<&str, BTreeSet<String>> {
+        let id = user_id(grantee);
+        self.folders
+            .iter()
+            .map(|(folder, acl)| (folder.as_str(), acl.get(&id).cloned().unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// One `doveadm acl` write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AclOp {
+    Set {
+        folder: String,
+        grantee: String,
+        rights: BTreeSet<String>,
+    },
+    Delete {
+        folder: String,
+        grantee: String,
+    },
+}
+
+impl AclOp {
+    pub fn folder(&self) -> &str {
+        match self {
+            Self::Set { folder, .. } | Self::Delete { folder, .. } => folder,
+        }
+    }
+}
+
+/// `user=<address>`: the only identifier form we ever write.
+pub fn user_id(address: &str) -> String {
+    format!("user={}", address.to_ascii_lowercase())
+}
+
+/// Checks requested rights against doveadm's names.
+pub fn validate_rights(rights: &[String]) -> Result<BTreeSet<String>> {
+    if rights.is_empty() {
+        return Err(Error::Permanent("no Dovecot rights given".into()));
+    }
+    let mut out = BTreeSet::new();
+    for right in rights {
+        if right == "all" {
+            out.extend(RIGHTS.iter().map(|r| r.to_string()));
+        } else if RIGHTS.contains(&right.as_str()) {
+            out.insert(right.clone());
+        } else {
+            return Err(Error::Permanent(format!(
+                "`{right}` is not a Dovecot right (expected: {})",
+                RIGHTS.join(", ")
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the scripts: each method call is exactly one exec.
+pub struct Dovecot {
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl Dovecot {
+    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
+        Self { runner }
+    }
+
+    async fn script(&self, script: &str, args: Vec<String>) -> Result<String> {
+        let mut argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            script.to_owned(),
+            "sh".to_owned(),
+        ];
+        argv.extend(args);
+        let out = self.runner.run(&argv).await?;
+        // The scripts always end with an END line and exit 0; anything else
+        // means the shell or doveadm itself could not run.
+        let finished =
+            out.stdout.contains(&format!("{RS}END")) || out.stdout.contains(&format!("{RS}LIST"));
+        if out.exit_code != 0 || !finished {
+            return Err(Error::Unavailable(format!(
+                "doveadm script exited {}: {}",
+                out.exit_code,
+                out.stderr.trim()
+            )));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Every folder of `owner` and its ACL entries. One exec.
+    pub async fn observe(&self, owner: &str) -> Result<OwnerAcls> {
+        let stdout = self.script(OBSERVE_SCRIPT, vec![owner.to_owned()]).await?;
+        parse_observe(owner, &stdout)
+    }
+
+    /// Runs `ops` on `owner`'s folders in one exec and returns each op's
+    /// doveadm exit code, in order.
+    pub async fn apply(&self, owner: &str, ops: &[AclOp]) -> Result<Vec<i64>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![owner.to_owned()];
+        for op in ops {
+            match op {
+                AclOp::Set {
+                    folder,
+                    grantee,
+                    rights,
+                } => args.extend([
+                    "set".to_owned(),
+                    folder.clone(),
+                    user_id(grantee),
+                    rights.iter().cloned().collect::<Vec<_>>().join(" "),
+                ]),
+                AclOp::Delete { folder, grantee } => args.extend([
+                    "delete".to_owned(),
+                    folder.clone(),
+                    user_id(grantee),
+                    "-".to_owned(),
+                ]),
+            }
+        }
+        let stdout = self.script(APPLY_SCRIPT, args).await?;
+        let codes = status_codes(&stdout);
+        if codes.len() != ops.len() {
+            return Err(Error::Unavailable(format!(
+                "doveadm reported {} results for {} operations",
+                codes.len(),
+                ops.len()
+            )));
+        }
+        Ok(codes)
+    }
+}
+
+fn status_codes(stdout: &str) -> Vec<i64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(RS)?.strip_prefix("RC "))
+        .map(|code| code.trim().parse().unwrap_or(-1))
+        .collect()
+}
+
+fn parse_observe(owner: &str, stdout: &str) -> Result<OwnerAcls> {
+    let mut acls = OwnerAcls {
+        exists: true,
+        folders: BTreeMap::new(),
+    };
+    let mut current: Option<String> = None;
+    for line in stdout.lines() {
+        if let Some(tag) = line.strip_prefix(RS) {
+            if let Some(code) = tag.strip_prefix("LIST ") {
+                return match code.trim().parse::<i64>() {
+                    Ok(exit::NO_USER) => Ok(OwnerAcls::default()),
+                    Ok(exit::TEMP_FAIL) | Err(_) => Err(Error::Unavailable(format!(
+                        "doveadm mailbox list -u {owner} exited {code}"
+                    ))),
+                    Ok(other) => Err(Error::Permanent(format!(
+                        "doveadm mailbox list -u {owner} exited {other}"
+                    ))),
+                };
+            } else if let Some(folder) = tag.strip_prefix("FOLDER ") {
+                acls.folders.insert(folder.to_owned(), FolderAcl::new());
+                current = Some(folder.to_owned());
+            } else if let Some(code) = tag.strip_prefix("RC ") {
+                let folder = current.take().unwrap_or_default();
+                match code.trim().parse::<i64>() {
+                    Ok(exit::OK) => {}
+                    // Deleted between list and get: it simply is not there.
+                    Ok(exit::NO_MAILBOX) => {
+                        acls.folders.remove(&folder);
+                    }
+                    Ok(exit::NO_USER) => return Ok(OwnerAcls::default()),
+                    _ => {
+                        return Err(Error::Unavailable(format!(
+                            "doveadm acl get -u {owner} {folder} exited {code}"
+                        )));
+                    }
+                }
+            }
+            continue;
+        }
+        // `ID\tGlobal\tRights` header, then `user=x@y\t\tlookup read`.
+        let Some(folder) = &current else { continue };
+        let mut fields = line.split('\t');
+        let (Some(id), Some(global), Some(rights)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if id == "ID" || id.is_empty() || global == "global" {
+            // Global ACLs are configuration, not entries we can change.
+            continue;
+        }
+        if let Some(entries) = acls.folders.get_mut(folder) {
+            entries.insert(
+                id.to_ascii_lowercase(),
+                rights.split_whitespace().map(str::to_owned).collect(),
+            );
+        }
+    }
+    Ok(acls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_folders_entries_and_vanished_folders() {
+        let out = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\nuser=alice@x.org\t\tlookup read\nowner\t\tadmin lookup\n\u{1e}RC 0\n\
+                   \u{1e}FOLDER Gone\nID Global Rights\n\u{1e}RC 68\n\
+                   \u{1e}FOLDER Sent\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+        let acls = parse_observe("o@x.org", out).unwrap();
+        assert!(acls.exists);
+        assert_eq!(acls.folders.len(), 2);
+        let rights = acls.rights_of("Alice@x.org");
+        assert_eq!(
+            rights["INBOX"],
+            BTreeSet::from(["lookup".to_owned(), "read".to_owned()])
+        );
+        assert!(rights["Sent"].is_empty());
+    }
+
+    #[test]
+    fn unknown_owner_and_temporary_failures() {
+        assert!(!parse_observe("o", "\u{1e}LIST 67\n").unwrap().exists);
+        assert!(matches!(
+            parse_observe("o", "\u{1e}LIST 75\n"),
+            Err(Error::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_observe("o", "\u{1e}FOLDER INBOX\n\u{1e}RC 75\n"),
+            Err(Error::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn rights_are_validated_and_all_expands() {
+        assert_eq!(validate_rights(&["all".into()]).unwrap().len(), 11);
+        assert!(validate_rights(&["lookup".into(), "rread".into()]).is_err());
+        assert!(validate_rights(&[]).is_err());
+    }
+}
