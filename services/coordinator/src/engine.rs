@@ -77,6 +77,10 @@ pub struct RunReport {
     pub transient_failures: u64,
     pub permanent_failures: u64,
     pub warnings: Vec<String>,
+    /// What mailbox ACLs cost on the Dovecot side: doveadm execs (observe
+    /// and apply) and `acl set`/`acl delete` commands.
+    pub doveadm_execs: u64,
+    pub doveadm_acl_writes: u64,
 }
 
 impl RunReport {
@@ -112,6 +116,7 @@ pub struct Prepared {
     people: Vec<(i64, String, String)>,
     user_count: usize,
     plausible: bool,
+    observe_doveadm_execs: u64,
 }
 
 impl Engine {
@@ -175,7 +180,9 @@ impl Engine {
         let scope = self.scope(subject, &directory, &ledger).await?;
         let request = observe_request(&desired, &ledger, &scope);
         let mailboxes: BTreeSet<String> = request.app_password_mailboxes.iter().cloned().collect();
-        let observed = Observed::from_mailcow(self.mailcow.observe(request).await?, &mailboxes);
+        let response = self.mailcow.observe(request).await?;
+        let observe_doveadm_execs = response.doveadm_execs;
+        let observed = Observed::from_mailcow(response, &mailboxes);
         let plan = plan(&desired, &observed, &ledger, &scope, &guards);
         let scope_users = match &scope {
             Scope::All => BTreeSet::new(),
@@ -188,6 +195,7 @@ impl Engine {
             people,
             user_count,
             plausible,
+            observe_doveadm_execs,
         })
     }
 
@@ -252,7 +260,8 @@ impl Engine {
         // Planning happened before the lock; plan again if someone else ran
         // in between? Not needed: every step is idempotent on the agent side
         // and re-checked there (existing names, markers, current lists).
-        let report = self.apply(job_id, &prepared.plan).await?;
+        let mut report = self.apply(job_id, &prepared.plan).await?;
+        report.doveadm_execs += prepared.observe_doveadm_execs;
         if prepared.plausible {
             self.store
                 .set_meta("last_user_count", &prepared.user_count.to_string())
@@ -285,6 +294,15 @@ impl Engine {
         };
         for w in &plan.warnings {
             warn!(warning = %w, "plan warning");
+        }
+        if plan.mailbox_acls_skipped == Some(true) {
+            // Nothing was planned for them, so nothing is recorded; the
+            // job is retried until Dovecot can be read again.
+            report.transient_failures += 1;
+            *report
+                .outcomes
+                .entry("mailbox_acl.observe.transient".into())
+                .or_default() += 1;
         }
         // Ledger-only steps first: they need no agent.
         for step in plan.steps.iter().filter(|s| !s.action.writes_target()) {
@@ -334,7 +352,11 @@ impl Engine {
                 })
                 .await;
             let results = match response {
-                Ok(r) => r.results,
+                Ok(r) => {
+                    report.doveadm_execs += r.doveadm_execs;
+                    report.doveadm_acl_writes += r.doveadm_acl_writes;
+                    r.results
+                }
                 Err(e) => {
                     // The whole call failed: nothing is recorded as done.
                     for step in batch_members.iter().flatten() {

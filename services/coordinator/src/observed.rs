@@ -65,8 +65,16 @@ pub struct Observed {
     pub aliases: Option<BTreeMap<String, ObservedAlias>>,
     /// Mailbox ACLs by owner; only owners that were asked about.
     pub mailbox_acls: BTreeMap<String, ObservedOwnerAcls>,
-    /// Why mailbox ACLs could not be observed (agent without Dovecot access).
-    pub mailbox_acls_unavailable: Option<String>,
+    /// Why mailbox ACLs could not be observed this run, if they could not.
+    pub mailbox_acls_unavailable: Option<Unavailable>,
+}
+
+/// A part of the world the agent could not read this run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    pub reason: String,
+    /// Worth retrying soon (Dovecot down) rather than a configuration gap.
+    pub transient: bool,
 }
 
 fn lower(s: &str) -> String {
@@ -77,6 +85,11 @@ impl Observed {
     /// Converts an agent response; `mailboxes` are the app-password mailboxes
     /// asked about, so "asked and none found" is distinguishable from "not asked".
     pub fn from_mailcow(response: ObserveResponse, mailboxes: &BTreeSet<String>) -> Self {
+        let transient =
+            response.mailbox_acls_outcome() == reconciler_proto::agent::Outcome::Transient;
+        let mailbox_acls_unavailable = Some(response.mailbox_acls_unavailable.clone())
+            .filter(|r| !r.is_empty())
+            .map(|reason| Unavailable { reason, transient });
         let sender_acls = response
             .sender_acls
             .into_iter()
@@ -123,8 +136,7 @@ impl Observed {
                 )
             })
             .collect();
-        let mailbox_acls_unavailable =
-            Some(response.mailbox_acls_unavailable).filter(|r| !r.is_empty());
+
         let mailbox_acls = response
             .mailbox_acls
             .into_iter()

@@ -118,6 +118,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Why removals were held back, conflicts, unusable targets.
     pub warnings: Vec<String>,
+    /// Mailbox ACLs in scope could not be observed; `Some(true)` when that
+    /// is temporary and the run should be retried.
+    pub mailbox_acls_skipped: Option<bool>,
 }
 
 impl Plan {
@@ -545,11 +548,14 @@ fn plan_mailbox_acls(
         }
     }
 
-    if let Some(reason) = &observed.mailbox_acls_unavailable
+    if let Some(unavailable) = &observed.mailbox_acls_unavailable
         && !pairs.is_empty()
     {
-        plan.warnings
-            .push(format!("mailbox ACLs not reconciled: {reason}"));
+        plan.warnings.push(format!(
+            "mailbox ACLs not reconciled: {}",
+            unavailable.reason
+        ));
+        plan.mailbox_acls_skipped = Some(unavailable.transient);
     }
     for ((owner, grantee), (username, groups)) in pairs {
         let Some(obs) = observed.mailbox_acls.get(&owner) else {

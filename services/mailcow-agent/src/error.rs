@@ -17,6 +17,10 @@ pub enum Error {
     /// Network failure, timeout, 5xx: worth retrying.
     #[error("Mailcow unreachable: {0}")]
     Unavailable(String),
+    /// Dovecot cannot be reached: Docker error, container down, doveadm
+    /// temporary failure. Worth retrying.
+    #[error("Dovecot unavailable: {0}")]
+    DovecotUnavailable(String),
     /// HTTP 200 with an empty body: Mailcow hit a PHP exception and said
     /// nothing. Nothing can be assumed about what happened.
     #[error("Mailcow answered {call} with an empty body (a server-side exception)")]
@@ -39,7 +43,9 @@ impl Error {
     pub fn outcome(&self) -> Outcome {
         match self {
             Error::Config(_) | Error::Unauthorized { .. } => Outcome::Config,
-            Error::Unavailable(_) | Error::EmptyBody { .. } => Outcome::Transient,
+            Error::Unavailable(_) | Error::DovecotUnavailable(_) | Error::EmptyBody { .. } => {
+                Outcome::Transient
+            }
             Error::Rejected { .. } | Error::Protocol { .. } | Error::Permanent(_) => {
                 Outcome::Permanent
             }
@@ -55,7 +61,9 @@ impl From<Error> for tonic::Status {
             Error::Config(_) | Error::Unauthorized { .. } => {
                 tonic::Status::failed_precondition(message)
             }
-            Error::Unavailable(_) | Error::EmptyBody { .. } => tonic::Status::unavailable(message),
+            Error::Unavailable(_) | Error::DovecotUnavailable(_) | Error::EmptyBody { .. } => {
+                tonic::Status::unavailable(message)
+            }
             Error::Rejected { .. } | Error::Protocol { .. } => tonic::Status::internal(message),
             Error::Permanent(_) => tonic::Status::invalid_argument(message),
             Error::Refused(_) => tonic::Status::permission_denied(message),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt, stream};
 use reconciler_proto::agent::{
     AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveRequest,
-    ObserveResponse, SenderAclState,
+    ObserveResponse, Outcome, SenderAclState,
 };
 use reconciler_proto::markers::{APP_PASSWORD_PREFIX, is_managed_alias_comment};
 
@@ -86,39 +86,22 @@ pub async fn observe(
     // Without Dovecot access the rest is still worth reporting; the
     // coordinator then plans no ACL changes and says why.
     let mut mailbox_acls_unavailable = String::new();
+    let mut mailbox_acls_outcome = Outcome::Unspecified;
     let mailbox_acls = match (owners.is_empty(), dovecot) {
         (true, _) => Vec::new(),
         (false, None) => {
             mailbox_acls_unavailable = not_configured().to_string();
+            mailbox_acls_outcome = Outcome::Config;
             Vec::new()
         }
-        (false, Some(dovecot)) => {
-            stream::iter(owners.iter().cloned())
-                .map(|owner| async move {
-                    let acls = dovecot.observe(&owner).await?;
-                    Ok::<_, Error>(MailboxAclState {
-                        owner,
-                        owner_exists: acls.exists,
-                        folders: acls
-                            .folders
-                            .into_iter()
-                            .map(|(folder, entries)| FolderAcl {
-                                folder,
-                                entries: entries
-                                    .into_iter()
-                                    .map(|(id, rights)| AclEntry {
-                                        id,
-                                        rights: rights.into_iter().collect(),
-                                    })
-                                    .collect(),
-                            })
-                            .collect(),
-                    })
-                })
-                .buffered(ACL_CONCURRENCY)
-                .try_collect()
-                .await?
-        }
+        (false, Some(dovecot)) => match observe_acls(dovecot, &owners).await {
+            Ok(acls) => acls,
+            Err(e) => {
+                mailbox_acls_unavailable = e.to_string();
+                mailbox_acls_outcome = e.outcome();
+                Vec::new()
+            }
+        },
     };
 
     Ok(ObserveResponse {
@@ -128,11 +111,40 @@ pub async fn observe(
             0
         },
         mailbox_acls_unavailable,
+        mailbox_acls_outcome: mailbox_acls_outcome as i32,
         sender_acls,
         app_passwords,
         aliases,
         mailbox_acls,
     })
+}
+
+async fn observe_acls(dovecot: &Dovecot, owners: &[String]) -> Result<Vec<MailboxAclState>> {
+    stream::iter(owners.iter().cloned())
+        .map(|owner| async move {
+            let acls = dovecot.observe(&owner).await?;
+            Ok::<_, Error>(MailboxAclState {
+                owner,
+                owner_exists: acls.exists,
+                folders: acls
+                    .folders
+                    .into_iter()
+                    .map(|(folder, entries)| FolderAcl {
+                        folder,
+                        entries: entries
+                            .into_iter()
+                            .map(|(id, rights)| AclEntry {
+                                id,
+                                rights: rights.into_iter().collect(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        })
+        .buffered(ACL_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// Mailbox ACLs were asked for, but this agent has no way to reach doveadm.

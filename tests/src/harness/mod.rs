@@ -1,9 +1,11 @@
 //! Runs the real coordinator and mailcow-agent binaries over loopback against
 //! in-process simulators, for end-to-end tests and benchmarks.
 
+pub mod dovecot;
 mod process;
 mod stack;
 
+pub use dovecot::{DovecotContainer, Imap};
 pub use process::{Service, bin_dir, free_port};
 pub use stack::{Stack, StackOptions};
 

@@ -50,7 +50,7 @@ impl DockerExec {
 impl CommandRunner for DockerExec {
     async fn run(&self, argv: &[String]) -> Result<ExecOutput> {
         let unavailable = |e: bollard::errors::Error| {
-            Error::Unavailable(format!("docker exec in {}: {e}", self.container))
+            Error::DovecotUnavailable(format!("docker exec in {}: {e}", self.container))
         };
         let exec = self
             .docker
@@ -88,7 +88,7 @@ impl CommandRunner for DockerExec {
                 }
             }
             StartExecResults::Detached => {
-                return Err(Error::Unavailable(
+                return Err(Error::DovecotUnavailable(
                     "docker exec detached unexpectedly".into(),
                 ));
             }
@@ -99,7 +99,7 @@ impl CommandRunner for DockerExec {
             .await
             .map_err(unavailable)?;
         out.exit_code = inspect.exit_code.ok_or_else(|| {
-            Error::Unavailable(format!(
+            Error::DovecotUnavailable(format!(
                 "docker exec in {} reported no exit code",
                 self.container
             ))
@@ -122,7 +122,7 @@ impl CommandRunner for LocalExec {
             .stdin(std::process::Stdio::null())
             .output()
             .await
-            .map_err(|e| Error::Unavailable(format!("running {program}: {e}")))?;
+            .map_err(|e| Error::DovecotUnavailable(format!("running {program}: {e}")))?;
         Ok(ExecOutput {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -173,7 +173,7 @@ impl Dovecot {
         let finished =
             out.stdout.contains(&format!("{RS}END")) || out.stdout.contains(&format!("{RS}LIST"));
         if out.exit_code != 0 || !finished {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::DovecotUnavailable(format!(
                 "doveadm script exited {}: {}",
                 out.exit_code,
                 out.stderr.trim()
@@ -218,7 +218,7 @@ impl Dovecot {
         let stdout = self.script(APPLY_SCRIPT, args).await?;
         let codes = status_codes(&stdout);
         if codes.len() != ops.len() {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::DovecotUnavailable(format!(
                 "doveadm reported {} results for {} operations",
                 codes.len(),
                 ops.len()
@@ -247,7 +247,7 @@ fn parse_observe(owner: &str, stdout: &str) -> Result<OwnerAcls> {
             if let Some(code) = tag.strip_prefix("LIST ") {
                 return match code.trim().parse::<i64>() {
                     Ok(exit::NO_USER) => Ok(OwnerAcls::default()),
-                    Ok(exit::TEMP_FAIL) | Err(_) => Err(Error::Unavailable(format!(
+                    Ok(exit::TEMP_FAIL) | Err(_) => Err(Error::DovecotUnavailable(format!(
                         "doveadm mailbox list -u {owner} exited {code}"
                     ))),
                     Ok(other) => Err(Error::Permanent(format!(
@@ -267,7 +267,7 @@ fn parse_observe(owner: &str, stdout: &str) -> Result<OwnerAcls> {
                     }
                     Ok(exit::NO_USER) => return Ok(OwnerAcls::default()),
                     _ => {
-                        return Err(Error::Unavailable(format!(
+                        return Err(Error::DovecotUnavailable(format!(
                             "doveadm acl get -u {owner} {folder} exited {code}"
                         )));
                     }
@@ -321,11 +321,11 @@ mod tests {
         assert!(!parse_observe("o", "\u{1e}LIST 67\n").unwrap().exists);
         assert!(matches!(
             parse_observe("o", "\u{1e}LIST 75\n"),
-            Err(Error::Unavailable(_))
+            Err(Error::DovecotUnavailable(_))
         ));
         assert!(matches!(
             parse_observe("o", "\u{1e}FOLDER INBOX\n\u{1e}RC 75\n"),
-            Err(Error::Unavailable(_))
+            Err(Error::DovecotUnavailable(_))
         ));
     }
 

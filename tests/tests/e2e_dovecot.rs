@@ -1,0 +1,257 @@
+//! End to end against a real Dovecot 2.3 in a container: the real
+//! coordinator and mailcow-agent (doveadm through the Docker API), with the
+//! Mailcow and Authentik simulators. Assertions read Dovecot itself:
+//! `doveadm acl get/rights` and a real IMAP login as the grantee.
+
+use reconciler_proto::coordinator::{ListOwnedRequest, coordinator_client::CoordinatorClient};
+use reconciler_tests::harness::{DovecotContainer, Stack, StackOptions};
+use serde_json::{Value, json};
+
+const INFO: &str = "info@example.com";
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+const SHARED_INBOX: &str = "Shared/info@example.com/INBOX";
+/// Every folder of info@: the auto-created specials plus a nested pair.
+const FOLDERS: [&str; 6] = [
+    "INBOX",
+    "Sent",
+    "Drafts",
+    "Trash",
+    "Projects",
+    "Projects/2026",
+];
+
+struct World {
+    dovecot: DovecotContainer,
+    stack: Stack,
+    alice: i64,
+    group: String,
+}
+
+async fn world(options: StackOptions) -> World {
+    let dovecot = DovecotContainer::start(&[
+        (INFO, "info-pass"),
+        (ALICE, "alice-pass"),
+        (BOB, "bob-pass"),
+    ])
+    .await;
+    dovecot.create_folder(INFO, "Projects").await;
+    dovecot.create_folder(INFO, "Projects/2026").await;
+    // A person shared INBOX with bob by hand (as SOGo's "Sharing…" would).
+    let set = dovecot
+        .doveadm(&[
+            "acl",
+            "set",
+            "-u",
+            INFO,
+            "INBOX",
+            "user=bob@example.com",
+            "lookup",
+            "read",
+        ])
+        .await;
+    assert_eq!(set.code, 0, "{set:?}");
+
+    let mut agent_env = vec![("DOVECOT_CONTAINER".to_owned(), dovecot.name.clone())];
+    agent_env.extend(options.agent_env.iter().cloned());
+    let stack = Stack::start(StackOptions {
+        agent_env,
+        ..options
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    for mbox in [INFO, ALICE, BOB] {
+        stack.mailcow.add_mailbox(mbox);
+    }
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let group = stack.authentik.add_group(
+        "support",
+        json!({"reconciler": {"shared_mailbox": INFO, "access": "read"}}),
+    );
+    World {
+        dovecot,
+        stack,
+        alice,
+        group,
+    }
+}
+
+impl World {
+    async fn join(&self, event: &str) -> Value {
+        self.stack.authentik.add_member(&self.group, self.alice);
+        let job = self
+            .stack
+            .webhook_and_wait(&Stack::group_event(&self.group, event))
+            .await;
+        self.stack.expect_done(&job).await;
+        job
+    }
+
+    async fn alice_entry(&self, folder: &str) -> Option<String> {
+        self.dovecot
+            .acl(INFO, folder)
+            .await
+            .into_iter()
+            .find(|(id, _)| id == "user=alice@example.com")
+            .map(|(_, rights)| rights)
+    }
+
+    async fn bob_keeps_his_entry(&self) {
+        let inbox = self.dovecot.acl(INFO, "INBOX").await;
+        assert!(
+            inbox.contains(&("user=bob@example.com".into(), "lookup read".into())),
+            "a person's entry survives: {inbox:?}"
+        );
+    }
+}
+
+fn summary(job: &Value) -> Value {
+    serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn grant_reaches_every_folder_and_imap_then_leaving_revokes_it() {
+    let w = world(StackOptions::default()).await;
+    let job = w.join("evt-join").await;
+
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "alice's entry on {folder}"
+        );
+    }
+    let rights = w.dovecot.rights(ALICE, SHARED_INBOX).await;
+    assert_eq!(rights.code, 0, "{rights:?}");
+    assert!(rights.stdout.contains("lookup read"), "{rights:?}");
+    let mut imap = w.dovecot.imap(ALICE, "alice-pass").await;
+    let listed = imap.list().await;
+    for folder in FOLDERS {
+        let shared = format!("Shared/info@example.com/{folder}");
+        assert!(listed.contains(&shared), "{shared} in {listed:?}");
+    }
+    assert!(
+        imap.select(SHARED_INBOX).await,
+        "alice can SELECT the shared INBOX"
+    );
+    w.bob_keeps_his_entry().await;
+
+    // Batched: far fewer execs than folders × grantees (6 folders here).
+    let report = summary(&job);
+    let execs = report["doveadm_execs"].as_u64().unwrap();
+    assert!(
+        execs <= 3,
+        "one observe and one apply exec per owner: {report}"
+    );
+    assert_eq!(report["doveadm_acl_writes"], 6, "{report}");
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    w.stack.expect_done(&job).await;
+    for folder in FOLDERS {
+        assert_eq!(w.alice_entry(folder).await, None, "revoked on {folder}");
+    }
+    let mut imap = w.dovecot.imap(ALICE, "alice-pass").await;
+    let listed = imap.list().await;
+    assert!(
+        !listed
+            .iter()
+            .any(|m| m.starts_with("Shared/info@example.com")),
+        "nothing shared is listed any more: {listed:?}"
+    );
+    assert!(
+        !imap.select(SHARED_INBOX).await,
+        "SELECT is refused after revoke"
+    );
+    w.bob_keeps_his_entry().await;
+}
+
+#[tokio::test]
+async fn a_second_sweep_writes_nothing_and_new_folders_are_covered_by_the_next() {
+    let w = world(StackOptions::default()).await;
+    w.join("evt-join").await;
+
+    let second = w.stack.sweep().await;
+    assert_eq!(second["state"], "done", "{second}");
+    let report = summary(&second);
+    assert_eq!(report["doveadm_acl_writes"], 0, "in sync: {report}");
+    w.bob_keeps_his_entry().await;
+
+    // A folder made after the grant has no entry until the next sweep.
+    w.dovecot.create_folder(INFO, "Later").await;
+    let third = w.stack.sweep().await;
+    assert_eq!(third["state"], "done", "{third}");
+    assert_eq!(summary(&third)["doveadm_acl_writes"], 1, "{third}");
+    assert_eq!(w.alice_entry("Later").await.as_deref(), Some("lookup read"));
+    w.bob_keeps_his_entry().await;
+}
+
+#[tokio::test]
+async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_converges() {
+    let w = world(StackOptions {
+        // Retries keep coming until Dovecot is back.
+        max_attempts: 100,
+        ..StackOptions::default()
+    })
+    .await;
+    w.dovecot.stop().await;
+
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let (status, reply) = w
+        .stack
+        .webhook(&Stack::group_event(&w.group, "evt-join-while-down"))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["job_id"].as_i64().unwrap();
+
+    // Wait until an attempt has failed (the job is queued again with an error).
+    let failed_attempt = loop {
+        let job = w.stack.job(id).await;
+        if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
+            break job;
+        }
+        assert_ne!(
+            job["state"], "done",
+            "cannot succeed while Dovecot is down: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let report = summary(&failed_attempt);
+    assert!(
+        report["outcomes"]["mailbox_acl.observe.transient"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "reported transient: {failed_attempt}"
+    );
+    let mut coordinator = CoordinatorClient::connect(format!("http://{}", w.stack.grpc_addr))
+        .await
+        .unwrap();
+    let owned = coordinator
+        .list_owned(ListOwnedRequest {
+            resource: "mailbox_acl".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .objects;
+    assert!(
+        owned.iter().all(|o| o.state != "created"),
+        "nothing is recorded as done while Dovecot is down: {owned:?}"
+    );
+
+    w.dovecot.start_again().await;
+    let job = w.stack.wait_job(id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "{folder}"
+        );
+    }
+    w.bob_keeps_his_entry().await;
+}
