@@ -255,3 +255,69 @@ async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_conver
     }
     w.bob_keeps_his_entry().await;
 }
+
+/// Local mode (Dovecot without containers): the agent runs its scripts with
+/// its own shell. Here `DOVEADM_COMMAND` reaches the same real Dovecot
+/// through the docker CLI, so the local runner and the command prefix are
+/// what is exercised, against real doveadm output and exit codes.
+#[tokio::test]
+async fn local_mode_grants_and_revokes_through_the_configured_command() {
+    let dovecot = DovecotContainer::start(&[(INFO, "info-pass"), (ALICE, "alice-pass")]).await;
+    let stack = Stack::start(StackOptions {
+        agent_env: vec![
+            ("DOVEADM_MODE".into(), "local".into()),
+            (
+                "DOVEADM_COMMAND".into(),
+                format!("docker exec {} doveadm", dovecot.name),
+            ),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox(INFO);
+    stack.mailcow.add_mailbox(ALICE);
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let group = stack.authentik.add_group(
+        "support",
+        json!({"reconciler": {"shared_mailbox": INFO, "access": ["lookup", "read", "write-seen"]}}),
+    );
+    stack.authentik.add_member(&group, alice);
+    let job = stack
+        .webhook_and_wait(&Stack::group_event(&group, "evt-local-join"))
+        .await;
+    stack.expect_done(&job).await;
+    let rights = dovecot.rights(ALICE, SHARED_INBOX).await;
+    assert!(
+        rights.stdout.contains("lookup read write-seen"),
+        "{rights:?}"
+    );
+
+    stack.authentik.remove_member(&group, alice);
+    let job = stack
+        .webhook_and_wait(&Stack::group_event(&group, "evt-local-leave"))
+        .await;
+    stack.expect_done(&job).await;
+    let inbox = dovecot.acl(INFO, "INBOX").await;
+    assert!(
+        !inbox.iter().any(|(id, _)| id == "user=alice@example.com"),
+        "{inbox:?}"
+    );
+}
+
+/// An explicit rights list with a typo is a clear per-group error: nothing
+/// is granted from that group, and the run itself does not fail.
+#[tokio::test]
+async fn an_invalid_right_is_a_per_group_error_not_a_crash() {
+    let w = world(StackOptions::default()).await;
+    w.stack.authentik.set_group_attributes(
+        &w.group,
+        json!({"reconciler": {"shared_mailbox": INFO, "access": ["lookup", "raed"]}}),
+    );
+    let job = w.join("evt-typo").await;
+    let report = summary(&job);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("raed"), "{report}");
+    assert_eq!(w.alice_entry("INBOX").await, None);
+    w.bob_keeps_his_entry().await;
+}

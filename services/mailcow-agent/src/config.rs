@@ -31,8 +31,9 @@ pub enum Doveadm {
         container: String,
         user: Option<String>,
     },
-    /// On this host (Dovecot installed without containers).
-    Local,
+    /// On this host (Dovecot installed without containers), running
+    /// `command` (default `doveadm`; e.g. `sudo -u vmail doveadm`).
+    Local { command: String },
 }
 
 impl Config {
@@ -76,7 +77,9 @@ impl Config {
             lookup("DOVEADM_MODE").as_deref().unwrap_or("docker"),
             lookup("DOVECOT_CONTAINER"),
         ) {
-            ("local", _) => Some(Doveadm::Local),
+            ("local", _) => Some(Doveadm::Local {
+                command: lookup("DOVEADM_COMMAND").unwrap_or_else(|| "doveadm".into()),
+            }),
             ("docker", Some(container)) => Some(Doveadm::Docker {
                 container,
                 user: lookup("DOVEADM_EXEC_USER"),
@@ -146,7 +149,9 @@ mod tests {
         );
         assert_eq!(
             with(&[("DOVEADM_MODE", "local")]).unwrap().doveadm,
-            Some(Doveadm::Local)
+            Some(Doveadm::Local {
+                command: "doveadm".into()
+            })
         );
         assert!(with(&[("DOVEADM_MODE", "ssh")]).is_err());
     }

@@ -37,10 +37,13 @@ pub async fn run(config: Config) -> Result<()> {
     let api = Arc::new(HttpMailcow::new(&config)?);
     let dovecot = match &config.doveadm {
         None => None,
-        Some(Doveadm::Local) => Some(Arc::new(Dovecot::new(Arc::new(LocalExec)))),
-        Some(Doveadm::Docker { container, user }) => Some(Arc::new(Dovecot::new(Arc::new(
-            DockerExec::new(container.clone(), user.clone())?,
-        )))),
+        Some(Doveadm::Local { command }) => {
+            Some(Arc::new(Dovecot::new(Arc::new(LocalExec), command.clone())))
+        }
+        Some(Doveadm::Docker { container, user }) => Some(Arc::new(Dovecot::new(
+            Arc::new(DockerExec::new(container.clone(), user.clone())?),
+            "doveadm",
+        ))),
     };
     let service = AgentServer::new(MailcowAgent::new(api, dovecot))
         .max_decoding_message_size(256 * 1024 * 1024)

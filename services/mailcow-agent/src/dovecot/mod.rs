@@ -46,17 +46,20 @@ pub mod exit {
 /// Record separator: marks our status lines in the scripts' output.
 const RS: char = '\u{1e}';
 
+/// Both scripts take the doveadm command first (word-split on purpose, so
+/// `doveadm -c /etc/dovecot/dovecot.conf` or `sudo -u vmail doveadm` work).
+///
 /// Observe one owner: list folders (skipping `Shared`, which holds folders
 /// shared *to* the owner), then `acl get` each.
 const OBSERVE_SCRIPT: &str = r#"set -f
-owner=$1
-list=$(doveadm mailbox list -u "$owner")
+doveadm=$1 owner=$2
+list=$($doveadm mailbox list -u "$owner")
 rc=$?
 if [ "$rc" -ne 0 ]; then printf '\036LIST %s\n' "$rc"; exit 0; fi
 printf '%s\n' "$list" | while IFS= read -r box; do
   case "$box" in ''|Shared|Shared/*) continue ;; esac
   printf '\036FOLDER %s\n' "$box"
-  doveadm -f tab acl get -u "$owner" "$box"
+  $doveadm -f tab acl get -u "$owner" "$box"
   printf '\036RC %s\n' "$?"
 done
 printf '\036END\n'
@@ -65,15 +68,15 @@ printf '\036END\n'
 /// Apply operations to one owner: `set <folder> <id> <rights>` or
 /// `delete <folder> <id> -`, one status line each.
 const APPLY_SCRIPT: &str = r#"set -f
-owner=$1
-shift
+doveadm=$1 owner=$2
+shift 2
 while [ "$#" -ge 4 ]; do
   op=$1 box=$2 id=$3 rights=$4
   shift 4
   if [ "$op" = set ]; then
-    doveadm acl set -u "$owner" "$box" "$id" $rights
+    $doveadm acl set -u "$owner" "$box" "$id" $rights
   else
-    doveadm acl delete -u "$owner" "$box" "$id"
+    $doveadm acl delete -u "$owner" "$box" "$id"
   fi
   printf '\036RC %s\n' "$?"
 done
@@ -152,11 +155,16 @@ pub fn validate_rights(rights: &[String]) -> Result<BTreeSet<String>> {
 /// Runs the scripts: each method call is exactly one exec.
 pub struct Dovecot {
     runner: Arc<dyn CommandRunner>,
+    /// The doveadm command line prefix, e.g. `doveadm`.
+    command: String,
 }
 
 impl Dovecot {
-    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
-        Self { runner }
+    pub fn new(runner: Arc<dyn CommandRunner>, command: impl Into<String>) -> Self {
+        Self {
+            runner,
+            command: command.into(),
+        }
     }
 
     async fn script(&self, script: &str, args: Vec<String>) -> Result<String> {
@@ -165,6 +173,7 @@ impl Dovecot {
             "-c".to_owned(),
             script.to_owned(),
             "sh".to_owned(),
+            self.command.clone(),
         ];
         argv.extend(args);
         let out = self.runner.run(&argv).await?;
