@@ -38,10 +38,18 @@ pub async fn run(config: Config) -> Result<()> {
         &config.mailcow_agent_url,
         config.agent_timeout,
     )?);
+    let sogo = match &config.sogo_agent_url {
+        Some(url) => Some(
+            Arc::new(GrpcAgent::connect("sogo-agent", url, config.agent_timeout)?)
+                as Arc<dyn crate::agents::AgentBackend>,
+        ),
+        None => None,
+    };
     let engine = Arc::new(Engine::new(
         store.clone(),
         directory,
         mailcow,
+        sogo,
         EngineConfig {
             desired: DesiredConfig {
                 attribute_key: config.attribute_key.clone(),

@@ -105,6 +105,7 @@ pub struct Engine {
     store: Store,
     directory: Arc<dyn DirectorySource>,
     mailcow: Arc<dyn AgentBackend>,
+    sogo: Option<Arc<dyn AgentBackend>>,
     config: EngineConfig,
     locks: KeyLocks,
 }
@@ -124,12 +125,14 @@ impl Engine {
         store: Store,
         directory: Arc<dyn DirectorySource>,
         mailcow: Arc<dyn AgentBackend>,
+        sogo: Option<Arc<dyn AgentBackend>>,
         config: EngineConfig,
     ) -> Self {
         Self {
             store,
             directory,
             mailcow,
+            sogo,
             config,
             locks: KeyLocks::default(),
         }
@@ -145,6 +148,10 @@ impl Engine {
 
     pub fn mailcow(&self) -> &Arc<dyn AgentBackend> {
         &self.mailcow
+    }
+
+    pub fn sogo(&self) -> Option<&Arc<dyn AgentBackend>> {
+        self.sogo.as_ref()
     }
 
     /// Reads, observes and plans without changing anything.
@@ -182,7 +189,25 @@ impl Engine {
         let mailboxes: BTreeSet<String> = request.app_password_mailboxes.iter().cloned().collect();
         let response = self.mailcow.observe(request).await?;
         let observe_doveadm_execs = response.doveadm_execs;
-        let observed = Observed::from_mailcow(response, &mailboxes);
+        let mut observed = Observed::from_mailcow(response, &mailboxes);
+        let sogo_owners = sogo_owners(&desired, &ledger, &scope);
+        if !sogo_owners.is_empty() {
+            match &self.sogo {
+                Some(agent) => {
+                    let response = agent
+                        .observe(ObserveRequest {
+                            sogo_owners: sogo_owners.into_iter().collect(),
+                            ..ObserveRequest::default()
+                        })
+                        .await?;
+                    observed.add_sogo(response);
+                }
+                None => {
+                    observed.sogo_unavailable =
+                        Some("no sogo-agent is configured (SOGO_AGENT_URL)".into())
+                }
+            }
+        }
         let plan = plan(&desired, &observed, &ledger, &scope, &guards);
         let scope_users = match &scope {
             Scope::All => BTreeSet::new(),
@@ -341,13 +366,53 @@ impl Engine {
                 .ledger_put(&ledger_row(step, LedgerState::Intent, String::new()))
                 .await?;
         }
-        for (batch_changes, batch_members) in
-            changes.chunks(APPLY_BATCH).zip(members.chunks(APPLY_BATCH))
-        {
-            let response = self
-                .mailcow
+        // Each change goes to the agent that holds its target's credentials.
+        let (sogo, mailcow): (Vec<_>, Vec<_>) = changes
+            .into_iter()
+            .zip(members)
+            .partition(|(change, _)| is_sogo(change));
+        self.apply_batches(
+            job_id,
+            &trace_id,
+            self.mailcow.as_ref(),
+            mailcow,
+            &mut report,
+        )
+        .await?;
+        if !sogo.is_empty() {
+            match &self.sogo {
+                Some(agent) => {
+                    self.apply_batches(job_id, &trace_id, agent.as_ref(), sogo, &mut report)
+                        .await?
+                }
+                // Planned only when observed, so only reachable if the
+                // agent went away mid-run: retry later.
+                None => {
+                    for step in sogo.iter().flat_map(|(_, steps)| steps) {
+                        self.audit(job_id, &trace_id, step, "transient", "no sogo-agent")
+                            .await?;
+                        report.count(step, "transient");
+                        report.transient_failures += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends `work` to `agent` in batches and records every outcome.
+    async fn apply_batches(
+        &self,
+        job_id: i64,
+        trace_id: &str,
+        agent: &dyn AgentBackend,
+        work: Vec<(pb::Change, Vec<&Step>)>,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        for batch in work.chunks(APPLY_BATCH) {
+            let response = agent
                 .apply(ApplyRequest {
-                    changes: batch_changes.to_vec(),
+                    changes: batch.iter().map(|(c, _)| c.clone()).collect(),
                     dry_run: false,
                 })
                 .await;
@@ -359,8 +424,8 @@ impl Engine {
                 }
                 Err(e) => {
                     // The whole call failed: nothing is recorded as done.
-                    for step in batch_members.iter().flatten() {
-                        self.audit(job_id, &trace_id, step, "transient", &e.to_string())
+                    for step in batch.iter().flat_map(|(_, steps)| steps) {
+                        self.audit(job_id, trace_id, step, "transient", &e.to_string())
                             .await?;
                         report.count(step, "transient");
                         report.transient_failures += 1;
@@ -370,12 +435,12 @@ impl Engine {
             };
             let by_id: BTreeMap<&str, &pb::ChangeResult> =
                 results.iter().map(|r| (r.id.as_str(), r)).collect();
-            for (change, steps) in batch_changes.iter().zip(batch_members) {
+            for (change, steps) in batch {
                 let Some(result) = by_id.get(change.id.as_str()) else {
                     for step in steps {
                         self.audit(
                             job_id,
-                            &trace_id,
+                            trace_id,
                             step,
                             "transient",
                             "agent returned no result",
@@ -386,12 +451,11 @@ impl Engine {
                     continue;
                 };
                 for step in steps {
-                    self.record(job_id, &trace_id, step, result, &mut report)
-                        .await?;
+                    self.record(job_id, trace_id, step, result, report).await?;
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Records one change's outcome in the ledger and the audit log.
@@ -666,6 +730,18 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
                 address: address.clone(),
             }),
             (Target::MailboxAcl { .. }, _) => unreachable!("handled above"),
+            (Target::SogoDelegation { owner, delegate }, Action::Create) => {
+                Kind::SogoDelegateAdd(pb::SogoDelegateAdd {
+                    owner: owner.clone(),
+                    delegate: delegate.clone(),
+                })
+            }
+            (Target::SogoDelegation { owner, delegate }, _) => {
+                Kind::SogoDelegateRemove(pb::SogoDelegateRemove {
+                    owner: owner.clone(),
+                    delegate: delegate.clone(),
+                })
+            }
         };
         changes.push(pb::Change {
             id: format!(
@@ -680,6 +756,30 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
         members.push(vec![*step]);
     }
     (changes, members)
+}
+
+fn is_sogo(change: &pb::Change) -> bool {
+    matches!(
+        change.kind,
+        Some(Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_))
+    )
+}
+
+/// SOGo owners whose delegation the scope could touch.
+fn sogo_owners(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) -> BTreeSet<String> {
+    desired
+        .sogo_delegations
+        .values()
+        .filter(|d| scope.contains(&d.user))
+        .map(|d| d.owner.clone())
+        .chain(
+            ledger
+                .iter()
+                .filter(|r| r.resource == Resource::SogoDelegation.as_str())
+                .filter(|r| scope.contains(&r.username))
+                .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
+        )
+        .collect()
 }
 
 /// What to ask the Mailcow agent about: every login and mailbox the scope
@@ -734,6 +834,7 @@ fn observe_request(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) 
         app_password_mailboxes: mailboxes.into_iter().collect(),
         aliases: true,
         mailbox_acl_owners: owners.into_iter().collect(),
+        sogo_owners: Vec::new(),
     }
 }
 

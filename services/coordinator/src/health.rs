@@ -38,16 +38,26 @@ fn component(result: crate::error::Result<()>) -> Component {
 }
 
 pub async fn check(engine: &Engine) -> HealthReport {
-    let (db, authentik, mailcow) = tokio::join!(
+    let sogo = async {
+        match engine.sogo() {
+            Some(agent) => Some((agent.name().to_owned(), agent.health().await)),
+            None => None,
+        }
+    };
+    let (db, authentik, mailcow, sogo) = tokio::join!(
         engine.store().ping(),
         engine.directory().ping(),
         engine.mailcow().health(),
+        sogo,
     );
-    let components = BTreeMap::from([
+    let mut components = BTreeMap::from([
         ("state_db".to_owned(), component(db)),
         ("authentik".to_owned(), component(authentik)),
         (engine.mailcow().name().to_owned(), component(mailcow)),
     ]);
+    if let Some((name, result)) = sogo {
+        components.insert(name, component(result));
+    }
     let status = if components.values().all(|c| c.healthy) {
         "ok"
     } else {

@@ -67,6 +67,18 @@ pub struct Observed {
     pub mailbox_acls: BTreeMap<String, ObservedOwnerAcls>,
     /// Why mailbox ACLs could not be observed this run, if they could not.
     pub mailbox_acls_unavailable: Option<Unavailable>,
+    /// SOGo delegation by owner; `None` when not observed.
+    pub sogo: Option<BTreeMap<String, ObservedSogoOwner>>,
+    /// Why SOGo delegation could not be observed (no sogo-agent).
+    pub sogo_unavailable: Option<String>,
+}
+
+/// An owner's SOGo `Mail.DelegateTo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedSogoOwner {
+    pub delegate_to: BTreeSet<String>,
+    /// The owner's settings cannot be read; nothing is planned for them.
+    pub error: Option<String>,
 }
 
 /// A part of the world the agent could not read this run.
@@ -82,6 +94,25 @@ fn lower(s: &str) -> String {
 }
 
 impl Observed {
+    /// Adds the sogo-agent's report.
+    pub fn add_sogo(&mut self, response: ObserveResponse) {
+        self.sogo = Some(
+            response
+                .sogo_delegations
+                .into_iter()
+                .map(|s| {
+                    (
+                        lower(&s.owner),
+                        ObservedSogoOwner {
+                            delegate_to: s.delegate_to.iter().map(|d| lower(d)).collect(),
+                            error: Some(s.error).filter(|e| !e.is_empty()),
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
+
     /// Converts an agent response; `mailboxes` are the app-password mailboxes
     /// asked about, so "asked and none found" is distinguishable from "not asked".
     pub fn from_mailcow(response: ObserveResponse, mailboxes: &BTreeSet<String>) -> Self {
@@ -167,6 +198,8 @@ impl Observed {
             aliases: Some(aliases),
             mailbox_acls,
             mailbox_acls_unavailable,
+            sogo: None,
+            sogo_unavailable: None,
         }
     }
 }

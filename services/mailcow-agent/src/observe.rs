@@ -116,6 +116,7 @@ pub async fn observe(
         app_passwords,
         aliases,
         mailbox_acls,
+        sogo_delegations: Vec::new(),
     })
 }
 

@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::desired::{Alias, AppPassword, MailboxAcl, SenderAcl};
-use crate::observed::{ObservedOwnerAcls, ObservedSenderAcl};
+use crate::desired::{Alias, AppPassword, MailboxAcl, SenderAcl, SogoDelegation};
+use crate::observed::{ObservedOwnerAcls, ObservedSenderAcl, ObservedSogoOwner};
 
 const ALICE: &str = "alice@example.com";
 const INFO: &str = "info@example.com";
@@ -46,6 +46,8 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         aliases: Some(BTreeMap::new()),
         mailbox_acls: BTreeMap::new(),
         mailbox_acls_unavailable: None,
+        sogo: None,
+        sogo_unavailable: None,
     }
 }
 
@@ -520,4 +522,134 @@ fn acl_in_sync_plans_nothing_and_drift_is_repaired() {
     );
     let p = plan(&desired, &drifted, &ledger, &Scope::All, &Guards::default());
     assert_eq!(acl_steps(&p), vec![("INBOX".into(), Action::Update)]);
+}
+
+fn desired_delegation() -> DesiredState {
+    let mut d = DesiredState::default();
+    d.sogo_delegations.insert(
+        keys::pair(INFO, ALICE),
+        SogoDelegation {
+            owner: INFO.into(),
+            delegate: ALICE.into(),
+            user: "alice".into(),
+            groups: BTreeSet::from(["g1".into()]),
+        },
+    );
+    d
+}
+
+fn observed_sogo(delegates: &[&str], error: Option<&str>) -> Observed {
+    Observed {
+        sogo: Some(BTreeMap::from([(
+            INFO.to_string(),
+            ObservedSogoOwner {
+                delegate_to: delegates.iter().map(|d| d.to_string()).collect(),
+                error: error.map(str::to_owned),
+            },
+        )])),
+        ..Observed::default()
+    }
+}
+
+fn sogo_actions(p: &Plan) -> Vec<Action> {
+    p.steps
+        .iter()
+        .filter(|s| s.resource == Resource::SogoDelegation)
+        .map(|s| s.action)
+        .collect()
+}
+
+#[test]
+fn sogo_delegation_is_created_repaired_and_removed_only_when_ours() {
+    let key = keys::pair(INFO, ALICE);
+    let g = Guards::default();
+    let want = desired_delegation();
+    assert_eq!(
+        sogo_actions(&plan(
+            &want,
+            &observed_sogo(&[], None),
+            &[],
+            &Scope::All,
+            &g
+        )),
+        vec![Action::Create]
+    );
+    // A person's delegation already there: recorded foreign, never removed.
+    assert_eq!(
+        sogo_actions(&plan(
+            &want,
+            &observed_sogo(&[ALICE], None),
+            &[],
+            &Scope::All,
+            &g
+        )),
+        vec![Action::RecordForeign]
+    );
+    let ours = [row(
+        Resource::SogoDelegation,
+        &key,
+        LedgerState::Created,
+        "",
+    )];
+    // SOGo overwrote our entry: repaired.
+    assert_eq!(
+        sogo_actions(&plan(
+            &want,
+            &observed_sogo(&[], None),
+            &ours,
+            &Scope::All,
+            &g
+        )),
+        vec![Action::Create]
+    );
+    let none = DesiredState::default();
+    assert_eq!(
+        sogo_actions(&plan(
+            &none,
+            &observed_sogo(&[ALICE], None),
+            &ours,
+            &Scope::All,
+            &g
+        )),
+        vec![Action::Delete]
+    );
+    let foreign = [row(
+        Resource::SogoDelegation,
+        &key,
+        LedgerState::Foreign,
+        "",
+    )];
+    assert_eq!(
+        sogo_actions(&plan(
+            &none,
+            &observed_sogo(&[ALICE], None),
+            &foreign,
+            &Scope::All,
+            &g
+        )),
+        vec![Action::Forget]
+    );
+}
+
+#[test]
+fn unreadable_sogo_settings_plan_nothing_and_warn() {
+    let ours = [row(
+        Resource::SogoDelegation,
+        &keys::pair(INFO, ALICE),
+        LedgerState::Created,
+        "",
+    )];
+    let p = plan(
+        &DesiredState::default(),
+        &observed_sogo(&[ALICE], Some("not valid JSON")),
+        &ours,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(sogo_actions(&p).is_empty());
+    assert!(
+        p.warnings.iter().any(|w| w.contains("unreadable")),
+        "{:?}",
+        p.warnings
+    );
 }

@@ -1,0 +1,88 @@
+//! Configuration from the environment. `SOGO_DB_URL` holds a password and
+//! may also be given as `SOGO_DB_URL_FILE`.
+
+use std::net::SocketAddr;
+
+use reconciler_runtime::secrets::{Secret, read_secret};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `mysql://user:pass@host:port/db` (Mailcow: database `mailcow`).
+    pub db_url: Secret,
+    /// The profile table; Mailcow's is `sogo_user_profile`.
+    pub profile_table: String,
+    /// memcached `host:port` that SOGo uses (Mailcow: `memcached:11211`).
+    pub memcached_addr: String,
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let db_url = read_secret(&lookup, "SOGO_DB_URL")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("SOGO_DB_URL (or SOGO_DB_URL_FILE) is required".into()))?;
+        if !db_url.expose().starts_with("mysql://") {
+            return Err(Error::Config("SOGO_DB_URL must start with mysql://".into()));
+        }
+        let profile_table =
+            lookup("SOGO_PROFILE_TABLE").unwrap_or_else(|| "sogo_user_profile".into());
+        // Interpolated into SQL (identifiers cannot be bound), so only plain names pass.
+        if profile_table.is_empty()
+            || !profile_table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::Config(format!(
+                "SOGO_PROFILE_TABLE `{profile_table}`: letters, digits and _ only"
+            )));
+        }
+        let memcached_addr = lookup("MEMCACHED_ADDR").unwrap_or_else(|| "127.0.0.1:11211".into());
+        let listen = lookup("AGENT_LISTEN")
+            .unwrap_or_else(|| "0.0.0.0:50052".into())
+            .parse()
+            .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?;
+        Ok(Self {
+            db_url,
+            profile_table,
+            memcached_addr,
+            listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = parse(&[("SOGO_DB_URL", "mysql://mailcow:secret@mysql/mailcow")]).unwrap();
+        assert_eq!(c.profile_table, "sogo_user_profile");
+        assert_eq!(c.listen.port(), 50052);
+        assert!(!format!("{c:?}").contains("secret"));
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[("SOGO_DB_URL", "postgres://x")]).is_err());
+        assert!(
+            parse(&[
+                ("SOGO_DB_URL", "mysql://x@y/z"),
+                ("SOGO_PROFILE_TABLE", "t; DROP TABLE x")
+            ])
+            .is_err()
+        );
+    }
+}

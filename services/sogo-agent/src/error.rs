@@ -1,0 +1,76 @@
+//! The agent's one error type, mapped onto the contract's outcomes and
+//! gRPC status codes.
+
+use reconciler_proto::agent::Outcome;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    /// MySQL unreachable, or lock conflicts that outlasted our retries.
+    #[error("SOGo database unavailable: {0}")]
+    Unavailable(String),
+    /// A row's `c_settings` is not what SOGo writes; it is left untouched.
+    #[error("c_settings of {uid} cannot be read, left unchanged: {detail}")]
+    CorruptSettings { uid: String, detail: String },
+    /// The database answered with an error retrying will not fix.
+    #[error("SOGo database: {0}")]
+    Database(String),
+    /// The change is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// Saved, but SOGo's cached copy could not be evicted; retried so the
+    /// eviction happens (the write itself is idempotent).
+    #[error("saved, but memcached eviction failed: {0}")]
+    Cache(String),
+}
+
+impl Error {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Config(_) => Outcome::Config,
+            Error::Unavailable(_) | Error::Cache(_) => Outcome::Transient,
+            Error::CorruptSettings { .. } | Error::Database(_) | Error::Invalid(_) => {
+                Outcome::Permanent
+            }
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Config(_) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(_) | Error::Cache(_) => tonic::Status::unavailable(message),
+            Error::CorruptSettings { .. } | Error::Database(_) => tonic::Status::internal(message),
+            Error::Invalid(_) => tonic::Status::invalid_argument(message),
+        }
+    }
+}
+
+/// MySQL server error codes we act on.
+pub mod mysql_codes {
+    pub const ACCESS_DENIED: u16 = 1045;
+    pub const BAD_DB: u16 = 1049;
+    pub const DUPLICATE_KEY: u16 = 1062;
+    pub const NO_SUCH_TABLE: u16 = 1146;
+    pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    pub const DEADLOCK: u16 = 1213;
+}
+
+/// Classifies a mysql_async error. `Ok(())` means "retry the transaction".
+pub fn classify(e: mysql_async::Error) -> Result<(), Error> {
+    use mysql_codes::*;
+    match &e {
+        mysql_async::Error::Server(server) => match server.code {
+            DEADLOCK | LOCK_WAIT_TIMEOUT | DUPLICATE_KEY => Ok(()),
+            ACCESS_DENIED | BAD_DB | NO_SUCH_TABLE => Err(Error::Config(e.to_string())),
+            _ => Err(Error::Database(e.to_string())),
+        },
+        mysql_async::Error::Url(_) => Err(Error::Config(e.to_string())),
+        _ => Err(Error::Unavailable(e.to_string())),
+    }
+}
