@@ -3,10 +3,12 @@
 
 pub mod dovecot;
 mod process;
+pub mod sogo;
 mod stack;
 
 pub use dovecot::{DovecotContainer, Imap};
 pub use process::{Service, bin_dir, free_port};
+pub use sogo::SogoPeers;
 pub use stack::{Stack, StackOptions};
 
 /// The webhook token the test stack configures.

@@ -26,6 +26,9 @@ pub struct StackOptions {
     pub agent_env: Vec<(String, String)>,
     /// How long [`Stack::wait_job`] waits before failing the test.
     pub job_timeout: Duration,
+    /// Start a sogo-agent with this environment (`SOGO_DB_URL`,
+    /// `MEMCACHED_ADDR`, …) and point the coordinator at it.
+    pub sogo_agent_env: Option<Vec<(String, String)>>,
 }
 
 impl Default for StackOptions {
@@ -38,6 +41,7 @@ impl Default for StackOptions {
             coordinator_env: Vec::new(),
             agent_env: Vec::new(),
             job_timeout: Duration::from_secs(60),
+            sogo_agent_env: None,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct Stack {
     pub http_url: String,
     pub grpc_addr: String,
     pub agent_addr: String,
+    pub sogo_agent: Option<Service>,
+    pub sogo_agent_addr: Option<String>,
     pub dir: tempfile::TempDir,
     options: StackOptions,
     http: reqwest::Client,
@@ -94,6 +100,17 @@ impl Stack {
         agent
             .wait_for_port(&agent_addr, Duration::from_secs(30))
             .await;
+        let (sogo_agent, sogo_agent_addr) = match &options.sogo_agent_env {
+            None => (None, None),
+            Some(extra) => {
+                let addr = format!("127.0.0.1:{}", free_port());
+                let mut env = vec![("AGENT_LISTEN".to_owned(), addr.clone())];
+                env.extend(extra.iter().cloned());
+                let mut service = Service::spawn("sogo-agent", &env, dir.path());
+                service.wait_for_port(&addr, Duration::from_secs(30)).await;
+                (Some(service), Some(addr))
+            }
+        };
         let http_port = free_port();
         let grpc_port = free_port();
         let placeholder = Service::placeholder();
@@ -105,6 +122,8 @@ impl Stack {
             http_url: format!("http://127.0.0.1:{http_port}"),
             grpc_addr: format!("127.0.0.1:{grpc_port}"),
             agent_addr,
+            sogo_agent,
+            sogo_agent_addr,
             dir,
             options,
             http: reqwest::Client::new(),
@@ -143,6 +162,9 @@ impl Stack {
             ),
             ("RETRY_BASE_MILLIS".into(), "100".into()),
         ];
+        if let Some(addr) = &self.sogo_agent_addr {
+            env.push(("SOGO_AGENT_URL".into(), format!("http://{addr}")));
+        }
         env.extend(self.options.coordinator_env.iter().cloned());
         env
     }

@@ -1,0 +1,450 @@
+//! Real SOGo peers for the sogo-agent tests, from Debian's packages
+//! (`mariadb-server`, `memcached`, `sogo` 5.8), started per test on
+//! loopback (reference sogo-nextcloud.md A5): a private MariaDB with a
+//! Mailcow-identical `sogo_user_profile`, a private memcached, `sogo-tool`
+//! and, when a test needs it, `sogod` itself.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use super::process::free_port;
+
+pub const DB_USER: &str = "sogo";
+pub const DB_PASSWORD: &str = "sogo-test-pw";
+
+pub struct SogoPeers {
+    dir: tempfile::TempDir,
+    mariadb: Child,
+    memcached: Child,
+    sogod: Option<u32>,
+    pub mysql_port: u16,
+    pub memcached_port: u16,
+    sogod_port: u16,
+}
+
+/// Output of a command.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("run {program} (apt-get install sogo mariadb-server memcached): {e}")
+        });
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+impl SogoPeers {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // sogod runs as the `sogo` user and must read its config.
+        chmod(dir.path(), 0o755);
+        let data = dir.path().join("mysql");
+        let install = run(
+            "mariadb-install-db",
+            &[
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(install.code, 0, "mariadb-install-db: {install:?}");
+        let mysql_port = free_port();
+        let socket = dir.path().join("mysql.sock");
+        let mariadb = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--user=root",
+                &format!("--port={mysql_port}"),
+                "--bind-address=127.0.0.1",
+                &format!("--socket={}", socket.display()),
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                // Short lock waits so lock-conflict tests stay short.
+                "--innodb-lock-wait-timeout=5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("mariadb.log")).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mariadbd");
+        let memcached_port = free_port();
+        let memcached = Command::new("memcached")
+            .args([
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &memcached_port.to_string(),
+                "-U",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start memcached");
+        let peers = Self {
+            dir,
+            mariadb,
+            memcached,
+            sogod: None,
+            mysql_port,
+            memcached_port,
+            sogod_port: free_port(),
+        };
+        peers.wait_for_mariadb().await;
+        peers
+            .root_sql(&format!(
+                "CREATE DATABASE sogo CHARACTER SET utf8mb4;
+                 CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';
+                 GRANT ALL ON sogo.* TO '{DB_USER}'@'127.0.0.1';
+                 CREATE TABLE sogo.sogo_user_profile (c_uid VARCHAR(255) NOT NULL PRIMARY KEY,
+                   c_defaults LONGTEXT, c_settings LONGTEXT)
+                   ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 ROW_FORMAT=DYNAMIC;
+                 CREATE TABLE sogo.sogo_users (c_uid VARCHAR(255) NOT NULL PRIMARY KEY,
+                   c_name VARCHAR(255) NOT NULL, c_password VARCHAR(255) NOT NULL DEFAULT '',
+                   c_cn VARCHAR(255), mail VARCHAR(255) NOT NULL);"
+            ))
+            .await;
+        peers.write_sogo_config();
+        peers
+    }
+
+    async fn wait_for_mariadb(&self) {
+        let start = Instant::now();
+        loop {
+            let ping = run(
+                "mariadb-admin",
+                &["--no-defaults", "-S", &self.socket(), "-u", "root", "ping"],
+                &[],
+            )
+            .await;
+            if ping.code == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "MariaDB did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("mariadb.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("mysql.sock").display().to_string()
+    }
+
+    /// What the sogo-agent is given (`SOGO_DB_URL`).
+    pub fn db_url(&self) -> String {
+        format!(
+            "mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/sogo",
+            self.mysql_port
+        )
+    }
+
+    pub fn memcached_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.memcached_port)
+    }
+
+    /// Runs SQL as root and returns tab-separated rows.
+    pub async fn root_sql(&self, sql: &str) -> String {
+        let out = run(
+            "mariadb",
+            &[
+                "--no-defaults",
+                "-S",
+                &self.socket(),
+                "-u",
+                "root",
+                "-N",
+                "-B",
+                "-e",
+                sql,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code, 0, "SQL {sql}: {}", out.stderr);
+        out.stdout
+    }
+
+    /// A SOGo user (SQL user source), password `pw`.
+    pub async fn add_user(&self, uid: &str, cn: &str) {
+        self.root_sql(&format!(
+            "INSERT INTO sogo.sogo_users VALUES ('{uid}', '{uid}', '{{PLAIN}}pw', '{cn}', '{uid}')"
+        ))
+        .await;
+    }
+
+    /// The raw `c_settings` of a row; `None` without a row or for NULL.
+    pub async fn settings(&self, uid: &str) -> Option<String> {
+        let out = self
+            .root_sql(&format!(
+                "SELECT IFNULL(c_settings, '<NULL>') FROM sogo.sogo_user_profile WHERE c_uid = '{uid}'"
+            ))
+            .await;
+        let text = out.strip_suffix('\n').unwrap_or(&out).to_owned();
+        (!text.is_empty() && text != "<NULL>").then_some(text)
+    }
+
+    pub async fn settings_json(&self, uid: &str) -> Value {
+        self.settings(uid)
+            .await
+            .map(|s| serde_json::from_str(&s).expect("c_settings is JSON"))
+            .unwrap_or(Value::Null)
+    }
+
+    /// Writes a row as SOGo (or a person) would.
+    pub async fn put_settings(&self, uid: &str, settings: &str) {
+        let escaped = settings.replace('\\', "\\\\").replace('\'', "\\'");
+        self.root_sql(&format!(
+            "INSERT INTO sogo.sogo_user_profile (c_uid, c_defaults, c_settings) VALUES ('{uid}', NULL, '{escaped}')
+             ON DUPLICATE KEY UPDATE c_settings = VALUES(c_settings)"
+        ))
+        .await;
+    }
+
+    /// MariaDB's count of UPDATE and INSERT statements so far.
+    pub async fn write_statements(&self) -> u64 {
+        let out = self
+            .root_sql(
+                "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS
+                 WHERE VARIABLE_NAME IN ('COM_UPDATE', 'COM_INSERT')",
+            )
+            .await;
+        out.trim().parse().unwrap_or(0)
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("GNUstep.conf")
+    }
+
+    /// SOGo's configuration, as the sogo user's GNUstep defaults in a
+    /// private directory (`GNUSTEP_CONFIG_FILE` points there), so tests
+    /// never touch /etc/sogo and can run side by side.
+    fn write_sogo_config(&self) {
+        let defaults = self.dir.path().join("GNUstep/Defaults");
+        std::fs::create_dir_all(&defaults).expect("defaults dir");
+        let db = format!(
+            "mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/sogo",
+            self.mysql_port
+        );
+        let plist = format!(
+            r#"{{
+  SOGoProfileURL = "{db}/sogo_user_profile";
+  OCSFolderInfoURL = "{db}/sogo_folder_info";
+  OCSSessionsFolderURL = "{db}/sogo_sessions_folder";
+  SOGoMemcachedHost = "127.0.0.1:{memcached}";
+  SOGoCacheCleanupInterval = 900;
+  SOGoTimeZone = UTC;
+  SOGoMailDomain = "example.org";
+  SOGoIMAPServer = "imap://127.0.0.1:1";
+  SOGoUserSources = ({{
+    type = sql; id = users;
+    viewURL = "{db}/sogo_users";
+    canAuthenticate = YES; isAddressBook = NO;
+    userPasswordAlgorithm = plain; prependPasswordScheme = YES;
+  }});
+}}
+"#,
+            memcached = self.memcached_port
+        );
+        std::fs::write(defaults.join("sogod.plist"), plist).expect("sogod.plist");
+        std::fs::write(
+            self.config_file(),
+            format!("GNUSTEP_USER_DEFAULTS_DIR={}\n", defaults.display()),
+        )
+        .expect("GNUstep.conf");
+        for p in [self.dir.path().join("GNUstep"), defaults.clone()] {
+            chmod(&p, 0o777);
+        }
+        chmod(&defaults.join("sogod.plist"), 0o644);
+        chmod(&self.config_file(), 0o644);
+    }
+
+    /// `sogo-tool user-preferences get settings <uid> <key>`, as SOGo's
+    /// own tool sees the profile (memcached first, then the database).
+    pub async fn sogo_tool_get(&self, uid: &str, key: &str) -> Output {
+        let config = self.config_file().display().to_string();
+        run(
+            "runuser",
+            &[
+                "-u",
+                "sogo",
+                "--",
+                "env",
+                &format!("GNUSTEP_CONFIG_FILE={config}"),
+                "sogo-tool",
+                "user-preferences",
+                "get",
+                "settings",
+                uid,
+                key,
+            ],
+            &[],
+        )
+        .await
+    }
+
+    /// The `Mail` settings as `sogo-tool` prints them (`Mail: {…}`).
+    pub async fn sogo_tool_mail(&self, uid: &str) -> Value {
+        let out = self.sogo_tool_get(uid, "Mail").await;
+        assert_eq!(out.code, 0, "sogo-tool get {uid}: {out:?}");
+        let json = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Mail: "))
+            .unwrap_or_else(|| panic!("no `Mail:` line: {out:?}"));
+        serde_json::from_str(json).expect("sogo-tool printed JSON")
+    }
+
+    /// Starts `sogod` (as the sogo user, in its own process group).
+    pub async fn start_sogod(&mut self) {
+        let logs = self.dir.path().join("sogod");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        chmod(&logs, 0o777);
+        let config = self.config_file().display().to_string();
+        let child = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "sogo",
+                "--",
+                "env",
+                &format!("GNUSTEP_CONFIG_FILE={config}"),
+                "/usr/sbin/sogod",
+                "-WOWorkersCount",
+                "1",
+                "-WOPort",
+                &format!("127.0.0.1:{}", self.sogod_port),
+                "-WONoDetach",
+                "YES",
+                "-WOLogFile",
+                &logs.join("sogod.log").display().to_string(),
+                "-WOPidFile",
+                &logs.join("sogod.pid").display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start sogod");
+        self.sogod = Some(child.id());
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        loop {
+            let ok = client
+                .get(format!("http://127.0.0.1:{}/SOGo/", self.sogod_port))
+                .send()
+                .await
+                .is_ok();
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "sogod did not start: {}",
+                std::fs::read_to_string(logs.join("sogod.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Logs in to sogod as `uid` and returns `Mail/mailAccounts`: the
+    /// accounts and identities SOGo offers that user.
+    pub async fn mail_accounts(&self, uid: &str) -> Value {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        let base = format!("http://127.0.0.1:{}/SOGo", self.sogod_port);
+        let login = client
+            .post(format!("{base}/connect"))
+            .json(&serde_json::json!({"userName": uid, "password": "pw", "rememberLogin": 0}))
+            .send()
+            .await
+            .expect("SOGo login");
+        assert!(
+            login.status().is_success(),
+            "login {uid}: {}",
+            login.status()
+        );
+        let token = login
+            .cookies()
+            .find(|c| c.name() == "XSRF-TOKEN")
+            .map(|c| c.value().to_owned())
+            .expect("XSRF-TOKEN cookie");
+        let response = client
+            .get(format!("{base}/so/{uid}/Mail/mailAccounts"))
+            .header("X-XSRF-TOKEN", token)
+            .send()
+            .await
+            .expect("mailAccounts");
+        assert!(
+            response.status().is_success(),
+            "mailAccounts: {}",
+            response.status()
+        );
+        response.json().await.expect("mailAccounts JSON")
+    }
+
+    /// Identity emails SOGo offers `uid` in its first account.
+    pub async fn identities(&self, uid: &str) -> Vec<String> {
+        let accounts = self.mail_accounts(uid).await;
+        accounts[0]["identities"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i["email"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Stops MariaDB (for outage tests).
+    pub async fn stop_mariadb(&mut self) {
+        let _ = self.mariadb.kill().await;
+    }
+}
+
+impl Drop for SogoPeers {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.sogod {
+            // sogod's worker ignores SIGTERM; the whole group goes.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .output();
+        }
+        let _ = self.memcached.start_kill();
+        let _ = self.mariadb.start_kill();
+    }
+}
