@@ -21,7 +21,7 @@ pub struct SogoPeers {
     dir: tempfile::TempDir,
     mariadb: Child,
     memcached: Child,
-    sogod: Option<u32>,
+    sogod: Option<std::process::Child>,
     pub mysql_port: u16,
     pub memcached_port: u16,
     sogod_port: u16,
@@ -359,7 +359,7 @@ impl SogoPeers {
             .process_group(0)
             .spawn()
             .expect("start sogod");
-        self.sogod = Some(child.id());
+        self.sogod = Some(child);
         let start = Instant::now();
         let client = reqwest::Client::new();
         loop {
@@ -438,11 +438,12 @@ impl SogoPeers {
 
 impl Drop for SogoPeers {
     fn drop(&mut self) {
-        if let Some(pgid) = self.sogod {
+        if let Some(mut sogod) = self.sogod.take() {
             // sogod's worker ignores SIGTERM; the whole group goes.
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
+                .args(["-KILL", "--", &format!("-{}", sogod.id())])
                 .output();
+            let _ = sogod.wait();
         }
         let _ = self.memcached.start_kill();
         let _ = self.mariadb.start_kill();
