@@ -834,7 +834,7 @@ fn observe_request(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) 
         app_password_mailboxes: mailboxes.into_iter().collect(),
         aliases: true,
         mailbox_acl_owners: owners.into_iter().collect(),
-        sogo_owners: Vec::new(),
+        ..ObserveRequest::default()
     }
 }
 

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use reconciler_proto::agent::{
-    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordUpdate,
-    ChangeResult, Outcome, SenderAclDelta, change::Kind,
+    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordRotate,
+    AppPasswordUpdate, ChangeResult, Outcome, SenderAclDelta, change::Kind,
 };
 use reconciler_proto::markers::{ALIAS_COMMENT, APP_PASSWORD_PREFIX, is_managed_alias_comment};
 use reconciler_runtime::secrets::Secret;
@@ -60,6 +60,7 @@ impl Applier<'_> {
             Some(Kind::AppPasswordCreate(c)) => self.app_password_create(c).await,
             Some(Kind::AppPasswordUpdate(c)) => self.app_password_update(c).await,
             Some(Kind::AppPasswordDelete(c)) => self.app_password_delete(c).await,
+            Some(Kind::AppPasswordRotate(c)) => self.app_password_rotate(c).await,
             Some(Kind::AliasCreate(c)) => self.alias_create(c).await,
             Some(Kind::AliasUpdate(c)) => self.alias_update(c).await,
             Some(Kind::AliasDelete(c)) => self.alias_delete(c).await,
@@ -70,6 +71,13 @@ impl Applier<'_> {
             Some(Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_)) => Err(Error::Permanent(
                 "SOGo delegation is the sogo-agent's; the mailcow-agent does not hold SOGo's database"
                     .into(),
+            )),
+            Some(
+                Kind::NextcloudAccountCreate(_)
+                | Kind::NextcloudAccountDelete(_)
+                | Kind::NextcloudAccountSetPassword(_),
+            ) => Err(Error::Permanent(
+                "Nextcloud accounts are the nextcloud-agent's".into(),
             )),
         };
         let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
@@ -237,6 +245,39 @@ impl Applier<'_> {
             .edit_app_password(c.id, &c.mailbox, &c.protocols)
             .await?;
         Ok(Done::new(Outcome::Applied, "app password updated").with_id(c.id))
+    }
+
+    /// A new secret on one of our app passwords, returned once.
+    async fn app_password_rotate(&self, c: AppPasswordRotate) -> Result<Done> {
+        require("mailbox", &c.mailbox)?;
+        ours(&c.name)?;
+        check_protocols(&c.protocols)?;
+        let _guard = self.locks.lock(&c.mailbox).await;
+        let current = self
+            .api
+            .app_passwords(&c.mailbox)
+            .await?
+            .into_iter()
+            .find(|p| p.id == c.id)
+            .ok_or_else(|| {
+                Error::Permanent(format!("app password {} is gone from {}", c.id, c.mailbox))
+            })?;
+        if current.name != c.name {
+            return Err(Error::Refused(format!(
+                "app password {} on {} is named `{}`, not `{}`",
+                c.id, c.mailbox, current.name, c.name
+            )));
+        }
+        if let Some(done) = self.dry(format!("rotate app password {} on {}", c.name, c.mailbox)) {
+            return Ok(done.with_id(c.id));
+        }
+        let secret = password::generate();
+        self.api
+            .set_app_password_secret(c.id, &c.mailbox, secret.expose(), &c.protocols)
+            .await?;
+        let mut done = Done::new(Outcome::Applied, "app password rotated").with_id(c.id);
+        done.secret = Some(secret);
+        Ok(done)
     }
 
     async fn app_password_delete(&self, c: AppPasswordDelete) -> Result<Done> {

@@ -27,10 +27,10 @@ use reconciler_runtime::grpc;
 
 use crate::config::{Config, Doveadm};
 use crate::dovecot::Dovecot;
-use crate::dovecot::exec::{DockerExec, LocalExec};
 use crate::error::{Error, Result};
 use crate::mailcow::client::HttpMailcow;
 use crate::service::MailcowAgent;
+use reconciler_runtime::exec::{DockerExec, LocalExec};
 
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
@@ -41,7 +41,10 @@ pub async fn run(config: Config) -> Result<()> {
             Some(Arc::new(Dovecot::new(Arc::new(LocalExec), command.clone())))
         }
         Some(Doveadm::Docker { container, user }) => Some(Arc::new(Dovecot::new(
-            Arc::new(DockerExec::new(container.clone(), user.clone())?),
+            Arc::new(
+                DockerExec::new(container.clone(), user.clone(), None)
+                    .map_err(|e| Error::Config(e.to_string()))?,
+            ),
             "doveadm",
         ))),
     };

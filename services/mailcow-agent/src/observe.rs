@@ -116,7 +116,7 @@ pub async fn observe(
         app_passwords,
         aliases,
         mailbox_acls,
-        sogo_delegations: Vec::new(),
+        ..ObserveResponse::default()
     })
 }
 

@@ -7,13 +7,11 @@
 //! line per `doveadm` call. Names travel as positional arguments, never
 //! spliced into the script, so a folder name cannot inject commands.
 
-pub mod exec;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use exec::CommandRunner;
+use reconciler_runtime::exec::{CommandRunner, ExecError};
 
 /// The 11 rights doveadm accepts by name (`all` is shorthand for them all).
 pub const RIGHTS: [&str; 11] = [
@@ -176,7 +174,10 @@ impl Dovecot {
             self.command.clone(),
         ];
         argv.extend(args);
-        let out = self.runner.run(&argv).await?;
+        let out = self.runner.run(&argv).await.map_err(|e| match e {
+            ExecError::Unavailable(m) => Error::DovecotUnavailable(m),
+            ExecError::Config(m) => Error::Config(m),
+        })?;
         // The scripts always end with an END line and exit 0; anything else
         // means the shell or doveadm itself could not run.
         let finished =

@@ -252,6 +252,35 @@ impl MailcowApi for HttpMailcow {
         Ok(())
     }
 
+    async fn set_app_password_secret(
+        &self,
+        id: i64,
+        mailbox: &str,
+        secret: &str,
+        protocols: &[String],
+    ) -> Result<()> {
+        let body = json!({
+            "items": [id],
+            "attr": {
+                "username": mailbox,
+                "app_passwd": secret,
+                "app_passwd2": secret,
+                "active": 1,
+                "protocols": protocols,
+            },
+        });
+        let response = self
+            .write("edit/app-passwd", "edit/app-passwd", &body)
+            .await?;
+        if response.find("object_modified").is_none() {
+            return Err(Error::Protocol {
+                call: "edit/app-passwd".into(),
+                detail: "no object_modified confirmation".into(),
+            });
+        }
+        Ok(())
+    }
+
     async fn delete_app_password(&self, id: i64) -> Result<()> {
         let response = self
             .write("delete/app-passwd", "delete/app-passwd", &json!([id]))

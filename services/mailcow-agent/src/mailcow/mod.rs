@@ -76,6 +76,14 @@ pub trait MailcowApi: Send + Sync {
         protocols: &[String],
     ) -> Result<()>;
     async fn edit_app_password(&self, id: i64, mailbox: &str, protocols: &[String]) -> Result<()>;
+    /// Sets a new secret (and the flags) on an app password.
+    async fn set_app_password_secret(
+        &self,
+        id: i64,
+        mailbox: &str,
+        secret: &str,
+        protocols: &[String],
+    ) -> Result<()>;
     async fn delete_app_password(&self, id: i64) -> Result<()>;
     async fn add_alias(&self, address: &str, goto: &[String], comment: &str) -> Result<AliasAdded>;
     async fn edit_alias(&self, id: i64, goto: &[String]) -> Result<()>;

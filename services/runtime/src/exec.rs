@@ -1,5 +1,7 @@
-//! Where `doveadm` runs: inside Mailcow's Dovecot container through the
+//! Running a command beside a target: inside its container through the
 //! Docker API (bollard), or on this host for installs without containers.
+//! Agents use this for `doveadm` and `occ`; only agents enable the `exec`
+//! feature, so the coordinator never links a Docker client.
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -8,7 +10,19 @@ use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use futures::StreamExt;
 
-use crate::error::{Error, Result};
+/// Why a command could not be run (not: why it failed; see the exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Docker unreachable, container missing or stopped, spawn failure.
+    /// Worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The runner itself is misconfigured.
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T, E = ExecError> = std::result::Result<T, E>;
 
 /// What a command printed and how it exited.
 #[derive(Clone, Debug, Default)]
@@ -28,20 +42,26 @@ pub trait CommandRunner: Send + Sync {
 pub struct DockerExec {
     docker: Docker,
     container: String,
-    /// Mailcow's own dockerapi runs doveadm as root; so do we by default.
+    /// `user`, `user:group`, `uid` or `uid:gid`; `None`: the image's user.
     user: Option<String>,
+    working_dir: Option<String>,
 }
 
 impl DockerExec {
     /// Connects using `DOCKER_HOST` (unix://, tcp:// or http://), or the
     /// local socket when it is unset. Nothing is contacted until first use.
-    pub fn new(container: String, user: Option<String>) -> Result<Self> {
+    pub fn new(
+        container: String,
+        user: Option<String>,
+        working_dir: Option<String>,
+    ) -> Result<Self> {
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| Error::Config(format!("DOCKER_HOST: {e}")))?;
+            .map_err(|e| ExecError::Config(format!("DOCKER_HOST: {e}")))?;
         Ok(Self {
             docker,
             container,
             user,
+            working_dir,
         })
     }
 }
@@ -50,7 +70,7 @@ impl DockerExec {
 impl CommandRunner for DockerExec {
     async fn run(&self, argv: &[String]) -> Result<ExecOutput> {
         let unavailable = |e: bollard::errors::Error| {
-            Error::DovecotUnavailable(format!("docker exec in {}: {e}", self.container))
+            ExecError::Unavailable(format!("docker exec in {}: {e}", self.container))
         };
         let exec = self
             .docker
@@ -61,6 +81,7 @@ impl CommandRunner for DockerExec {
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     user: self.user.clone(),
+                    working_dir: self.working_dir.clone(),
                     ..Default::default()
                 },
             )
@@ -88,7 +109,7 @@ impl CommandRunner for DockerExec {
                 }
             }
             StartExecResults::Detached => {
-                return Err(Error::DovecotUnavailable(
+                return Err(ExecError::Unavailable(
                     "docker exec detached unexpectedly".into(),
                 ));
             }
@@ -99,7 +120,7 @@ impl CommandRunner for DockerExec {
             .await
             .map_err(unavailable)?;
         out.exit_code = inspect.exit_code.ok_or_else(|| {
-            Error::DovecotUnavailable(format!(
+            ExecError::Unavailable(format!(
                 "docker exec in {} reported no exit code",
                 self.container
             ))
@@ -116,13 +137,13 @@ impl CommandRunner for LocalExec {
     async fn run(&self, argv: &[String]) -> Result<ExecOutput> {
         let (program, args) = argv
             .split_first()
-            .ok_or_else(|| Error::Permanent("empty command".into()))?;
+            .ok_or_else(|| ExecError::Config("empty command".into()))?;
         let output = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
             .await
-            .map_err(|e| Error::DovecotUnavailable(format!("running {program}: {e}")))?;
+            .map_err(|e| ExecError::Unavailable(format!("running {program}: {e}")))?;
         Ok(ExecOutput {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -1,0 +1,101 @@
+//! Configuration from the environment.
+
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result};
+
+/// Where the accounts it creates connect (the same for every account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    /// `ssl`, `tls` (STARTTLS) or `none`.
+    pub security: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The Nextcloud container (`docker exec` target).
+    pub container: String,
+    /// The web server's uid in that container: 33 (Debian images) or 82 (Alpine).
+    pub occ_user: String,
+    /// Nextcloud's directory, where `occ` lives.
+    pub workdir: String,
+    /// How occ is invoked, word-split (default `php occ`).
+    pub occ_command: Vec<String>,
+    pub imap: Server,
+    pub smtp: Server,
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let required = |k: &str| lookup(k).ok_or_else(|| Error::Config(format!("{k} is required")));
+        let server = |prefix: &str, port: &str, security: &str| -> Result<Server> {
+            let host = required(&format!("{prefix}_HOST"))?;
+            let port = lookup(&format!("{prefix}_PORT"))
+                .unwrap_or_else(|| port.into())
+                .parse()
+                .map_err(|e| Error::Config(format!("{prefix}_PORT: {e}")))?;
+            let security = lookup(&format!("{prefix}_SECURITY")).unwrap_or_else(|| security.into());
+            if !["ssl", "tls", "none"].contains(&security.as_str()) {
+                return Err(Error::Config(format!(
+                    "{prefix}_SECURITY: expected ssl, tls or none, got `{security}`"
+                )));
+            }
+            Ok(Server {
+                host,
+                port,
+                security,
+            })
+        };
+        let occ_command: Vec<String> = lookup("OCC_COMMAND")
+            .unwrap_or_else(|| "php occ".into())
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if occ_command.is_empty() {
+            return Err(Error::Config("OCC_COMMAND is empty".into()));
+        }
+        Ok(Self {
+            container: required("NEXTCLOUD_CONTAINER")?,
+            occ_user: lookup("OCC_USER").unwrap_or_else(|| "33".into()),
+            workdir: lookup("OCC_WORKDIR").unwrap_or_else(|| "/var/www/html".into()),
+            occ_command,
+            imap: server("MAIL_IMAP", "993", "ssl")?,
+            smtp: server("MAIL_SMTP", "587", "tls")?,
+            listen: lookup("AGENT_LISTEN")
+                .unwrap_or_else(|| "0.0.0.0:50053".into())
+                .parse()
+                .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_and_errors() {
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("NEXTCLOUD_CONTAINER", "nextcloud-app-1"),
+            ("MAIL_IMAP_HOST", "mail.example.com"),
+            ("MAIL_SMTP_HOST", "mail.example.com"),
+        ]);
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.occ_user, "33");
+        assert_eq!(c.occ_command, vec!["php", "occ"]);
+        assert_eq!((c.imap.port, c.imap.security.as_str()), (993, "ssl"));
+        assert_eq!((c.smtp.port, c.smtp.security.as_str()), (587, "tls"));
+        let mut bad = env.clone();
+        bad.insert("MAIL_IMAP_SECURITY", "starttls");
+        assert!(Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).is_err());
+        assert!(Config::from_lookup(|_| None).is_err());
+    }
+}

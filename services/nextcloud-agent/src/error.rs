@@ -1,0 +1,44 @@
+//! The agent's one error type, mapped onto outcomes and gRPC codes.
+
+use reconciler_proto::agent::Outcome;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Our configuration, or the container's (wrong uid for occ).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Maintenance mode, Mail app disabled, upgrade pending, container down:
+    /// retried later.
+    #[error("Nextcloud unavailable: {0}")]
+    Unavailable(String),
+    /// Retrying will not help: unknown Nextcloud user, provisioned account.
+    #[error("{0}")]
+    Permanent(String),
+    /// occ answered something we do not understand.
+    #[error("unexpected occ output: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Config(_) => Outcome::Config,
+            Error::Unavailable(_) => Outcome::Transient,
+            Error::Permanent(_) | Error::Protocol(_) => Outcome::Permanent,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Config(_) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::Permanent(_) => tonic::Status::invalid_argument(message),
+            Error::Protocol(_) => tonic::Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The `reconciler.agent.v1.Agent` gRPC service for Nextcloud Mail.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use reconciler_proto::agent::{
+    ApplyRequest, ApplyResponse, ChangeResult, NextcloudAccount, NextcloudAccountCreate,
+    NextcloudAccountDelete, NextcloudAccountSetPassword, NextcloudUserAccounts, ObserveRequest,
+    ObserveResponse, Outcome, agent_server::Agent, change::Kind,
+};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::occ::{Deleted, Occ};
+
+pub struct NextcloudAgent {
+    occ: Occ,
+    /// One change per Nextcloud user at a time (export, then act).
+    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+impl NextcloudAgent {
+    pub fn new(occ: Occ) -> Self {
+        Self {
+            occ,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn lock(&self, user: &str) -> OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    async fn create(
+        &self,
+        c: NextcloudAccountCreate,
+        dry_run: bool,
+    ) -> Result<(Outcome, String, i64)> {
+        require(&[("user", &c.user), ("email", &c.email), ("login", &c.login)])?;
+        if c.password.is_empty() {
+            return Err(Error::Permanent(
+                "no password to create the account with".into(),
+            ));
+        }
+        let _guard = self.lock(&c.user).await;
+        if dry_run {
+            return Ok((
+                Outcome::DryRun,
+                format!("would create a Mail account for {} on {}", c.user, c.email),
+                0,
+            ));
+        }
+        let name = if c.name.is_empty() { &c.email } else { &c.name };
+        let id = self
+            .occ
+            .create(&c.user, name, &c.email, &c.login, &c.password)
+            .await?;
+        Ok((
+            Outcome::Applied,
+            format!("account {id} created for {}", c.user),
+            id,
+        ))
+    }
+
+    async fn delete(
+        &self,
+        c: NextcloudAccountDelete,
+        dry_run: bool,
+    ) -> Result<(Outcome, String, i64)> {
+        require(&[("user", &c.user)])?;
+        let _guard = self.lock(&c.user).await;
+        let Some(account) = self
+            .occ
+            .export(&c.user)
+            .await?
+            .into_iter()
+            .find(|a| a.id == c.id)
+        else {
+            return Ok((
+                Outcome::Unchanged,
+                format!("account {} is already gone", c.id),
+                c.id,
+            ));
+        };
+        // The id is only proof together with the address it was created for.
+        if !account.email.eq_ignore_ascii_case(&c.email) {
+            return Err(Error::Permanent(format!(
+                "account {} of {} is for {}, not {}; refusing",
+                c.id, c.user, account.email, c.email
+            )));
+        }
+        if account.provisioned {
+            return Err(Error::Permanent(format!(
+                "account {} is provisioned; never ours",
+                c.id
+            )));
+        }
+        if dry_run {
+            return Ok((
+                Outcome::DryRun,
+                format!("would delete account {}", c.id),
+                c.id,
+            ));
+        }
+        Ok(match self.occ.delete(c.id).await? {
+            Deleted::Deleted => (Outcome::Applied, format!("account {} deleted", c.id), c.id),
+            Deleted::AlreadyGone => (
+                Outcome::Unchanged,
+                format!("account {} is already gone", c.id),
+                c.id,
+            ),
+        })
+    }
+
+    async fn set_password(
+        &self,
+        c: NextcloudAccountSetPassword,
+        dry_run: bool,
+    ) -> Result<(Outcome, String, i64)> {
+        require(&[("user", &c.user)])?;
+        if c.password.is_empty() {
+            return Err(Error::Permanent("no password to set".into()));
+        }
+        let _guard = self.lock(&c.user).await;
+        let exists = self
+            .occ
+            .export(&c.user)
+            .await?
+            .iter()
+            .any(|a| a.id == c.id && a.email.eq_ignore_ascii_case(&c.email));
+        if !exists {
+            return Err(Error::Permanent(format!(
+                "account {} of {} for {} is gone",
+                c.id, c.user, c.email
+            )));
+        }
+        if dry_run {
+            return Ok((
+                Outcome::DryRun,
+                format!("would set a new password on account {}", c.id),
+                c.id,
+            ));
+        }
+        self.occ.set_password(c.id, &c.password).await?;
+        Ok((
+            Outcome::Applied,
+            format!("account {} has the new app password", c.id),
+            c.id,
+        ))
+    }
+
+    async fn apply_one(&self, id: String, kind: Option<Kind>, dry_run: bool) -> ChangeResult {
+        let result = match kind {
+            Some(Kind::NextcloudAccountCreate(c)) => self.create(c, dry_run).await,
+            Some(Kind::NextcloudAccountDelete(c)) => self.delete(c, dry_run).await,
+            Some(Kind::NextcloudAccountSetPassword(c)) => self.set_password(c, dry_run).await,
+            _ => Err(Error::Permanent(
+                "the nextcloud-agent only handles Nextcloud Mail accounts".into(),
+            )),
+        };
+        let (outcome, message, remote_id) =
+            result.unwrap_or_else(|e| (e.outcome(), e.to_string(), 0));
+        ChangeResult {
+            id,
+            outcome: outcome as i32,
+            message,
+            remote_id,
+            ..Default::default()
+        }
+    }
+}
+
+fn require(fields: &[(&str, &str)]) -> Result<()> {
+    match fields.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((name, _)) => Err(Error::Permanent(format!("{name} is empty"))),
+        None => Ok(()),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for NextcloudAgent {
+    #[tracing::instrument(skip_all, fields(users = request.get_ref().nextcloud_users.len()))]
+    async fn observe(
+        &self,
+        request: Request<ObserveRequest>,
+    ) -> Result<Response<ObserveResponse>, Status> {
+        let users = request.into_inner().nextcloud_users;
+        let mut response = ObserveResponse::default();
+        // One occ call per user, in sequence: occ is a PHP process each time.
+        for user in users {
+            match self.occ.export(&user).await {
+                Ok(accounts) => response.nextcloud_accounts.push(NextcloudUserAccounts {
+                    user,
+                    accounts: accounts
+                        .into_iter()
+                        .map(|a| NextcloudAccount {
+                            id: a.id,
+                            email: a.email,
+                            name: a.name,
+                            imap_user: a.imap_user,
+                            imap_host: a.imap_host,
+                            provisioned: a.provisioned,
+                        })
+                        .collect(),
+                }),
+                Err(e) => {
+                    // Nothing about Nextcloud can be trusted this run; the
+                    // coordinator plans nothing for it and says why.
+                    warn!(error = %e, "Nextcloud cannot be read");
+                    response.nextcloud_accounts.clear();
+                    response.nextcloud_unavailable = e.to_string();
+                    response.nextcloud_outcome = e.outcome() as i32;
+                    break;
+                }
+            }
+        }
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all, fields(changes = request.get_ref().changes.len(), dry_run = request.get_ref().dry_run))]
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        let ApplyRequest { changes, dry_run } = request.into_inner();
+        let mut results = Vec::with_capacity(changes.len());
+        for change in changes {
+            results.push(self.apply_one(change.id, change.kind, dry_run).await);
+        }
+        for r in &results {
+            let outcome = r.outcome();
+            // Messages never carry the password; the request is never logged.
+            match outcome {
+                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
+                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
+                }
+                _ => {
+                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
+                }
+            }
+        }
+        Ok(Response::new(ApplyResponse {
+            results,
+            ..Default::default()
+        }))
+    }
+}

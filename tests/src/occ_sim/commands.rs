@@ -1,0 +1,484 @@
+//! The commands, with the real messages and exit codes.
+
+use serde_json::json;
+
+use super::state::{Account, Endpoint, State};
+
+/// One `occ` call.
+pub struct Invocation<'a> {
+    pub args: &'a [String],
+    /// The process's effective uid, and the owner of `config/config.php`.
+    pub uid: u32,
+    pub config_owner: u32,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// What the call printed and returned.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Outcome {
+    fn ok(stdout: impl Into<String>) -> Self {
+        Self {
+            stdout: stdout.into(),
+            stderr: String::new(),
+            code: 0,
+        }
+    }
+}
+
+const MAIL_COMMANDS: [&str; 4] = [
+    "mail:account:create",
+    "mail:account:delete",
+    "mail:account:export",
+    "mail:account:update",
+];
+
+/// Runs a command against `state` (which the caller persists).
+pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
+    if inv.uid != inv.config_owner {
+        // console.php, before anything else.
+        return Outcome {
+            stdout: format!(
+                "Console has to be executed with the user that owns the file config/config.php\n\
+                 Current user id: {}\nOwner id of config.php: {}\n\
+                 Try adding 'sudo -u #{}' to the beginning of the command (without the single quotes)\n\
+                 If running with 'docker exec' try adding the option '-u {}' to the docker command (without the single quotes)\n",
+                inv.uid, inv.config_owner, inv.config_owner, inv.config_owner
+            ),
+            stderr: String::new(),
+            code: 1,
+        };
+    }
+    let Some(command) = inv.args.first() else {
+        return Outcome::ok("Nextcloud 31.0.0 (occ simulator)\n");
+    };
+    let rest = &inv.args[1..];
+    let mut prefix = String::new();
+    if state.maintenance {
+        prefix = "Nextcloud is in maintenance mode, no apps are loaded.\n\
+                  Commands provided by apps are unavailable.\n"
+            .into();
+    }
+    let apps_loaded = !state.maintenance && state.mail_enabled;
+    let mut out = match command.as_str() {
+        "maintenance:mode" => maintenance(rest, state),
+        "app:enable" | "app:disable" if state.maintenance => not_defined(command),
+        "app:enable" | "app:disable" => app_toggle(command, rest, state),
+        "user:add" if state.maintenance => not_defined(command),
+        "user:add" => user_add(rest, inv, state),
+        c if MAIL_COMMANDS.contains(&c) && !apps_loaded => Outcome {
+            stdout: String::new(),
+            stderr: "\n  There are no commands defined in the \"mail:account\" namespace.  \n\n"
+                .into(),
+            code: 1,
+        },
+        "mail:account:create" => create(rest, state),
+        "mail:account:delete" => delete(rest, state),
+        "mail:account:export" => export(rest, state),
+        "mail:account:update" => update(rest, state),
+        other => not_defined(other),
+    };
+    out.stderr = prefix + &out.stderr;
+    out
+}
+
+fn not_defined(command: &str) -> Outcome {
+    Outcome {
+        stdout: String::new(),
+        stderr: format!("\n  Command \"{command}\" is not defined.  \n\n"),
+        code: 1,
+    }
+}
+
+fn maintenance(rest: &[String], state: &mut State) -> Outcome {
+    match rest.first().map(String::as_str) {
+        Some("--on") => {
+            state.maintenance = true;
+            Outcome::ok("Maintenance mode enabled\n")
+        }
+        Some("--off") => {
+            state.maintenance = false;
+            Outcome::ok("Maintenance mode disabled\n")
+        }
+        _ => Outcome::ok(if state.maintenance {
+            "Maintenance mode is currently enabled\n"
+        } else {
+            "Maintenance mode is currently disabled\n"
+        }),
+    }
+}
+
+fn app_toggle(command: &str, rest: &[String], state: &mut State) -> Outcome {
+    if rest.first().map(String::as_str) != Some("mail") {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "No such app enabled\n".into(),
+            code: 1,
+        };
+    }
+    state.mail_enabled = command == "app:enable";
+    Outcome::ok(if state.mail_enabled {
+        "mail 5.5.0 enabled\n"
+    } else {
+        "mail 5.5.0 disabled\n"
+    })
+}
+
+fn user_add(rest: &[String], inv: &Invocation<'_>, state: &mut State) -> Outcome {
+    let positional: Vec<&String> = rest.iter().filter(|a| !a.starts_with("--")).collect();
+    let Some(uid) = positional.first() else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "\n  Not enough arguments (missing: \"uid\").  \n\n".into(),
+            code: 1,
+        };
+    };
+    if rest.iter().any(|a| a == "--password-from-env") && (inv.env)("OC_PASS").is_none() {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "--password-from-env given, but OC_PASS is empty!\n".into(),
+            code: 1,
+        };
+    }
+    if state.users.contains(uid) {
+        return Outcome {
+            stdout: String::new(),
+            stderr: format!("The user \"{uid}\" already exists.\n"),
+            code: 1,
+        };
+    }
+    state.users.push(uid.to_string());
+    Outcome::ok(format!("The account \"{uid}\" was created successfully\n"))
+}
+
+const CREATE_ARGS: [&str; 13] = [
+    "user-id",
+    "name",
+    "email",
+    "imap-host",
+    "imap-port",
+    "imap-ssl-mode",
+    "imap-user",
+    "imap-password",
+    "smtp-host",
+    "smtp-port",
+    "smtp-ssl-mode",
+    "smtp-user",
+    "smtp-password",
+];
+
+/// PHP's `(int)` cast of a numeric-prefix string.
+fn intval(s: &str) -> i64 {
+    let s = s.trim_start();
+    let end = s
+        .char_indices()
+        .take_while(|(i, c)| c.is_ascii_digit() || (*i == 0 && (*c == '-' || *c == '+')))
+        .map(|(i, c)| i + c.len_utf8())
+        .last()
+        .unwrap_or(0);
+    s[..end].parse().unwrap_or(0)
+}
+
+fn create(rest: &[String], state: &mut State) -> Outcome {
+    if rest.len() < CREATE_ARGS.len() {
+        let missing: Vec<String> = CREATE_ARGS[rest.len()..]
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        return Outcome {
+            stdout: String::new(),
+            stderr: format!(
+                "\n  Not enough arguments (missing: {}).  \n\n",
+                missing.join(", ")
+            ),
+            code: 1,
+        };
+    }
+    let a = |i: usize| rest[i].clone();
+    if !state.users.contains(&a(0)) {
+        return Outcome {
+            stdout: format!("User {} does not exist\n", a(0)),
+            stderr: String::new(),
+            code: 1,
+        };
+    }
+    let id = state.next_id;
+    state.next_id += 1;
+    state.accounts.push(Account {
+        id,
+        user_id: a(0),
+        name: a(1),
+        email: a(2),
+        imap: Endpoint {
+            host: a(3),
+            port: intval(&rest[4]),
+            security: a(5),
+            user: a(6),
+            password: a(7),
+        },
+        smtp: Endpoint {
+            host: a(8),
+            port: intval(&rest[9]),
+            security: a(10),
+            user: a(11),
+            password: a(12),
+        },
+        auth_method: rest.get(13).cloned().unwrap_or_else(|| "password".into()),
+        provisioning_id: None,
+    });
+    Outcome::ok(format!("Account {id} for {} created\n", a(2)))
+}
+
+fn delete(rest: &[String], state: &mut State) -> Outcome {
+    let Some(raw) = rest.first() else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "\n  Not enough arguments (missing: \"account-id\").  \n\n".into(),
+            code: 1,
+        };
+    };
+    let id = intval(raw);
+    let Some(index) = state.accounts.iter().position(|a| a.id == id) else {
+        return Outcome {
+            stdout: "This account does not exist\n".into(),
+            stderr: String::new(),
+            code: 1,
+        };
+    };
+    let email = state.accounts[index].email.clone();
+    let mut stdout = format!("Found account with email: {email}\n");
+    if state.accounts[index].provisioning_id.is_some() {
+        stdout.push_str(
+            "This is a provisioned account which can not be deleted from CLI. Use the Provisioning UI instead.\n",
+        );
+        return Outcome {
+            stdout,
+            stderr: String::new(),
+            code: 2,
+        };
+    }
+    state.accounts.remove(index);
+    stdout.push_str(&format!("Deleting {email}\nDeleted account {id} \n"));
+    Outcome::ok(stdout)
+}
+
+fn export(rest: &[String], state: &mut State) -> Outcome {
+    let Some(user) = rest.iter().find(|a| !a.starts_with("--")) else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "\n  Not enough arguments (missing: \"user-id\").  \n\n".into(),
+            code: 1,
+        };
+    };
+    let output = rest
+        .iter()
+        .find_map(|a| a.strip_prefix("--output="))
+        .unwrap_or("plain");
+    let accounts: Vec<&Account> = state
+        .accounts
+        .iter()
+        .filter(|a| &a.user_id == user)
+        .collect();
+    let endpoint = |e: &Endpoint| json!({"user": e.user, "host": e.host, "port": e.port, "security": e.security});
+    let list: Vec<serde_json::Value> = accounts
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "email": a.email,
+                "name": a.name,
+                "provision": match a.provisioning_id {
+                    Some(id) => json!({"status": "set", "id": id}),
+                    None => json!({"status": "none", "id": "N/A"}),
+                },
+                "imap": endpoint(&a.imap),
+                "smtp": endpoint(&a.smtp),
+            })
+        })
+        .collect();
+    match output {
+        "json" => Outcome::ok(serde_json::Value::Array(list).to_string() + "\n"),
+        "json_pretty" => Outcome::ok(
+            serde_json::to_string_pretty(&serde_json::Value::Array(list)).unwrap_or_default()
+                + "\n",
+        ),
+        _ => {
+            let mut text = String::new();
+            for a in accounts {
+                text.push_str(&format!(
+                    "Account {}:\n- E-Mail: {}\n- Name: {}\n- Provision: none ID: N/A\n- IMAP user: {}\n- IMAP host: {}:{}, security: {}\n- SMTP user: {}\n- SMTP host: {}:{}, security: {}\n",
+                    a.id, a.email, a.name, a.imap.user, a.imap.host, a.imap.port, a.imap.security,
+                    a.smtp.user, a.smtp.host, a.smtp.port, a.smtp.security
+                ));
+            }
+            Outcome::ok(text)
+        }
+    }
+}
+
+fn update(rest: &[String], state: &mut State) -> Outcome {
+    let Some(raw) = rest.iter().find(|a| !a.starts_with("--")) else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "\n  Not enough arguments (missing: \"account-id\").  \n\n".into(),
+            code: 1,
+        };
+    };
+    let id = intval(raw);
+    let Some(account) = state.accounts.iter_mut().find(|a| a.id == id) else {
+        return Outcome {
+            stdout: format!("No Email Account found with ID {id} \n"),
+            stderr: String::new(),
+            code: 1,
+        };
+    };
+    for arg in rest.iter().filter_map(|a| a.strip_prefix("--")) {
+        let Some((key, value)) = arg.split_once('=') else {
+            continue;
+        };
+        let value = value.to_owned();
+        match key {
+            "name" => account.name = value,
+            "email" => account.email = value,
+            "imap-host" => account.imap.host = value,
+            "imap-port" => account.imap.port = intval(&value),
+            "imap-ssl-mode" => account.imap.security = value,
+            "imap-user" => account.imap.user = value,
+            "imap-password" => account.imap.password = value,
+            "smtp-host" => account.smtp.host = value,
+            "smtp-port" => account.smtp.port = intval(&value),
+            "smtp-ssl-mode" => account.smtp.security = value,
+            "smtp-user" => account.smtp.user = value,
+            "smtp-password" => account.smtp.password = value,
+            "auth-method" => account.auth_method = value,
+            _ => {}
+        }
+    }
+    Outcome::ok(format!(
+        "Account {} with ID  {id}  successfully updated \n",
+        account.email
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(state: &mut State, args: &[&str]) -> Outcome {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        run(
+            &Invocation {
+                args: &args,
+                uid: 33,
+                config_owner: 33,
+                env: &|_| None,
+            },
+            state,
+        )
+    }
+
+    fn create_args(user: &str) -> Vec<&str> {
+        vec![
+            "mail:account:create",
+            user,
+            "Info",
+            "info@x.org",
+            "imap.x.org",
+            "993",
+            "ssl",
+            "info@x.org",
+            "secret",
+            "smtp.x.org",
+            "587",
+            "tls",
+            "info@x.org",
+            "secret",
+        ]
+    }
+
+    #[test]
+    fn create_export_update_delete() {
+        let mut s = State {
+            users: vec!["alice".into()],
+            ..State::default()
+        };
+        let out = call(&mut s, &create_args("alice"));
+        assert_eq!(out.stdout, "Account 1 for info@x.org created\n");
+        let again = call(&mut s, &create_args("alice"));
+        assert_eq!(
+            again.stdout, "Account 2 for info@x.org created\n",
+            "not idempotent"
+        );
+        let export = call(&mut s, &["mail:account:export", "alice", "--output=json"]);
+        let list: serde_json::Value = serde_json::from_str(&export.stdout).unwrap();
+        assert_eq!(list[0]["imap"]["port"], 993);
+        assert!(
+            !export.stdout.contains("secret"),
+            "passwords are never exported"
+        );
+        let upd = call(&mut s, &["mail:account:update", "1", "--imap-password=new"]);
+        assert_eq!(upd.code, 0);
+        assert_eq!(s.accounts[0].imap.password, "new");
+        let del = call(&mut s, &["mail:account:delete", "1"]);
+        assert_eq!(
+            del.stdout,
+            "Found account with email: info@x.org\nDeleting info@x.org\nDeleted account 1 \n"
+        );
+        let gone = call(&mut s, &["mail:account:delete", "1"]);
+        assert_eq!(
+            (gone.stdout.as_str(), gone.code),
+            ("This account does not exist\n", 1)
+        );
+    }
+
+    #[test]
+    fn errors_match_the_real_occ() {
+        let mut s = State::default();
+        let out = call(&mut s, &create_args("nobody"));
+        assert_eq!(
+            (out.stdout.as_str(), out.code),
+            ("User nobody does not exist\n", 1)
+        );
+        let out = call(&mut s, &["mail:account:create", "alice"]);
+        assert!(
+            out.stderr
+                .contains("Not enough arguments (missing: \"name\""),
+            "{out:?}"
+        );
+        call(&mut s, &["maintenance:mode", "--on"]);
+        let out = call(&mut s, &["mail:account:export", "alice", "--output=json"]);
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stderr.starts_with("Nextcloud is in maintenance mode"),
+            "{out:?}"
+        );
+        call(&mut s, &["maintenance:mode", "--off"]);
+        call(&mut s, &["app:disable", "mail"]);
+        let out = call(&mut s, &["mail:account:export", "alice"]);
+        assert!(
+            out.stderr
+                .contains("There are no commands defined in the \"mail:account\" namespace.")
+        );
+        let args: Vec<String> = vec!["mail:account:export".into(), "alice".into()];
+        let out = run(
+            &Invocation {
+                args: &args,
+                uid: 0,
+                config_owner: 33,
+                env: &|_| None,
+            },
+            &mut s,
+        );
+        assert!(out.stdout.starts_with(
+            "Console has to be executed with the user that owns the file config/config.php"
+        ));
+        assert_eq!(out.code, 1);
+        assert_eq!(intval("12abc"), 12);
+        assert_eq!(intval("abc"), 0);
+    }
+}
