@@ -45,11 +45,22 @@ pub async fn run(config: Config) -> Result<()> {
         ),
         None => None,
     };
+    let nextcloud = match &config.nextcloud_agent_url {
+        Some(url) => Some(Arc::new(GrpcAgent::connect(
+            "nextcloud-agent",
+            url,
+            config.agent_timeout,
+        )?) as Arc<dyn crate::agents::AgentBackend>),
+        None => None,
+    };
     let engine = Arc::new(Engine::new(
         store.clone(),
         directory,
-        mailcow,
-        sogo,
+        crate::engine::Agents {
+            mailcow,
+            sogo,
+            nextcloud,
+        },
         EngineConfig {
             desired: DesiredConfig {
                 attribute_key: config.attribute_key.clone(),

@@ -22,6 +22,8 @@ pub struct Config {
     pub mailcow_agent_url: String,
     /// `None`: SOGo delegation is not reconciled (and reported so).
     pub sogo_agent_url: Option<String>,
+    /// `None`: Nextcloud Mail accounts are not reconciled (and reported so).
+    pub nextcloud_agent_url: Option<String>,
     pub agent_timeout: Duration,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
@@ -98,6 +100,7 @@ impl Config {
             admin_token: secret("ADMIN_TOKEN")?,
             mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
             sogo_agent_url: lookup("SOGO_AGENT_URL"),
+            nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,

@@ -65,6 +65,19 @@ pub struct SogoDelegation {
     pub groups: BTreeSet<String>,
 }
 
+/// A Nextcloud Mail account for `user` on the shared mailbox `email`,
+/// logging in as the mailbox with the app password `app_password_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NextcloudAccount {
+    /// The Nextcloud user id (the Authentik username).
+    pub user: String,
+    pub email: String,
+    pub login: String,
+    /// Ledger key of the app password whose secret the account uses.
+    pub app_password_key: String,
+    pub groups: BTreeSet<String>,
+}
+
 /// A Mailcow alias whose targets are a group's effective members.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Alias {
@@ -80,6 +93,7 @@ pub struct DesiredState {
     pub app_passwords: BTreeMap<String, AppPassword>,
     pub mailbox_acls: BTreeMap<String, MailboxAcl>,
     pub sogo_delegations: BTreeMap<String, SogoDelegation>,
+    pub nextcloud_accounts: BTreeMap<String, NextcloudAccount>,
     pub aliases: BTreeMap<String, Alias>,
     /// Group UUID → why its attributes were rejected. Resources tied to these
     /// groups are held: nothing is removed because of a typo.
@@ -198,6 +212,22 @@ fn grant_member(
                 name,
                 user: person.username.clone(),
                 protocols: config.app_password_protocols.clone(),
+                groups: group(),
+            });
+        state
+            .nextcloud_accounts
+            .entry(keys::pair(&person.username, target))
+            .and_modify(|g| {
+                g.groups.insert(group_id.to_owned());
+            })
+            .or_insert_with(|| NextcloudAccount {
+                user: person.username.clone(),
+                email: target.to_owned(),
+                login: target.to_owned(),
+                app_password_key: keys::app_password(
+                    target,
+                    &markers::app_password_name(&person.username, target),
+                ),
                 groups: group(),
             });
     }

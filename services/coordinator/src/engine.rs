@@ -17,6 +17,7 @@ use crate::locks::KeyLocks;
 use crate::observed::Observed;
 use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, plan};
 use crate::store::{AuditEntry, LedgerRow, LedgerState, Store};
+use reconciler_runtime::secrets::Secret;
 
 /// How many changes go to an agent in one Apply call.
 const APPLY_BATCH: usize = 200;
@@ -106,8 +107,16 @@ pub struct Engine {
     directory: Arc<dyn DirectorySource>,
     mailcow: Arc<dyn AgentBackend>,
     sogo: Option<Arc<dyn AgentBackend>>,
+    nextcloud: Option<Arc<dyn AgentBackend>>,
     config: EngineConfig,
     locks: KeyLocks,
+}
+
+/// The agents a coordinator drives; only the mailcow-agent is required.
+pub struct Agents {
+    pub mailcow: Arc<dyn AgentBackend>,
+    pub sogo: Option<Arc<dyn AgentBackend>>,
+    pub nextcloud: Option<Arc<dyn AgentBackend>>,
 }
 
 /// What a run decided, before applying.
@@ -124,15 +133,15 @@ impl Engine {
     pub fn new(
         store: Store,
         directory: Arc<dyn DirectorySource>,
-        mailcow: Arc<dyn AgentBackend>,
-        sogo: Option<Arc<dyn AgentBackend>>,
+        agents: Agents,
         config: EngineConfig,
     ) -> Self {
         Self {
             store,
             directory,
-            mailcow,
-            sogo,
+            mailcow: agents.mailcow,
+            sogo: agents.sogo,
+            nextcloud: agents.nextcloud,
             config,
             locks: KeyLocks::default(),
         }
@@ -152,6 +161,10 @@ impl Engine {
 
     pub fn sogo(&self) -> Option<&Arc<dyn AgentBackend>> {
         self.sogo.as_ref()
+    }
+
+    pub fn nextcloud(&self) -> Option<&Arc<dyn AgentBackend>> {
+        self.nextcloud.as_ref()
     }
 
     /// Reads, observes and plans without changing anything.
@@ -205,6 +218,26 @@ impl Engine {
                 None => {
                     observed.sogo_unavailable =
                         Some("no sogo-agent is configured (SOGO_AGENT_URL)".into())
+                }
+            }
+        }
+        let nextcloud_users = nextcloud_users(&desired, &ledger, &scope);
+        if !nextcloud_users.is_empty() {
+            match &self.nextcloud {
+                Some(agent) => {
+                    let response = agent
+                        .observe(ObserveRequest {
+                            nextcloud_users: nextcloud_users.into_iter().collect(),
+                            ..ObserveRequest::default()
+                        })
+                        .await?;
+                    observed.add_nextcloud(response);
+                }
+                None => {
+                    observed.nextcloud_unavailable = Some(crate::observed::Unavailable {
+                        reason: "no nextcloud-agent is configured (NEXTCLOUD_AGENT_URL)".into(),
+                        transient: false,
+                    })
                 }
             }
         }
@@ -320,6 +353,13 @@ impl Engine {
         for w in &plan.warnings {
             warn!(warning = %w, "plan warning");
         }
+        if plan.nextcloud_skipped == Some(true) {
+            report.transient_failures += 1;
+            *report
+                .outcomes
+                .entry("nextcloud_account.observe.transient".into())
+                .or_default() += 1;
+        }
         if plan.mailbox_acls_skipped == Some(true) {
             // Nothing was planned for them, so nothing is recorded; the
             // job is retried until Dovecot can be read again.
@@ -358,7 +398,12 @@ impl Engine {
             .iter()
             .filter(|s| s.action.writes_target())
             .collect();
-        let (changes, members) = build_changes(&writes);
+        // Nextcloud accounts go last: they take the secrets of the app
+        // passwords created or rotated by the Mailcow changes.
+        let (nextcloud, writes_now): (Vec<&Step>, Vec<&Step>) = writes
+            .iter()
+            .partition(|s| s.resource == Resource::NextcloudAccount);
+        let (changes, members) = build_changes(&writes_now);
         // Intent before create: a crash after the agent creates but before we
         // record it leaves a row the next run adopts.
         for step in writes.iter().filter(|s| s.action == Action::Create) {
@@ -371,19 +416,20 @@ impl Engine {
             .into_iter()
             .zip(members)
             .partition(|(change, _)| is_sogo(change));
-        self.apply_batches(
-            job_id,
-            &trace_id,
-            self.mailcow.as_ref(),
-            mailcow,
-            &mut report,
-        )
-        .await?;
+        let secrets = self
+            .apply_batches(
+                job_id,
+                &trace_id,
+                self.mailcow.as_ref(),
+                mailcow,
+                &mut report,
+            )
+            .await?;
         if !sogo.is_empty() {
             match &self.sogo {
                 Some(agent) => {
                     self.apply_batches(job_id, &trace_id, agent.as_ref(), sogo, &mut report)
-                        .await?
+                        .await?;
                 }
                 // Planned only when observed, so only reachable if the
                 // agent went away mid-run: retry later.
@@ -397,7 +443,51 @@ impl Engine {
                 }
             }
         }
+        if !nextcloud.is_empty() {
+            self.apply_nextcloud(job_id, &trace_id, &nextcloud, &secrets, &mut report)
+                .await?;
+        }
+        // Every secret dies here: it was only ever in this run's memory.
+        drop(secrets);
         Ok(report)
+    }
+
+    /// Nextcloud account changes, with the app password secrets this run
+    /// produced. A step whose secret is missing (its app password failed)
+    /// is transient: the next run rotates and tries again.
+    async fn apply_nextcloud(
+        &self,
+        job_id: i64,
+        trace_id: &str,
+        steps: &[&Step],
+        secrets: &BTreeMap<String, Secret>,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let mut work = Vec::new();
+        for step in steps {
+            match (nextcloud_change(step, secrets), &self.nextcloud) {
+                (Some(change), Some(_)) => work.push((change, vec![*step])),
+                (change, agent) => {
+                    let why = if agent.is_none() {
+                        "no nextcloud-agent"
+                    } else if change.is_none() {
+                        "its app password could not be created or rotated in this run"
+                    } else {
+                        unreachable!()
+                    };
+                    self.audit(job_id, trace_id, step, "transient", why).await?;
+                    report.count(step, "transient");
+                    report.transient_failures += 1;
+                }
+            }
+        }
+        if let Some(agent) = &self.nextcloud
+            && !work.is_empty()
+        {
+            self.apply_batches(job_id, trace_id, agent.as_ref(), work, report)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sends `work` to `agent` in batches and records every outcome.
@@ -408,7 +498,8 @@ impl Engine {
         agent: &dyn AgentBackend,
         work: Vec<(pb::Change, Vec<&Step>)>,
         report: &mut RunReport,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, Secret>> {
+        let mut secrets = BTreeMap::new();
         for batch in work.chunks(APPLY_BATCH) {
             let response = agent
                 .apply(ApplyRequest {
@@ -451,11 +542,14 @@ impl Engine {
                     continue;
                 };
                 for step in steps {
+                    if step.resource == Resource::AppPassword && !result.secret.is_empty() {
+                        secrets.insert(step.key.clone(), Secret::new(result.secret.clone()));
+                    }
                     self.record(job_id, trace_id, step, result, report).await?;
                 }
             }
         }
-        Ok(())
+        Ok(secrets)
     }
 
     /// Records one change's outcome in the ledger and the audit log.
@@ -565,7 +659,13 @@ pub fn implausible(
 
 fn remote_id(step: &Step) -> String {
     match &step.target {
-        Target::AppPassword { id, .. } | Target::Alias { id, .. } if *id != 0 => id.to_string(),
+        Target::AppPassword { id, .. }
+        | Target::Alias { id, .. }
+        | Target::NextcloudAccount { id, .. }
+            if *id != 0 =>
+        {
+            id.to_string()
+        }
         _ => String::new(),
     }
 }
@@ -704,6 +804,20 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
             }),
             (
                 Target::AppPassword {
+                    mailbox,
+                    name,
+                    id,
+                    protocols,
+                },
+                Action::Rotate,
+            ) => Kind::AppPasswordRotate(pb::AppPasswordRotate {
+                id: *id,
+                mailbox: mailbox.clone(),
+                name: name.clone(),
+                protocols: protocols.clone(),
+            }),
+            (
+                Target::AppPassword {
                     mailbox, name, id, ..
                 },
                 _,
@@ -730,6 +844,9 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
                 address: address.clone(),
             }),
             (Target::MailboxAcl { .. }, _) => unreachable!("handled above"),
+            (Target::NextcloudAccount { .. }, _) => {
+                unreachable!("built after the app passwords they need")
+            }
             (Target::SogoDelegation { owner, delegate }, Action::Create) => {
                 Kind::SogoDelegateAdd(pb::SogoDelegateAdd {
                     owner: owner.clone(),
@@ -756,6 +873,73 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
         members.push(vec![*step]);
     }
     (changes, members)
+}
+
+/// The agent change for a Nextcloud account step; `None` when it needs a
+/// secret this run does not have.
+fn nextcloud_change(step: &Step, secrets: &BTreeMap<String, Secret>) -> Option<pb::Change> {
+    let Target::NextcloudAccount {
+        user,
+        email,
+        login,
+        id,
+        app_password_key,
+    } = &step.target
+    else {
+        return None;
+    };
+    let secret = || secrets.get(app_password_key).map(|s| s.expose().to_owned());
+    let kind = match step.action {
+        Action::Create => Kind::NextcloudAccountCreate(pb::NextcloudAccountCreate {
+            user: user.clone(),
+            email: email.clone(),
+            name: email.clone(),
+            login: login.clone(),
+            password: secret()?,
+        }),
+        Action::Update => Kind::NextcloudAccountSetPassword(pb::NextcloudAccountSetPassword {
+            user: user.clone(),
+            id: *id,
+            email: email.clone(),
+            password: secret()?,
+        }),
+        _ => Kind::NextcloudAccountDelete(pb::NextcloudAccountDelete {
+            user: user.clone(),
+            id: *id,
+            email: email.clone(),
+        }),
+    };
+    Some(pb::Change {
+        id: format!(
+            "{}:{}:{}:{}",
+            step.resource.as_str(),
+            step.action.as_str(),
+            step.key,
+            remote_id(step)
+        ),
+        kind: Some(kind),
+    })
+}
+
+/// Nextcloud users whose accounts the scope could touch.
+fn nextcloud_users(
+    desired: &DesiredState,
+    ledger: &[LedgerRow],
+    scope: &Scope,
+) -> BTreeSet<String> {
+    desired
+        .nextcloud_accounts
+        .values()
+        .filter(|d| scope.contains(&d.user))
+        .map(|d| d.user.clone())
+        .chain(
+            ledger
+                .iter()
+                .filter(|r| r.resource == Resource::NextcloudAccount.as_str())
+                .filter(|r| scope.contains(&r.username))
+                .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
+        )
+        .collect()
 }
 
 fn is_sogo(change: &pb::Change) -> bool {

@@ -38,24 +38,28 @@ fn component(result: crate::error::Result<()>) -> Component {
 }
 
 pub async fn check(engine: &Engine) -> HealthReport {
-    let sogo = async {
-        match engine.sogo() {
-            Some(agent) => Some((agent.name().to_owned(), agent.health().await)),
-            None => None,
+    let optional = |agent: Option<&std::sync::Arc<dyn crate::agents::AgentBackend>>| {
+        let agent = agent.cloned();
+        async move {
+            match agent {
+                Some(agent) => Some((agent.name().to_owned(), agent.health().await)),
+                None => None,
+            }
         }
     };
-    let (db, authentik, mailcow, sogo) = tokio::join!(
+    let (db, authentik, mailcow, sogo, nextcloud) = tokio::join!(
         engine.store().ping(),
         engine.directory().ping(),
         engine.mailcow().health(),
-        sogo,
+        optional(engine.sogo()),
+        optional(engine.nextcloud()),
     );
     let mut components = BTreeMap::from([
         ("state_db".to_owned(), component(db)),
         ("authentik".to_owned(), component(authentik)),
         (engine.mailcow().name().to_owned(), component(mailcow)),
     ]);
-    if let Some((name, result)) = sogo {
+    for (name, result) in [sogo, nextcloud].into_iter().flatten() {
         components.insert(name, component(result));
     }
     let status = if components.values().all(|c| c.healthy) {

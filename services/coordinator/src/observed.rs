@@ -71,6 +71,20 @@ pub struct Observed {
     pub sogo: Option<BTreeMap<String, ObservedSogoOwner>>,
     /// Why SOGo delegation could not be observed (no sogo-agent).
     pub sogo_unavailable: Option<String>,
+    /// Nextcloud Mail accounts by Nextcloud user; `None` when not observed.
+    pub nextcloud: Option<BTreeMap<String, Vec<ObservedNextcloudAccount>>>,
+    /// Why Nextcloud could not be observed this run.
+    pub nextcloud_unavailable: Option<Unavailable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedNextcloudAccount {
+    pub id: i64,
+    pub email: String,
+    pub imap_user: String,
+    /// Its IMAP host is the one the nextcloud-agent creates accounts with.
+    pub configured_server: bool,
+    pub provisioned: bool,
 }
 
 /// An owner's SOGo `Mail.DelegateTo`.
@@ -94,6 +108,38 @@ fn lower(s: &str) -> String {
 }
 
 impl Observed {
+    /// Adds the nextcloud-agent's report.
+    pub fn add_nextcloud(&mut self, response: ObserveResponse) {
+        if !response.nextcloud_unavailable.is_empty() {
+            self.nextcloud_unavailable = Some(Unavailable {
+                transient: response.nextcloud_outcome()
+                    == reconciler_proto::agent::Outcome::Transient,
+                reason: response.nextcloud_unavailable,
+            });
+            return;
+        }
+        self.nextcloud = Some(
+            response
+                .nextcloud_accounts
+                .into_iter()
+                .map(|u| {
+                    let accounts = u
+                        .accounts
+                        .into_iter()
+                        .map(|a| ObservedNextcloudAccount {
+                            id: a.id,
+                            email: lower(&a.email),
+                            imap_user: lower(&a.imap_user),
+                            configured_server: a.configured_server,
+                            provisioned: a.provisioned,
+                        })
+                        .collect();
+                    (u.user, accounts)
+                })
+                .collect(),
+        );
+    }
+
     /// Adds the sogo-agent's report.
     pub fn add_sogo(&mut self, response: ObserveResponse) {
         self.sogo = Some(
@@ -200,6 +246,8 @@ impl Observed {
             mailbox_acls_unavailable,
             sogo: None,
             sogo_unavailable: None,
+            nextcloud: None,
+            nextcloud_unavailable: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub enum Resource {
     Alias,
     MailboxAcl,
     SogoDelegation,
+    NextcloudAccount,
 }
 
 impl Resource {
@@ -34,6 +35,7 @@ impl Resource {
             Self::Alias => "alias",
             Self::MailboxAcl => "mailbox_acl",
             Self::SogoDelegation => "sogo_delegation",
+            Self::NextcloudAccount => "nextcloud_account",
         }
     }
 }
@@ -53,6 +55,9 @@ pub enum Action {
     RecordForeign,
     /// Ledger only: the object is gone from the target; drop the row.
     Forget,
+    /// A new secret for an app password we own (its secret is needed
+    /// again, e.g. for a Nextcloud account, and is never stored).
+    Rotate,
 }
 
 impl Action {
@@ -64,12 +69,16 @@ impl Action {
             Self::Adopt => "adopt",
             Self::RecordForeign => "record_foreign",
             Self::Forget => "forget",
+            Self::Rotate => "rotate",
         }
     }
 
     /// Whether the step changes the target (as opposed to the ledger only).
     pub fn writes_target(self) -> bool {
-        matches!(self, Self::Create | Self::Update | Self::Delete)
+        matches!(
+            self,
+            Self::Create | Self::Update | Self::Delete | Self::Rotate
+        )
     }
 }
 
@@ -105,6 +114,16 @@ pub enum Target {
         owner: String,
         delegate: String,
     },
+    /// A Nextcloud Mail account; Create and Update take their password from
+    /// the app password step on `app_password_key` in the same run.
+    NextcloudAccount {
+        user: String,
+        email: String,
+        login: String,
+        /// 0 until created.
+        id: i64,
+        app_password_key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -128,6 +147,8 @@ pub struct Plan {
     /// Mailbox ACLs in scope could not be observed; `Some(true)` when that
     /// is temporary and the run should be retried.
     pub mailbox_acls_skipped: Option<bool>,
+    /// The same for Nextcloud Mail accounts.
+    pub nextcloud_skipped: Option<bool>,
 }
 
 impl Plan {
@@ -221,6 +242,15 @@ pub fn plan(
         desired,
         observed,
         &ledger_by(Resource::SogoDelegation),
+        scope,
+        &mut plan,
+    );
+    // After app passwords: accounts need the secret of an app password
+    // created (or rotated) in the same run.
+    plan_nextcloud_accounts(
+        desired,
+        observed,
+        &ledger_by(Resource::NextcloudAccount),
         scope,
         &mut plan,
     );
@@ -755,6 +785,189 @@ fn plan_sogo_delegations(
             (false, _, None) => {}
         }
     }
+}
+
+/// Nextcloud Mail accounts. An account is ours by the ledger's account id;
+/// email + IMAP user + IMAP host identify it only after a crash left an
+/// intent without an id. The account's password is an app password secret
+/// that exists only in memory during a run, so every create or re-key
+/// comes with an app password create or rotate in the same plan.
+fn plan_nextcloud_accounts(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &BTreeMap<&str, &LedgerRow>,
+    scope: &Scope,
+    plan: &mut Plan,
+) {
+    let mut keys: BTreeSet<&str> = desired
+        .nextcloud_accounts
+        .iter()
+        .filter(|(_, d)| scope.contains(&d.user))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.extend(
+        ledger
+            .iter()
+            .filter(|(_, r)| scope.contains(&r.username))
+            .map(|(k, _)| *k),
+    );
+    if keys.is_empty() {
+        return;
+    }
+    let Some(users) = &observed.nextcloud else {
+        if let Some(unavailable) = &observed.nextcloud_unavailable {
+            plan.warnings.push(format!(
+                "Nextcloud Mail accounts not reconciled: {}",
+                unavailable.reason
+            ));
+            plan.nextcloud_skipped = Some(unavailable.transient);
+        }
+        return;
+    };
+    for key in keys {
+        let Some((user, email)) = key.split_once('|') else {
+            continue;
+        };
+        let want = desired.nextcloud_accounts.get(key);
+        let row = ledger.get(key).copied();
+        let accounts = users.get(user).map(Vec::as_slice).unwrap_or_default();
+        let login = want.map_or(email, |w| w.login.as_str());
+        let app_password_key = want.map_or_else(
+            || keys::app_password(email, &markers::app_password_name(user, email)),
+            |w| w.app_password_key.clone(),
+        );
+        let by_id = row
+            .and_then(|r| r.remote_id.parse::<i64>().ok())
+            .and_then(|id| accounts.iter().find(|a| a.id == id));
+        // Same address, login and server: ours only if the ledger holds an
+        // intent without an id (a crash right after occ created it).
+        let lookalike = accounts.iter().find(|a| {
+            a.email == email && a.imap_user == login && a.configured_server && !a.provisioned
+        });
+        let (username, groups) = match (want, row) {
+            (Some(d), _) => (d.user.clone(), d.groups.clone()),
+            (None, Some(r)) => (r.username.clone(), r.groups.clone()),
+            (None, None) => continue,
+        };
+        let step = |action, id: i64, reason: &str| Step {
+            resource: Resource::NextcloudAccount,
+            key: key.to_owned(),
+            action,
+            username: username.clone(),
+            groups: groups.clone(),
+            target: Target::NextcloudAccount {
+                user: user.to_owned(),
+                email: email.to_owned(),
+                login: login.to_owned(),
+                id,
+                app_password_key: app_password_key.clone(),
+            },
+            reason: reason.to_owned(),
+        };
+        let state = row.map(|r| r.state);
+        let recovered = match (state, by_id, row) {
+            (Some(LedgerState::Intent), None, Some(r)) if r.remote_id.is_empty() => lookalike,
+            _ => None,
+        };
+        match (want, state) {
+            (_, Some(LedgerState::Foreign)) if want.is_none() => plan.steps.push(step(
+                Action::Forget,
+                0,
+                "not granted any more; a person's account stays",
+            )),
+            (_, Some(LedgerState::Foreign)) => {}
+            (Some(_), None) if lookalike.is_some() => plan.steps.push(step(
+                Action::RecordForeign,
+                lookalike.map_or(0, |a| a.id),
+                "the user already has an account for this mailbox",
+            )),
+            (Some(_), _) => {
+                if let Some(found) = recovered {
+                    // Created by an interrupted run: ours, but its password
+                    // is unknown, so it gets a fresh one.
+                    plan.steps
+                        .push(step(Action::Adopt, found.id, "created by an earlier run"));
+                    if secret_step(plan, desired, observed, &app_password_key) {
+                        plan.steps.push(step(
+                            Action::Update,
+                            found.id,
+                            "re-key after an interrupted run",
+                        ));
+                    }
+                } else if let Some(account) = by_id {
+                    // The app password was lost (deleted in Mailcow): its
+                    // re-creation is planned; hand the new secret over.
+                    if creates(plan, &app_password_key) {
+                        plan.steps.push(step(
+                            Action::Update,
+                            account.id,
+                            "app password was re-created; rotate",
+                        ));
+                    }
+                } else if secret_step(plan, desired, observed, &app_password_key) {
+                    plan.steps.push(step(Action::Create, 0, "granted by group"));
+                } else {
+                    plan.warnings.push(format!(
+                        "no app password can be made for {user}'s Nextcloud account on {email}"
+                    ));
+                }
+            }
+            (None, Some(_)) => match by_id.or(recovered) {
+                Some(account) => {
+                    plan.steps
+                        .push(step(Action::Delete, account.id, "no longer granted"))
+                }
+                None => plan.steps.push(step(Action::Forget, 0, "already gone")),
+            },
+            (None, None) => {}
+        }
+    }
+}
+
+/// Whether the plan creates (or rotates) the app password `key` in this run.
+fn creates(plan: &Plan, key: &str) -> bool {
+    plan.steps.iter().any(|s| {
+        s.resource == Resource::AppPassword
+            && s.key == key
+            && matches!(s.action, Action::Create | Action::Rotate)
+    })
+}
+
+/// Makes sure this run produces a secret for the app password `key`: it is
+/// being created, or (when it exists and is ours) it is rotated. False when
+/// neither is possible.
+fn secret_step(plan: &mut Plan, desired: &DesiredState, observed: &Observed, key: &str) -> bool {
+    if creates(plan, key) {
+        return true;
+    }
+    let Some((mailbox, name)) = key.split_once('|') else {
+        return false;
+    };
+    let Some(want) = desired.app_passwords.get(key) else {
+        return false;
+    };
+    let Some(existing) = observed
+        .app_passwords
+        .get(mailbox)
+        .and_then(|list| list.iter().find(|p| p.name == name))
+    else {
+        return false;
+    };
+    plan.steps.push(Step {
+        resource: Resource::AppPassword,
+        key: key.to_owned(),
+        action: Action::Rotate,
+        username: want.user.clone(),
+        groups: want.groups.clone(),
+        target: Target::AppPassword {
+            mailbox: mailbox.to_owned(),
+            name: name.to_owned(),
+            id: existing.id,
+            protocols: want.protocols.clone(),
+        },
+        reason: "its secret is needed for a Nextcloud account".into(),
+    });
+    true
 }
 
 fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], guards: &Guards) {

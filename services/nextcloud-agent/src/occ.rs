@@ -90,6 +90,11 @@ impl Occ {
         Ok(out)
     }
 
+    /// The IMAP host accounts are created with.
+    pub fn imap_host(&self) -> &str {
+        &self.imap.host
+    }
+
     /// The user's Mail accounts (`[]` for an unknown user).
     pub async fn export(&self, user: &str) -> Result<Vec<Account>> {
         let out = self

@@ -203,6 +203,9 @@ impl Agent for NextcloudAgent {
                     accounts: accounts
                         .into_iter()
                         .map(|a| NextcloudAccount {
+                            configured_server: a
+                                .imap_host
+                                .eq_ignore_ascii_case(self.occ.imap_host()),
                             id: a.id,
                             email: a.email,
                             name: a.name,

@@ -1,8 +1,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::desired::{Alias, AppPassword, MailboxAcl, SenderAcl, SogoDelegation};
-use crate::observed::{ObservedOwnerAcls, ObservedSenderAcl, ObservedSogoOwner};
+use crate::desired::{Alias, AppPassword, MailboxAcl, NextcloudAccount, SenderAcl, SogoDelegation};
+use crate::observed::{
+    ObservedNextcloudAccount, ObservedOwnerAcls, ObservedSenderAcl, ObservedSogoOwner,
+};
 
 const ALICE: &str = "alice@example.com";
 const INFO: &str = "info@example.com";
@@ -48,6 +50,8 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         mailbox_acls_unavailable: None,
         sogo: None,
         sogo_unavailable: None,
+        nextcloud: None,
+        nextcloud_unavailable: None,
     }
 }
 
@@ -651,5 +655,220 @@ fn unreadable_sogo_settings_plan_nothing_and_warn() {
         p.warnings.iter().any(|w| w.contains("unreadable")),
         "{:?}",
         p.warnings
+    );
+}
+
+const NC_KEY: &str = "alice|info@example.com";
+
+fn desired_nextcloud() -> DesiredState {
+    let mut d = desired_alice();
+    d.nextcloud_accounts.insert(
+        NC_KEY.into(),
+        NextcloudAccount {
+            user: "alice".into(),
+            email: INFO.into(),
+            login: INFO.into(),
+            app_password_key: keys::app_password(INFO, NAME),
+            groups: BTreeSet::from(["g1".into()]),
+        },
+    );
+    d
+}
+
+fn observed_nextcloud(
+    app_passwords: Vec<ObservedAppPassword>,
+    accounts: &[(i64, bool)],
+) -> Observed {
+    let mut o = observed(&[INFO], app_passwords);
+    o.nextcloud = Some(BTreeMap::from([(
+        "alice".to_string(),
+        accounts
+            .iter()
+            .map(|(id, configured_server)| ObservedNextcloudAccount {
+                id: *id,
+                email: INFO.into(),
+                imap_user: INFO.into(),
+                configured_server: *configured_server,
+                provisioned: false,
+            })
+            .collect(),
+    )]));
+    o
+}
+
+fn nc_and_app_password_steps(p: &Plan) -> Vec<(Resource, Action)> {
+    p.steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.resource,
+                Resource::NextcloudAccount | Resource::AppPassword
+            )
+        })
+        .map(|s| (s.resource, s.action))
+        .collect()
+}
+
+#[test]
+fn nextcloud_account_is_created_with_a_fresh_app_password() {
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![], &[]),
+        &[row(
+            Resource::SenderAcl,
+            &keys::sender_acl(ALICE, INFO),
+            LedgerState::Foreign,
+            "",
+        )],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![
+            (Resource::AppPassword, Action::Create),
+            (Resource::NextcloudAccount, Action::Create)
+        ]
+    );
+}
+
+#[test]
+fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
+    let ledger = [
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+        row(Resource::NextcloudAccount, NC_KEY, LedgerState::Intent, ""),
+    ];
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![ours(7)], &[]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![
+            (Resource::AppPassword, Action::Rotate),
+            (Resource::NextcloudAccount, Action::Create)
+        ]
+    );
+    // occ created the account but the id was never recorded: adopt and re-key.
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![ours(7)], &[(41, true)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![
+            (Resource::NextcloudAccount, Action::Adopt),
+            (Resource::AppPassword, Action::Rotate),
+            (Resource::NextcloudAccount, Action::Update)
+        ]
+    );
+}
+
+#[test]
+fn a_lost_app_password_is_recreated_and_handed_to_the_account() {
+    let ledger = [
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+        row(
+            Resource::NextcloudAccount,
+            NC_KEY,
+            LedgerState::Created,
+            "41",
+        ),
+    ];
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![], &[(41, true)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![
+            (Resource::AppPassword, Action::Create),
+            (Resource::NextcloudAccount, Action::Update)
+        ]
+    );
+    // In sync: nothing at all.
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![ours(7)], &[(41, true)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(nc_and_app_password_steps(&p).is_empty(), "{p:?}");
+}
+
+#[test]
+fn a_users_own_account_is_foreign_and_leaving_deletes_only_ours() {
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![ours(7)], &[(5, true)]),
+        &[row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        )],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![(Resource::NextcloudAccount, Action::RecordForeign)]
+    );
+    let ledger = [
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+        row(
+            Resource::NextcloudAccount,
+            NC_KEY,
+            LedgerState::Created,
+            "41",
+        ),
+    ];
+    let p = plan(
+        &DesiredState::default(),
+        &observed_nextcloud(vec![ours(7)], &[(5, true), (41, true)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    let deletes: Vec<&Step> = p
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Delete)
+        .collect();
+    assert_eq!(deletes.len(), 2, "{p:?}");
+    assert!(
+        deletes
+            .iter()
+            .any(|s| matches!(s.target, Target::NextcloudAccount { id: 41, .. }))
+    );
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.target, Target::NextcloudAccount { id: 5, .. }))
     );
 }
