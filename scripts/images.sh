@@ -6,9 +6,11 @@
 #   scripts/images.sh            build what is missing
 #   scripts/images.sh --rebuild  rebuild the images (the rootfs cache stays)
 #
-# Images:
-#   reconciler-dovecot:test   Dovecot 2.3 (Debian's dovecot-core/-imapd),
-#                             configured like Mailcow's (deploy/images/dovecot)
+# Images (both on one cached Debian bookworm rootfs, which carries Dovecot):
+#   reconciler-dovecot:test         Dovecot 2.3 (Debian's dovecot-core/-imapd),
+#                                   configured like Mailcow's (deploy/images/dovecot)
+#   reconciler-nextcloud-occ:test   Nextcloud's layout for the occ simulator
+#                                   (deploy/images/nextcloud-occ)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,17 +45,25 @@ rootfs() {
   echo "$tarball"
 }
 
-# image <tag> <rootfs name> <packages> <context dir>: imports the rootfs as
-# <tag>-base, then builds the context's Dockerfile on top (COPY only, no network).
-image() {
-  local tag=$1 name=$2 packages=$3 context=$4
-  if have_image "$tag"; then return 0; fi
-  local tarball base="${tag%%:*}-base:$SUITE"
-  tarball=$(rootfs "$name" "$packages")
-  echo "==> docker import $base" >&2
-  docker import "$tarball" "$base" >/dev/null
-  echo "==> docker build $tag" >&2
-  docker build --quiet --build-arg BASE="$base" -t "$tag" "$context" >/dev/null
+BASE=reconciler-base:$SUITE
+
+# The base image: the cached rootfs, imported (no network).
+base() {
+  if have_image "$BASE"; then return 0; fi
+  local tarball
+  tarball=$(rootfs dovecot "dovecot-core,dovecot-imapd,ca-certificates")
+  echo "==> docker import $BASE" >&2
+  docker import "$tarball" "$BASE" >/dev/null
 }
 
-image reconciler-dovecot:test dovecot "dovecot-core,dovecot-imapd,ca-certificates" deploy/images/dovecot
+# image <tag> <context dir>: the context's Dockerfile on the base image.
+image() {
+  local tag=$1 context=$2
+  if have_image "$tag"; then return 0; fi
+  echo "==> docker build $tag" >&2
+  docker build --quiet --build-arg BASE="$BASE" -t "$tag" "$context" >/dev/null
+}
+
+base
+image reconciler-dovecot:test deploy/images/dovecot
+image reconciler-nextcloud-occ:test deploy/images/nextcloud-occ

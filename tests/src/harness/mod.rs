@@ -2,11 +2,13 @@
 //! in-process simulators, for end-to-end tests and benchmarks.
 
 pub mod dovecot;
+pub mod nextcloud;
 mod process;
 pub mod sogo;
 mod stack;
 
 pub use dovecot::{DovecotContainer, Imap};
+pub use nextcloud::NextcloudContainer;
 pub use process::{Service, bin_dir, free_port};
 pub use sogo::SogoPeers;
 pub use stack::{Stack, StackOptions};

@@ -29,6 +29,8 @@ pub struct StackOptions {
     /// Start a sogo-agent with this environment (`SOGO_DB_URL`,
     /// `MEMCACHED_ADDR`, …) and point the coordinator at it.
     pub sogo_agent_env: Option<Vec<(String, String)>>,
+    /// The same for a nextcloud-agent (`NEXTCLOUD_CONTAINER`, …).
+    pub nextcloud_agent_env: Option<Vec<(String, String)>>,
 }
 
 impl Default for StackOptions {
@@ -42,6 +44,7 @@ impl Default for StackOptions {
             agent_env: Vec::new(),
             job_timeout: Duration::from_secs(60),
             sogo_agent_env: None,
+            nextcloud_agent_env: None,
         }
     }
 }
@@ -56,9 +59,28 @@ pub struct Stack {
     pub agent_addr: String,
     pub sogo_agent: Option<Service>,
     pub sogo_agent_addr: Option<String>,
+    pub nextcloud_agent: Option<Service>,
+    pub nextcloud_agent_addr: Option<String>,
     pub dir: tempfile::TempDir,
     options: StackOptions,
     http: reqwest::Client,
+}
+
+/// Starts an optional agent binary with `env` on a free loopback port.
+async fn optional_agent(
+    binary: &str,
+    env: Option<&[(String, String)]>,
+    dir: &std::path::Path,
+) -> (Option<Service>, Option<String>) {
+    let Some(extra) = env else {
+        return (None, None);
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = vec![("AGENT_LISTEN".to_owned(), addr.clone())];
+    env.extend(extra.iter().cloned());
+    let mut service = Service::spawn(binary, &env, dir);
+    service.wait_for_port(&addr, Duration::from_secs(30)).await;
+    (Some(service), Some(addr))
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -100,17 +122,14 @@ impl Stack {
         agent
             .wait_for_port(&agent_addr, Duration::from_secs(30))
             .await;
-        let (sogo_agent, sogo_agent_addr) = match &options.sogo_agent_env {
-            None => (None, None),
-            Some(extra) => {
-                let addr = format!("127.0.0.1:{}", free_port());
-                let mut env = vec![("AGENT_LISTEN".to_owned(), addr.clone())];
-                env.extend(extra.iter().cloned());
-                let mut service = Service::spawn("sogo-agent", &env, dir.path());
-                service.wait_for_port(&addr, Duration::from_secs(30)).await;
-                (Some(service), Some(addr))
-            }
-        };
+        let (sogo_agent, sogo_agent_addr) =
+            optional_agent("sogo-agent", options.sogo_agent_env.as_deref(), dir.path()).await;
+        let (nextcloud_agent, nextcloud_agent_addr) = optional_agent(
+            "nextcloud-agent",
+            options.nextcloud_agent_env.as_deref(),
+            dir.path(),
+        )
+        .await;
         let http_port = free_port();
         let grpc_port = free_port();
         let placeholder = Service::placeholder();
@@ -124,6 +143,8 @@ impl Stack {
             agent_addr,
             sogo_agent,
             sogo_agent_addr,
+            nextcloud_agent,
+            nextcloud_agent_addr,
             dir,
             options,
             http: reqwest::Client::new(),
@@ -164,6 +185,9 @@ impl Stack {
         ];
         if let Some(addr) = &self.sogo_agent_addr {
             env.push(("SOGO_AGENT_URL".into(), format!("http://{addr}")));
+        }
+        if let Some(addr) = &self.nextcloud_agent_addr {
+            env.push(("NEXTCLOUD_AGENT_URL".into(), format!("http://{addr}")));
         }
         env.extend(self.options.coordinator_env.iter().cloned());
         env

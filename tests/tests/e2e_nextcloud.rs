@@ -1,0 +1,271 @@
+//! End to end for Nextcloud Mail accounts: the real coordinator,
+//! mailcow-agent and nextcloud-agent, with occ run by `docker exec` in a
+//! container (the occ simulator, faithful to reference B6/B7) and the
+//! Mailcow and Authentik simulators. The app password secret travels from
+//! the mailcow-agent through the coordinator to occ, and nowhere else.
+
+use reconciler_tests::harness::{NextcloudContainer, Stack, StackOptions};
+use reconciler_tests::occ_sim::Account;
+use serde_json::{Value, json};
+
+const INFO: &str = "info@example.com";
+const ALICE: &str = "alice@example.com";
+const APP_NAME: &str = "authentik-sync:alice:info@example.com";
+const IMAP_HOST: &str = "mail.example.com";
+
+struct World {
+    nextcloud: NextcloudContainer,
+    stack: Stack,
+    group: String,
+    alice: i64,
+}
+
+async fn world(max_attempts: u32) -> World {
+    let nextcloud = NextcloudContainer::start(&["alice"]).await;
+    // Alice's own account, made in Nextcloud's UI: never ours.
+    let own = nextcloud
+        .occ(&[
+            "mail:account:create",
+            "alice",
+            "Alice",
+            ALICE,
+            IMAP_HOST,
+            "993",
+            "ssl",
+            ALICE,
+            "alices-own-password",
+            IMAP_HOST,
+            "587",
+            "tls",
+            ALICE,
+            "alices-own-password",
+        ])
+        .await;
+    assert_eq!(own.code, 0, "{own:?}");
+    let stack = Stack::start(StackOptions {
+        max_attempts,
+        nextcloud_agent_env: Some(vec![
+            ("NEXTCLOUD_CONTAINER".into(), nextcloud.name.clone()),
+            ("MAIL_IMAP_HOST".into(), IMAP_HOST.into()),
+            ("MAIL_SMTP_HOST".into(), IMAP_HOST.into()),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox(INFO);
+    stack.mailcow.add_mailbox(ALICE);
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let group = stack.authentik.add_group(
+        "info-desk",
+        json!({"reconciler": {"shared_mailbox": INFO, "nextcloud_mail": true}}),
+    );
+    World {
+        nextcloud,
+        stack,
+        group,
+        alice,
+    }
+}
+
+impl World {
+    async fn accounts(&self) -> Vec<Account> {
+        self.nextcloud.state().await.accounts
+    }
+
+    async fn ours(&self) -> Vec<Account> {
+        self.accounts()
+            .await
+            .into_iter()
+            .filter(|a| a.email == INFO)
+            .collect()
+    }
+
+    async fn own_account_survives(&self) {
+        let accounts = self.accounts().await;
+        assert!(
+            accounts
+                .iter()
+                .any(|a| a.email == ALICE && a.imap.password == "alices-own-password"),
+            "alice's own account is untouched: {accounts:?}"
+        );
+    }
+
+    fn app_passwords(&self) -> usize {
+        self.stack
+            .mailcow
+            .app_passwords(INFO)
+            .iter()
+            .filter(|p| p.name == APP_NAME)
+            .count()
+    }
+
+    /// The account's password is the Mailcow app password, for IMAP and SMTP.
+    async fn account_works(&self) -> String {
+        let ours = self.ours().await;
+        assert_eq!(ours.len(), 1, "exactly one account of ours: {ours:?}");
+        let account = &ours[0];
+        assert_eq!(account.user_id, "alice");
+        assert_eq!(account.imap.user, INFO);
+        assert_eq!(account.imap.host, IMAP_HOST);
+        assert_eq!(account.imap.password, account.smtp.password);
+        assert!(
+            self.stack
+                .mailcow
+                .verify_app_password(INFO, APP_NAME, &account.imap.password),
+            "the account's password is the app password"
+        );
+        assert_eq!(self.app_passwords(), 1, "one app password, none leaked");
+        account.imap.password.clone()
+    }
+
+    async fn membership(&self, join: bool, event: &str) -> Value {
+        if join {
+            self.stack.authentik.add_member(&self.group, self.alice);
+        } else {
+            self.stack.authentik.remove_member(&self.group, self.alice);
+        }
+        self.stack
+            .webhook_and_wait(&Stack::group_event(&self.group, event))
+            .await
+    }
+
+    /// Every log, the audit log and the state DB, scanned for each secret.
+    fn assert_no_leak(&self, secrets: &[String]) {
+        let mut haystacks = vec![
+            (
+                "coordinator log",
+                self.stack.coordinator.logs().into_bytes(),
+            ),
+            ("mailcow-agent log", self.stack.agent.logs().into_bytes()),
+            (
+                "nextcloud-agent log",
+                self.stack
+                    .nextcloud_agent
+                    .as_ref()
+                    .unwrap()
+                    .logs()
+                    .into_bytes(),
+            ),
+        ];
+        for suffix in ["", "-wal", "-shm"] {
+            let path = format!("{}{suffix}", self.stack.state_db().display());
+            if let Ok(bytes) = std::fs::read(&path) {
+                haystacks.push(("state DB", bytes));
+            }
+        }
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            for (what, bytes) in &haystacks {
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "an app password secret appears in the {what}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn join_creates_a_working_account_and_leave_removes_both() {
+    let w = world(3).await;
+    let job = w.membership(true, "evt-join").await;
+    w.stack.expect_done(&job).await;
+    let secret = w.account_works().await;
+    w.own_account_survives().await;
+
+    let job = w.membership(false, "evt-leave").await;
+    w.stack.expect_done(&job).await;
+    assert!(w.ours().await.is_empty(), "our account is gone");
+    assert_eq!(w.app_passwords(), 0, "its app password is gone");
+    w.own_account_survives().await;
+    w.assert_no_leak(&[secret, "alices-own-password".into()]);
+}
+
+#[tokio::test]
+async fn a_second_sweep_changes_nothing() {
+    let w = world(3).await;
+    let job = w.membership(true, "evt-join").await;
+    w.stack.expect_done(&job).await;
+    let before = w.nextcloud.state().await;
+    w.stack.mailcow.reset_counts();
+    let sweep = w.stack.sweep().await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    let after = w.nextcloud.state().await;
+    assert_eq!(after, before, "no occ create, delete or update");
+    assert_eq!(w.stack.mailcow.write_count(), 0, "no new app password");
+    w.own_account_survives().await;
+}
+
+#[tokio::test]
+async fn a_lost_app_password_is_rotated_and_the_account_works_again() {
+    let w = world(3).await;
+    let job = w.membership(true, "evt-join").await;
+    w.stack.expect_done(&job).await;
+    let first = w.account_works().await;
+    let id = w
+        .stack
+        .mailcow
+        .app_passwords(INFO)
+        .into_iter()
+        .find(|p| p.name == APP_NAME)
+        .unwrap()
+        .id;
+    // Someone deletes it in Mailcow's UI: the account stops working.
+    w.stack.mailcow.delete_app_password(id);
+    assert!(!w.stack.mailcow.verify_app_password(INFO, APP_NAME, &first));
+    let account_id = w.ours().await[0].id;
+
+    let sweep = w.stack.sweep().await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    let second = w.account_works().await;
+    assert_ne!(second, first, "a new secret");
+    assert_eq!(
+        w.ours().await[0].id,
+        account_id,
+        "the same account, re-keyed"
+    );
+    w.own_account_survives().await;
+    w.assert_no_leak(&[first, second]);
+}
+
+#[tokio::test]
+async fn maintenance_mode_is_transient_and_the_run_converges_without_leaking_app_passwords() {
+    let w = world(100).await;
+    w.nextcloud.maintenance(true).await;
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let (status, reply) = w
+        .stack
+        .webhook(&Stack::group_event(&w.group, "evt-join-maintenance"))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["job_id"].as_i64().unwrap();
+    let failed = loop {
+        let job = w.stack.job(id).await;
+        if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
+            break job;
+        }
+        assert_ne!(
+            job["state"], "done",
+            "cannot finish in maintenance mode: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let summary: Value = serde_json::from_str(failed["summary"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        summary["outcomes"]["nextcloud_account.observe.transient"], 1,
+        "{summary}"
+    );
+    assert!(
+        summary["warnings"].to_string().contains("maintenance mode"),
+        "the reason is in the status: {summary}"
+    );
+    assert!(w.ours().await.is_empty());
+
+    // The app password was made while Nextcloud was down; once it is back
+    // the same app password gets a new secret and the account is created.
+    w.nextcloud.maintenance(false).await;
+    let job = w.stack.wait_job(id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let secret = w.account_works().await;
+    w.own_account_survives().await;
+    w.assert_no_leak(&[secret]);
+}
