@@ -63,6 +63,13 @@ impl SogoPeers {
         // sogod runs as the `sogo` user and must read its config.
         chmod(dir.path(), 0o755);
         let data = dir.path().join("mysql");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        let tmp_env = tmp.display().to_string();
+        // Parallel bootstraps have collided on temporary tables in /tmp:
+        // each instance gets its own tmpdir, and bootstraps run one at a time.
+        static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let bootstrap = BOOTSTRAP.lock().await;
         let install = run(
             "mariadb-install-db",
             &[
@@ -72,9 +79,10 @@ impl SogoPeers {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ],
-            &[],
+            &[("TMPDIR", tmp_env.as_str())],
         )
         .await;
+        drop(bootstrap);
         assert_eq!(install.code, 0, "mariadb-install-db: {install:?}");
         let mysql_port = free_port();
         let socket = dir.path().join("mysql.sock");
@@ -87,6 +95,7 @@ impl SogoPeers {
                 "--bind-address=127.0.0.1",
                 &format!("--socket={}", socket.display()),
                 "--skip-log-bin",
+                &format!("--tmpdir={tmp_env}"),
                 "--innodb-buffer-pool-size=16M",
                 // Short lock waits so lock-conflict tests stay short.
                 "--innodb-lock-wait-timeout=5",
