@@ -203,43 +203,61 @@ impl Engine {
         let response = self.mailcow.observe(request).await?;
         let observe_doveadm_execs = response.doveadm_execs;
         let mut observed = Observed::from_mailcow(response, &mailboxes);
-        let sogo_owners = sogo_owners(&desired, &ledger, &scope);
-        if !sogo_owners.is_empty() {
-            match &self.sogo {
-                Some(agent) => {
-                    let response = agent
-                        .observe(ObserveRequest {
-                            sogo_owners: sogo_owners.into_iter().collect(),
-                            ..ObserveRequest::default()
-                        })
-                        .await?;
-                    observed.add_sogo(response);
-                }
-                None => {
-                    observed.sogo_unavailable =
-                        Some("no sogo-agent is configured (SOGO_AGENT_URL)".into())
-                }
+        let sogo_owners = in_scope(
+            desired
+                .sogo_delegations
+                .values()
+                .map(|d| (&d.user, &d.owner)),
+            &ledger,
+            Resource::SogoDelegation,
+            &scope,
+        );
+        let request = ObserveRequest {
+            sogo_owners: sogo_owners.into_iter().collect(),
+            ..ObserveRequest::default()
+        };
+        match observe_optional(
+            self.sogo.as_deref(),
+            !request.sogo_owners.is_empty(),
+            request,
+        )
+        .await?
+        {
+            Optional::Observed(response) => observed.add_sogo(*response),
+            Optional::NotConfigured => {
+                observed.sogo_unavailable =
+                    Some("no sogo-agent is configured (SOGO_AGENT_URL)".into())
             }
+            Optional::NotNeeded => {}
         }
-        let nextcloud_users = nextcloud_users(&desired, &ledger, &scope);
-        if !nextcloud_users.is_empty() {
-            match &self.nextcloud {
-                Some(agent) => {
-                    let response = agent
-                        .observe(ObserveRequest {
-                            nextcloud_users: nextcloud_users.into_iter().collect(),
-                            ..ObserveRequest::default()
-                        })
-                        .await?;
-                    observed.add_nextcloud(response);
-                }
-                None => {
-                    observed.nextcloud_unavailable = Some(crate::observed::Unavailable {
-                        reason: "no nextcloud-agent is configured (NEXTCLOUD_AGENT_URL)".into(),
-                        transient: false,
-                    })
-                }
+        let nextcloud_users = in_scope(
+            desired
+                .nextcloud_accounts
+                .values()
+                .map(|d| (&d.user, &d.user)),
+            &ledger,
+            Resource::NextcloudAccount,
+            &scope,
+        );
+        let request = ObserveRequest {
+            nextcloud_users: nextcloud_users.into_iter().collect(),
+            ..ObserveRequest::default()
+        };
+        match observe_optional(
+            self.nextcloud.as_deref(),
+            !request.nextcloud_users.is_empty(),
+            request,
+        )
+        .await?
+        {
+            Optional::Observed(response) => observed.add_nextcloud(*response),
+            Optional::NotConfigured => {
+                observed.nextcloud_unavailable = Some(crate::observed::Unavailable {
+                    reason: "no nextcloud-agent is configured (NEXTCLOUD_AGENT_URL)".into(),
+                    transient: false,
+                })
             }
+            Optional::NotNeeded => {}
         }
         let plan = plan(&desired, &observed, &ledger, &scope, &guards);
         let scope_users = match &scope {
@@ -921,27 +939,6 @@ fn nextcloud_change(step: &Step, secrets: &BTreeMap<String, Secret>) -> Option<p
     })
 }
 
-/// Nextcloud users whose accounts the scope could touch.
-fn nextcloud_users(
-    desired: &DesiredState,
-    ledger: &[LedgerRow],
-    scope: &Scope,
-) -> BTreeSet<String> {
-    desired
-        .nextcloud_accounts
-        .values()
-        .filter(|d| scope.contains(&d.user))
-        .map(|d| d.user.clone())
-        .chain(
-            ledger
-                .iter()
-                .filter(|r| r.resource == Resource::NextcloudAccount.as_str())
-                .filter(|r| scope.contains(&r.username))
-                .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
-        )
-        .collect()
-}
-
 fn is_sogo(change: &pb::Change) -> bool {
     matches!(
         change.kind,
@@ -949,18 +946,43 @@ fn is_sogo(change: &pb::Change) -> bool {
     )
 }
 
-/// SOGo owners whose delegation the scope could touch.
-fn sogo_owners(desired: &DesiredState, ledger: &[LedgerRow], scope: &Scope) -> BTreeSet<String> {
+/// What an optional agent said, if it was asked.
+enum Optional {
+    Observed(Box<pb::ObserveResponse>),
+    /// Something in scope needs it, but it is not configured.
+    NotConfigured,
+    /// Nothing in scope needs it.
+    NotNeeded,
+}
+
+async fn observe_optional(
+    agent: Option<&dyn AgentBackend>,
+    needed: bool,
+    request: ObserveRequest,
+) -> Result<Optional> {
+    Ok(match (needed, agent) {
+        (false, _) => Optional::NotNeeded,
+        (true, None) => Optional::NotConfigured,
+        (true, Some(agent)) => Optional::Observed(Box::new(agent.observe(request).await?)),
+    })
+}
+
+/// The subjects (owners, users) an optional agent is asked about: those of
+/// desired entries `(user, subject)` in scope, and the first key part of
+/// `resource`'s ledger rows in scope.
+fn in_scope<'a>(
+    desired: impl Iterator<Item = (&'a String, &'a String)>,
+    ledger: &[LedgerRow],
+    resource: Resource,
+    scope: &Scope,
+) -> BTreeSet<String> {
     desired
-        .sogo_delegations
-        .values()
-        .filter(|d| scope.contains(&d.user))
-        .map(|d| d.owner.clone())
+        .filter(|(user, _)| scope.contains(user))
+        .map(|(_, subject)| subject.clone())
         .chain(
             ledger
                 .iter()
-                .filter(|r| r.resource == Resource::SogoDelegation.as_str())
-                .filter(|r| scope.contains(&r.username))
+                .filter(|r| r.resource == resource.as_str() && scope.contains(&r.username))
                 .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
         )
         .collect()

@@ -265,17 +265,13 @@ fn plan_sender_acls(
     scope: &Scope,
     plan: &mut Plan,
 ) {
-    let mut keys: BTreeSet<&str> = desired
-        .sender_acls
-        .iter()
-        .filter(|(_, d)| scope.contains(&d.user))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    keys.extend(
-        ledger
+    let keys = scoped_keys(
+        desired
+            .sender_acls
             .iter()
-            .filter(|(_, r)| scope.contains(&r.username))
-            .map(|(k, _)| *k),
+            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+        ledger,
+        scope,
     );
 
     for key in keys {
@@ -341,6 +337,25 @@ fn plan_sender_acls(
             (false, false, None) => {}
         }
     }
+}
+
+/// Keys a run may touch: desired entries of users in scope, plus every
+/// ledger row of such a user (so what a leaver was granted is covered).
+fn scoped_keys<'a>(
+    desired: impl Iterator<Item = (&'a str, &'a str)>,
+    ledger: &BTreeMap<&'a str, &'a LedgerRow>,
+    scope: &Scope,
+) -> BTreeSet<&'a str> {
+    desired
+        .filter(|(_, user)| scope.contains(user))
+        .map(|(key, _)| key)
+        .chain(
+            ledger
+                .iter()
+                .filter(|(_, r)| scope.contains(&r.username))
+                .map(|(k, _)| *k),
+        )
+        .collect()
 }
 
 /// `authentik-sync:<user>:<target>` → `<user>`.
@@ -704,17 +719,13 @@ fn plan_sogo_delegations(
     scope: &Scope,
     plan: &mut Plan,
 ) {
-    let mut keys: BTreeSet<&str> = desired
-        .sogo_delegations
-        .iter()
-        .filter(|(_, d)| scope.contains(&d.user))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    keys.extend(
-        ledger
+    let keys = scoped_keys(
+        desired
+            .sogo_delegations
             .iter()
-            .filter(|(_, r)| scope.contains(&r.username))
-            .map(|(k, _)| *k),
+            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+        ledger,
+        scope,
     );
     if keys.is_empty() {
         return;
@@ -799,17 +810,13 @@ fn plan_nextcloud_accounts(
     scope: &Scope,
     plan: &mut Plan,
 ) {
-    let mut keys: BTreeSet<&str> = desired
-        .nextcloud_accounts
-        .iter()
-        .filter(|(_, d)| scope.contains(&d.user))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    keys.extend(
-        ledger
+    let keys = scoped_keys(
+        desired
+            .nextcloud_accounts
             .iter()
-            .filter(|(_, r)| scope.contains(&r.username))
-            .map(|(k, _)| *k),
+            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+        ledger,
+        scope,
     );
     if keys.is_empty() {
         return;

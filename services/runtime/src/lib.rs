@@ -19,3 +19,37 @@ pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The body of every binary's `main`: the crypto provider, telemetry, the
+/// configuration, then `run` until it returns. Errors are logged and
+/// printed (for people starting the binary by hand), and exit non-zero.
+pub async fn main<C, E, F>(
+    name: &'static str,
+    config: impl FnOnce() -> Result<C, E>,
+    run: impl FnOnce(C) -> F,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    install_crypto_provider();
+    let _telemetry = match telemetry::init(name) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match config() {
+        Ok(config) => run(config).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} stopped");
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -96,6 +96,19 @@ impl HttpMailcow {
         }
     }
 
+    /// A write that must succeed and say so with the message `key` (e.g.
+    /// `alias_removed`): anything less is not proof the change happened.
+    async fn write_confirmed(&self, call: &str, path: &str, body: &Value, key: &str) -> Result<()> {
+        let response = self.write(call, path, body).await?;
+        if response.find(key).is_none() {
+            return Err(Error::Protocol {
+                call: call.into(),
+                detail: format!("no {key} confirmation"),
+            });
+        }
+        Ok(())
+    }
+
     /// A write that must succeed without any `danger`/`error` message.
     async fn write(&self, call: &str, path: &str, body: &Value) -> Result<WriteResponse> {
         let response = self.post(call, path, body).await?;
@@ -221,16 +234,13 @@ impl MailcowApi for HttpMailcow {
             "active": 1,
             "protocols": protocols,
         });
-        let response = self
-            .write("add/app-passwd", "add/app-passwd", &body)
-            .await?;
-        if response.find("app_passwd_added").is_none() {
-            return Err(Error::Protocol {
-                call: "add/app-passwd".into(),
-                detail: "no app_passwd_added confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed(
+            "add/app-passwd",
+            "add/app-passwd",
+            &body,
+            "app_passwd_added",
+        )
+        .await
     }
 
     async fn edit_app_password(&self, id: i64, mailbox: &str, protocols: &[String]) -> Result<()> {
@@ -240,16 +250,13 @@ impl MailcowApi for HttpMailcow {
             "items": [id],
             "attr": {"username": mailbox, "active": 1, "protocols": protocols},
         });
-        let response = self
-            .write("edit/app-passwd", "edit/app-passwd", &body)
-            .await?;
-        if response.find("object_modified").is_none() {
-            return Err(Error::Protocol {
-                call: "edit/app-passwd".into(),
-                detail: "no object_modified confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed(
+            "edit/app-passwd",
+            "edit/app-passwd",
+            &body,
+            "object_modified",
+        )
+        .await
     }
 
     async fn set_app_password_secret(
@@ -269,29 +276,23 @@ impl MailcowApi for HttpMailcow {
                 "protocols": protocols,
             },
         });
-        let response = self
-            .write("edit/app-passwd", "edit/app-passwd", &body)
-            .await?;
-        if response.find("object_modified").is_none() {
-            return Err(Error::Protocol {
-                call: "edit/app-passwd".into(),
-                detail: "no object_modified confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed(
+            "edit/app-passwd",
+            "edit/app-passwd",
+            &body,
+            "object_modified",
+        )
+        .await
     }
 
     async fn delete_app_password(&self, id: i64) -> Result<()> {
-        let response = self
-            .write("delete/app-passwd", "delete/app-passwd", &json!([id]))
-            .await?;
-        if response.find("app_passwd_removed").is_none() {
-            return Err(Error::Protocol {
-                call: "delete/app-passwd".into(),
-                detail: "no app_passwd_removed confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed(
+            "delete/app-passwd",
+            "delete/app-passwd",
+            &json!([id]),
+            "app_passwd_removed",
+        )
+        .await
     }
 
     async fn add_alias(&self, address: &str, goto: &[String], comment: &str) -> Result<AliasAdded> {
@@ -335,27 +336,18 @@ impl MailcowApi for HttpMailcow {
             "items": [id],
             "attr": {"goto": goto.join(","), "active": 1, "sogo_visible": 1, "sender_allowed": 1},
         });
-        let response = self.write("edit/alias", "edit/alias", &body).await?;
-        if response.find("alias_modified").is_none() {
-            return Err(Error::Protocol {
-                call: "edit/alias".into(),
-                detail: "no alias_modified confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed("edit/alias", "edit/alias", &body, "alias_modified")
+            .await
     }
 
     async fn delete_alias(&self, id: i64) -> Result<()> {
-        let response = self
-            .write("delete/alias", "delete/alias", &json!([id]))
-            .await?;
-        if response.find("alias_removed").is_none() {
-            return Err(Error::Protocol {
-                call: "delete/alias".into(),
-                detail: "no alias_removed confirmation".into(),
-            });
-        }
-        Ok(())
+        self.write_confirmed(
+            "delete/alias",
+            "delete/alias",
+            &json!([id]),
+            "alias_removed",
+        )
+        .await
     }
 }
 
