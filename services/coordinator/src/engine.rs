@@ -496,6 +496,8 @@ impl Engine {
                     self.audit(job_id, trace_id, step, "transient", why).await?;
                     report.count(step, "transient");
                     report.transient_failures += 1;
+                    // Never sent: nothing was made.
+                    self.unsettled(step, true).await?;
                 }
             }
         }
@@ -609,10 +611,23 @@ impl Engine {
                             .await?;
                     }
                 }
+                // A Nextcloud account re-keyed (or adopted and re-keyed)
+                // with the secret its app password now has.
+                Action::Update if step.resource == Resource::NextcloudAccount => {
+                    self.store
+                        .ledger_put(&ledger_row(step, LedgerState::Created, remote_id(step)))
+                        .await?;
+                }
                 _ => {}
             },
-            Outcome::Transient => report.transient_failures += 1,
-            _ => report.permanent_failures += 1,
+            Outcome::Transient => {
+                report.transient_failures += 1;
+                self.unsettled(step, false).await?;
+            }
+            _ => {
+                report.permanent_failures += 1;
+                self.unsettled(step, true).await?;
+            }
         }
         let detail = if result.implicitly_allowed.is_empty() {
             result.message.clone()
@@ -625,6 +640,35 @@ impl Engine {
         };
         self.audit(job_id, trace_id, step, label, &detail).await?;
         report.count(step, label);
+        Ok(())
+    }
+
+    /// A change that did not happen. A create's intent row goes when the
+    /// outcome is `final` (nothing was made, so nothing may later be taken
+    /// for ours; a transient failure may have created it, so the intent
+    /// stays for the next run to adopt). A Nextcloud re-key that did not
+    /// happen is remembered, so the next run re-keys again instead of
+    /// leaving a dead password.
+    async fn unsettled(&self, step: &Step, is_final: bool) -> Result<()> {
+        match step.action {
+            Action::Create if is_final => {
+                let row = self
+                    .store
+                    .ledger_get(step.resource.as_str(), &step.key)
+                    .await?;
+                if row.is_some_and(|r| r.state == LedgerState::Intent && r.remote_id.is_empty()) {
+                    self.store
+                        .ledger_delete(step.resource.as_str(), &step.key)
+                        .await?;
+                }
+            }
+            Action::Update if step.resource == Resource::NextcloudAccount => {
+                self.store
+                    .ledger_put(&ledger_row(step, LedgerState::Intent, remote_id(step)))
+                    .await?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 

@@ -646,15 +646,12 @@ fn plan_mailbox_acls(
         };
         let none = BTreeSet::new();
         if !obs.exists {
-            if want.is_some() {
-                plan.warnings.push(format!(
-                    "Dovecot does not know {owner} (or it is inactive); cannot share it with {grantee}"
-                ));
-            }
-            for folder in rows.keys() {
-                plan.steps
-                    .push(step(folder, Action::Forget, &none, "owner mailbox is gone"));
-            }
+            // doveadm says the same for a deleted and an inactive mailbox.
+            // Forgetting our rows would orphan entries that come back with
+            // a reactivated mailbox, so keep them and wait.
+            plan.warnings.push(format!(
+                "Dovecot does not know {owner} (deleted or inactive); its folder ACLs wait"
+            ));
             continue;
         }
         // Ledger rows of folders that no longer exist.
@@ -891,20 +888,27 @@ fn plan_nextcloud_accounts(
             (Some(_), _) => {
                 if let Some(found) = recovered {
                     // Created by an interrupted run: ours, but its password
-                    // is unknown, so it gets a fresh one.
-                    plan.steps
-                        .push(step(Action::Adopt, found.id, "created by an earlier run"));
+                    // is unknown. The re-key records it as created.
                     if secret_step(plan, desired, observed, &app_password_key) {
                         plan.steps.push(step(
                             Action::Update,
                             found.id,
-                            "re-key after an interrupted run",
+                            "created by an interrupted run; re-key",
                         ));
                     }
                 } else if let Some(account) = by_id {
-                    // The app password was lost (deleted in Mailcow): its
-                    // re-creation is planned; hand the new secret over.
-                    if creates(plan, &app_password_key) {
+                    if state == Some(LedgerState::Intent) {
+                        // A re-key that did not happen last time.
+                        if secret_step(plan, desired, observed, &app_password_key) {
+                            plan.steps.push(step(
+                                Action::Update,
+                                account.id,
+                                "re-key that did not complete",
+                            ));
+                        }
+                    } else if creates(plan, &app_password_key) {
+                        // The app password was lost (deleted in Mailcow):
+                        // its re-creation is planned; hand the new secret over.
                         plan.steps.push(step(
                             Action::Update,
                             account.id,
@@ -979,20 +983,27 @@ fn secret_step(plan: &mut Plan, desired: &DesiredState, observed: &Observed, key
 
 fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], guards: &Guards) {
     let is_delete = |s: &Step| s.action == Action::Delete;
+    // Updates that can take access away count as removals where it matters:
+    // an alias losing members, folder rights narrowing.
+    let may_shrink = |s: &Step| {
+        is_delete(s)
+            || (s.action == Action::Update
+                && matches!(s.resource, Resource::Alias | Resource::MailboxAcl))
+    };
     if !guards.allow_removals {
-        let held = plan.steps.iter().filter(|s| is_delete(s)).count();
+        let held = plan.steps.iter().filter(|s| may_shrink(s)).count();
         if held > 0 {
             plan.warnings
                 .push(format!("{held} removal(s) held: {}", guards.hold_reason));
         }
-        plan.steps.retain(|s| !is_delete(s));
+        plan.steps.retain(|s| !may_shrink(s));
         return;
     }
     // A group whose attributes no longer parse keeps what it granted.
     if !desired.invalid_groups.is_empty() {
         let before = plan.steps.len();
         plan.steps.retain(|s| {
-            !(is_delete(s)
+            !(may_shrink(s)
                 && s.groups
                     .iter()
                     .any(|g| desired.invalid_groups.contains_key(g)))

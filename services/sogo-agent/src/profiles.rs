@@ -81,6 +81,13 @@ impl MysqlProfiles {
             let parsed = settings::parse(existing.and_then(|(_, s)| s.as_deref()));
             let mut parsed = match parsed {
                 Ok(p) => p,
+                // Revoking must not depend on the delegate's row: the
+                // owner's DelegateTo is what SOGo trusts, and SOGo prunes a
+                // DelegateFrom the owner does not confirm.
+                Err(e) if !add && uid == delegate => {
+                    tracing::warn!(uid, error = %e, "delegate's settings unreadable; revoking on the owner's side only");
+                    continue;
+                }
                 Err(e) => {
                     tx.rollback().await?;
                     return Err(corrupt(uid, e.0));

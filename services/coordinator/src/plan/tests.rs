@@ -768,7 +768,35 @@ fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
     assert_eq!(
         nc_and_app_password_steps(&p),
         vec![
-            (Resource::NextcloudAccount, Action::Adopt),
+            (Resource::AppPassword, Action::Rotate),
+            (Resource::NextcloudAccount, Action::Update)
+        ]
+    );
+    // A re-key that failed last time (intent with the account id) is redone.
+    let ledger = [
+        row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        ),
+        row(
+            Resource::NextcloudAccount,
+            NC_KEY,
+            LedgerState::Intent,
+            "41",
+        ),
+    ];
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![ours(7)], &[(41, true)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        nc_and_app_password_steps(&p),
+        vec![
             (Resource::AppPassword, Action::Rotate),
             (Resource::NextcloudAccount, Action::Update)
         ]

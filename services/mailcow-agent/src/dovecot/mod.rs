@@ -4,7 +4,8 @@
 //! keep the cost at a couple of `docker exec`s per owner instead of one per
 //! folder and grantee, each exec runs a small POSIX shell script that loops
 //! over folders (observe) or over operations (apply) and prints one status
-//! line per `doveadm` call. Names travel as positional arguments, never
+//! line per `doveadm` call (`--` ends doveadm's options, so a folder
+//! named `-x` stays a folder). Names travel as positional arguments, never
 //! spliced into the script, so a folder name cannot inject commands.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +58,7 @@ if [ "$rc" -ne 0 ]; then printf '\036LIST %s\n' "$rc"; exit 0; fi
 printf '%s\n' "$list" | while IFS= read -r box; do
   case "$box" in ''|Shared|Shared/*) continue ;; esac
   printf '\036FOLDER %s\n' "$box"
-  $doveadm -f tab acl get -u "$owner" "$box"
+  $doveadm -f tab acl get -u "$owner" -- "$box"
   printf '\036RC %s\n' "$?"
 done
 printf '\036END\n'
@@ -72,9 +73,9 @@ while [ "$#" -ge 4 ]; do
   op=$1 box=$2 id=$3 rights=$4
   shift 4
   if [ "$op" = set ]; then
-    $doveadm acl set -u "$owner" "$box" "$id" $rights
+    $doveadm acl set -u "$owner" -- "$box" "$id" $rights
   else
-    $doveadm acl delete -u "$owner" "$box" "$id"
+    $doveadm acl delete -u "$owner" -- "$box" "$id"
   fi
   printf '\036RC %s\n' "$?"
 done
