@@ -3,7 +3,7 @@
 //! Mailcow and Authentik simulators. Assertions read Dovecot itself:
 //! `doveadm acl get/rights` and a real IMAP login as the grantee.
 
-use reconciler_proto::coordinator::{ListOwnedRequest, coordinator_client::CoordinatorClient};
+use reconciler_proto::coordinator::ListOwnedRequest;
 use reconciler_tests::harness::{DovecotContainer, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -227,9 +227,7 @@ async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_conver
             > 0,
         "reported transient: {failed_attempt}"
     );
-    let mut coordinator = CoordinatorClient::connect(format!("http://{}", w.stack.grpc_addr))
-        .await
-        .unwrap();
+    let mut coordinator = w.stack.coordinator_client().await;
     let owned = coordinator
         .list_owned(ListOwnedRequest {
             resource: "mailbox_acl".into(),

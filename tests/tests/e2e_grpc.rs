@@ -5,9 +5,8 @@
 // wait would stall them while the coordinator asks them for health.
 use tokio::process::Command;
 
-use reconciler_proto::coordinator::{
-    PlanRequest, StatusRequest, coordinator_client::CoordinatorClient,
-};
+use reconciler_proto::coordinator::{PlanRequest, StatusRequest};
+use reconciler_tests::harness::stack_tokens::ADMIN_TOKEN;
 use reconciler_tests::harness::{Stack, StackOptions};
 use serde_json::json;
 use tonic_health::pb::{
@@ -94,10 +93,27 @@ async fn every_service_reports_serving_and_is_listed_by_grpcurl() {
     assert!(services.contains(&AGENT.to_owned()), "{services:?}");
     assert!(!services.contains(&COORDINATOR.to_owned()), "{services:?}");
 
+    // Without the admin token the operator service refuses.
+    let refused = Command::new(grpcurl())
+        .args([
+            "-plaintext",
+            "-d",
+            "{}",
+            &stack.grpc_addr,
+            &format!("{COORDINATOR}/Status"),
+        ])
+        .output()
+        .await
+        .expect("grpcurl call");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+
     // grpcurl can also describe and call through reflection alone.
     let out = Command::new(grpcurl())
         .args([
             "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {ADMIN_TOKEN}"),
             "-d",
             "{}",
             &stack.grpc_addr,
@@ -138,9 +154,7 @@ async fn plan_returns_the_diff_and_changes_nothing() {
     );
     stack.authentik.add_member(&group, alice);
 
-    let mut client = CoordinatorClient::connect(format!("http://{}", stack.grpc_addr))
-        .await
-        .expect("connect");
+    let mut client = stack.coordinator_client().await;
     let plan = client
         .plan(PlanRequest { subject: None })
         .await

@@ -3,9 +3,7 @@
 //! with the Authentik and Mailcow simulators. Assertions read what SOGo
 //! itself reads: `sogo-tool`, `sogod`'s mailAccounts, and the rows.
 
-use reconciler_proto::agent::{
-    ApplyRequest, Change, Outcome, SogoDelegateAdd, agent_client::AgentClient, change::Kind,
-};
+use reconciler_proto::agent::{ApplyRequest, Change, Outcome, SogoDelegateAdd, change::Kind};
 use reconciler_tests::harness::{SogoPeers, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -163,9 +161,7 @@ async fn concurrent_grants_both_land_and_a_sogo_overwrite_is_repaired() {
     let grant = |delegate: &'static str| {
         let addr = addr.clone();
         async move {
-            let mut client = AgentClient::connect(format!("http://{addr}"))
-                .await
-                .unwrap();
+            let mut client = Stack::agent_client(&addr).await;
             client
                 .apply(ApplyRequest {
                     changes: vec![Change {
@@ -225,9 +221,7 @@ async fn corrupt_settings_are_a_clear_error_and_left_byte_for_byte() {
 
     // Asked directly, the agent says exactly what is wrong.
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
-    let mut client = AgentClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = Stack::agent_client(&addr).await;
     let results = client
         .apply(ApplyRequest {
             changes: vec![Change {
@@ -258,9 +252,7 @@ async fn mariadb_down_is_transient() {
     let mut w = world().await;
     w.peers.stop_mariadb().await;
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
-    let mut client = AgentClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = Stack::agent_client(&addr).await;
     let results = client
         .apply(ApplyRequest {
             changes: vec![Change {

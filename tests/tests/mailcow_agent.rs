@@ -8,28 +8,25 @@ use reconciler_proto::agent::{
     change::Kind,
 };
 use reconciler_proto::markers::ALIAS_COMMENT;
-use reconciler_tests::harness::{Stack, StackOptions};
+use reconciler_tests::harness::{Authed, Stack, StackOptions};
 use reconciler_tests::mailcow_sim::FailMode;
-use tonic::transport::Channel;
 
 const INFO: &str = "info@example.com";
 const ALICE: &str = "alice@example.com";
 const OURS: &str = "authentik-sync:alice:info@example.com";
 
-async fn stack(options: StackOptions) -> (Stack, AgentClient<Channel>) {
+async fn stack(options: StackOptions) -> (Stack, AgentClient<Authed>) {
     let stack = Stack::start(options).await;
     stack.mailcow.add_domain("example.com");
     for mbox in [INFO, ALICE, "bob@example.com"] {
         stack.mailcow.add_mailbox(mbox);
     }
-    let client = AgentClient::connect(format!("http://{}", stack.agent_addr))
-        .await
-        .expect("connect to mailcow-agent");
+    let client = Stack::agent_client(&stack.agent_addr).await;
     (stack, client)
 }
 
 async fn apply(
-    client: &mut AgentClient<Channel>,
+    client: &mut AgentClient<Authed>,
     dry_run: bool,
     kinds: Vec<Kind>,
 ) -> Vec<ChangeResult> {
@@ -312,5 +309,38 @@ async fn a_rejected_api_key_is_a_configuration_error() {
         .await
         .expect_err("observe fails");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(stack.mailcow.app_passwords(INFO).is_empty());
+}
+
+/// Only the coordinator (holding AGENT_TOKEN) may call an agent: a caller
+/// without the token cannot mint an app password or read anything.
+#[tokio::test]
+async fn callers_without_the_agent_token_are_refused() {
+    let (stack, _) = stack(StackOptions::default()).await;
+    let mut anonymous = reconciler_proto::agent::agent_client::AgentClient::connect(format!(
+        "http://{}",
+        stack.agent_addr
+    ))
+    .await
+    .expect("connect");
+    let status = anonymous
+        .apply(ApplyRequest {
+            changes: vec![Change {
+                id: "1".into(),
+                kind: Some(create_app_password(OURS)),
+            }],
+            dry_run: false,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = anonymous
+        .observe(ObserveRequest {
+            app_password_mailboxes: vec![INFO.into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(stack.mailcow.app_passwords(INFO).is_empty());
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use reconciler_proto::agent::{
     ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, agent_client::AgentClient,
 };
-use reconciler_runtime::propagation::InjectTraceContext;
+use reconciler_runtime::auth::SendToken;
+use reconciler_runtime::secrets::Secret;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
@@ -28,14 +29,14 @@ pub trait AgentBackend: Send + Sync {
 
 pub struct GrpcAgent {
     name: String,
-    client: AgentClient<InterceptedService<Channel, InjectTraceContext>>,
+    client: AgentClient<InterceptedService<Channel, SendToken>>,
     health: HealthClient<Channel>,
 }
 
 impl GrpcAgent {
     /// Connects lazily: the coordinator starts even while an agent is down,
     /// and reports it in `/healthz` instead.
-    pub fn connect(name: &str, url: &str, timeout: Duration) -> Result<Self> {
+    pub fn connect(name: &str, url: &str, timeout: Duration, token: &Secret) -> Result<Self> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| Error::Config(format!("{name} URL `{url}`: {e}")))?
             .connect_timeout(Duration::from_secs(5))
@@ -43,7 +44,7 @@ impl GrpcAgent {
         let channel = endpoint.connect_lazy();
         Ok(Self {
             name: name.to_owned(),
-            client: AgentClient::with_interceptor(channel.clone(), InjectTraceContext)
+            client: AgentClient::with_interceptor(channel.clone(), SendToken::new(token.clone()))
                 // Sweeps over large directories carry large observations.
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),

@@ -1,6 +1,8 @@
 //! Wiring: builds every part from [`Config`] and runs until shutdown.
 
+use reconciler_runtime::auth::RequireToken;
 use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
 
 use reconciler_proto::coordinator::coordinator_server::CoordinatorServer;
 use reconciler_runtime::grpc;
@@ -33,16 +35,20 @@ pub async fn run(config: Config) -> Result<()> {
         config.authentik_token.clone(),
         config.authentik_timeout,
     )?);
+    let token = &config.agent_token;
     let mailcow = Arc::new(GrpcAgent::connect(
         "mailcow-agent",
         &config.mailcow_agent_url,
         config.agent_timeout,
+        token,
     )?);
     let sogo = match &config.sogo_agent_url {
-        Some(url) => Some(
-            Arc::new(GrpcAgent::connect("sogo-agent", url, config.agent_timeout)?)
-                as Arc<dyn crate::agents::AgentBackend>,
-        ),
+        Some(url) => Some(Arc::new(GrpcAgent::connect(
+            "sogo-agent",
+            url,
+            config.agent_timeout,
+            token,
+        )?) as Arc<dyn crate::agents::AgentBackend>),
         None => None,
     };
     let nextcloud = match &config.nextcloud_agent_url {
@@ -50,6 +56,7 @@ pub async fn run(config: Config) -> Result<()> {
             "nextcloud-agent",
             url,
             config.agent_timeout,
+            token,
         )?) as Arc<dyn crate::agents::AgentBackend>),
         None => None,
     };
@@ -107,12 +114,17 @@ pub async fn run(config: Config) -> Result<()> {
             .await
     });
 
-    let service = CoordinatorServer::new(CoordinatorService { engine, wake });
+    // Operators only: the same admin token as POST /reconcile-all.
+    let service = InterceptedService::new(
+        CoordinatorServer::new(CoordinatorService { engine, wake }),
+        RequireToken::new(config.admin_token.clone()),
+    );
     let router = grpc::server().add_service(service);
-    let (router, _health) =
-        grpc::with_standard_services::<CoordinatorServer<CoordinatorService>>(router)
-            .await
-            .map_err(|e| Error::Config(e.to_string()))?;
+    let (router, _health) = grpc::with_standard_services::<
+        InterceptedService<CoordinatorServer<CoordinatorService>, RequireToken>,
+    >(router)
+    .await
+    .map_err(|e| Error::Config(e.to_string()))?;
     info!(addr = %config.grpc_listen, "coordinator gRPC listening");
     let grpc_shutdown = shutdown.clone();
     let grpc_result = grpc::serve(router, config.grpc_listen, async move {

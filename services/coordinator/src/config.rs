@@ -25,6 +25,8 @@ pub struct Config {
     /// `None`: Nextcloud Mail accounts are not reconciled (and reported so).
     pub nextcloud_agent_url: Option<String>,
     pub agent_timeout: Duration,
+    /// Bearer token every agent requires (`AGENT_TOKEN` on both sides).
+    pub agent_token: Secret,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
     /// 0 accepts and stores jobs but runs none (maintenance).
@@ -102,6 +104,7 @@ impl Config {
             sogo_agent_url: lookup("SOGO_AGENT_URL"),
             nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
+            agent_token: secret("AGENT_TOKEN")?,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,
             job_max_attempts: number("JOB_MAX_ATTEMPTS", "8")?.max(1) as i64,
@@ -126,6 +129,7 @@ mod tests {
             ("AUTHENTIK_TOKEN", "t".to_owned()),
             ("WEBHOOK_TOKEN", "w".to_owned()),
             ("ADMIN_TOKEN", "a".to_owned()),
+            ("AGENT_TOKEN", "g".to_owned()),
             ("MAILCOW_AGENT_URL", "http://127.0.0.1:50051".to_owned()),
         ])
     }

@@ -15,6 +15,8 @@ pub struct Config {
     pub mailcow_url: String,
     /// A read-write Mailcow API key. Only this process holds it.
     pub api_key: Secret,
+    /// Bearer token the coordinator presents (`AGENT_TOKEN`).
+    pub agent_token: Secret,
     pub listen: SocketAddr,
     pub timeout: Duration,
     /// Accept a self-signed Mailcow certificate (lab setups only).
@@ -73,6 +75,9 @@ impl Config {
                 )));
             }
         };
+        let agent_token = read_secret(&lookup, "AGENT_TOKEN")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
         let doveadm = match (
             lookup("DOVEADM_MODE").as_deref().unwrap_or("docker"),
             lookup("DOVECOT_CONTAINER"),
@@ -92,6 +97,7 @@ impl Config {
             }
         };
         Ok(Self {
+            agent_token,
             doveadm,
             mailcow_url,
             api_key,
@@ -120,6 +126,7 @@ mod tests {
         let c = parse(&[
             ("MAILCOW_URL", "https://mail.example/"),
             ("MAILCOW_API_KEY", "k"),
+            ("AGENT_TOKEN", "t"),
         ])
         .unwrap();
         assert_eq!(c.mailcow_url, "https://mail.example");
@@ -132,7 +139,11 @@ mod tests {
 
     #[test]
     fn doveadm_modes() {
-        let base = [("MAILCOW_URL", "https://m"), ("MAILCOW_API_KEY", "k")];
+        let base = [
+            ("MAILCOW_URL", "https://m"),
+            ("MAILCOW_API_KEY", "k"),
+            ("AGENT_TOKEN", "t"),
+        ];
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut all = base.to_vec();
             all.extend_from_slice(extra);
@@ -159,7 +170,14 @@ mod tests {
     #[test]
     fn missing_key_and_bad_values_are_errors() {
         assert!(parse(&[("MAILCOW_URL", "https://m")]).is_err());
-        assert!(parse(&[("MAILCOW_URL", "m.example"), ("MAILCOW_API_KEY", "k")]).is_err());
+        assert!(
+            parse(&[
+                ("MAILCOW_URL", "m.example"),
+                ("MAILCOW_API_KEY", "k"),
+                ("AGENT_TOKEN", "t")
+            ])
+            .is_err()
+        );
         assert!(
             parse(&[
                 ("MAILCOW_URL", "https://m"),

@@ -23,7 +23,9 @@ pub mod service;
 use std::sync::Arc;
 
 use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_runtime::auth::RequireToken;
 use reconciler_runtime::grpc;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::{Config, Doveadm};
 use crate::dovecot::Dovecot;
@@ -51,10 +53,14 @@ pub async fn run(config: Config) -> Result<()> {
     let service = AgentServer::new(MailcowAgent::new(api, dovecot))
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
+    // Only the coordinator, holding AGENT_TOKEN, may call the agent.
+    let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
     let router = grpc::server().add_service(service);
-    let (router, _health) = grpc::with_standard_services::<AgentServer<MailcowAgent>>(router)
-        .await
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let (router, _health) = grpc::with_standard_services::<
+        InterceptedService<AgentServer<MailcowAgent>, RequireToken>,
+    >(router)
+    .await
+    .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(addr = %config.listen, mailcow = %config.mailcow_url, "mailcow-agent listening");
     println!("mailcow-agent listening on {}", config.listen);
     grpc::serve(router, config.listen, grpc::shutdown_signal())

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use reconciler_runtime::secrets::{Secret, read_secret};
+
 use crate::error::{Error, Result};
 
 /// Where the accounts it creates connect (the same for every account).
@@ -25,6 +27,8 @@ pub struct Config {
     pub occ_command: Vec<String>,
     pub imap: Server,
     pub smtp: Server,
+    /// Bearer token the coordinator presents (`AGENT_TOKEN`).
+    pub agent_token: Secret,
     pub listen: SocketAddr,
 }
 
@@ -61,7 +65,11 @@ impl Config {
         if occ_command.is_empty() {
             return Err(Error::Config("OCC_COMMAND is empty".into()));
         }
+        let agent_token = read_secret(&lookup, "AGENT_TOKEN")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
         Ok(Self {
+            agent_token,
             container: required("NEXTCLOUD_CONTAINER")?,
             occ_user: lookup("OCC_USER").unwrap_or_else(|| "33".into()),
             workdir: lookup("OCC_WORKDIR").unwrap_or_else(|| "/var/www/html".into()),
@@ -87,6 +95,7 @@ mod tests {
             ("NEXTCLOUD_CONTAINER", "nextcloud-app-1"),
             ("MAIL_IMAP_HOST", "mail.example.com"),
             ("MAIL_SMTP_HOST", "mail.example.com"),
+            ("AGENT_TOKEN", "t"),
         ]);
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(c.occ_user, "33");

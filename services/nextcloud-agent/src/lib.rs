@@ -12,8 +12,10 @@ pub mod service;
 use std::sync::Arc;
 
 use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_runtime::auth::RequireToken;
 use reconciler_runtime::exec::DockerExec;
 use reconciler_runtime::grpc;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -35,10 +37,14 @@ pub async fn run(config: Config) -> Result<()> {
         config.smtp.clone(),
     );
     let service = AgentServer::new(NextcloudAgent::new(occ));
+    // Only the coordinator, holding AGENT_TOKEN, may call the agent.
+    let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
     let router = grpc::server().add_service(service);
-    let (router, _health) = grpc::with_standard_services::<AgentServer<NextcloudAgent>>(router)
-        .await
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let (router, _health) = grpc::with_standard_services::<
+        InterceptedService<AgentServer<NextcloudAgent>, RequireToken>,
+    >(router)
+    .await
+    .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(addr = %config.listen, container = %config.container, "nextcloud-agent listening");
     println!("nextcloud-agent listening on {}", config.listen);
     grpc::serve(router, config.listen, grpc::shutdown_signal())

@@ -6,6 +6,7 @@
 //! - `exec` (feature `exec`, agents only): commands in a container or locally.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
 
+pub mod auth;
 #[cfg(feature = "exec")]
 pub mod exec;
 pub mod grpc;

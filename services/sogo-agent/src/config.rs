@@ -15,6 +15,8 @@ pub struct Config {
     pub profile_table: String,
     /// memcached `host:port` that SOGo uses (Mailcow: `memcached:11211`).
     pub memcached_addr: String,
+    /// Bearer token the coordinator presents (`AGENT_TOKEN`).
+    pub agent_token: Secret,
     pub listen: SocketAddr,
 }
 
@@ -42,12 +44,16 @@ impl Config {
                 "SOGO_PROFILE_TABLE `{profile_table}`: letters, digits and _ only"
             )));
         }
+        let agent_token = read_secret(&lookup, "AGENT_TOKEN")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
         let memcached_addr = lookup("MEMCACHED_ADDR").unwrap_or_else(|| "127.0.0.1:11211".into());
         let listen = lookup("AGENT_LISTEN")
             .unwrap_or_else(|| "0.0.0.0:50052".into())
             .parse()
             .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?;
         Ok(Self {
+            agent_token,
             db_url,
             profile_table,
             memcached_addr,
@@ -71,7 +77,11 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let c = parse(&[("SOGO_DB_URL", "mysql://mailcow:secret@mysql/mailcow")]).unwrap();
+        let c = parse(&[
+            ("SOGO_DB_URL", "mysql://mailcow:secret@mysql/mailcow"),
+            ("AGENT_TOKEN", "t"),
+        ])
+        .unwrap();
         assert_eq!(c.profile_table, "sogo_user_profile");
         assert_eq!(c.listen.port(), 50052);
         assert!(!format!("{c:?}").contains("secret"));

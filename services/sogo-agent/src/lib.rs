@@ -14,7 +14,9 @@ pub mod settings;
 use std::sync::Arc;
 
 use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_runtime::auth::RequireToken;
 use reconciler_runtime::grpc;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::cache::Memcached;
 use crate::config::Config;
@@ -30,10 +32,14 @@ pub async fn run(config: Config) -> Result<()> {
     )?);
     let cache = Arc::new(Memcached::new(config.memcached_addr.clone()));
     let service = AgentServer::new(SogoAgent::new(profiles, cache));
+    // Only the coordinator, holding AGENT_TOKEN, may call the agent.
+    let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
     let router = grpc::server().add_service(service);
-    let (router, _health) = grpc::with_standard_services::<AgentServer<SogoAgent>>(router)
-        .await
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let (router, _health) = grpc::with_standard_services::<
+        InterceptedService<AgentServer<SogoAgent>, RequireToken>,
+    >(router)
+    .await
+    .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(addr = %config.listen, table = %config.profile_table, "sogo-agent listening");
     println!("sogo-agent listening on {}", config.listen);
     grpc::serve(router, config.listen, grpc::shutdown_signal())

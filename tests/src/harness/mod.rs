@@ -11,7 +11,12 @@ pub use dovecot::{DovecotContainer, Imap};
 pub use nextcloud::NextcloudContainer;
 pub use process::{Service, bin_dir, free_port};
 pub use sogo::SogoPeers;
-pub use stack::{Stack, StackOptions};
+pub use stack::{AGENT_TOKEN, Authed, Stack, StackOptions};
+
+/// The tokens the test stack configures.
+pub mod stack_tokens {
+    pub use super::stack::{ADMIN_TOKEN, AGENT_TOKEN, WEBHOOK_TOKEN};
+}
 
 /// The webhook token the test stack configures.
 pub const WEBHOOK_TOKEN_FOR_TESTS: &str = stack::WEBHOOK_TOKEN;

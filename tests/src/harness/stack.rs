@@ -14,6 +14,23 @@ use crate::mailcow_sim::{MailcowSim, MailcowSimConfig};
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const MAILCOW_KEY: &str = "ABCDEF-012345-ABCDEF-012345-ABCDEF";
+/// What the coordinator presents to every agent (`AGENT_TOKEN`).
+pub const AGENT_TOKEN: &str = "test-agent-token-0123456789";
+
+/// A gRPC client that presents `token` (and trace context), like the
+/// coordinator does to agents and operators do to the coordinator.
+pub type Authed = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    reconciler_runtime::auth::SendToken,
+>;
+
+async fn authed_channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
 
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -76,7 +93,10 @@ async fn optional_agent(
         return (None, None);
     };
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut env = vec![("AGENT_LISTEN".to_owned(), addr.clone())];
+    let mut env = vec![
+        ("AGENT_LISTEN".to_owned(), addr.clone()),
+        ("AGENT_TOKEN".to_owned(), AGENT_TOKEN.to_owned()),
+    ];
     env.extend(extra.iter().cloned());
     let mut service = Service::spawn(binary, &env, dir);
     service.wait_for_port(&addr, Duration::from_secs(30)).await;
@@ -116,6 +136,7 @@ impl Stack {
             ("MAILCOW_URL".into(), mailcow.base_url()),
             ("MAILCOW_API_KEY".into(), MAILCOW_KEY.into()),
             ("AGENT_LISTEN".into(), agent_addr.clone()),
+            ("AGENT_TOKEN".into(), AGENT_TOKEN.into()),
         ];
         agent_env.extend(options.agent_env.iter().cloned());
         let mut agent = Service::spawn("mailcow-agent", &agent_env, dir.path());
@@ -153,6 +174,30 @@ impl Stack {
         stack
     }
 
+    /// A client for the agent at `addr`, presenting the agent token.
+    pub async fn agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::agent_client::AgentClient<Authed> {
+        reconciler_proto::agent::agent_client::AgentClient::with_interceptor(
+            authed_channel(addr).await,
+            reconciler_runtime::auth::SendToken::new(reconciler_runtime::secrets::Secret::new(
+                AGENT_TOKEN,
+            )),
+        )
+    }
+
+    /// A client for the coordinator's operator service (admin token).
+    pub async fn coordinator_client(
+        &self,
+    ) -> reconciler_proto::coordinator::coordinator_client::CoordinatorClient<Authed> {
+        reconciler_proto::coordinator::coordinator_client::CoordinatorClient::with_interceptor(
+            authed_channel(&self.grpc_addr).await,
+            reconciler_runtime::auth::SendToken::new(reconciler_runtime::secrets::Secret::new(
+                ADMIN_TOKEN,
+            )),
+        )
+    }
+
     pub fn state_db(&self) -> PathBuf {
         self.dir.path().join("state.db")
     }
@@ -170,6 +215,7 @@ impl Stack {
             ("AUTHENTIK_TOKEN".into(), "authentik-test-token".into()),
             ("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()),
             ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("AGENT_TOKEN".into(), AGENT_TOKEN.into()),
             (
                 "MAILCOW_AGENT_URL".into(),
                 format!("http://{}", self.agent_addr),
