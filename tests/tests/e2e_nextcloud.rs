@@ -269,3 +269,30 @@ async fn maintenance_mode_is_transient_and_the_run_converges_without_leaking_app
     w.own_account_survives().await;
     w.assert_no_leak(&[secret]);
 }
+
+/// A member Nextcloud does not know yet (never logged in): nothing is
+/// created for them, the reason is reported, and later sweeps stay quiet
+/// instead of failing (and rotating an app password) every time.
+#[tokio::test]
+async fn a_member_without_a_nextcloud_user_waits_quietly() {
+    let w = world(3).await;
+    let carol_mail = "carol@example.com";
+    w.stack.mailcow.add_mailbox(carol_mail);
+    let carol = w.stack.authentik.add_user("carol", carol_mail);
+    w.stack.authentik.add_member(&w.group, carol);
+    let first = w.stack.sweep().await;
+    assert_eq!(first["state"], "done", "{first}");
+    let summary: Value = serde_json::from_str(first["summary"].as_str().unwrap()).unwrap();
+    assert!(
+        summary["warnings"].to_string().contains("no user carol"),
+        "{summary}"
+    );
+    assert!(w.ours().await.is_empty());
+
+    let before = w.nextcloud.state().await;
+    w.stack.mailcow.reset_counts();
+    let second = w.stack.sweep().await;
+    assert_eq!(second["state"], "done", "{second}");
+    assert_eq!(w.stack.mailcow.write_count(), 0, "no app password churn");
+    assert_eq!(w.nextcloud.state().await, before, "no occ writes");
+}

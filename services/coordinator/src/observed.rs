@@ -73,6 +73,8 @@ pub struct Observed {
     pub sogo_unavailable: Option<String>,
     /// Nextcloud Mail accounts by Nextcloud user; `None` when not observed.
     pub nextcloud: Option<BTreeMap<String, Vec<ObservedNextcloudAccount>>>,
+    /// Users Nextcloud does not know (no account can be made for them).
+    pub nextcloud_unknown_users: BTreeSet<String>,
     /// Why Nextcloud could not be observed this run.
     pub nextcloud_unavailable: Option<Unavailable>,
 }
@@ -118,6 +120,12 @@ impl Observed {
             });
             return;
         }
+        self.nextcloud_unknown_users = response
+            .nextcloud_accounts
+            .iter()
+            .filter(|u| !u.user_exists)
+            .map(|u| u.user.clone())
+            .collect();
         self.nextcloud = Some(
             response
                 .nextcloud_accounts
@@ -248,6 +256,7 @@ impl Observed {
             sogo_unavailable: None,
             nextcloud: None,
             nextcloud_unavailable: None,
+            nextcloud_unknown_users: BTreeSet::new(),
         }
     }
 }

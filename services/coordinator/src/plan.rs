@@ -915,6 +915,12 @@ fn plan_nextcloud_accounts(
                             "app password was re-created; rotate",
                         ));
                     }
+                } else if observed.nextcloud_unknown_users.contains(user) {
+                    // Creating would fail every sweep (and rotate an app
+                    // password each time); wait until the user exists.
+                    plan.warnings.push(format!(
+                        "Nextcloud has no user {user} yet (never logged in?); their Mail account for {email} waits"
+                    ));
                 } else if secret_step(plan, desired, observed, &app_password_key) {
                     plan.steps.push(step(Action::Create, 0, "granted by group"));
                 } else {

@@ -125,6 +125,19 @@ impl Occ {
             .collect())
     }
 
+    /// Whether Nextcloud knows `user` (`user:info`).
+    pub async fn user_exists(&self, user: &str) -> Result<bool> {
+        let out = self.occ(&["user:info", user, "--output=json"]).await?;
+        match out.exit_code {
+            0 => Ok(true),
+            1 if out.stdout.contains("not found") => Ok(false),
+            code => Err(Error::Protocol(format!(
+                "user:info {user} exited {code}: {}",
+                first_line(&out)
+            ))),
+        }
+    }
+
     /// Creates an account; returns its id.
     pub async fn create(
         &self,

@@ -197,24 +197,33 @@ impl Agent for NextcloudAgent {
         let mut response = ObserveResponse::default();
         // One occ call per user, in sequence: occ is a PHP process each time.
         for user in users {
-            match self.occ.export(&user).await {
-                Ok(accounts) => response.nextcloud_accounts.push(NextcloudUserAccounts {
-                    user,
-                    accounts: accounts
-                        .into_iter()
-                        .map(|a| NextcloudAccount {
-                            configured_server: a
-                                .imap_host
-                                .eq_ignore_ascii_case(self.occ.imap_host()),
-                            id: a.id,
-                            email: a.email,
-                            name: a.name,
-                            imap_user: a.imap_user,
-                            imap_host: a.imap_host,
-                            provisioned: a.provisioned,
-                        })
-                        .collect(),
-                }),
+            let read = async {
+                let accounts = self.occ.export(&user).await?;
+                // Export says [] for unknown users too; ask only then.
+                let exists = !accounts.is_empty() || self.occ.user_exists(&user).await?;
+                Ok::<_, Error>((accounts, exists))
+            };
+            match read.await {
+                Ok((accounts, user_exists)) => {
+                    response.nextcloud_accounts.push(NextcloudUserAccounts {
+                        user_exists,
+                        user,
+                        accounts: accounts
+                            .into_iter()
+                            .map(|a| NextcloudAccount {
+                                configured_server: a
+                                    .imap_host
+                                    .eq_ignore_ascii_case(self.occ.imap_host()),
+                                id: a.id,
+                                email: a.email,
+                                name: a.name,
+                                imap_user: a.imap_user,
+                                imap_host: a.imap_host,
+                                provisioned: a.provisioned,
+                            })
+                            .collect(),
+                    })
+                }
                 Err(e) => {
                     // Nothing about Nextcloud can be trusted this run; the
                     // coordinator plans nothing for it and says why.

@@ -71,6 +71,7 @@ pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
         "app:enable" | "app:disable" => app_toggle(command, rest, state),
         "user:add" if state.maintenance => not_defined(command),
         "user:add" => user_add(rest, inv, state),
+        "user:info" => user_info(rest, state),
         c if MAIL_COMMANDS.contains(&c) && !apps_loaded => Outcome {
             stdout: String::new(),
             stderr: "\n  There are no commands defined in the \"mail:account\" namespace.  \n\n"
@@ -154,6 +155,34 @@ fn user_add(rest: &[String], inv: &Invocation<'_>, state: &mut State) -> Outcome
     }
     state.users.push(uid.to_string());
     Outcome::ok(format!("The account \"{uid}\" was created successfully\n"))
+}
+
+/// `user:info <uid> [--output=json]`: core command, works in maintenance
+/// mode too; an unknown user prints `user not found` and exits 1.
+fn user_info(rest: &[String], state: &State) -> Outcome {
+    let Some(uid) = rest.iter().find(|a| !a.starts_with("--")) else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: "\n  Not enough arguments (missing: \"user\").  \n\n".into(),
+            code: 1,
+        };
+    };
+    if !state.users.contains(uid) {
+        return Outcome {
+            stdout: "user not found\n".into(),
+            stderr: String::new(),
+            code: 1,
+        };
+    }
+    if rest.iter().any(|a| a == "--output=json") {
+        Outcome::ok(
+            json!({"user_id": uid, "display_name": uid, "enabled": true}).to_string() + "\n",
+        )
+    } else {
+        Outcome::ok(format!(
+            "  - user_id: {uid}\n  - display_name: {uid}\n  - enabled: true\n"
+        ))
+    }
 }
 
 const CREATE_ARGS: [&str; 13] = [

@@ -52,6 +52,7 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         sogo_unavailable: None,
         nextcloud: None,
         nextcloud_unavailable: None,
+        nextcloud_unknown_users: BTreeSet::new(),
     }
 }
 
@@ -898,5 +899,29 @@ fn a_users_own_account_is_foreign_and_leaving_deletes_only_ours() {
         !p.steps
             .iter()
             .any(|s| matches!(s.target, Target::NextcloudAccount { id: 5, .. }))
+    );
+}
+
+#[test]
+fn no_account_is_planned_for_a_user_nextcloud_does_not_know() {
+    let mut observed = observed_nextcloud(vec![ours(7)], &[]);
+    observed.nextcloud_unknown_users.insert("alice".into());
+    let p = plan(
+        &desired_nextcloud(),
+        &observed,
+        &[row(
+            Resource::AppPassword,
+            &keys::app_password(INFO, NAME),
+            LedgerState::Created,
+            "7",
+        )],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(nc_and_app_password_steps(&p).is_empty(), "{p:?}");
+    assert!(
+        p.warnings.iter().any(|w| w.contains("no user alice")),
+        "{:?}",
+        p.warnings
     );
 }
