@@ -207,18 +207,7 @@ async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_conver
     assert_eq!(status, 202, "{reply}");
     let id = reply["job_id"].as_i64().unwrap();
 
-    // Wait until an attempt has failed (the job is queued again with an error).
-    let failed_attempt = loop {
-        let job = w.stack.job(id).await;
-        if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
-            break job;
-        }
-        assert_ne!(
-            job["state"], "done",
-            "cannot succeed while Dovecot is down: {job}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let failed_attempt = w.stack.wait_for_failed_attempt(id, "Dovecot is down").await;
     let report = summary(&failed_attempt);
     assert!(
         report["outcomes"]["mailbox_acl.observe.transient"]

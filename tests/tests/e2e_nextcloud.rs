@@ -238,17 +238,10 @@ async fn maintenance_mode_is_transient_and_the_run_converges_without_leaking_app
         .await;
     assert_eq!(status, 202, "{reply}");
     let id = reply["job_id"].as_i64().unwrap();
-    let failed = loop {
-        let job = w.stack.job(id).await;
-        if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
-            break job;
-        }
-        assert_ne!(
-            job["state"], "done",
-            "cannot finish in maintenance mode: {job}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let failed = w
+        .stack
+        .wait_for_failed_attempt(id, "Nextcloud is in maintenance mode")
+        .await;
     let summary: Value = serde_json::from_str(failed["summary"].as_str().unwrap()).unwrap();
     assert_eq!(
         summary["outcomes"]["nextcloud_account.observe.transient"], 1,

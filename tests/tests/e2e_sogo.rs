@@ -3,7 +3,9 @@
 //! with the Authentik and Mailcow simulators. Assertions read what SOGo
 //! itself reads: `sogo-tool`, `sogod`'s mailAccounts, and the rows.
 
-use reconciler_proto::agent::{ApplyRequest, Change, Outcome, SogoDelegateAdd, change::Kind};
+use reconciler_proto::agent::{
+    ApplyRequest, Change, ChangeResult, Outcome, SogoDelegateAdd, change::Kind,
+};
 use reconciler_tests::harness::{SogoPeers, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -87,6 +89,26 @@ impl World {
     }
 }
 
+/// Asks the sogo-agent directly to let `delegate` use info@'s identity.
+async fn add_delegate(addr: &str, delegate: &str) -> Vec<ChangeResult> {
+    Stack::agent_client(addr)
+        .await
+        .apply(ApplyRequest {
+            changes: vec![Change {
+                id: delegate.into(),
+                kind: Some(Kind::SogoDelegateAdd(SogoDelegateAdd {
+                    owner: INFO.into(),
+                    delegate: delegate.into(),
+                })),
+            }],
+            dry_run: false,
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .results
+}
+
 #[tokio::test]
 async fn sogo_itself_sees_the_grant_at_once_and_the_revoke() {
     let mut w = world().await;
@@ -158,28 +180,7 @@ async fn a_second_sweep_writes_nothing() {
 async fn concurrent_grants_both_land_and_a_sogo_overwrite_is_repaired() {
     let w = world().await;
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
-    let grant = |delegate: &'static str| {
-        let addr = addr.clone();
-        async move {
-            let mut client = Stack::agent_client(&addr).await;
-            client
-                .apply(ApplyRequest {
-                    changes: vec![Change {
-                        id: delegate.into(),
-                        kind: Some(Kind::SogoDelegateAdd(SogoDelegateAdd {
-                            owner: INFO.into(),
-                            delegate: delegate.into(),
-                        })),
-                    }],
-                    dry_run: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .results
-        }
-    };
-    let (a, c) = tokio::join!(grant(ALICE), grant(CAROL));
+    let (a, c) = tokio::join!(add_delegate(&addr, ALICE), add_delegate(&addr, CAROL));
     assert_eq!(a[0].outcome(), Outcome::Applied, "{a:?}");
     assert_eq!(c[0].outcome(), Outcome::Applied, "{c:?}");
     let delegates = w.delegate_to().await;
@@ -221,22 +222,7 @@ async fn corrupt_settings_are_a_clear_error_and_left_byte_for_byte() {
 
     // Asked directly, the agent says exactly what is wrong.
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
-    let mut client = Stack::agent_client(&addr).await;
-    let results = client
-        .apply(ApplyRequest {
-            changes: vec![Change {
-                id: "1".into(),
-                kind: Some(Kind::SogoDelegateAdd(SogoDelegateAdd {
-                    owner: INFO.into(),
-                    delegate: ALICE.into(),
-                })),
-            }],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results = add_delegate(&addr, ALICE).await;
     assert_eq!(results[0].outcome(), Outcome::Permanent, "{results:?}");
     assert!(results[0].message.contains(INFO), "{}", results[0].message);
     assert!(
@@ -252,21 +238,6 @@ async fn mariadb_down_is_transient() {
     let mut w = world().await;
     w.peers.stop_mariadb().await;
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
-    let mut client = Stack::agent_client(&addr).await;
-    let results = client
-        .apply(ApplyRequest {
-            changes: vec![Change {
-                id: "1".into(),
-                kind: Some(Kind::SogoDelegateAdd(SogoDelegateAdd {
-                    owner: INFO.into(),
-                    delegate: ALICE.into(),
-                })),
-            }],
-            dry_run: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results = add_delegate(&addr, ALICE).await;
     assert_eq!(results[0].outcome(), Outcome::Transient, "{results:?}");
 }

@@ -217,20 +217,11 @@ impl Applier<'_> {
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
         let current = self
-            .api
-            .app_passwords(&c.mailbox)
+            .our_app_password(&c.mailbox, c.id, &c.name)
             .await?
-            .into_iter()
-            .find(|p| p.id == c.id)
             .ok_or_else(|| {
                 Error::Permanent(format!("app password {} is gone from {}", c.id, c.mailbox))
             })?;
-        if current.name != c.name {
-            return Err(Error::Refused(format!(
-                "app password {} on {} is named `{}`, not `{}`",
-                c.id, c.mailbox, current.name, c.name
-            )));
-        }
         let wanted: BTreeSet<&String> = c.protocols.iter().collect();
         let have: BTreeSet<&String> = current.protocols.iter().collect();
         if current.active && wanted == have {
@@ -253,21 +244,11 @@ impl Applier<'_> {
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
-        let current = self
-            .api
-            .app_passwords(&c.mailbox)
+        self.our_app_password(&c.mailbox, c.id, &c.name)
             .await?
-            .into_iter()
-            .find(|p| p.id == c.id)
             .ok_or_else(|| {
                 Error::Permanent(format!("app password {} is gone from {}", c.id, c.mailbox))
             })?;
-        if current.name != c.name {
-            return Err(Error::Refused(format!(
-                "app password {} on {} is named `{}`, not `{}`",
-                c.id, c.mailbox, current.name, c.name
-            )));
-        }
         if let Some(done) = self.dry(format!("rotate app password {} on {}", c.name, c.mailbox)) {
             return Ok(done.with_id(c.id));
         }
@@ -284,27 +265,44 @@ impl Applier<'_> {
         require("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         let _guard = self.locks.lock(&c.mailbox).await;
-        let Some(current) = self
-            .api
-            .app_passwords(&c.mailbox)
+        if self
+            .our_app_password(&c.mailbox, c.id, &c.name)
             .await?
-            .into_iter()
-            .find(|p| p.id == c.id)
-        else {
+            .is_none()
+        {
             return Ok(Done::new(Outcome::Unchanged, "app password already gone"));
-        };
-        // The id alone is not proof: it must still be the object we created.
-        if current.name != c.name {
-            return Err(Error::Refused(format!(
-                "app password {} on {} is named `{}`, not `{}`",
-                c.id, c.mailbox, current.name, c.name
-            )));
         }
         if let Some(done) = self.dry(format!("delete app password {} on {}", c.name, c.mailbox)) {
             return Ok(done.with_id(c.id));
         }
         self.api.delete_app_password(c.id).await?;
         Ok(Done::new(Outcome::Applied, "app password deleted").with_id(c.id))
+    }
+
+    /// App password `id` on `mailbox`, `None` when it is gone. Refused when
+    /// it is no longer named `name`: the id alone is not proof it is ours.
+    async fn our_app_password(
+        &self,
+        mailbox: &str,
+        id: i64,
+        name: &str,
+    ) -> Result<Option<crate::mailcow::AppPassword>> {
+        let Some(current) = self
+            .api
+            .app_passwords(mailbox)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+        else {
+            return Ok(None);
+        };
+        if current.name != name {
+            return Err(Error::Refused(format!(
+                "app password {id} on {mailbox} is named `{}`, not `{name}`",
+                current.name
+            )));
+        }
+        Ok(Some(current))
     }
 
     async fn alias_create(&self, c: AliasCreate) -> Result<Done> {

@@ -351,6 +351,24 @@ impl Stack {
         }
     }
 
+    /// Waits until an attempt of job `id` has failed and the job is queued
+    /// for a retry; returns the job. `why` says why it cannot succeed yet.
+    pub async fn wait_for_failed_attempt(&self, id: i64, why: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
+                return job;
+            }
+            assert_ne!(job["state"], "done", "cannot succeed while {why}: {job}");
+            assert!(
+                start.elapsed() < self.options.job_timeout,
+                "job {id} never failed an attempt: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Waits until the job is done and panics with logs otherwise.
     pub async fn expect_done(&self, job: &Value) {
         assert_eq!(
