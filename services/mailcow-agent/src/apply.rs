@@ -68,7 +68,9 @@ impl Applier<'_> {
             Some(Kind::MailboxAclSet(_) | Kind::MailboxAclDelete(_)) => Err(Error::Permanent(
                 "mailbox ACL changes are applied in per-owner batches".into(),
             )),
-            Some(Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_)) => Err(Error::Permanent(
+            Some(
+                Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_) | Kind::SogoCacheEvict(_),
+            ) => Err(Error::Permanent(
                 "SOGo delegation is the sogo-agent's; the mailcow-agent does not hold SOGo's database"
                     .into(),
             )),
