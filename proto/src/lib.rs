@@ -12,6 +12,8 @@ pub mod coordinator {
     tonic::include_proto!("reconciler.coordinator.v1");
 }
 
+pub mod address;
+
 /// Encoded `FileDescriptorSet` of every proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reconciler_descriptor");
 
@@ -31,6 +33,14 @@ pub mod markers {
     /// The app password name for `user` on `target`.
     pub fn app_password_name(user: &str, target: &str) -> String {
         format!("{APP_PASSWORD_PREFIX}{user}:{target}")
+    }
+
+    /// The name an observed app password would have if we made it now, or
+    /// `None` when it does not follow our naming pattern.
+    pub fn canonical_app_password_name(observed: &str) -> Option<String> {
+        observed
+            .starts_with(APP_PASSWORD_PREFIX)
+            .then(|| observed.to_owned())
     }
 
     /// True when an alias `private_comment` says we created the alias.

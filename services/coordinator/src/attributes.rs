@@ -15,6 +15,7 @@
 
 use std::collections::BTreeSet;
 
+use reconciler_proto::address;
 use serde_json::Value;
 
 /// The eleven Dovecot ACL rights, in Dovecot's sorted output order.
@@ -141,9 +142,11 @@ pub fn parse_access(value: &Value) -> Result<BTreeSet<String>, String> {
 fn optional_address(value: Option<&Value>, field: &str) -> Result<Option<String>, String> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => normalize_address(s)
+        // Strict: the value ends up in Mailcow URLs, doveadm arguments and
+        // ledger keys. A bad one is an error for this group only.
+        Some(Value::String(s)) => address::normalize(s)
             .map(Some)
-            .ok_or_else(|| format!("`{field}: {s}` is not an email address")),
+            .map_err(|e| format!("`{field}: {s:?}` is not an email address we can manage: {e}")),
         Some(other) => Err(format!("`{field}` must be a string, got {}", kind(other))),
     }
 }
@@ -158,19 +161,6 @@ fn flag(value: Option<&Value>, field: &str) -> Result<bool, String> {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
         Some(other) => Err(format!("`{field}` must be true or false, got {other}")),
     }
-}
-
-/// Lower-cases and checks the rough shape `local@domain.tld`.
-pub fn normalize_address(raw: &str) -> Option<String> {
-    let s = raw.trim().to_ascii_lowercase();
-    let (local, domain) = s.split_once('@')?;
-    let ok = !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.contains(|c: char| c.is_whitespace() || c == ',' || c == ';')
-        && !domain.contains('@');
-    ok.then_some(s)
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use reconciler_proto::address;
+
 use crate::authentik::{Group, User, normalize_uuid};
 
 /// A user who counts: active, with an email, and a person (not a service account).
@@ -106,6 +108,20 @@ impl Directory {
         direct.iter().flat_map(|g| self.ancestors(g)).collect()
     }
 
+    /// Active people whose Authentik email is set but is not an address we
+    /// can manage: username → why. They get nothing until it is fixed.
+    pub fn unusable_emails(&self) -> BTreeMap<String, String> {
+        self.all_users
+            .values()
+            .filter(|u| u.is_active && !u.email.trim().is_empty())
+            .filter_map(|u| {
+                address::normalize(&u.email)
+                    .err()
+                    .map(|e| (u.username.clone(), e.to_string()))
+            })
+            .collect()
+    }
+
     /// Finds a user by pk, username or email (case-insensitive for email).
     pub fn find_user(&self, needle: &str) -> Option<&User> {
         let needle = needle.trim();
@@ -137,8 +153,11 @@ fn person(user: &User) -> Option<Person> {
         user.user_type.as_str(),
         "service_account" | "internal_service_account"
     );
-    let email = user.email.trim().to_ascii_lowercase();
-    (user.is_active && !is_service && email.contains('@')).then(|| Person {
+    // The email becomes a Mailcow login in URLs and doveadm arguments: a
+    // value that is not a plain address makes the user not count (as a
+    // user without email), reported by [`Directory::unusable_emails`].
+    let email = address::normalize(&user.email).ok()?;
+    (user.is_active && !is_service).then(|| Person {
         pk: user.pk,
         username: user.username.clone(),
         email,

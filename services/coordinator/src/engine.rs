@@ -14,7 +14,7 @@ use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::locks::KeyLocks;
-use crate::observed::Observed;
+use crate::observed::{Observed, Unavailable};
 use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, plan};
 use crate::store::{AuditEntry, LedgerRow, LedgerState, Store};
 use reconciler_runtime::secrets::Secret;
@@ -200,9 +200,21 @@ impl Engine {
         let scope = self.scope(subject, &directory, &ledger).await?;
         let request = observe_request(&desired, &ledger, &scope);
         let mailboxes: BTreeSet<String> = request.app_password_mailboxes.iter().cloned().collect();
-        let response = self.mailcow.observe(request).await?;
-        let observe_doveadm_execs = response.doveadm_execs;
-        let mut observed = Observed::from_mailcow(response, &mailboxes);
+        // Each target is observed on its own: one that cannot be read has
+        // its resources held, and every other target is reconciled.
+        let mut observe_doveadm_execs = 0;
+        let mut observed = match self.mailcow.observe(request).await {
+            Ok(response) => {
+                observe_doveadm_execs = response.doveadm_execs;
+                Observed::from_mailcow(response, &mailboxes)
+            }
+            Err(e) => {
+                warn!(error = %e, "mailcow-agent could not be observed; its resources are held");
+                Observed::mailcow_unavailable(Unavailable::transient(format!(
+                    "the mailcow-agent could not be observed: {e}"
+                )))
+            }
+        };
         let sogo_owners = in_scope(
             desired
                 .sogo_delegations
@@ -216,18 +228,9 @@ impl Engine {
             sogo_owners: sogo_owners.into_iter().collect(),
             ..ObserveRequest::default()
         };
-        match observe_optional(
-            self.sogo.as_deref(),
-            !request.sogo_owners.is_empty(),
-            request,
-        )
-        .await?
-        {
+        match observe_optional(self.sogo.as_deref(), "sogo-agent (SOGO_AGENT_URL)", request).await {
             Optional::Observed(response) => observed.add_sogo(*response),
-            Optional::NotConfigured => {
-                observed.sogo_unavailable =
-                    Some("no sogo-agent is configured (SOGO_AGENT_URL)".into())
-            }
+            Optional::Unavailable(why) => observed.sogo_unavailable = Some(why),
             Optional::NotNeeded => {}
         }
         let nextcloud_users = in_scope(
@@ -245,18 +248,13 @@ impl Engine {
         };
         match observe_optional(
             self.nextcloud.as_deref(),
-            !request.nextcloud_users.is_empty(),
+            "nextcloud-agent (NEXTCLOUD_AGENT_URL)",
             request,
         )
-        .await?
+        .await
         {
             Optional::Observed(response) => observed.add_nextcloud(*response),
-            Optional::NotConfigured => {
-                observed.nextcloud_unavailable = Some(crate::observed::Unavailable {
-                    reason: "no nextcloud-agent is configured (NEXTCLOUD_AGENT_URL)".into(),
-                    transient: false,
-                })
-            }
+            Optional::Unavailable(why) => observed.nextcloud_unavailable = Some(why),
             Optional::NotNeeded => {}
         }
         let plan = plan(&desired, &observed, &ledger, &scope, &guards);
@@ -371,20 +369,13 @@ impl Engine {
         for w in &plan.warnings {
             warn!(warning = %w, "plan warning");
         }
-        if plan.nextcloud_skipped == Some(true) {
+        // Held because unreadable: nothing was planned for them, so
+        // nothing is recorded; a transient reason retries the job.
+        for held in plan.held.iter().filter(|h| h.transient) {
             report.transient_failures += 1;
             *report
                 .outcomes
-                .entry("nextcloud_account.observe.transient".into())
-                .or_default() += 1;
-        }
-        if plan.mailbox_acls_skipped == Some(true) {
-            // Nothing was planned for them, so nothing is recorded; the
-            // job is retried until Dovecot can be read again.
-            report.transient_failures += 1;
-            *report
-                .outcomes
-                .entry("mailbox_acl.observe.transient".into())
+                .entry(format!("{}.observe.transient", held.resource.as_str()))
                 .or_default() += 1;
         }
         // Ledger-only steps first: they need no agent.
@@ -624,9 +615,18 @@ impl Engine {
                 report.transient_failures += 1;
                 self.unsettled(step, false).await?;
             }
-            _ => {
+            // The agent found the object there already and left it: our
+            // create certainly did not make it.
+            Outcome::Refused => {
                 report.permanent_failures += 1;
                 self.unsettled(step, true).await?;
+            }
+            // A target can report a failure for a write it applied (Mailcow
+            // answers an error message for a change it made): the intent
+            // stays, and the next observation settles it.
+            _ => {
+                report.permanent_failures += 1;
+                self.unsettled(step, false).await?;
             }
         }
         let detail = if result.implicitly_allowed.is_empty() {
@@ -643,15 +643,18 @@ impl Engine {
         Ok(())
     }
 
-    /// A change that did not happen. A create's intent row goes when the
-    /// outcome is `final` (nothing was made, so nothing may later be taken
-    /// for ours; a transient failure may have created it, so the intent
-    /// stays for the next run to adopt). A Nextcloud re-key that did not
+    /// A change that did not happen, or may not have. A create's intent
+    /// row goes only when `made_nothing` is certain (never sent, or the
+    /// agent refused because the object was already there); otherwise it
+    /// stays, and the next run's observation resolves it: present → ours
+    /// (adopted), absent → dropped or created again. An error message alone
+    /// never decides, so a write the target applied but reported as failed
+    /// is still revoked when access ends. A Nextcloud re-key that did not
     /// happen is remembered, so the next run re-keys again instead of
     /// leaving a dead password.
-    async fn unsettled(&self, step: &Step, is_final: bool) -> Result<()> {
+    async fn unsettled(&self, step: &Step, made_nothing: bool) -> Result<()> {
         match step.action {
-            Action::Create if is_final => {
+            Action::Create if made_nothing => {
                 let row = self
                     .store
                     .ledger_get(step.resource.as_str(), &step.key)
@@ -993,22 +996,37 @@ fn is_sogo(change: &pb::Change) -> bool {
 /// What an optional agent said, if it was asked.
 enum Optional {
     Observed(Box<pb::ObserveResponse>),
-    /// Something in scope needs it, but it is not configured.
-    NotConfigured,
+    /// Something in scope needs it, but it is not configured or could not
+    /// be observed.
+    Unavailable(Unavailable),
     /// Nothing in scope needs it.
     NotNeeded,
 }
 
+/// Observes an optional agent when the request asks it anything. An agent
+/// that is absent or fails is reported, never an error of the whole run.
 async fn observe_optional(
     agent: Option<&dyn AgentBackend>,
-    needed: bool,
+    setting: &str,
     request: ObserveRequest,
-) -> Result<Optional> {
-    Ok(match (needed, agent) {
-        (false, _) => Optional::NotNeeded,
-        (true, None) => Optional::NotConfigured,
-        (true, Some(agent)) => Optional::Observed(Box::new(agent.observe(request).await?)),
-    })
+) -> Optional {
+    if request.sogo_owners.is_empty() && request.nextcloud_users.is_empty() {
+        return Optional::NotNeeded;
+    }
+    let Some(agent) = agent else {
+        return Optional::Unavailable(Unavailable::not_configured(format!(
+            "no {setting} is configured"
+        )));
+    };
+    match agent.observe(request).await {
+        Ok(response) => Optional::Observed(Box::new(response)),
+        Err(e) => {
+            warn!(error = %e, "agent could not be observed; its resources are held");
+            Optional::Unavailable(Unavailable::transient(format!(
+                "the agent could not be observed: {e}"
+            )))
+        }
+    }
 }
 
 /// The subjects (owners, users) an optional agent is asked about: those of

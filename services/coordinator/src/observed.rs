@@ -47,7 +47,7 @@ impl ObservedOwnerAcls {
     pub fn rights(&self, folder: &str, grantee: &str) -> BTreeSet<String> {
         self.folders
             .get(folder)
-            .and_then(|entries| entries.get(&format!("user={}", lower(grantee))))
+            .and_then(|entries| entries.get(&format!("user={}", canonical(grantee))))
             .cloned()
             .unwrap_or_default()
     }
@@ -69,14 +69,23 @@ pub struct Observed {
     pub mailbox_acls_unavailable: Option<Unavailable>,
     /// SOGo delegation by owner; `None` when not observed.
     pub sogo: Option<BTreeMap<String, ObservedSogoOwner>>,
-    /// Why SOGo delegation could not be observed (no sogo-agent).
-    pub sogo_unavailable: Option<String>,
+    /// Why SOGo delegation could not be observed (no sogo-agent, or the
+    /// sogo-agent or its database is down).
+    pub sogo_unavailable: Option<Unavailable>,
     /// Nextcloud Mail accounts by Nextcloud user; `None` when not observed.
     pub nextcloud: Option<BTreeMap<String, Vec<ObservedNextcloudAccount>>>,
     /// Users Nextcloud does not know (no account can be made for them).
     pub nextcloud_unknown_users: BTreeSet<String>,
     /// Why Nextcloud could not be observed this run.
     pub nextcloud_unavailable: Option<Unavailable>,
+    /// Why the mailcow-agent could not be observed at all this run: then
+    /// nothing it owns (sender_acl, app passwords, aliases, folder ACLs)
+    /// is planned, while the other targets are reconciled as usual.
+    pub mailcow_unavailable: Option<Unavailable>,
+    /// Subjects the mailcow-agent could not read (one mailbox's app
+    /// passwords, one login's sender_acl), by `(resource, subject)`. They
+    /// are absent from the maps above; only they are held.
+    pub subject_errors: BTreeMap<(String, String), Unavailable>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,8 +114,29 @@ pub struct Unavailable {
     pub transient: bool,
 }
 
-fn lower(s: &str) -> String {
-    s.trim().to_ascii_lowercase()
+impl Unavailable {
+    /// Down or unreachable: retry soon.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+
+    /// Not configured: retrying will not help.
+    pub fn not_configured(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+}
+
+/// Addresses read from a target, in the form desired state uses (lower
+/// case, IDN domains in ASCII), so `team@bücher.example` and Mailcow's
+/// `team@xn--bcher-kva.example` are one alias, not a foreign one and ours.
+fn canonical(s: &str) -> String {
+    reconciler_proto::address::canonical(s)
 }
 
 impl Observed {
@@ -136,8 +166,8 @@ impl Observed {
                         .into_iter()
                         .map(|a| ObservedNextcloudAccount {
                             id: a.id,
-                            email: lower(&a.email),
-                            imap_user: lower(&a.imap_user),
+                            email: canonical(&a.email),
+                            imap_user: canonical(&a.imap_user),
                             configured_server: a.configured_server,
                             provisioned: a.provisioned,
                         })
@@ -156,9 +186,9 @@ impl Observed {
                 .into_iter()
                 .map(|s| {
                     (
-                        lower(&s.owner),
+                        canonical(&s.owner),
                         ObservedSogoOwner {
-                            delegate_to: s.delegate_to.iter().map(|d| lower(d)).collect(),
+                            delegate_to: s.delegate_to.iter().map(|d| canonical(d)).collect(),
                             error: Some(s.error).filter(|e| !e.is_empty()),
                         },
                     )
@@ -180,24 +210,50 @@ impl Observed {
             .into_iter()
             .map(|s| {
                 (
-                    lower(&s.login),
+                    canonical(&s.login),
                     ObservedSenderAcl {
                         mailbox_exists: s.mailbox_exists,
-                        send_as: s.send_as.iter().map(|a| lower(a)).collect(),
-                        implicitly_allowed: s.implicitly_allowed.iter().map(|a| lower(a)).collect(),
+                        send_as: s.send_as.iter().map(|a| canonical(a)).collect(),
+                        implicitly_allowed: s
+                            .implicitly_allowed
+                            .iter()
+                            .map(|a| canonical(a))
+                            .collect(),
                     },
                 )
             })
             .collect();
-        let mut app_passwords: BTreeMap<String, Vec<ObservedAppPassword>> =
-            mailboxes.iter().map(|m| (m.clone(), Vec::new())).collect();
+        let subject_errors: BTreeMap<(String, String), Unavailable> = response
+            .errors
+            .iter()
+            .map(|e| {
+                let transient = e.outcome() == reconciler_proto::agent::Outcome::Transient;
+                (
+                    (e.resource.clone(), canonical(&e.subject)),
+                    Unavailable {
+                        reason: e.message.clone(),
+                        transient,
+                    },
+                )
+            })
+            .collect();
+        // Asked and none found is an empty list; asked and unreadable is
+        // absent, so nothing is created or removed for it.
+        let mut app_passwords: BTreeMap<String, Vec<ObservedAppPassword>> = mailboxes
+            .iter()
+            .filter(|m| !subject_errors.contains_key(&("app_password".to_owned(), canonical(m))))
+            .map(|m| (m.clone(), Vec::new()))
+            .collect();
         for p in response.app_passwords {
+            if subject_errors.contains_key(&("app_password".to_owned(), canonical(&p.mailbox))) {
+                continue;
+            }
             app_passwords
-                .entry(lower(&p.mailbox))
+                .entry(canonical(&p.mailbox))
                 .or_default()
                 .push(ObservedAppPassword {
                     id: p.id,
-                    mailbox: lower(&p.mailbox),
+                    mailbox: canonical(&p.mailbox),
                     name: p.name,
                     active: p.active,
                     protocols: p.protocols.into_iter().collect(),
@@ -208,11 +264,11 @@ impl Observed {
             .into_iter()
             .map(|a| {
                 (
-                    lower(&a.address),
+                    canonical(&a.address),
                     ObservedAlias {
                         id: a.id,
-                        address: lower(&a.address),
-                        goto: a.goto.iter().map(|g| lower(g)).collect(),
+                        address: canonical(&a.address),
+                        goto: a.goto.iter().map(|g| canonical(g)).collect(),
                         active: a.active,
                         sogo_visible: a.sogo_visible,
                         sender_allowed: a.sender_allowed,
@@ -227,7 +283,7 @@ impl Observed {
             .into_iter()
             .map(|owner| {
                 (
-                    lower(&owner.owner),
+                    canonical(&owner.owner),
                     ObservedOwnerAcls {
                         exists: owner.owner_exists,
                         folders: owner
@@ -237,7 +293,7 @@ impl Observed {
                                 let entries = f
                                     .entries
                                     .into_iter()
-                                    .map(|e| (lower(&e.id), e.rights.into_iter().collect()))
+                                    .map(|e| (canonical(&e.id), e.rights.into_iter().collect()))
                                     .collect();
                                 (f.folder, entries)
                             })
@@ -257,6 +313,28 @@ impl Observed {
             nextcloud: None,
             nextcloud_unavailable: None,
             nextcloud_unknown_users: BTreeSet::new(),
+            mailcow_unavailable: None,
+            subject_errors,
+        }
+    }
+
+    /// Why `subject` of `resource` could not be read, if it could not.
+    pub fn subject_error(
+        &self,
+        resource: crate::plan::Resource,
+        subject: &str,
+    ) -> Option<&Unavailable> {
+        self.subject_errors
+            .get(&(resource.as_str().to_owned(), subject.to_owned()))
+    }
+
+    /// The mailcow-agent could not be observed: nothing it owns is known.
+    pub fn mailcow_unavailable(reason: Unavailable) -> Self {
+        Self {
+            aliases: None,
+            mailbox_acls_unavailable: Some(reason.clone()),
+            mailcow_unavailable: Some(reason),
+            ..Self::default()
         }
     }
 }

@@ -13,7 +13,9 @@ use reconciler_proto::markers;
 use serde::Serialize;
 
 use crate::desired::{DesiredState, keys};
-use crate::observed::{Observed, ObservedAlias, ObservedAppPassword};
+use crate::observed::{
+    Observed, ObservedAlias, ObservedAppPassword, ObservedNextcloudAccount, Unavailable,
+};
 use crate::store::{LedgerRow, LedgerState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -144,11 +146,39 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Why removals were held back, conflicts, unusable targets.
     pub warnings: Vec<String>,
-    /// Mailbox ACLs in scope could not be observed; `Some(true)` when that
-    /// is temporary and the run should be retried.
-    pub mailbox_acls_skipped: Option<bool>,
-    /// The same for Nextcloud Mail accounts.
-    pub nextcloud_skipped: Option<bool>,
+    /// Resources in scope that could not be observed, so nothing was
+    /// planned for them (neither grants nor removals). The rest of the
+    /// plan is unaffected: one target down never holds back the others.
+    pub held: Vec<Held>,
+}
+
+/// A part of the world this plan leaves alone because it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub resource: Resource,
+    /// Which subject (a mailbox, a login), or empty for the whole resource.
+    pub subject: String,
+    pub reason: String,
+    /// Worth retrying soon; the job is retried.
+    pub transient: bool,
+}
+
+impl Plan {
+    fn hold(&mut self, resource: Resource, subject: &str, why: &Unavailable) {
+        let what = if subject.is_empty() {
+            resource.as_str().to_owned()
+        } else {
+            format!("{} of {subject}", resource.as_str())
+        };
+        self.warnings
+            .push(format!("{what} not reconciled: {}", why.reason));
+        self.held.push(Held {
+            resource,
+            subject: subject.to_owned(),
+            reason: why.reason.clone(),
+            transient: why.transient,
+        });
+    }
 }
 
 impl Plan {
@@ -223,10 +253,13 @@ pub fn plan(
         scope,
         &mut plan,
     );
-    plan_app_passwords(
+    let nextcloud_ledger = ledger_by(Resource::NextcloudAccount);
+    let wants = app_password_wants(desired, observed, &nextcloud_ledger, &mut plan);
+    let owned_app_passwords = plan_app_passwords(
         desired,
         observed,
         &ledger_by(Resource::AppPassword),
+        &wants,
         scope,
         &mut plan,
     );
@@ -250,7 +283,8 @@ pub fn plan(
     plan_nextcloud_accounts(
         desired,
         observed,
-        &ledger_by(Resource::NextcloudAccount),
+        &nextcloud_ledger,
+        &owned_app_passwords,
         scope,
         &mut plan,
     );
@@ -273,7 +307,14 @@ fn plan_sender_acls(
         ledger,
         scope,
     );
-
+    if keys.is_empty() {
+        return;
+    }
+    if let Some(why) = &observed.mailcow_unavailable {
+        plan.hold(Resource::SenderAcl, "", why);
+        return;
+    }
+    let mut reported: BTreeSet<&str> = BTreeSet::new();
     for key in keys {
         let want = desired.sender_acls.get(key);
         let row = ledger.get(key).copied();
@@ -281,6 +322,11 @@ fn plan_sender_acls(
             continue;
         };
         let Some(obs) = observed.sender_acls.get(login) else {
+            if let Some(why) = observed.subject_error(Resource::SenderAcl, login)
+                && reported.insert(login)
+            {
+                plan.hold(Resource::SenderAcl, login, why);
+            }
             continue;
         };
         let (username, groups) = match (want, row) {
@@ -358,78 +404,138 @@ fn scoped_keys<'a>(
         .collect()
 }
 
-/// `authentik-sync:<user>:<target>` → `<user>`.
-fn user_from_app_password_name(name: &str) -> Option<&str> {
-    name.strip_prefix(markers::APP_PASSWORD_PREFIX)?
-        .split_once(':')
-        .map(|(user, _)| user)
+/// Whether a desired app password should exist this run. Its only use is
+/// the Nextcloud Mail account that logs in with it, so that decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    /// Create it if missing, keep it in shape.
+    Yes,
+    /// Keep ours as it is, but create nothing: its account cannot be made
+    /// this run (no nextcloud-agent, Nextcloud down, no such user yet), and
+    /// a secret made now would be thrown away.
+    Hold,
+    /// Not needed: the member already has their own account for the mailbox.
+    No,
 }
 
+/// What each desired app password is for this run, by ledger key.
+fn app_password_wants(
+    desired: &DesiredState,
+    observed: &Observed,
+    nextcloud_ledger: &BTreeMap<&str, &LedgerRow>,
+    plan: &mut Plan,
+) -> BTreeMap<String, Want> {
+    let mut wants: BTreeMap<String, Want> = desired
+        .app_passwords
+        .keys()
+        .map(|k| (k.clone(), Want::Yes))
+        .collect();
+    let mut without_agent = 0;
+    for (key, account) in &desired.nextcloud_accounts {
+        let Some(want) = wants.get_mut(&account.app_password_key) else {
+            continue;
+        };
+        let row = nextcloud_ledger.get(key.as_str()).map(|r| r.state);
+        let accounts = observed
+            .nextcloud
+            .as_ref()
+            .and_then(|users| users.get(&account.user));
+        let own_account = accounts.is_some_and(|list| {
+            list.iter()
+                .any(|a| is_lookalike(a, &account.email, &account.login))
+        });
+        *want = match (&observed.nextcloud_unavailable, row) {
+            (Some(why), _) if !why.transient => {
+                without_agent += 1;
+                Want::Hold
+            }
+            (_, Some(LedgerState::Foreign)) => Want::No,
+            (_, None) if own_account => Want::No,
+            _ if observed.nextcloud.is_none() => Want::Hold,
+            _ if observed.nextcloud_unknown_users.contains(&account.user) => Want::Hold,
+            _ => Want::Yes,
+        };
+    }
+    if without_agent > 0 {
+        plan.warnings.push(format!(
+            "{without_agent} app password(s) for Nextcloud Mail not created: no nextcloud-agent \
+             is configured (NEXTCLOUD_AGENT_URL), so nothing would use them"
+        ));
+    }
+    wants
+}
+
+/// A Nextcloud account with the address, login and server we would give
+/// it, which a provisioning config did not make.
+fn is_lookalike(account: &ObservedNextcloudAccount, email: &str, login: &str) -> bool {
+    account.email == email
+        && account.imap_user == login
+        && account.configured_server
+        && !account.provisioned
+}
+
+/// App passwords. Names are not unique in Mailcow and a person can type our
+/// naming pattern, so the name is never proof: an app password is ours
+/// only when the ledger says so — the id we learnt, or an intent written
+/// before our create (an object with our name that appeared after it).
+/// Returns the ids of ours that exist, by key.
 fn plan_app_passwords(
     desired: &DesiredState,
     observed: &Observed,
     ledger: &BTreeMap<&str, &LedgerRow>,
+    wants: &BTreeMap<String, Want>,
     scope: &Scope,
     plan: &mut Plan,
-) {
-    // Observed entries carrying our marker, by key.
-    let mut found: BTreeMap<String, Vec<&ObservedAppPassword>> = BTreeMap::new();
-    for list in observed.app_passwords.values() {
-        for p in list {
-            if p.name.starts_with(markers::APP_PASSWORD_PREFIX) {
-                found
-                    .entry(keys::app_password(&p.mailbox, &p.name))
-                    .or_default()
-                    .push(p);
-            }
-        }
-    }
-    let mut all_keys: BTreeSet<String> = desired
-        .app_passwords
-        .iter()
-        .filter(|(_, d)| scope.contains(&d.user))
-        .map(|(k, _)| k.clone())
-        .collect();
-    all_keys.extend(
-        ledger
+) -> BTreeMap<String, i64> {
+    let mut owned = BTreeMap::new();
+    let keys = scoped_keys(
+        desired
+            .app_passwords
             .iter()
-            .filter(|(_, r)| scope.contains(&r.username))
-            .map(|(k, _)| k.to_string()),
+            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+        ledger,
+        scope,
     );
-    all_keys.extend(
-        found
-            .keys()
-            .filter(|k| {
-                k.split_once('|')
-                    .and_then(|(_, name)| user_from_app_password_name(name))
-                    .is_some_and(|u| scope.contains(u))
-            })
-            .cloned(),
-    );
-
-    for key in all_keys {
+    if keys.is_empty() {
+        return owned;
+    }
+    if let Some(why) = &observed.mailcow_unavailable {
+        plan.hold(Resource::AppPassword, "", why);
+        return owned;
+    }
+    let mut reported: BTreeSet<&str> = BTreeSet::new();
+    for key in keys {
         let Some((mailbox, name)) = key.split_once('|') else {
             continue;
         };
-        if !observed.app_passwords.contains_key(mailbox) {
+        let Some(list) = observed.app_passwords.get(mailbox) else {
+            if let Some(why) = observed.subject_error(Resource::AppPassword, mailbox)
+                && reported.insert(mailbox)
+            {
+                plan.hold(Resource::AppPassword, mailbox, why);
+            }
             continue;
-        }
-        let want = desired.app_passwords.get(&key);
-        let row = ledger.get(key.as_str()).copied();
-        let mut matches: Vec<&ObservedAppPassword> = found.get(&key).cloned().unwrap_or_default();
-        let username = want
+        };
+        let d = desired.app_passwords.get(key);
+        let want = d.map(|_| wants.get(key).copied().unwrap_or(Want::Yes));
+        let row = ledger.get(key).copied();
+        let same_name: Vec<&ObservedAppPassword> = list
+            .iter()
+            .filter(|p| markers::canonical_app_password_name(&p.name).as_deref() == Some(name))
+            .collect();
+        let ours = row.and_then(|r| owned_app_password(r, &same_name));
+        let username = d
             .map(|d| d.user.clone())
             .or_else(|| row.map(|r| r.username.clone()))
-            .or_else(|| user_from_app_password_name(name).map(str::to_owned))
             .unwrap_or_default();
-        let groups = want
+        let groups = d
             .map(|d| d.groups.clone())
             .or_else(|| row.map(|r| r.groups.clone()))
             .unwrap_or_default();
-        let protocols = want.map(|d| d.protocols.clone()).unwrap_or_default();
+        let protocols = d.map(|d| d.protocols.clone()).unwrap_or_default();
         let step = |action, id: i64, reason: &str| Step {
             resource: Resource::AppPassword,
-            key: key.clone(),
+            key: key.to_owned(),
             action,
             username: username.clone(),
             groups: groups.clone(),
@@ -441,50 +547,107 @@ fn plan_app_passwords(
             },
             reason: reason.to_owned(),
         };
-        match want {
-            Some(d) => {
-                if matches.is_empty() {
-                    plan.steps.push(step(Action::Create, 0, "granted by group"));
-                    continue;
-                }
-                // Keep the one the ledger knows, else the newest; names are
-                // not unique in Mailcow, so extras from a crashed run go.
-                let ledger_id = row.and_then(|r| r.remote_id.parse::<i64>().ok());
-                matches.sort_by_key(|p| (Some(p.id) == ledger_id, p.id));
-                let Some(keep) = matches.pop() else { continue };
-                for extra in matches {
-                    plan.steps
-                        .push(step(Action::Delete, extra.id, "duplicate of ours"));
-                }
-                let known = row.is_some_and(|r| {
-                    r.state == LedgerState::Created && r.remote_id == keep.id.to_string()
-                });
-                if !known {
-                    plan.steps
-                        .push(step(Action::Adopt, keep.id, "carries our name"));
-                }
-                let wanted: BTreeSet<String> = d.protocols.iter().cloned().collect();
-                if !keep.active || keep.protocols != wanted {
-                    plan.steps.push(step(
-                        Action::Update,
-                        keep.id,
-                        "inactive or protocols drifted",
-                    ));
+        let others = same_name.len() - usize::from(ours.is_some());
+        match (row.map(|r| r.state), ours) {
+            (Some(LedgerState::Foreign), _) => {
+                let theirs_left = row
+                    .and_then(|r| r.remote_id.parse::<i64>().ok())
+                    .is_some_and(|id| same_name.iter().any(|p| p.id == id));
+                match want {
+                    None | Some(Want::No) => plan.steps.push(step(
+                        Action::Forget,
+                        0,
+                        "not granted any more; a person's app password stays",
+                    )),
+                    Some(Want::Yes) if !theirs_left && same_name.is_empty() => {
+                        plan.steps.push(step(Action::Create, 0, "granted by group"))
+                    }
+                    Some(_) => {}
                 }
             }
-            None => {
-                for p in &matches {
+            (Some(state), Some(p)) => {
+                owned.insert(key.to_owned(), p.id);
+                let known = state == LedgerState::Created
+                    && row.is_some_and(|r| r.remote_id == p.id.to_string());
+                if !known {
                     plan.steps
-                        .push(step(Action::Delete, p.id, "no longer granted"));
+                        .push(step(Action::Adopt, p.id, "created by an earlier run"));
                 }
-                if matches.is_empty() && row.is_some() {
-                    plan.steps.push(step(Action::Forget, 0, "already gone"));
+                match want {
+                    None | Some(Want::No) => {
+                        owned.remove(key);
+                        plan.steps
+                            .push(step(Action::Delete, p.id, "no longer needed"));
+                    }
+                    Some(Want::Yes) => {
+                        let wanted: BTreeSet<String> = protocols.iter().cloned().collect();
+                        if !p.active || p.protocols != wanted {
+                            plan.steps.push(step(
+                                Action::Update,
+                                p.id,
+                                "inactive or protocols drifted",
+                            ));
+                        }
+                    }
+                    Some(Want::Hold) => {}
+                }
+            }
+            (Some(_), None) => match want {
+                Some(Want::Yes) => {
+                    plan.steps
+                        .push(step(Action::Create, 0, "ours is gone; granted by group"))
+                }
+                _ => plan.steps.push(step(Action::Forget, 0, "already gone")),
+            },
+            (None, _) if !same_name.is_empty() => {
+                if matches!(want, Some(Want::Yes | Want::Hold)) {
+                    plan.warnings.push(format!(
+                        "an app password named {name} on {mailbox} was not made by us; it is left \
+                         alone, and {username}'s Nextcloud Mail account cannot use it"
+                    ));
+                    plan.steps.push(step(
+                        Action::RecordForeign,
+                        same_name[0].id,
+                        "exists with our name, but not by our hand",
+                    ));
+                }
+                continue;
+            }
+            (None, _) => {
+                if want == Some(Want::Yes) {
+                    plan.steps.push(step(Action::Create, 0, "granted by group"));
                 }
             }
         }
+        if others > 0 {
+            plan.warnings.push(format!(
+                "{others} app password(s) named {name} on {mailbox} are not ours; left alone"
+            ));
+        }
+    }
+    owned
+}
+
+/// Which of the same-named app passwords the ledger row says is ours.
+fn owned_app_password<'a>(
+    row: &LedgerRow,
+    same_name: &[&'a ObservedAppPassword],
+) -> Option<&'a ObservedAppPassword> {
+    let learnt = row.remote_id.parse::<i64>().ok();
+    match (row.state, learnt) {
+        (LedgerState::Foreign, _) => None,
+        (_, Some(id)) => same_name.iter().copied().find(|p| p.id == id),
+        // An intent without an id: our create may have happened before a
+        // crash. What appeared under our name since is ours; the oldest, as
+        // a retried create only ever adds after it.
+        (LedgerState::Intent, None) => same_name.iter().copied().min_by_key(|p| p.id),
+        (LedgerState::Created, None) => None,
     }
 }
 
+/// Aliases. Ours are those the ledger says we created that still carry our
+/// marker (the agent refuses to touch one without it); the marker alone is
+/// not proof, since anyone can type it into a comment.
 fn plan_aliases(
     desired: &DesiredState,
     observed: &Observed,
@@ -492,21 +655,30 @@ fn plan_aliases(
     plan: &mut Plan,
 ) {
     let Some(aliases) = &observed.aliases else {
+        if let Some(why) = &observed.mailcow_unavailable
+            && (!desired.aliases.is_empty() || !ledger.is_empty())
+        {
+            plan.hold(Resource::Alias, "", why);
+        }
         return;
     };
     let mut all: BTreeSet<&str> = desired.aliases.keys().map(String::as_str).collect();
-    all.extend(
-        aliases
-            .iter()
-            .filter(|(_, a)| a.managed)
-            .map(|(k, _)| k.as_str()),
-    );
     all.extend(ledger.keys().copied());
 
     for address in all {
         let want = desired.aliases.get(address);
         let have: Option<&ObservedAlias> = aliases.get(address);
         let row = ledger.get(address).copied();
+        let ours = have.filter(|a| {
+            a.managed
+                && row.is_some_and(|r| match r.state {
+                    LedgerState::Created => {
+                        r.remote_id.is_empty() || r.remote_id == a.id.to_string()
+                    }
+                    LedgerState::Intent => true,
+                    LedgerState::Foreign => false,
+                })
+        });
         let groups = want
             .map(|d| d.groups.clone())
             .or_else(|| row.map(|r| r.groups.clone()))
@@ -527,56 +699,51 @@ fn plan_aliases(
             },
             reason: reason.to_owned(),
         };
-        match (want, have) {
-            (Some(_), None) => plan.steps.push(step(Action::Create, 0, "group alias")),
-            (Some(d), Some(a)) if a.managed => {
+        match (want, have, ours) {
+            (Some(_), None, _) => plan.steps.push(step(Action::Create, 0, "group alias")),
+            (Some(d), Some(_), Some(a)) => {
                 let known = row.is_some_and(|r| {
                     r.state == LedgerState::Created && r.remote_id == a.id.to_string()
                 });
                 if !known {
                     plan.steps
-                        .push(step(Action::Adopt, a.id, "carries our marker"));
+                        .push(step(Action::Adopt, a.id, "created by an earlier run"));
                 }
                 if a.goto != d.goto || !a.active || !a.sogo_visible || !a.sender_allowed {
                     plan.steps
                         .push(step(Action::Update, a.id, "members or flags changed"));
                 }
             }
-            (Some(_), Some(a)) => {
+            (Some(_), Some(a), None) => {
                 plan.warnings.push(format!(
-                    "alias {address} exists and was not created by us; left alone"
+                    "alias {address} exists and the ledger has no record of creating it; left alone"
                 ));
                 if row.map(|r| r.state) != Some(LedgerState::Foreign) {
                     plan.steps.push(step(
                         Action::RecordForeign,
                         a.id,
-                        "exists without our marker",
+                        "exists, not created by us",
                     ));
                 }
             }
-            (None, Some(a)) if a.managed => {
+            (None, Some(_), Some(a)) => {
                 plan.steps
                     .push(step(Action::Delete, a.id, "no longer an alias attribute"))
             }
-            (None, Some(_)) => {
-                if row.is_some_and(|r| r.state == LedgerState::Foreign) {
-                    plan.steps.push(step(
-                        Action::Forget,
-                        0,
-                        "no longer wanted; a person's alias stays",
-                    ));
-                }
-            }
-            (None, None) => {
+            (None, _, _) => {
                 if row.is_some() {
-                    plan.steps.push(step(Action::Forget, 0, "already gone"));
+                    let why = if have.is_some() {
+                        "no longer wanted; an alias that is not ours stays"
+                    } else {
+                        "already gone"
+                    };
+                    plan.steps.push(step(Action::Forget, 0, why));
                 }
             }
         }
     }
 }
 
-/// Drops removals that safety rules forbid, explaining each in a warning.
 /// Mailbox ACLs are owned per folder: an entry a person set on one folder
 /// before we wanted it stays theirs, while the owner's other folders (and
 /// folders created later) get ours.
@@ -607,14 +774,10 @@ fn plan_mailbox_acls(
         }
     }
 
-    if let Some(unavailable) = &observed.mailbox_acls_unavailable
+    if let Some(why) = &observed.mailbox_acls_unavailable
         && !pairs.is_empty()
     {
-        plan.warnings.push(format!(
-            "mailbox ACLs not reconciled: {}",
-            unavailable.reason
-        ));
-        plan.mailbox_acls_skipped = Some(unavailable.transient);
+        plan.hold(Resource::MailboxAcl, "", why);
     }
     for ((owner, grantee), (username, groups)) in pairs {
         let Some(obs) = observed.mailbox_acls.get(&owner) else {
@@ -728,9 +891,8 @@ fn plan_sogo_delegations(
         return;
     }
     let Some(owners) = &observed.sogo else {
-        if let Some(reason) = &observed.sogo_unavailable {
-            plan.warnings
-                .push(format!("SOGo delegation not reconciled: {reason}"));
+        if let Some(why) = &observed.sogo_unavailable {
+            plan.hold(Resource::SogoDelegation, "", why);
         }
         return;
     };
@@ -804,6 +966,7 @@ fn plan_nextcloud_accounts(
     desired: &DesiredState,
     observed: &Observed,
     ledger: &BTreeMap<&str, &LedgerRow>,
+    owned_app_passwords: &BTreeMap<String, i64>,
     scope: &Scope,
     plan: &mut Plan,
 ) {
@@ -819,15 +982,13 @@ fn plan_nextcloud_accounts(
         return;
     }
     let Some(users) = &observed.nextcloud else {
-        if let Some(unavailable) = &observed.nextcloud_unavailable {
-            plan.warnings.push(format!(
-                "Nextcloud Mail accounts not reconciled: {}",
-                unavailable.reason
-            ));
-            plan.nextcloud_skipped = Some(unavailable.transient);
+        if let Some(why) = &observed.nextcloud_unavailable {
+            plan.hold(Resource::NextcloudAccount, "", why);
         }
         return;
     };
+    let secret_step =
+        |plan: &mut Plan, key: &str| secret_step(plan, desired, owned_app_passwords, key);
     for key in keys {
         let Some((user, email)) = key.split_once('|') else {
             continue;
@@ -845,9 +1006,7 @@ fn plan_nextcloud_accounts(
             .and_then(|id| accounts.iter().find(|a| a.id == id));
         // Same address, login and server: ours only if the ledger holds an
         // intent without an id (a crash right after occ created it).
-        let lookalike = accounts.iter().find(|a| {
-            a.email == email && a.imap_user == login && a.configured_server && !a.provisioned
-        });
+        let lookalike = accounts.iter().find(|a| is_lookalike(a, email, login));
         let (username, groups) = match (want, row) {
             (Some(d), _) => (d.user.clone(), d.groups.clone()),
             (None, Some(r)) => (r.username.clone(), r.groups.clone()),
@@ -889,7 +1048,7 @@ fn plan_nextcloud_accounts(
                 if let Some(found) = recovered {
                     // Created by an interrupted run: ours, but its password
                     // is unknown. The re-key records it as created.
-                    if secret_step(plan, desired, observed, &app_password_key) {
+                    if secret_step(plan, &app_password_key) {
                         plan.steps.push(step(
                             Action::Update,
                             found.id,
@@ -899,7 +1058,7 @@ fn plan_nextcloud_accounts(
                 } else if let Some(account) = by_id {
                     if state == Some(LedgerState::Intent) {
                         // A re-key that did not happen last time.
-                        if secret_step(plan, desired, observed, &app_password_key) {
+                        if secret_step(plan, &app_password_key) {
                             plan.steps.push(step(
                                 Action::Update,
                                 account.id,
@@ -921,7 +1080,7 @@ fn plan_nextcloud_accounts(
                     plan.warnings.push(format!(
                         "Nextcloud has no user {user} yet (never logged in?); their Mail account for {email} waits"
                     ));
-                } else if secret_step(plan, desired, observed, &app_password_key) {
+                } else if secret_step(plan, &app_password_key) {
                     plan.steps.push(step(Action::Create, 0, "granted by group"));
                 } else {
                     plan.warnings.push(format!(
@@ -951,22 +1110,21 @@ fn creates(plan: &Plan, key: &str) -> bool {
 }
 
 /// Makes sure this run produces a secret for the app password `key`: it is
-/// being created, or (when it exists and is ours) it is rotated. False when
-/// neither is possible.
-fn secret_step(plan: &mut Plan, desired: &DesiredState, observed: &Observed, key: &str) -> bool {
+/// being created, or (when it exists and the ledger says it is ours) it is
+/// rotated. False when neither is possible.
+fn secret_step(
+    plan: &mut Plan,
+    desired: &DesiredState,
+    owned_app_passwords: &BTreeMap<String, i64>,
+    key: &str,
+) -> bool {
     if creates(plan, key) {
         return true;
     }
     let Some((mailbox, name)) = key.split_once('|') else {
         return false;
     };
-    let Some(want) = desired.app_passwords.get(key) else {
-        return false;
-    };
-    let Some(existing) = observed
-        .app_passwords
-        .get(mailbox)
-        .and_then(|list| list.iter().find(|p| p.name == name))
+    let (Some(want), Some(id)) = (desired.app_passwords.get(key), owned_app_passwords.get(key))
     else {
         return false;
     };
@@ -979,7 +1137,7 @@ fn secret_step(plan: &mut Plan, desired: &DesiredState, observed: &Observed, key
         target: Target::AppPassword {
             mailbox: mailbox.to_owned(),
             name: name.to_owned(),
-            id: existing.id,
+            id: *id,
             protocols: want.protocols.clone(),
         },
         reason: "its secret is needed for a Nextcloud account".into(),
@@ -987,6 +1145,7 @@ fn secret_step(plan: &mut Plan, desired: &DesiredState, observed: &Observed, key
     true
 }
 
+/// Drops removals that safety rules forbid, explaining each in a warning.
 fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], guards: &Guards) {
     let is_delete = |s: &Step| s.action == Action::Delete;
     // Updates that can take access away count as removals where it matters:

@@ -53,6 +53,8 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         nextcloud: None,
         nextcloud_unavailable: None,
         nextcloud_unknown_users: BTreeSet::new(),
+        mailcow_unavailable: None,
+        subject_errors: BTreeMap::new(),
     }
 }
 
@@ -345,14 +347,25 @@ fn aliases_follow_members_and_only_ours_are_touched() {
             alias("human@example.com", 3, false),
         ),
     ]));
-    let ledger = vec![LedgerRow {
-        resource: "alias".into(),
-        key: "team@example.com".into(),
-        state: LedgerState::Created,
-        username: String::new(),
-        groups: BTreeSet::new(),
-        remote_id: "1".into(),
-    }];
+    // A person can copy our marker into a comment: only the ledger proves.
+    obs.aliases.as_mut().unwrap().insert(
+        "copied@example.com".into(),
+        alias("copied@example.com", 4, true),
+    );
+    let ledger = vec![
+        row(
+            Resource::Alias,
+            "team@example.com",
+            LedgerState::Created,
+            "1",
+        ),
+        row(
+            Resource::Alias,
+            "old-team@example.com",
+            LedgerState::Created,
+            "2",
+        ),
+    ];
     let p = plan(&d, &obs, &ledger, &Scope::All, &Guards::default());
     let got: Vec<_> = p.steps.iter().map(|s| (s.key.as_str(), s.action)).collect();
     assert_eq!(
@@ -859,9 +872,14 @@ fn a_users_own_account_is_foreign_and_leaving_deletes_only_ours() {
         &Scope::All,
         &Guards::default(),
     );
+    // Their own account needs no app password: ours (ledger-proven) goes,
+    // and none is created.
     assert_eq!(
         nc_and_app_password_steps(&p),
-        vec![(Resource::NextcloudAccount, Action::RecordForeign)]
+        vec![
+            (Resource::AppPassword, Action::Delete),
+            (Resource::NextcloudAccount, Action::RecordForeign)
+        ]
     );
     let ledger = [
         row(
