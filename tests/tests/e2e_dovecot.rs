@@ -308,3 +308,58 @@ async fn an_invalid_right_is_a_per_group_error_not_a_crash() {
     assert_eq!(w.alice_entry("INBOX").await, None);
     w.bob_keeps_his_entry().await;
 }
+
+/// SOGo's and Nextcloud's agents are down: their resources are held and
+/// reported, while the same run grants and then revokes the leaver's folder
+/// ACLs and send-as right. One target never holds back the others.
+#[tokio::test]
+async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
+    let dead = |()| {
+        format!(
+            "http://127.0.0.1:{}",
+            reconciler_tests::harness::free_port()
+        )
+    };
+    let w = world(StackOptions {
+        max_attempts: 1,
+        coordinator_env: vec![
+            ("SOGO_AGENT_URL".into(), dead(())),
+            ("NEXTCLOUD_AGENT_URL".into(), dead(())),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    w.stack.authentik.set_group_attributes(
+        &w.group,
+        json!({"reconciler": {"shared_mailbox": INFO, "access": "read", "send_as": true,
+                              "sogo_delegate": true, "nextcloud_mail": true}}),
+    );
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-join"))
+        .await;
+    let report = summary(&job);
+    assert_eq!(
+        report["outcomes"]["sogo_delegation.observe.transient"], 1,
+        "{job}"
+    );
+    assert_eq!(
+        report["outcomes"]["nextcloud_account.observe.transient"], 1,
+        "{job}"
+    );
+    assert_eq!(w.alice_entry("INBOX").await.as_deref(), Some("lookup read"));
+    assert!(w.stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    assert_eq!(job["state"], "failed", "retried later for SOGo: {job}");
+    for folder in FOLDERS {
+        assert_eq!(w.alice_entry(folder).await, None, "revoked on {folder}");
+    }
+    assert!(!w.stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
+    w.bob_keeps_his_entry().await;
+}

@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> Result<()> {
             max_user_drop: config.max_user_drop,
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
+            failure_backoff_base: config.failure_backoff_base,
         },
     ));
     let wake = Arc::new(Notify::new());

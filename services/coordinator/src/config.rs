@@ -38,6 +38,9 @@ pub struct Config {
     pub max_user_drop: f64,
     pub max_removal_share: f64,
     pub removal_guard_min: usize,
+    /// The first wait after a change failed permanently; it doubles on
+    /// every further failure of the same change, up to a day.
+    pub failure_backoff_base: Duration,
 }
 
 const PROTOCOLS: [&str; 6] = [
@@ -114,6 +117,7 @@ impl Config {
             max_user_drop: percent("MAX_USER_DROP_PERCENT", "50")?,
             max_removal_share: percent("REMOVAL_GUARD_PERCENT", "50")?,
             removal_guard_min: number("REMOVAL_GUARD_MIN", "10")? as usize,
+            failure_backoff_base: Duration::from_secs(number("FAILURE_BACKOFF_SECONDS", "900")?),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use reconciler_proto::agent::{self as pb, ApplyRequest, ObserveRequest, Outcome, change::Kind};
 use serde::Serialize;
@@ -57,7 +58,13 @@ pub struct EngineConfig {
     pub max_user_drop: f64,
     pub max_removal_share: f64,
     pub removal_guard_min: usize,
+    /// First wait before a change that failed permanently is sent again
+    /// (doubling per failure, capped at [`MAX_FAILURE_BACKOFF`]).
+    pub failure_backoff_base: Duration,
 }
+
+/// The longest a permanently failing change waits between attempts.
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(86_400);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -66,6 +73,7 @@ impl Default for EngineConfig {
             max_user_drop: 0.5,
             max_removal_share: 0.5,
             removal_guard_min: 10,
+            failure_backoff_base: Duration::from_secs(900),
         }
     }
 }
@@ -82,6 +90,9 @@ pub struct RunReport {
     /// and apply) and `acl set`/`acl delete` commands.
     pub doveadm_execs: u64,
     pub doveadm_acl_writes: u64,
+    /// Changes not sent because the same change failed permanently before
+    /// and its backoff has not run out.
+    pub backing_off: u64,
 }
 
 impl RunReport {
@@ -402,11 +413,28 @@ impl Engine {
             report.count(step, "ok");
         }
 
-        let writes: Vec<&Step> = plan
-            .steps
-            .iter()
-            .filter(|s| s.action.writes_target())
-            .collect();
+        // A change the target refused for good is not re-sent every sweep:
+        // it waits (per object, doubling) unless its inputs changed.
+        let backoffs = self.store.backoffs().await?;
+        let now = crate::store::now_millis();
+        let mut writes: Vec<&Step> = Vec::new();
+        for step in plan.steps.iter().filter(|s| s.action.writes_target()) {
+            let key = (step.resource.as_str().to_owned(), step.key.clone());
+            match backoffs.get(&key) {
+                Some(b) if b.holds(&fingerprint(step), now) => {
+                    report.count(step, "backing_off");
+                    report.backing_off += 1;
+                }
+                _ => writes.push(step),
+            }
+        }
+        if report.backing_off > 0 {
+            report.warnings.push(format!(
+                "{} change(s) not sent: each failed permanently before and waits before the next \
+                 attempt (sent at once when its group, member or target changes)",
+                report.backing_off
+            ));
+        }
         // Nextcloud accounts go last: they take the secrets of the app
         // passwords created or rotated by the Mailcow changes.
         let (nextcloud, writes_now): (Vec<&Step>, Vec<&Step>) = writes
@@ -629,6 +657,26 @@ impl Engine {
                 self.unsettled(step, false).await?;
             }
         }
+        match outcome {
+            Outcome::Applied | Outcome::Unchanged => {
+                self.store
+                    .backoff_clear(step.resource.as_str(), &step.key)
+                    .await?
+            }
+            Outcome::Permanent | Outcome::Config | Outcome::Refused => {
+                self.store
+                    .backoff_failed(
+                        step.resource.as_str(),
+                        &step.key,
+                        &fingerprint(step),
+                        &result.message,
+                        self.config.failure_backoff_base,
+                        MAX_FAILURE_BACKOFF,
+                    )
+                    .await?
+            }
+            _ => {}
+        }
         let detail = if result.implicitly_allowed.is_empty() {
             result.message.clone()
         } else {
@@ -744,6 +792,19 @@ fn ledger_row(step: &Step, state: LedgerState, remote_id: String) -> LedgerRow {
         groups: step.groups.clone(),
         remote_id,
     }
+}
+
+/// Identifies a change (what it does to which object, with which values),
+/// so a backoff applies only while the change stays the same. Stable within
+/// a build; after an upgrade a waiting change is simply tried once more.
+fn fingerprint(step: &Step) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    step.action.as_str().hash(&mut hasher);
+    serde_json::to_string(&step.target)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn outcome_label(outcome: Outcome) -> &'static str {

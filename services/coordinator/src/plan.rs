@@ -289,7 +289,31 @@ pub fn plan(
         &mut plan,
     );
     apply_guards(&mut plan, desired, ledger, guards);
+    warn_if_ledger_lost(&mut plan, ledger);
     plan
+}
+
+/// The ledger is the only proof of what we created. If it holds nothing of
+/// ours while objects we would create already exist, the state DB may have
+/// been lost or replaced: those objects are now recorded as a person's and
+/// will never be revoked. Say so loudly, with the count.
+fn warn_if_ledger_lost(plan: &mut Plan, ledger: &[LedgerRow]) {
+    let owned = ledger.iter().any(|r| r.state != LedgerState::Foreign);
+    let foreign = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::RecordForeign)
+        .count();
+    if !owned && foreign > 0 {
+        plan.warnings.push(format!(
+            "LEDGER EMPTY: the state DB records nothing this service created, yet {foreign} \
+             object(s) it would create already exist; they are being recorded as made by a \
+             person and will never be revoked. If the state DB was lost or replaced, stop the \
+             coordinator and restore it from a backup (README, \"State DB backups\") before \
+             the next sweep. On a first run over entries made by hand or by another tool, this \
+             is expected."
+        ));
+    }
 }
 
 fn plan_sender_acls(

@@ -61,11 +61,13 @@ pub(crate) async fn handle(
     let query_string = format!("query={captured}&{}", parts.uri.query().unwrap_or(""));
     let get = parse_query_string(query_string.as_bytes());
     let route = route_of(&get);
-    if let Some(mode) = shared.take_failure() {
+    let fault = shared.take_failure(parts.method == axum::http::Method::POST);
+    let error_after_write = matches!(fault, Some(FailMode::ErrorAfterWrite));
+    if let Some(mode) = fault.filter(|_| !error_after_write) {
         shared.count(&format!("fault {route}"), false);
         return respond(match mode {
             FailMode::Http502 => Reply::new(502, HTML, nginx_page("502 Bad Gateway")),
-            FailMode::EmptyBody => Reply::empty(),
+            FailMode::EmptyBody | FailMode::ErrorAfterWrite => Reply::empty(),
         });
     }
     let Ok(body) = to_bytes(body, BODY_LIMIT).await else {
@@ -91,6 +93,13 @@ pub(crate) async fn handle(
     };
     let write = outcome.count.starts_with("write ");
     shared.count(&outcome.count, write);
+    if error_after_write {
+        return respond(Reply::new(
+            200,
+            JSON,
+            r#"[{"type":"danger","log":["mailbox","edit"],"msg":"mysql_error"}]"#,
+        ));
+    }
     respond(outcome.reply)
 }
 

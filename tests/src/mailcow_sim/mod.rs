@@ -76,6 +76,10 @@ pub enum FailMode {
     Http502,
     /// HTTP 200 with an empty body, like an uncaught PHP error.
     EmptyBody,
+    /// Only for the next write (POST): the write is applied, but the answer
+    /// is a danger message, as when Mailcow fails on a later step of a
+    /// request whose first step already changed the database.
+    ErrorAfterWrite,
 }
 
 /// An alias as stored (self-aliases of mailboxes excluded).
@@ -134,8 +138,12 @@ impl Shared {
         *lock(&self.counts).entry(key.to_owned()).or_default() += 1;
     }
 
-    fn take_failure(&self) -> Option<FailMode> {
-        lock(&self.faults).pop_front()
+    fn take_failure(&self, is_write: bool) -> Option<FailMode> {
+        let mut faults = lock(&self.faults);
+        match faults.front() {
+            Some(FailMode::ErrorAfterWrite) if !is_write => None,
+            _ => faults.pop_front(),
+        }
     }
 
     fn counts(&self) -> BTreeMap<String, u64> {

@@ -943,3 +943,201 @@ fn no_account_is_planned_for_a_user_nextcloud_does_not_know() {
         p.warnings
     );
 }
+
+#[test]
+fn a_persons_app_password_with_our_name_is_never_taken_over() {
+    // Entitled: a same-named app password without a ledger record is a
+    // person's. Recorded foreign; nothing created, updated or deleted.
+    let mut theirs = ours(9);
+    theirs.protocols = BTreeSet::from(["dav_access".into()]);
+    let p = plan(
+        &desired_nextcloud(),
+        &observed_nextcloud(vec![theirs.clone()], &[]),
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    let app: Vec<_> = actions(&p)
+        .into_iter()
+        .filter(|(r, _)| *r == Resource::AppPassword)
+        .collect();
+    assert_eq!(app, vec![(Resource::AppPassword, Action::RecordForeign)]);
+    assert!(p.warnings.iter().any(|w| w.contains("not made by us")));
+    // Leaves: the foreign row is forgotten, the object stays.
+    let foreign = row(
+        Resource::AppPassword,
+        &keys::app_password(INFO, NAME),
+        LedgerState::Foreign,
+        "9",
+    );
+    let p = plan(
+        &DesiredState::default(),
+        &observed_nextcloud(vec![theirs.clone()], &[]),
+        &[foreign],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(
+        actions(&p),
+        vec![(Resource::AppPassword, Action::Forget)],
+        "{p:?}"
+    );
+    // And with no record at all, a later sweep leaves it alone too.
+    let p = plan(
+        &DesiredState::default(),
+        &observed_nextcloud(vec![theirs], &[]),
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(actions(&p).is_empty(), "{p:?}");
+}
+
+#[test]
+fn an_intent_is_settled_by_the_next_observation() {
+    let key = keys::sender_acl(ALICE, INFO);
+    let intent = row(Resource::SenderAcl, &key, LedgerState::Intent, "");
+    // The write was reported failed but happened: present → ours, and
+    // revoked when access ends.
+    let p = plan(
+        &desired_alice(),
+        &observed(&[INFO], vec![ours(7)]),
+        std::slice::from_ref(&intent),
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(actions(&p).contains(&(Resource::SenderAcl, Action::Adopt)));
+    let p = plan(
+        &DesiredState::default(),
+        &observed(&[INFO], vec![]),
+        std::slice::from_ref(&intent),
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(actions(&p), vec![(Resource::SenderAcl, Action::Delete)]);
+    // It did not happen: absent → forgotten.
+    let p = plan(
+        &DesiredState::default(),
+        &observed(&[], vec![]),
+        &[intent],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert_eq!(actions(&p), vec![(Resource::SenderAcl, Action::Forget)]);
+}
+
+#[test]
+fn an_unobservable_target_holds_only_its_own_resources() {
+    let mut d = desired_alice();
+    d.sogo_delegations = desired_delegation().sogo_delegations;
+    let mut obs = Observed::mailcow_unavailable(Unavailable::transient("agent down"));
+    obs.sogo = observed_sogo(&[], None).sogo;
+    let ledger = [row(
+        Resource::SenderAcl,
+        &keys::sender_acl(ALICE, "old@example.com"),
+        LedgerState::Created,
+        "",
+    )];
+    let p = plan(&d, &obs, &ledger, &Scope::All, &Guards::default());
+    assert_eq!(
+        actions(&p),
+        vec![(Resource::SogoDelegation, Action::Create)],
+        "{p:?}"
+    );
+    let held: BTreeSet<Resource> = p.held.iter().map(|h| h.resource).collect();
+    assert_eq!(
+        held,
+        BTreeSet::from([Resource::SenderAcl, Resource::AppPassword])
+    );
+    assert!(p.held.iter().all(|h| h.transient));
+}
+
+#[test]
+fn one_unreadable_mailbox_holds_only_that_mailbox() {
+    let mut d = desired_alice();
+    let other = "sales@example.com";
+    let other_name = markers::app_password_name("alice", other);
+    d.app_passwords.insert(
+        keys::app_password(other, &other_name),
+        AppPassword {
+            mailbox: other.into(),
+            name: other_name,
+            user: "alice".into(),
+            protocols: vec!["imap_access".into()],
+            groups: BTreeSet::from(["g2".into()]),
+        },
+    );
+    let mut obs = observed(&[INFO], vec![]);
+    obs.subject_errors.insert(
+        ("app_password".into(), other.into()),
+        Unavailable::transient("Mailcow answered HTTP 404"),
+    );
+    let p = plan(&d, &obs, &[], &Scope::All, &Guards::default());
+    let created: Vec<&str> = p
+        .steps
+        .iter()
+        .filter(|s| s.resource == Resource::AppPassword && s.action == Action::Create)
+        .map(|s| s.key.as_str())
+        .collect();
+    assert_eq!(created, vec![keys::app_password(INFO, NAME).as_str()]);
+    assert_eq!(p.held.len(), 1);
+    assert_eq!(p.held[0].subject, other);
+}
+
+#[test]
+fn without_a_nextcloud_agent_no_app_password_is_made() {
+    let mut obs = observed_nextcloud(vec![], &[]);
+    obs.nextcloud = None;
+    obs.nextcloud_unavailable = Some(Unavailable::not_configured(
+        "no nextcloud-agent (NEXTCLOUD_AGENT_URL) is configured",
+    ));
+    let p = plan(
+        &desired_nextcloud(),
+        &obs,
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(nc_and_app_password_steps(&p).is_empty(), "{p:?}");
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("1 app password(s) for Nextcloud Mail not created")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(p.held.iter().all(|h| !h.transient));
+}
+
+#[test]
+fn an_empty_ledger_over_existing_objects_warns_loudly() {
+    let p = plan(
+        &desired_alice(),
+        &observed(&[INFO], vec![]),
+        &[],
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.starts_with("LEDGER EMPTY") && w.contains(" 1 object(s)")),
+        "{:?}",
+        p.warnings
+    );
+    // Not when the ledger already knows what we made.
+    let ledger = [row(
+        Resource::AppPassword,
+        &keys::app_password(INFO, NAME),
+        LedgerState::Created,
+        "7",
+    )];
+    let p = plan(
+        &desired_alice(),
+        &observed(&[INFO], vec![ours(7)]),
+        &ledger,
+        &Scope::All,
+        &Guards::default(),
+    );
+    assert!(!p.warnings.iter().any(|w| w.starts_with("LEDGER EMPTY")));
+}

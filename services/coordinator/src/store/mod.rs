@@ -1,6 +1,7 @@
 //! The state DB: job queue, ledger, audit log. SQLite in WAL mode by default.
 
 mod audit;
+mod backoff;
 mod jobs;
 mod ledger;
 
@@ -11,6 +12,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditEntry;
+pub use backoff::Backoff;
 pub use jobs::{ClaimedJob, Enqueued, JobCounts, JobRow};
 pub use ledger::{LedgerRow, LedgerState};
 
