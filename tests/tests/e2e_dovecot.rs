@@ -334,6 +334,9 @@ async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
         json!({"reconciler": {"shared_mailbox": INFO, "access": "read", "send_as": true,
                               "sogo_delegate": true, "nextcloud_mail": true}}),
     );
+    // Bob stays, so the leave run still needs SOGo and Nextcloud.
+    let bob = w.stack.authentik.add_user("bob", BOB);
+    w.stack.authentik.add_member(&w.group, bob);
     w.stack.authentik.add_member(&w.group, w.alice);
     let job = w
         .stack
