@@ -8,7 +8,7 @@ use reconciler_proto::coordinator::coordinator_server::CoordinatorServer;
 use reconciler_runtime::grpc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agents::GrpcAgent;
 use crate::authentik::AuthentikClient;
@@ -23,11 +23,18 @@ use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
     let store = Store::open(&config.state_db_url).await?;
-    let requeued = store.requeue_interrupted().await?;
-    if requeued > 0 {
+    let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
+    if interrupted.requeued > 0 {
         info!(
-            requeued,
+            requeued = interrupted.requeued,
             "jobs interrupted by the last shutdown are queued again"
+        );
+    }
+    if interrupted.gave_up > 0 {
+        warn!(
+            failed = interrupted.gave_up,
+            max_attempts = config.job_max_attempts,
+            "jobs that had used every attempt are failed, not run again"
         );
     }
     let directory = Arc::new(AuthentikClient::new(

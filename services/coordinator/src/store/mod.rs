@@ -3,6 +3,7 @@
 mod audit;
 mod jobs;
 mod ledger;
+pub mod summary;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use audit::AuditEntry;
-pub use jobs::{ClaimedJob, Enqueued, JobCounts, JobRow};
+pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
 pub use ledger::{LedgerRow, LedgerState};
 
 use crate::error::{Error, Result};
