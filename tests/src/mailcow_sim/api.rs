@@ -61,7 +61,7 @@ pub(crate) async fn handle(
     let query_string = format!("query={captured}&{}", parts.uri.query().unwrap_or(""));
     let get = parse_query_string(query_string.as_bytes());
     let route = route_of(&get);
-    if let Some(mode) = shared.take_failure() {
+    if let Some(mode) = shared.take_failure(&route) {
         shared.count(&format!("fault {route}"), false);
         return respond(match mode {
             FailMode::Http502 => Reply::new(502, HTML, nginx_page("502 Bad Gateway")),
