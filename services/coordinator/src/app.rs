@@ -6,9 +6,10 @@ use tonic::service::interceptor::InterceptedService;
 
 use reconciler_proto::coordinator::coordinator_server::CoordinatorServer;
 use reconciler_runtime::grpc;
+use reconciler_runtime::listen::{Establish, LimitedListener};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agents::GrpcAgent;
 use crate::authentik::AuthentikClient;
@@ -18,16 +19,24 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::grpc::CoordinatorService;
 use crate::http::{HttpState, router};
+use crate::serve_http;
 use crate::store::Store;
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
     let store = Store::open(&config.state_db_url).await?;
-    let requeued = store.requeue_interrupted().await?;
-    if requeued > 0 {
+    let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
+    if interrupted.requeued > 0 {
         info!(
-            requeued,
+            requeued = interrupted.requeued,
             "jobs interrupted by the last shutdown are queued again"
+        );
+    }
+    if interrupted.gave_up > 0 {
+        warn!(
+            failed = interrupted.gave_up,
+            max_attempts = config.job_max_attempts,
+            "jobs that had used every attempt are failed, not run again"
         );
     }
     let directory = Arc::new(AuthentikClient::new(
@@ -104,23 +113,25 @@ pub async fn run(config: Config) -> Result<()> {
         webhook_token: config.webhook_token.clone(),
         admin_token: config.admin_token.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .map_err(|e| Error::Config(format!("cannot bind HTTP on {}: {e}", config.http_listen)))?;
-    info!(addr = %config.http_listen, "coordinator HTTP listening");
+    let listener = LimitedListener::bind(
+        config.http_listen,
+        config.http_limits.clone(),
+        Establish::ByServer,
+    )
+    .await
+    .map_err(|e| Error::Config(format!("cannot bind HTTP on {}: {e}", config.http_listen)))?;
+    info!(addr = %config.http_listen, max_connections = config.http_limits.max_connections, "coordinator HTTP listening");
     let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, http)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-    });
+    let http_task = tokio::spawn(serve_http::serve(listener, http, async move {
+        http_shutdown.cancelled().await
+    }));
 
     // Operators only: the same admin token as POST /reconcile-all.
     let service = InterceptedService::new(
         CoordinatorServer::new(CoordinatorService { engine, wake }),
         RequireToken::new(config.admin_token.clone()),
     );
-    let router = grpc::server().add_service(service);
+    let router = grpc::server(&config.grpc_limits).add_service(service);
     let (router, _health) = grpc::with_standard_services::<
         InterceptedService<CoordinatorServer<CoordinatorService>, RequireToken>,
     >(router)
@@ -128,12 +139,17 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(|e| Error::Config(e.to_string()))?;
     info!(addr = %config.grpc_listen, "coordinator gRPC listening");
     let grpc_shutdown = shutdown.clone();
-    let grpc_result = grpc::serve(router, config.grpc_listen, async move {
-        tokio::select! {
-            _ = grpc::shutdown_signal() => {}
-            _ = grpc_shutdown.cancelled() => {}
-        }
-    })
+    let grpc_result = grpc::serve(
+        router,
+        config.grpc_listen,
+        &config.grpc_limits,
+        async move {
+            tokio::select! {
+                _ = grpc::shutdown_signal() => {}
+                _ = grpc_shutdown.cancelled() => {}
+            }
+        },
+    )
     .await;
     shutdown.cancel();
     let _ = http_task.await;

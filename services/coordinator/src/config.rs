@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use reconciler_runtime::listen::ConnectionLimits;
 use reconciler_runtime::secrets::{Secret, read_secret};
 
 use crate::error::{Error, Result};
@@ -13,6 +14,10 @@ use crate::error::{Error, Result};
 pub struct Config {
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
+    /// `HTTP_MAX_CONNECTIONS`, `HTTP_HEADER_TIMEOUT_SECONDS`.
+    pub http_limits: ConnectionLimits,
+    /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
+    pub grpc_limits: ConnectionLimits,
     pub state_db_url: String,
     pub authentik_url: String,
     pub authentik_token: Secret,
@@ -97,6 +102,8 @@ impl Config {
         Ok(Self {
             http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
+            http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
+            grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
             state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
             authentik_url: required("AUTHENTIK_URL")?,
             authentik_token: secret("AUTHENTIK_TOKEN")?,

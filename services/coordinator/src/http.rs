@@ -86,11 +86,16 @@ async fn reconcile(State(state): State<HttpState>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn reconcile_all(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    let presented = headers
+/// Whether `X-Reconciler-Admin-Token` carries the admin token (constant-time).
+fn admin_authorized(state: &HttpState, headers: &HeaderMap) -> bool {
+    headers
         .get("x-reconciler-admin-token")
-        .and_then(|v| v.to_str().ok());
-    if !presented.is_some_and(|t| state.admin_token.matches(t)) {
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| state.admin_token.matches(t))
+}
+
+async fn reconcile_all(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if !admin_authorized(&state, &headers) {
         warn!("rejected /reconcile-all: missing or wrong token");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
     }
@@ -136,7 +141,12 @@ async fn enqueue(
     }
 }
 
-async fn job(State(state): State<HttpState>, Path(id): Path<i64>) -> Response {
+/// A job's state, errors and summary name users and mailboxes: operators only.
+async fn job(State(state): State<HttpState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    if !admin_authorized(&state, &headers) {
+        warn!("rejected /jobs: missing or wrong token");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+    }
     match state.engine.store().job(id).await {
         Ok(Some(job)) => Json(job).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),

@@ -22,6 +22,7 @@ pub mod http;
 pub mod locks;
 pub mod observed;
 pub mod plan;
+pub mod serve_http;
 pub mod store;
 pub mod webhook;
 pub mod worker;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use reconciler_proto::agent::agent_server::AgentServer;
 use reconciler_runtime::auth::RequireToken;
 use reconciler_runtime::grpc;
+use reconciler_runtime::listen::ConnectionLimits;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::{Config, Doveadm};
@@ -36,6 +37,8 @@ use reconciler_runtime::exec::{DockerExec, LocalExec};
 
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    // Connection cap, handshake deadline and keep-alive (`GRPC_*`).
+    let limits = ConnectionLimits::grpc_from_env().map_err(Error::Config)?;
     let api = Arc::new(HttpMailcow::new(&config)?);
     let dovecot = match &config.doveadm {
         None => None,
@@ -55,7 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
         .max_encoding_message_size(256 * 1024 * 1024);
     // Only the coordinator, holding AGENT_TOKEN, may call the agent.
     let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
-    let router = grpc::server().add_service(service);
+    let router = grpc::server(&limits).add_service(service);
     let (router, _health) = grpc::with_standard_services::<
         InterceptedService<AgentServer<MailcowAgent>, RequireToken>,
     >(router)
@@ -63,7 +66,7 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(addr = %config.listen, mailcow = %config.mailcow_url, "mailcow-agent listening");
     println!("mailcow-agent listening on {}", config.listen);
-    grpc::serve(router, config.listen, grpc::shutdown_signal())
+    grpc::serve(router, config.listen, &limits, grpc::shutdown_signal())
         .await
         .map_err(|e| Error::Config(e.to_string()))
 }

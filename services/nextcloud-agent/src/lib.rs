@@ -15,6 +15,7 @@ use reconciler_proto::agent::agent_server::AgentServer;
 use reconciler_runtime::auth::RequireToken;
 use reconciler_runtime::exec::DockerExec;
 use reconciler_runtime::grpc;
+use reconciler_runtime::listen::ConnectionLimits;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Config;
@@ -24,6 +25,8 @@ use crate::service::NextcloudAgent;
 
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    // Connection cap, handshake deadline and keep-alive (`GRPC_*`).
+    let limits = ConnectionLimits::grpc_from_env().map_err(Error::Config)?;
     let runner = DockerExec::new(
         config.container.clone(),
         Some(config.occ_user.clone()),
@@ -39,7 +42,7 @@ pub async fn run(config: Config) -> Result<()> {
     let service = AgentServer::new(NextcloudAgent::new(occ));
     // Only the coordinator, holding AGENT_TOKEN, may call the agent.
     let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
-    let router = grpc::server().add_service(service);
+    let router = grpc::server(&limits).add_service(service);
     let (router, _health) = grpc::with_standard_services::<
         InterceptedService<AgentServer<NextcloudAgent>, RequireToken>,
     >(router)
@@ -47,7 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(|e| Error::Config(e.to_string()))?;
     tracing::info!(addr = %config.listen, container = %config.container, "nextcloud-agent listening");
     println!("nextcloud-agent listening on {}", config.listen);
-    grpc::serve(router, config.listen, grpc::shutdown_signal())
+    grpc::serve(router, config.listen, &limits, grpc::shutdown_signal())
         .await
         .map_err(|e| Error::Config(e.to_string()))
 }

@@ -7,6 +7,8 @@ use tonic::server::NamedService;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
+use crate::listen::{ConnectionLimits, Establish, LimitedListener};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("reflection setup failed: {0}")]
@@ -55,24 +57,30 @@ pub async fn with_standard_services<S: NamedService>(
     Ok((router, reporter))
 }
 
-/// A tonic server builder with trace-context extraction on every request.
-pub fn server() -> tonic::transport::Server<tower::layer::util::Identity> {
-    tonic::transport::Server::builder().trace_fn(crate::propagation::server_span)
+/// A tonic server builder with trace-context extraction on every request
+/// and HTTP/2 keep-alive from `limits` (a PING on quiet connections; no
+/// answer within the timeout closes the connection).
+pub fn server(limits: &ConnectionLimits) -> tonic::transport::Server<tower::layer::util::Identity> {
+    tonic::transport::Server::builder()
+        .trace_fn(crate::propagation::server_span)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(limits.keepalive_timeout)
 }
 
 /// Binds `addr` first (so a port conflict is reported before anything else
-/// starts) and serves `router` until `shutdown` resolves.
+/// starts) and serves `router` until `shutdown` resolves, under `limits`
+/// (connection cap, handshake deadline: see [`crate::listen`]).
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
+    limits: &ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     router
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
         .await?;
     Ok(())
 }

@@ -4,12 +4,14 @@
 //! - [`propagation`]: W3C trace context carried in gRPC metadata, both directions.
 //! - [`grpc`]: the server scaffold every service uses (health, reflection v1 and v1alpha).
 //! - `exec` (feature `exec`, agents only): commands in a container or locally.
+//! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
 
 pub mod auth;
 #[cfg(feature = "exec")]
 pub mod exec;
 pub mod grpc;
+pub mod listen;
 pub mod propagation;
 pub mod secrets;
 pub mod telemetry;

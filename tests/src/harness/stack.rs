@@ -322,9 +322,11 @@ impl Stack {
             .await
     }
 
+    /// `GET /jobs/<id>` with the admin token.
     pub async fn job(&self, id: i64) -> Value {
         self.http
             .get(format!("{}/jobs/{id}", self.http_url))
+            .header("X-Reconciler-Admin-Token", ADMIN_TOKEN)
             .send()
             .await
             .expect("GET job")

@@ -61,7 +61,7 @@ pub(crate) async fn handle(
     let query_string = format!("query={captured}&{}", parts.uri.query().unwrap_or(""));
     let get = parse_query_string(query_string.as_bytes());
     let route = route_of(&get);
-    let fault = shared.take_failure(parts.method == axum::http::Method::POST);
+    let fault = shared.take_failure(&route, parts.method == axum::http::Method::POST);
     let error_after_write = matches!(fault, Some(FailMode::ErrorAfterWrite));
     if let Some(mode) = fault.filter(|_| !error_after_write) {
         shared.count(&format!("fault {route}"), false);

@@ -117,6 +117,8 @@ pub(crate) struct Shared {
     config: MailcowSimConfig,
     db: Mutex<Db>,
     faults: Mutex<VecDeque<FailMode>>,
+    /// Failures for requests to one route (`add/app-passwd`), after `faults`.
+    route_faults: Mutex<BTreeMap<String, VecDeque<FailMode>>>,
     writes: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
 }
@@ -138,11 +140,14 @@ impl Shared {
         *lock(&self.counts).entry(key.to_owned()).or_default() += 1;
     }
 
-    fn take_failure(&self, is_write: bool) -> Option<FailMode> {
+    fn take_failure(&self, route: &str, is_write: bool) -> Option<FailMode> {
         let mut faults = lock(&self.faults);
         match faults.front() {
             Some(FailMode::ErrorAfterWrite) if !is_write => None,
-            _ => faults.pop_front(),
+            Some(_) => faults.pop_front(),
+            None => lock(&self.route_faults)
+                .get_mut(route)
+                .and_then(VecDeque::pop_front),
         }
     }
 
@@ -176,6 +181,7 @@ impl MailcowSim {
             config,
             db: Mutex::new(Db::default()),
             faults: Mutex::new(VecDeque::new()),
+            route_faults: Mutex::new(BTreeMap::new()),
             writes: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -378,6 +384,16 @@ impl MailcowSim {
     /// after any failures still queued.
     pub fn fail_next(&self, n: usize, mode: FailMode) {
         lock(&self.shared.faults).extend(std::iter::repeat_n(mode, n));
+    }
+
+    /// The next `n` requests to `route` (`<action>/<category>` of the API
+    /// path, e.g. `add/app-passwd`) fail as `mode` says; other requests go
+    /// through. Models a write that fails while others succeed.
+    pub fn fail_next_on(&self, route: &str, n: usize, mode: FailMode) {
+        lock(&self.shared.route_faults)
+            .entry(route.to_owned())
+            .or_default()
+            .extend(std::iter::repeat_n(mode, n));
     }
 
     /// Applies a seed document, the body `POST /__sim/seed` takes:

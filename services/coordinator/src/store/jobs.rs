@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use super::{Store, now_millis};
+use super::{Store, now_millis, summary};
 use crate::error::Result;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +34,28 @@ pub struct JobRow {
     pub trigger: String,
     pub last_error: String,
     pub summary: String,
+}
+
+/// What [`Store::requeue_interrupted`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Running jobs queued again.
+    pub requeued: u64,
+    /// Jobs failed because every attempt was used.
+    pub gave_up: u64,
+}
+
+/// The job's stored summary combined with this attempt's.
+async fn combined_summary(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    id: i64,
+    attempt: &str,
+) -> Result<String> {
+    let previous: Option<String> = sqlx::query_scalar("SELECT summary FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(summary::combine(&previous.unwrap_or_default(), attempt))
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -137,19 +159,26 @@ impl Store {
         }))
     }
 
+    /// Marks a job done. `summary` is this attempt's report; the stored
+    /// summary combines it with earlier attempts' ([`summary::combine`]).
     pub async fn finish(&self, id: i64, summary: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let summary = combined_summary(&mut tx, id, summary).await?;
         sqlx::query(
             "UPDATE jobs SET state = 'done', summary = ?, last_error = '', updated_at = ? WHERE id = ?",
         )
         .bind(summary)
         .bind(now_millis())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Puts a job back with a delay, or marks it failed for good.
+    /// Puts a job back with a delay, or marks it failed for good. `summary`
+    /// is this attempt's report (empty if it produced none), combined with
+    /// earlier attempts' as in [`Self::finish`].
     pub async fn retry_or_fail(
         &self,
         id: i64,
@@ -158,6 +187,8 @@ impl Store {
         retry_at: Option<i64>,
     ) -> Result<()> {
         let now = now_millis();
+        let mut tx = self.write_tx().await?;
+        let summary = combined_summary(&mut tx, id, summary).await?;
         match retry_at {
             Some(at) => {
                 sqlx::query(
@@ -169,7 +200,7 @@ impl Store {
                 .bind(summary)
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
             }
             None => {
@@ -181,21 +212,43 @@ impl Store {
                 .bind(summary)
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
             }
         };
+        tx.commit().await?;
         Ok(())
     }
 
-    /// After a crash, jobs that were running are runnable again.
-    pub async fn requeue_interrupted(&self) -> Result<u64> {
-        let done =
+    /// After a crash, jobs that were running are runnable again, unless
+    /// the interrupted attempt was their last: those fail, so no job ever
+    /// runs more than `max_attempts` times, however often the process dies.
+    /// Queued jobs that already used `max_attempts` (the setting was
+    /// lowered) fail the same way.
+    pub async fn requeue_interrupted(&self, max_attempts: i64) -> Result<Interrupted> {
+        let now = now_millis();
+        let mut tx = self.write_tx().await?;
+        let gave_up = sqlx::query(
+            "UPDATE jobs SET state = 'failed', updated_at = ?1,
+             last_error = 'gave up after ' || attempts || ' attempts, '
+                 || CASE state WHEN 'running' THEN 'the last one interrupted'
+                    ELSE 'the limit (JOB_MAX_ATTEMPTS) is now ' || ?2 END
+                 || CASE last_error WHEN '' THEN '' ELSE '; before: ' || last_error END
+             WHERE state IN ('running', 'queued') AND attempts >= ?2",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let requeued =
             sqlx::query("UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running'")
-                .bind(now_millis())
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(Interrupted { requeued, gave_up })
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
@@ -241,5 +294,112 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    /// Enqueues a job, claims it, and "crashes" (the process dies while it
+    /// runs): the job stays `running` in the DB.
+    async fn claimed_then_crashed(store: &Store, id: Option<i64>) -> i64 {
+        let id = match id {
+            Some(id) => id,
+            None => {
+                store
+                    .enqueue("user:alice", false, "test", None)
+                    .await
+                    .unwrap()
+                    .job_id
+            }
+        };
+        let claimed = store.claim().await.unwrap().expect("claimable");
+        assert_eq!(claimed.id, id);
+        id
+    }
+
+    #[tokio::test]
+    async fn a_job_interrupted_on_its_last_attempt_fails_instead_of_running_again() {
+        let (store, _dir) = store().await;
+        let max = 3;
+        let id = claimed_then_crashed(&store, None).await;
+        for _ in 1..max {
+            let restart = store.requeue_interrupted(max).await.unwrap();
+            assert_eq!(
+                restart,
+                Interrupted {
+                    requeued: 1,
+                    gave_up: 0
+                }
+            );
+            claimed_then_crashed(&store, Some(id)).await;
+        }
+        let job = store.job(id).await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.attempts), ("running", max));
+
+        let restart = store.requeue_interrupted(max).await.unwrap();
+        assert_eq!(
+            restart,
+            Interrupted {
+                requeued: 0,
+                gave_up: 1
+            }
+        );
+        let job = store.job(id).await.unwrap().unwrap();
+        assert_eq!(job.state, "failed");
+        assert_eq!(job.attempts, max, "never more than JOB_MAX_ATTEMPTS");
+        assert_eq!(
+            job.last_error,
+            "gave up after 3 attempts, the last one interrupted"
+        );
+        assert!(
+            store.claim().await.unwrap().is_none(),
+            "nothing left to run"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_summary_counts_the_changes_of_every_attempt() {
+        let (store, _dir) = store().await;
+        let id = claimed_then_crashed(&store, None).await;
+        let first = r#"{"outcomes":{"sender_acl.add.applied":1,"app_password.add.transient":1},"transient_failures":1}"#;
+        store
+            .retry_or_fail(id, "1 change(s) failed transiently", first, Some(0))
+            .await
+            .unwrap();
+        claimed_then_crashed(&store, Some(id)).await;
+        // An attempt that failed before reporting keeps the record.
+        store
+            .retry_or_fail(id, "Authentik unreachable", "", Some(0))
+            .await
+            .unwrap();
+        claimed_then_crashed(&store, Some(id)).await;
+        let last = r#"{"outcomes":{"app_password.add.applied":1},"transient_failures":0}"#;
+        store.finish(id, last).await.unwrap();
+
+        let job = store.job(id).await.unwrap().unwrap();
+        let summary: Value = serde_json::from_str(&job.summary).unwrap();
+        assert_eq!(
+            summary["outcomes"]["sender_acl.add.applied"], 1,
+            "{summary}"
+        );
+        assert_eq!(
+            summary["outcomes"]["app_password.add.applied"], 1,
+            "{summary}"
+        );
+        assert_eq!(summary["transient_failures"], 1, "{summary}");
+        assert_eq!(summary["attempts_reported"], 2, "{summary}");
+        assert_eq!(
+            summary["last_attempt"],
+            serde_json::from_str::<Value>(last).unwrap()
+        );
     }
 }

@@ -4,6 +4,7 @@ mod audit;
 mod backoff;
 mod jobs;
 mod ledger;
+pub mod summary;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use audit::AuditEntry;
 pub use backoff::Backoff;
-pub use jobs::{ClaimedJob, Enqueued, JobCounts, JobRow};
+pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
 pub use ledger::{LedgerRow, LedgerState};
 
 use crate::error::{Error, Result};
