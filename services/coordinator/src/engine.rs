@@ -53,8 +53,8 @@ impl Subject {
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub desired: DesiredConfig,
-    /// Removals stop when the user count falls by more than this share
-    /// since the last run.
+    /// Removals stop when the user count falls by this share or more since
+    /// the last good (plausible) run.
     pub max_user_drop: f64,
     pub max_removal_share: f64,
     pub removal_guard_min: usize,
@@ -759,12 +759,22 @@ pub fn implausible(
     if groups == 0 {
         return Some("Authentik returned no groups".into());
     }
+    // `previous_users` is the count of the last good (plausible) run, so a
+    // drop cannot slip through in steps that each stay under the threshold
+    // while removals are held. Reaching the threshold holds: a directory cut
+    // exactly in half is held with the default 50%. The tolerance absorbs
+    // float rounding of shares like 30/100.
     match previous_users {
-        Some(prev) if prev > 0 && (users as f64) < (prev as f64) * (1.0 - max_drop) => {
-            Some(format!(
-                "user count fell from {prev} to {users}, more than {:.0}%",
-                max_drop * 100.0
-            ))
+        Some(prev) if users < prev => {
+            let share = (prev - users) as f64 / prev as f64;
+            (share + 1e-9 >= max_drop).then(|| {
+                format!(
+                    "user count fell from {prev} (last good run) to {users}, a drop of {:.0}%, \
+                     at or above the {:.0}% limit",
+                    share * 100.0,
+                    max_drop * 100.0
+                )
+            })
         }
         _ => None,
     }
@@ -1203,5 +1213,25 @@ mod tests {
         assert!(implausible(40, 5, Some(100), 0.5).is_some());
         assert!(implausible(60, 5, Some(100), 0.5).is_none());
         assert!(implausible(60, 5, None, 0.5).is_none());
+    }
+
+    #[test]
+    fn a_drop_at_the_threshold_holds_removals() {
+        // Exactly half, with the default 50%.
+        let reason = implausible(4, 5, Some(8), 0.5).expect("held");
+        assert!(
+            reason.contains("fell from 8 (last good run) to 4, a drop of 50%"),
+            "{reason}"
+        );
+        assert!(implausible(50, 5, Some(100), 0.5).is_some());
+        assert!(implausible(51, 5, Some(100), 0.5).is_none());
+        // Percentages from MAX_USER_DROP_PERCENT that are not exact in binary.
+        assert!(implausible(70, 5, Some(100), 0.3).is_some());
+        assert!(implausible(71, 5, Some(100), 0.3).is_none());
+        assert!(implausible(90, 5, Some(100), 0.1).is_some());
+        // Growth, no change, and a first run are never held for the count.
+        assert!(implausible(100, 5, Some(100), 0.0).is_none());
+        assert!(implausible(150, 5, Some(100), 0.5).is_none());
+        assert!(implausible(1, 5, None, 0.5).is_none());
     }
 }

@@ -19,6 +19,7 @@ use super::drf::{
     ApiError, Params, SortKey, attributes_filter, attributes_match, envelope, ordering, paginate,
     python_int, search_matches, sort_by,
 };
+use super::fault::Listing;
 use super::model::{Group, GroupRender, USER_TYPES, User};
 use super::write;
 
@@ -268,7 +269,14 @@ async fn list_users(
 
     let terms = ordering(&params, USER_ORDERING, "username");
     sort_by(&mut users, &terms, user_sort_key, |u| SortKey::Int(u.pk));
-    let page = paginate(users.len(), &params, shared.page_sizes())?;
+    let fault = shared.list_fault(Listing::Users);
+    if let Some(fault) = &fault {
+        users.truncate(fault.visible(users.len()));
+    }
+    let mut page = paginate(users.len(), &params, shared.page_sizes())?;
+    if let Some(fault) = &fault {
+        fault.distort(&mut page);
+    }
     let include_groups = params.switch("include_groups", true);
     let shape = shared.shape();
     let results = users[page.range]
@@ -378,7 +386,14 @@ async fn list_groups(
     sort_by(&mut groups, &terms, group_sort_key, |g| {
         SortKey::Uuid(g.uuid)
     });
-    let page = paginate(groups.len(), &params, shared.page_sizes())?;
+    let fault = shared.list_fault(Listing::Groups);
+    if let Some(fault) = &fault {
+        groups.truncate(fault.visible(groups.len()));
+    }
+    let mut page = paginate(groups.len(), &params, shared.page_sizes())?;
+    if let Some(fault) = &fault {
+        fault.distort(&mut page);
+    }
     let render = group_render(&params);
     let shape = shared.shape();
     let results = groups[page.range]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::fault::{ListFault, Listing};
 use super::model::{Directory, display_name, now_iso};
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +145,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/__sim/seed", post(seed))
         .route("/__sim/fail", post(fail))
         .route("/__sim/hide_users", post(hide_users))
+        .route("/__sim/list_fault", post(list_fault))
         .route("/__sim/counts", get(counts).delete(reset_counts))
         .with_state(shared)
 }
@@ -175,6 +177,23 @@ struct Hide {
 
 async fn hide_users(State(shared): State<Arc<Shared>>, Json(hide): Json<Hide>) -> StatusCode {
     shared.hide_users.store(hide.hide, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+/// `{"listing": "users"|"groups", "fault": {"kind": …} | null}`; see
+/// [`ListFault`] for the kinds. `null` clears the listing's fault.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetListFault {
+    listing: Listing,
+    fault: Option<ListFault>,
+}
+
+async fn list_fault(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<SetListFault>,
+) -> StatusCode {
+    shared.set_list_fault(request.listing, request.fault);
     StatusCode::NO_CONTENT
 }
 

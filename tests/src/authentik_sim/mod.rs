@@ -12,6 +12,7 @@
 mod api;
 mod control;
 mod drf;
+mod fault;
 mod generate;
 mod model;
 mod webhook;
@@ -29,6 +30,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub use fault::{ListFault, Listing};
 pub use generate::{GeneratedDirectory, generate_directory};
 pub use webhook::WebhookConfig;
 
@@ -68,6 +70,7 @@ pub(crate) struct Shared {
     directory: Mutex<Directory>,
     fail_next: AtomicUsize,
     hide_users: AtomicBool,
+    list_faults: Mutex<BTreeMap<Listing, ListFault>>,
     total_requests: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
     http: reqwest::Client,
@@ -126,6 +129,25 @@ impl Shared {
         self.hide_users.load(Ordering::SeqCst)
     }
 
+    fn list_fault(&self, listing: Listing) -> Option<ListFault> {
+        self.list_faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&listing)
+            .cloned()
+    }
+
+    fn set_list_fault(&self, listing: Listing, fault: Option<ListFault>) {
+        let mut faults = self
+            .list_faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match fault {
+            Some(fault) => faults.insert(listing, fault),
+            None => faults.remove(&listing),
+        };
+    }
+
     fn notify(&self, events: Vec<webhook::ModelEvent>) {
         if let Some(config) = &self.config.webhook {
             webhook::dispatch(&self.http, config, events);
@@ -164,6 +186,7 @@ impl AuthentikSim {
             directory: Mutex::new(Directory::new()),
             fail_next: AtomicUsize::new(0),
             hide_users: AtomicBool::new(false),
+            list_faults: Mutex::new(BTreeMap::new()),
             total_requests: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
             http,
@@ -276,6 +299,12 @@ impl AuthentikSim {
     /// back empty (count 0, no error) and single users are 404.
     pub fn set_hide_users(&self, hide: bool) {
         self.shared.hide_users.store(hide, Ordering::SeqCst);
+    }
+
+    /// Makes every read of `listing` go wrong as `fault` says, until
+    /// cleared with `None`. Single-object reads and writes are unaffected.
+    pub fn set_list_fault(&self, listing: Listing, fault: Option<ListFault>) {
+        self.shared.set_list_fault(listing, fault);
     }
 
     /// API requests received since start or the last [`Self::reset_counts`],

@@ -322,6 +322,97 @@ async fn authentik_fail_next_and_counts() {
     assert!(sim.counts().is_empty());
 }
 
+/// Usernames and envelope of page `n` of the users listing, three per page.
+async fn users_page(client: &reqwest::Client, sim: &AuthentikSim, n: u64) -> (Vec<String>, Value) {
+    let (status, body) = get(
+        client,
+        sim,
+        &format!("/api/v3/core/users/?ordering=pk&page_size=100&page={n}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (usernames(&body), body["pagination"].clone())
+}
+
+#[tokio::test]
+async fn authentik_list_faults_distort_only_what_they_say() {
+    let (sim, client) = start(AuthentikSimConfig {
+        max_page_size: 3,
+        ..AuthentikSimConfig::default()
+    })
+    .await;
+    for i in 1..=7 {
+        sim.add_user(&format!("u{i}"), &format!("u{i}@example.com"));
+    }
+    let faithful = json!({"next": 3, "previous": 1, "count": 7, "current": 2,
+                          "total_pages": 3, "start_index": 4, "end_index": 6});
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert_eq!(names, ["u4", "u5", "u6"]);
+    assert_eq!(envelope, faithful);
+
+    sim.set_list_fault(Listing::Users, Some(ListFault::EmptyPage { page: 2 }));
+    assert_eq!(users_page(&client, &sim, 1).await.0, ["u1", "u2", "u3"]);
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert!(names.is_empty());
+    assert_eq!(envelope, faithful, "next still says there is more");
+
+    sim.set_list_fault(Listing::Users, Some(ListFault::EndAfter { page: 2 }));
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert_eq!(names, ["u4", "u5", "u6"]);
+    assert_eq!(envelope["next"], 0);
+    assert_eq!(envelope["total_pages"], 3);
+
+    sim.set_list_fault(Listing::Users, Some(ListFault::WrongCount { delta: 5 }));
+    for n in 1..=3 {
+        assert_eq!(users_page(&client, &sim, n).await.1["count"], 12);
+    }
+    assert_eq!(users_page(&client, &sim, 3).await.0, ["u7"]);
+
+    sim.set_list_fault(Listing::Users, Some(ListFault::Repeat { page: 2, by: 1 }));
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert_eq!(names, ["u3", "u4", "u5"]);
+    assert_eq!(envelope, faithful);
+
+    sim.set_list_fault(Listing::Users, Some(ListFault::OnlyFirst { keep: 4 }));
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert_eq!(names, ["u4"]);
+    assert_eq!(
+        envelope,
+        json!({"next": 0, "previous": 1, "count": 4, "current": 2,
+               "total_pages": 2, "start_index": 4, "end_index": 4})
+    );
+
+    // Groups are untouched by a users fault, and the control API sets and
+    // clears faults the same way.
+    sim.add_group("g", json!({}));
+    let (_, body) = get(&client, &sim, "/api/v3/core/groups/").await;
+    assert_eq!(body["pagination"]["count"], 1);
+    let control = |body: Value| {
+        let client = client.clone();
+        let url = format!("{}/__sim/list_fault", sim.base_url());
+        async move { client.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(
+        control(json!({"listing": "groups", "fault": {"kind": "wrong_count", "delta": -1}})).await,
+        StatusCode::NO_CONTENT
+    );
+    let (_, body) = get(&client, &sim, "/api/v3/core/groups/").await;
+    assert_eq!(body["pagination"]["count"], 0);
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+    for listing in ["users", "groups"] {
+        control(json!({"listing": listing, "fault": null})).await;
+    }
+    let (_, body) = get(&client, &sim, "/api/v3/core/groups/").await;
+    assert_eq!(body["pagination"]["count"], 1);
+    let (names, envelope) = users_page(&client, &sim, 2).await;
+    assert_eq!(names, ["u4", "u5", "u6"]);
+    assert_eq!(envelope, faithful);
+    assert_eq!(
+        control(json!({"listing": "users", "fault": {"kind": "nonsense"}})).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
 /// A webhook receiver that forwards each (headers, body) to a channel.
 async fn receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Value)>) {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reconciler_runtime::secrets::Secret;
 use serde::de::DeserializeOwned;
 
+use super::listing::{Keyed, Listing};
 use super::model::{Group, Page, User};
 use crate::error::{Error, Result};
 
@@ -84,34 +85,21 @@ impl AuthentikClient {
             .map_err(|e| Error::Authentik(format!("GET {path} page {page}: bad body: {e}")))
     }
 
-    async fn all_pages<T: DeserializeOwned>(
+    /// Every page of a listing, checked to add up to exactly what
+    /// Authentik announced (see [`Listing`]); a short, repeated or shifting
+    /// listing is an error, never a smaller directory.
+    async fn all_pages<T: DeserializeOwned + Keyed>(
         &self,
         path: &str,
+        noun: &str,
         extra: &[(&str, &str)],
     ) -> Result<Vec<T>> {
-        let mut items = Vec::new();
+        let mut listing = Listing::new(path, noun);
         let mut page = 1;
-        loop {
-            let batch: Page<T> = self.get_page(path, page, extra).await?;
-            let expected = batch.pagination.count;
-            items.extend(batch.results);
-            match batch.pagination.next {
-                0 => break,
-                next if next <= page => {
-                    return Err(Error::Authentik(format!(
-                        "GET {path}: pagination went backwards ({page} -> {next})"
-                    )));
-                }
-                next => page = next,
-            }
-            // Guards against a server that never says 0.
-            if items.len() as u64 > expected.saturating_mul(2) + 1000 {
-                return Err(Error::Authentik(format!(
-                    "GET {path}: more items than the announced count {expected}"
-                )));
-            }
+        while let Some(next) = listing.accept(page, self.get_page(path, page, extra).await?)? {
+            page = next;
         }
-        Ok(items)
+        Ok(listing.into_items())
     }
 }
 
@@ -136,14 +124,22 @@ fn without_url(e: &reqwest::Error) -> String {
 impl DirectorySource for AuthentikClient {
     async fn users(&self) -> Result<Vec<User>> {
         // groups_obj is not needed: the `groups` UUID list is always present.
-        self.all_pages("/api/v3/core/users/", &[("include_groups", "false")])
-            .await
+        self.all_pages(
+            "/api/v3/core/users/",
+            "users",
+            &[("include_groups", "false")],
+        )
+        .await
     }
 
     async fn groups(&self) -> Result<Vec<Group>> {
         // users_obj is not needed: the `users` pk list is always present.
-        self.all_pages("/api/v3/core/groups/", &[("include_users", "false")])
-            .await
+        self.all_pages(
+            "/api/v3/core/groups/",
+            "groups",
+            &[("include_users", "false")],
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -151,5 +147,180 @@ impl DirectorySource for AuthentikClient {
             .get_page("/api/v3/core/groups/", 1, &[("include_users", "false")])
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a fake Authentik over real HTTP, serving scripted
+    //! pages: what arrives on the wire decides, not a mock of the client.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use axum::Json;
+    use axum::extract::Query;
+    use axum::routing::get;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Page `number` of `count` users in pages of `size`, exactly as
+    /// Authentik renders it (`authentik/api/pagination.py`).
+    fn faithful_page(count: u64, size: u64, number: u64) -> Value {
+        let total_pages = if count == 0 { 1 } else { count.div_ceil(size) };
+        let start = (number - 1) * size;
+        let end = (start + size).min(count);
+        let results: Vec<Value> = (start + 1..=end)
+            .map(|pk| json!({"pk": pk, "username": format!("user{pk}"), "email": format!("user{pk}@example.com"), "is_active": true, "type": "internal", "groups": []}))
+            .collect();
+        json!({
+            "pagination": {
+                "next": if number < total_pages { number + 1 } else { 0 },
+                "previous": number - 1,
+                "count": count,
+                "current": number,
+                "total_pages": total_pages,
+                "start_index": if count == 0 { 0 } else { start + 1 },
+                "end_index": end,
+            },
+            "results": results,
+            "autocomplete": {},
+        })
+    }
+
+    type Script = Arc<dyn Fn(u64) -> Value + Send + Sync>;
+
+    /// Serves `GET /api/v3/core/users/?page=N` from `script(N)`.
+    async fn fake_authentik(script: Script) -> AuthentikClient {
+        let app = axum::Router::new().route(
+            "/api/v3/core/users/",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let script = script.clone();
+                async move {
+                    let page = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                    Json(script(page))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        reconciler_runtime::install_crypto_provider();
+        AuthentikClient::new(
+            &format!("http://{addr}"),
+            Secret::new("token"),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    async fn users_with(
+        script: impl Fn(u64) -> Value + Send + Sync + 'static,
+    ) -> Result<Vec<User>> {
+        fake_authentik(Arc::new(script)).await.users().await
+    }
+
+    fn authentik_error(result: Result<Vec<User>>) -> String {
+        match result {
+            Err(Error::Authentik(message)) => message,
+            Err(other) => panic!("expected an Authentik error, got {other}"),
+            Ok(users) => panic!("expected an Authentik error, got {} users", users.len()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_faithful_listing_is_read_whole() {
+        let users = users_with(|n| faithful_page(250, 100, n)).await.unwrap();
+        let pks: Vec<i64> = users.iter().map(|u| u.pk).collect();
+        assert_eq!(pks, (1..=250).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_empty_page_while_next_says_more_fails_the_read() {
+        let err = authentik_error(
+            users_with(|n| {
+                let mut page = faithful_page(300, 100, n);
+                if n == 2 {
+                    page["results"] = json!([]);
+                }
+                page
+            })
+            .await,
+        );
+        assert_eq!(
+            err,
+            "GET /api/v3/core/users/: got 100 distinct users, Authentik announced 300 \
+             (page 2 of 3 was empty, announced as items 101–200)"
+        );
+    }
+
+    #[tokio::test]
+    async fn next_zero_before_count_items_fails_the_read() {
+        let err = authentik_error(
+            users_with(|n| {
+                let mut page = faithful_page(300, 100, n);
+                if n == 2 {
+                    page["pagination"]["next"] = json!(0);
+                }
+                page
+            })
+            .await,
+        );
+        assert_eq!(
+            err,
+            "GET /api/v3/core/users/: got 200 distinct users, Authentik announced 300 \
+             (page 2 of 3 said next = 0)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_count_fails_the_read() {
+        let err = authentik_error(
+            users_with(|n| {
+                let mut page = faithful_page(250, 100, n);
+                page["pagination"]["count"] = json!(300);
+                page
+            })
+            .await,
+        );
+        assert_eq!(
+            err,
+            "GET /api/v3/core/users/: got 250 distinct users, Authentik announced 300 \
+             (the last page, 3 of 3, ended at item 250)"
+        );
+    }
+
+    #[tokio::test]
+    async fn items_repeated_across_pages_fail_the_read() {
+        // Page 2 is page 1 again (a cache in front of Authentik ignoring `page`).
+        let err = authentik_error(
+            users_with(|n| {
+                let mut page = faithful_page(200, 100, n);
+                page["results"] = faithful_page(200, 100, 1)["results"].clone();
+                page
+            })
+            .await,
+        );
+        assert_eq!(
+            err,
+            "GET /api/v3/core/users/: got 100 distinct users, Authentik announced 200 \
+             (page 2 of 2 repeated 100 item(s) already read)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_count_changing_between_pages_fails_the_read() {
+        // Someone was deleted between page 1 and page 2.
+        let err = authentik_error(
+            users_with(|n| faithful_page(if n == 1 { 201 } else { 200 }, 100, n)).await,
+        );
+        assert!(
+            err.starts_with(
+                "GET /api/v3/core/users/: got 100 distinct users, Authentik announced 201 \
+                 (the directory changed while it was read"
+            ),
+            "{err}"
+        );
     }
 }

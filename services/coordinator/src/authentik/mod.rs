@@ -2,6 +2,7 @@
 //! directory model (users, groups, nesting).
 
 pub mod client;
+pub mod listing;
 pub mod model;
 
 pub use client::{AuthentikClient, DirectorySource};

@@ -57,10 +57,19 @@ pub struct Page<T> {
     pub results: Vec<T>,
 }
 
+/// Authentik (`authentik/api/pagination.py`) always sends all seven fields;
+/// [`super::listing`] checks each page against them.
 #[derive(Debug, Deserialize)]
 pub struct Pagination {
     pub next: u64,
+    pub previous: u64,
     pub count: u64,
+    pub current: u64,
+    pub total_pages: u64,
+    /// 1-based positions of the page's first and last item in the whole
+    /// listing; both 0 for an empty listing.
+    pub start_index: u64,
+    pub end_index: u64,
 }
 
 /// Group UUIDs arrive dashed from the API and undashed (hex) in event
