@@ -170,11 +170,7 @@ async fn plan_returns_the_diff_and_changes_nothing() {
         got,
         vec![
             ("create".into(), "alias".into(), "team@example.com".into()),
-            (
-                "create".into(),
-                "app_password".into(),
-                "info@example.com|authentik-sync:alice:info@example.com".into()
-            ),
+            // No app password: no nextcloud-agent is configured to use it.
             (
                 "create".into(),
                 "sender_acl".into(),
