@@ -25,6 +25,8 @@ pub enum Resource {
     MailboxAcl,
     SogoDelegation,
     NextcloudAccount,
+    /// A SOGo user's cached settings, owed an eviction (see [`sogo_cache`]).
+    SogoCacheEviction,
 }
 
 impl Resource {
@@ -36,6 +38,7 @@ impl Resource {
             Self::MailboxAcl => "mailbox_acl",
             Self::SogoDelegation => "sogo_delegation",
             Self::NextcloudAccount => "nextcloud_account",
+            Self::SogoCacheEviction => "sogo_cache_eviction",
         }
     }
 }
@@ -58,6 +61,9 @@ pub enum Action {
     /// A new secret for an app password we own (its secret is needed
     /// again, e.g. for a Nextcloud account, and is never stored).
     Rotate,
+    /// Drop a cached copy on the target (SOGo's memcached) so it serves
+    /// what was written.
+    Evict,
 }
 
 impl Action {
@@ -70,6 +76,7 @@ impl Action {
             Self::RecordForeign => "record_foreign",
             Self::Forget => "forget",
             Self::Rotate => "rotate",
+            Self::Evict => "evict",
         }
     }
 
@@ -77,7 +84,7 @@ impl Action {
     pub fn writes_target(self) -> bool {
         matches!(
             self,
-            Self::Create | Self::Update | Self::Delete | Self::Rotate
+            Self::Create | Self::Update | Self::Delete | Self::Rotate | Self::Evict
         )
     }
 }
@@ -123,6 +130,10 @@ pub enum Target {
         /// 0 until created.
         id: i64,
         app_password_key: String,
+    },
+    /// `<uid>+settings` in SOGo's memcached.
+    SogoCacheEviction {
+        uid: String,
     },
 }
 
@@ -1040,6 +1051,8 @@ fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], g
         plan.warnings.push(w.clone());
     }
 }
+
+pub mod sogo_cache;
 
 #[cfg(test)]
 mod tests;

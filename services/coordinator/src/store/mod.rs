@@ -3,6 +3,7 @@
 mod audit;
 mod jobs;
 mod ledger;
+mod sogo_evictions;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use audit::AuditEntry;
 pub use jobs::{ClaimedJob, Enqueued, JobCounts, JobRow};
 pub use ledger::{LedgerRow, LedgerState};
+pub use sogo_evictions::OwedEviction;
 
 use crate::error::{Error, Result};
 
