@@ -6,6 +6,9 @@
 use reconciler_proto::agent::{
     ApplyRequest, Change, ChangeResult, Outcome, SogoDelegateAdd, change::Kind,
 };
+use std::time::{Duration, Instant};
+
+use reconciler_tests::harness::sogo::MemcachedGate;
 use reconciler_tests::harness::{SogoPeers, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -20,12 +23,20 @@ const OWNER_SETTINGS: &str = r#"{"Calendar":{"View":"weekview"},"Mail":{"Sorting
 
 struct World {
     peers: SogoPeers,
+    /// Between the sogo-agent and memcached, when asked for.
+    gate: Option<MemcachedGate>,
     stack: Stack,
     group: String,
     alice: i64,
 }
 
 async fn world() -> World {
+    world_with(Vec::new(), StackOptions::default(), false).await
+}
+
+/// A world whose sogo-agent also gets `agent_env` (later entries win) and,
+/// with `gate`, reaches memcached through a [`MemcachedGate`].
+async fn world_with(agent_env: Vec<(&str, String)>, options: StackOptions, gate: bool) -> World {
     let peers = SogoPeers::start().await;
     for (uid, cn) in [
         (INFO, "Info Desk"),
@@ -36,12 +47,21 @@ async fn world() -> World {
         peers.add_user(uid, cn).await;
     }
     peers.put_settings(INFO, OWNER_SETTINGS).await;
+    let gate = match gate {
+        true => Some(MemcachedGate::start(peers.memcached_addr()).await),
+        false => None,
+    };
+    let memcached = gate
+        .as_ref()
+        .map_or_else(|| peers.memcached_addr(), |g| g.addr.clone());
+    let mut env = vec![
+        ("SOGO_DB_URL".to_owned(), peers.db_url()),
+        ("MEMCACHED_ADDR".to_owned(), memcached),
+    ];
+    env.extend(agent_env.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let stack = Stack::start(StackOptions {
-        sogo_agent_env: Some(vec![
-            ("SOGO_DB_URL".into(), peers.db_url()),
-            ("MEMCACHED_ADDR".into(), peers.memcached_addr()),
-        ]),
-        ..StackOptions::default()
+        sogo_agent_env: Some(env),
+        ..options
     })
     .await;
     stack.mailcow.add_domain("example.org");
@@ -55,6 +75,7 @@ async fn world() -> World {
     );
     World {
         peers,
+        gate,
         stack,
         group,
         alice,
@@ -240,4 +261,206 @@ async fn mariadb_down_is_transient() {
     let addr = w.stack.sogo_agent_addr.clone().unwrap();
     let results = add_delegate(&addr, ALICE).await;
     assert_eq!(results[0].outcome(), Outcome::Transient, "{results:?}");
+}
+
+/// A job's summary (the run report), parsed.
+fn summary(job: &Value) -> Value {
+    serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default()
+}
+
+/// The uids the coordinator's state DB says are owed a cache eviction.
+async fn owed_evictions(stack: &Stack) -> Vec<String> {
+    let url = format!("sqlite://{}?mode=ro", stack.state_db().display());
+    let db = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open state DB");
+    let owed = sqlx::query_scalar("SELECT uid FROM sogo_cache_evictions ORDER BY uid")
+        .fetch_all(&db)
+        .await
+        .expect("read owed evictions");
+    db.close().await;
+    owed
+}
+
+#[tokio::test]
+async fn a_failed_eviction_is_retried_until_memcached_holds_no_stale_entry() {
+    // One attempt per job, so the grant's own job cannot retry the
+    // eviction: a later run has to.
+    let w = world_with(
+        vec![("MEMCACHED_TIMEOUT_MILLIS", "500".into())],
+        StackOptions {
+            max_attempts: 1,
+            ..StackOptions::default()
+        },
+        true,
+    )
+    .await;
+    let gate = w.gate.as_ref().unwrap();
+    // SOGo reads the owner's settings and caches them: the entry that
+    // goes stale once we write the row.
+    let key = format!("{INFO}+settings");
+    assert_eq!(
+        w.peers.sogo_tool_mail(INFO).await["DelegateTo"],
+        json!([BOB])
+    );
+    let cached = w.peers.memcached_get(&key).await.expect("SOGo cached it");
+    assert!(!cached.contains(ALICE), "{cached}");
+
+    // memcached stalls (accepts, never answers) for the agent during the
+    // grant; its cache, which SOGo reads, keeps the old entry.
+    gate.stall(true);
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let grant = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-join"))
+        .await;
+    gate.stall(false);
+
+    // The row was written, but SOGo still serves the old copy...
+    let delegates = w.delegate_to().await;
+    assert_eq!(delegates, json!([BOB, ALICE]), "{grant}");
+    let stale = w.peers.memcached_get(&key).await.expect("still cached");
+    assert!(!stale.contains(ALICE), "stale: {stale}");
+    assert_eq!(
+        w.peers.sogo_tool_mail(INFO).await["DelegateTo"],
+        json!([BOB])
+    );
+    // ...so the evictions are owed, durably, and the job says so.
+    assert_eq!(owed_evictions(&w.stack).await, [ALICE, INFO]);
+    let report = summary(&grant);
+    assert_eq!(
+        report["outcomes"]["sogo_cache_eviction.evict.owed"], 2,
+        "{report}"
+    );
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("SOGo cache eviction owed") && warnings.contains(INFO),
+        "{report}"
+    );
+
+    // The next run finds the row right (nothing to write) and still
+    // evicts: memcached holds no stale entry and SOGo shows the grant.
+    let sweep = w.stack.sweep().await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    let report = summary(&sweep);
+    assert_eq!(
+        report["outcomes"]["sogo_cache_eviction.evict.applied"], 2,
+        "{report}"
+    );
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("owed by earlier runs"),
+        "{report}"
+    );
+    assert_eq!(w.peers.memcached_get(&key).await, None);
+    assert_eq!(
+        w.peers.sogo_tool_mail(INFO).await["DelegateTo"],
+        json!([BOB, ALICE])
+    );
+    assert!(owed_evictions(&w.stack).await.is_empty());
+
+    // Settled: the run after plans no eviction.
+    let again = w.stack.sweep().await;
+    assert_eq!(again["state"], "done", "{again}");
+    assert!(
+        !again["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sogo_cache_eviction"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_memcached_is_answered_within_the_short_timeout_with_the_eviction_owed() {
+    // Accepts connections and reads, never answers.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            held.push(socket);
+        }
+    });
+    // The default timeout (2 s): the agent's own default is what is tested.
+    let w = world_with(
+        vec![("MEMCACHED_ADDR", stalled_addr)],
+        StackOptions::default(),
+        false,
+    )
+    .await;
+    let addr = w.stack.sogo_agent_addr.clone().unwrap();
+    let started = Instant::now();
+    let results = tokio::time::timeout(Duration::from_secs(30), add_delegate(&addr, ALICE))
+        .await
+        .expect("the sogo-agent answered despite the stalled memcached");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(results[0].outcome(), Outcome::Applied, "{results:?}");
+    assert_eq!(results[0].eviction_owed, [INFO, ALICE], "{results:?}");
+    assert!(
+        results[0].message.contains("did not answer"),
+        "{}",
+        results[0].message
+    );
+    assert_eq!(w.delegate_to().await, json!([BOB, ALICE]));
+}
+
+/// What SOGo (or a person) wrote, with what a re-serialiser would change:
+/// an integer beyond f64's precision, `1e2`, a duplicate key, unknown keys,
+/// escapes and SOGo's own spacing.
+const ODD_OWNER: &str = r#"{"Calendar": {"View": "weekview"}, "Big": 12345678901234567890123, "Exp": 1e2, "Dup": 1, "Dup": 2, "Mail": {"SortingState": ["arrival", "0"], "DelegateTo": ["bob@example.org"], "Zz-Unknown": {"n": -0.0, "s": "caf\u00e9 \/ \"q\""}}, "Tail": [1.50, true, null]}"#;
+const ODD_DELEGATE: &str = r#"{"Big":98765432109876543210987,"Mail":{"Other":1e-7,"Other":[]}}"#;
+
+#[tokio::test]
+async fn settings_we_do_not_own_survive_byte_for_byte() {
+    let w = world().await;
+    w.peers.put_settings(INFO, ODD_OWNER).await;
+    w.peers.put_settings(ALICE, ODD_DELEGATE).await;
+
+    w.membership(true, "evt-join").await;
+    assert_eq!(
+        w.peers.settings_exact(INFO).await.as_deref(),
+        Some(
+            ODD_OWNER
+                .replace(
+                    r#""DelegateTo": ["bob@example.org"]"#,
+                    r#""DelegateTo": ["bob@example.org", "alice@example.org"]"#
+                )
+                .as_str()
+        )
+    );
+    assert_eq!(
+        w.peers.settings_exact(ALICE).await.as_deref(),
+        Some(
+            r#"{"Big":98765432109876543210987,"Mail":{"Other":1e-7,"Other":[],"DelegateFrom":["info@example.org"]}}"#
+        )
+    );
+    // SOGo itself still reads the rows and the delegation.
+    assert_eq!(
+        w.peers.sogo_tool_mail(INFO).await["DelegateTo"],
+        json!([BOB, ALICE])
+    );
+    assert_eq!(
+        w.peers.sogo_tool_mail(ALICE).await["DelegateFrom"],
+        json!([INFO])
+    );
+
+    w.membership(false, "evt-leave").await;
+    assert_eq!(
+        w.peers.settings_exact(INFO).await.as_deref(),
+        Some(ODD_OWNER),
+        "back to exactly what SOGo wrote"
+    );
+    assert_eq!(
+        w.peers.settings_exact(ALICE).await.as_deref(),
+        Some(
+            r#"{"Big":98765432109876543210987,"Mail":{"Other":1e-7,"Other":[],"DelegateFrom":[]}}"#
+        )
+    );
+    assert_eq!(
+        w.peers.sogo_tool_mail(INFO).await["DelegateTo"],
+        json!([BOB])
+    );
 }

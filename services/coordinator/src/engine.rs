@@ -20,6 +20,8 @@ use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, plan};
 use crate::store::{AuditEntry, LedgerRow, LedgerState, Store};
 use reconciler_runtime::secrets::Secret;
 
+mod sogo_cache;
+
 /// How many changes go to an agent in one Apply call.
 const APPLY_BATCH: usize = 200;
 
@@ -268,7 +270,8 @@ impl Engine {
             Optional::Unavailable(why) => observed.nextcloud_unavailable = Some(why),
             Optional::NotNeeded => {}
         }
-        let plan = plan(&desired, &observed, &ledger, &scope, &guards);
+        let mut plan = plan(&desired, &observed, &ledger, &scope, &guards);
+        self.plan_owed_sogo_evictions(&mut plan).await?;
         let scope_users = match &scope {
             Scope::All => BTreeSet::new(),
             Scope::Users(users) => users.clone(),
@@ -602,6 +605,7 @@ impl Engine {
     ) -> Result<()> {
         // The secret of a created app password is dropped here; nothing in
         // this path may format `result` as a whole.
+        self.record_sogo_evictions(step, result, report).await?;
         let outcome = result.outcome();
         let label = outcome_label(outcome);
         match outcome {
@@ -840,7 +844,13 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
     // ACL steps for one (owner, grantee, rights) become one change with a
     // folder list; the agent batches them per owner.
     let mut by_acl: BTreeMap<(&str, &str, &[String]), usize> = BTreeMap::new();
+    // Owed SOGo cache evictions travel as one change.
+    let mut evictions: Vec<&Step> = Vec::new();
     for step in writes {
+        if step.resource == Resource::SogoCacheEviction {
+            evictions.push(*step);
+            continue;
+        }
         if let Target::MailboxAcl {
             owner,
             grantee,
@@ -995,6 +1005,7 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
                     delegate: delegate.clone(),
                 })
             }
+            (Target::SogoCacheEviction { .. }, _) => unreachable!("grouped above"),
         };
         changes.push(pb::Change {
             id: format!(
@@ -1007,6 +1018,10 @@ fn build_changes<'a>(writes: &[&'a Step]) -> (Vec<pb::Change>, Vec<Vec<&'a Step>
             kind: Some(kind),
         });
         members.push(vec![*step]);
+    }
+    if let Some(change) = sogo_cache::evict_change(&evictions) {
+        changes.push(change);
+        members.push(evictions);
     }
     (changes, members)
 }
@@ -1060,7 +1075,7 @@ fn nextcloud_change(step: &Step, secrets: &BTreeMap<String, Secret>) -> Option<p
 fn is_sogo(change: &pb::Change) -> bool {
     matches!(
         change.kind,
-        Some(Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_))
+        Some(Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_) | Kind::SogoCacheEvict(_))
     )
 }
 

@@ -27,6 +27,8 @@ pub enum Resource {
     MailboxAcl,
     SogoDelegation,
     NextcloudAccount,
+    /// A SOGo user's cached settings, owed an eviction (see [`sogo_cache`]).
+    SogoCacheEviction,
 }
 
 impl Resource {
@@ -38,6 +40,7 @@ impl Resource {
             Self::MailboxAcl => "mailbox_acl",
             Self::SogoDelegation => "sogo_delegation",
             Self::NextcloudAccount => "nextcloud_account",
+            Self::SogoCacheEviction => "sogo_cache_eviction",
         }
     }
 }
@@ -60,6 +63,9 @@ pub enum Action {
     /// A new secret for an app password we own (its secret is needed
     /// again, e.g. for a Nextcloud account, and is never stored).
     Rotate,
+    /// Drop a cached copy on the target (SOGo's memcached) so it serves
+    /// what was written.
+    Evict,
 }
 
 impl Action {
@@ -72,6 +78,7 @@ impl Action {
             Self::RecordForeign => "record_foreign",
             Self::Forget => "forget",
             Self::Rotate => "rotate",
+            Self::Evict => "evict",
         }
     }
 
@@ -79,7 +86,7 @@ impl Action {
     pub fn writes_target(self) -> bool {
         matches!(
             self,
-            Self::Create | Self::Update | Self::Delete | Self::Rotate
+            Self::Create | Self::Update | Self::Delete | Self::Rotate | Self::Evict
         )
     }
 }
@@ -125,6 +132,10 @@ pub enum Target {
         /// 0 until created.
         id: i64,
         app_password_key: String,
+    },
+    /// `<uid>+settings` in SOGo's memcached.
+    SogoCacheEviction {
+        uid: String,
     },
 }
 
@@ -1223,6 +1234,8 @@ fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], g
         plan.warnings.push(w.clone());
     }
 }
+
+pub mod sogo_cache;
 
 #[cfg(test)]
 mod tests;

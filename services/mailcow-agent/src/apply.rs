@@ -93,6 +93,7 @@ impl Applier<'_> {
                 .map(|s| s.expose().to_owned())
                 .unwrap_or_default(),
             implicitly_allowed: done.implicitly_allowed,
+            ..Default::default()
         }
     }
 

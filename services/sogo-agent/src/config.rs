@@ -2,6 +2,7 @@
 //! may also be given as `SOGO_DB_URL_FILE`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use reconciler_runtime::secrets::{Secret, read_secret};
 
@@ -15,6 +16,10 @@ pub struct Config {
     pub profile_table: String,
     /// memcached `host:port` that SOGo uses (Mailcow: `memcached:11211`).
     pub memcached_addr: String,
+    /// How long one eviction may take (`MEMCACHED_TIMEOUT_MILLIS`, default
+    /// 2000): a stalled memcached must not hold a worker, and an eviction
+    /// that times out is owed and retried by the coordinator.
+    pub memcached_timeout: Duration,
     /// Bearer token the coordinator presents (`AGENT_TOKEN`).
     pub agent_token: Secret,
     pub listen: SocketAddr,
@@ -48,6 +53,17 @@ impl Config {
             .map_err(|e| Error::Config(e.to_string()))?
             .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
         let memcached_addr = lookup("MEMCACHED_ADDR").unwrap_or_else(|| "127.0.0.1:11211".into());
+        let memcached_timeout = match lookup("MEMCACHED_TIMEOUT_MILLIS") {
+            None => Duration::from_millis(2000),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "MEMCACHED_TIMEOUT_MILLIS `{v}`: a positive number of milliseconds"
+                    )));
+                }
+            },
+        };
         let listen = lookup("AGENT_LISTEN")
             .unwrap_or_else(|| "0.0.0.0:50052".into())
             .parse()
@@ -57,6 +73,7 @@ impl Config {
             db_url,
             profile_table,
             memcached_addr,
+            memcached_timeout,
             listen,
         })
     }
@@ -84,6 +101,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.profile_table, "sogo_user_profile");
         assert_eq!(c.listen.port(), 50052);
+        assert_eq!(c.memcached_timeout, Duration::from_secs(2));
         assert!(!format!("{c:?}").contains("secret"));
         assert!(parse(&[]).is_err());
         assert!(parse(&[("SOGO_DB_URL", "postgres://x")]).is_err());
@@ -94,5 +112,13 @@ mod tests {
             ])
             .is_err()
         );
+        let ok = [("SOGO_DB_URL", "mysql://x@y/z"), ("AGENT_TOKEN", "t")];
+        let with = |v| parse(&[ok[0], ok[1], ("MEMCACHED_TIMEOUT_MILLIS", v)]);
+        assert_eq!(
+            with("250").unwrap().memcached_timeout,
+            Duration::from_millis(250)
+        );
+        assert!(with("0").is_err());
+        assert!(with("2s").is_err());
     }
 }

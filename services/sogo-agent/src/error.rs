@@ -21,9 +21,9 @@ pub enum Error {
     /// The change is malformed.
     #[error("{0}")]
     Invalid(String),
-    /// Saved, but SOGo's cached copy could not be evicted; retried so the
-    /// eviction happens (the write itself is idempotent).
-    #[error("saved, but memcached eviction failed: {0}")]
+    /// SOGo's cached settings could not be evicted (memcached down,
+    /// stalled or refusing); the coordinator retries the eviction.
+    #[error("memcached eviction failed: {0}")]
     Cache(String),
 }
 

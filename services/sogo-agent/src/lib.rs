@@ -33,7 +33,10 @@ pub async fn run(config: Config) -> Result<()> {
         config.db_url.expose(),
         &config.profile_table,
     )?);
-    let cache = Arc::new(Memcached::new(config.memcached_addr.clone()));
+    let cache = Arc::new(Memcached::new(
+        config.memcached_addr.clone(),
+        config.memcached_timeout,
+    ));
     let service = AgentServer::new(SogoAgent::new(profiles, cache));
     // Only the coordinator, holding AGENT_TOKEN, may call the agent.
     let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));

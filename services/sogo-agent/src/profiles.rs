@@ -71,36 +71,23 @@ impl MysqlProfiles {
             .await?;
         let row = |uid: &str| rows.iter().find(|(u, _)| u.eq_ignore_ascii_case(uid));
 
-        // Parse both before writing either: a corrupt row stops the change.
+        // Edit both before writing either: a corrupt row stops the change.
         let mut edits = Vec::new();
         for (uid, list, other) in [
             (owner, DELEGATE_TO, delegate),
             (delegate, DELEGATE_FROM, owner),
         ] {
             let existing = row(uid);
-            let parsed = settings::parse(existing.and_then(|(_, s)| s.as_deref()));
-            let mut parsed = match parsed {
-                Ok(p) => p,
+            let raw = existing.and_then(|(_, s)| s.as_deref());
+            match settings::edit(raw, list, other, add) {
+                Ok(Some(text)) => edits.push((uid, existing.is_some(), text)),
+                Ok(None) => {}
                 // Revoking must not depend on the delegate's row: the
                 // owner's DelegateTo is what SOGo trusts, and SOGo prunes a
                 // DelegateFrom the owner does not confirm.
                 Err(e) if !add && uid == delegate => {
                     tracing::warn!(uid, error = %e, "delegate's settings unreadable; revoking on the owner's side only");
-                    continue;
                 }
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Err(corrupt(uid, e.0));
-                }
-            };
-            let changed = if add {
-                settings::add(&mut parsed, list, other)
-            } else {
-                settings::remove(&mut parsed, list, other)
-            };
-            match changed {
-                Ok(true) => edits.push((uid, existing.is_some(), settings::to_text(&parsed))),
-                Ok(false) => {}
                 Err(e) => {
                     tx.rollback().await?;
                     return Err(corrupt(uid, e.0));

@@ -1,7 +1,7 @@
 //! The `reconciler.agent.v1.Agent` gRPC service for SOGo: observe owners'
 //! `DelegateTo`, apply delegation adds and removes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
@@ -11,7 +11,7 @@ use reconciler_proto::agent::{
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::cache::SettingsCache;
+use crate::cache::{EvictionFailed, SettingsCache, valid_key_part};
 use crate::error::{Error, Result};
 use crate::profiles::ProfileStore;
 
@@ -23,9 +23,59 @@ pub struct SogoAgent {
     cache: Arc<dyn SettingsCache>,
 }
 
+/// What one change did.
+struct Done {
+    outcome: Outcome,
+    message: String,
+    /// Uids whose cached settings are still to be evicted.
+    eviction_owed: Vec<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            message: message.into(),
+            eviction_owed: Vec::new(),
+        }
+    }
+}
+
+/// The first memcached failure of one Apply call. Later evictions in the
+/// same call are owed at once instead of each waiting out the timeout
+/// again; the next call tries memcached afresh.
+#[derive(Default)]
+struct CacheTrouble(Mutex<Option<String>>);
+
+impl CacheTrouble {
+    fn get(&self) -> Option<String> {
+        self.0.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    fn set(&self, reason: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            g.get_or_insert_with(|| reason.to_owned());
+        }
+    }
+}
+
 impl SogoAgent {
     pub fn new(profiles: Arc<dyn ProfileStore>, cache: Arc<dyn SettingsCache>) -> Self {
         Self { profiles, cache }
+    }
+
+    /// Evicts the uids' settings; on failure, what is owed and why.
+    async fn evict(&self, uids: &[&str], trouble: &CacheTrouble) -> Result<(), EvictionFailed> {
+        if let Some(reason) = trouble.get() {
+            return Err(EvictionFailed {
+                owed: uids.iter().map(|u| (*u).to_owned()).collect(),
+                reason: format!("skipped after an earlier failure in this call: {reason}"),
+            });
+        }
+        self.cache
+            .evict_settings(uids)
+            .await
+            .inspect_err(|f| trouble.set(&f.reason))
     }
 
     async fn delegation(
@@ -34,10 +84,21 @@ impl SogoAgent {
         delegate: &str,
         add: bool,
         dry_run: bool,
-    ) -> Result<(Outcome, String)> {
+        trouble: &CacheTrouble,
+    ) -> Result<Done> {
         let (owner, delegate) = (owner.trim(), delegate.trim());
         if owner.is_empty() || delegate.is_empty() {
             return Err(Error::Invalid("owner and delegate are required".into()));
+        }
+        // Checked before writing: a uid that cannot be evicted afterwards
+        // would leave SOGo showing the old value.
+        for uid in [owner, delegate] {
+            if !valid_key_part(uid) {
+                return Err(Error::Invalid(format!(
+                    "`{}` is not a SOGo uid this agent can handle",
+                    uid.escape_debug()
+                )));
+            }
         }
         let verb = if add { "add" } else { "remove" };
         if dry_run {
@@ -51,45 +112,102 @@ impl SogoAgent {
             }
             let present = state.delegate_to.iter().any(|d| d == delegate);
             return Ok(if present == add {
-                (Outcome::Unchanged, "already as asked".into())
+                Done::new(Outcome::Unchanged, "already as asked")
             } else {
-                (
+                Done::new(
                     Outcome::DryRun,
                     format!("would {verb} {delegate} as delegate of {owner}"),
                 )
             });
         }
         let written = self.profiles.set_delegation(owner, delegate, add).await?;
-        // Evict after commit, also when nothing was written: a retry after a
-        // failed eviction must still evict.
-        self.cache.evict_settings(&[owner, delegate]).await?;
-        Ok(if written {
-            (
+        let mut done = if written {
+            Done::new(
                 Outcome::Applied,
                 format!("{verb}ed {delegate} as delegate of {owner}"),
             )
         } else {
-            (Outcome::Unchanged, "already as asked".into())
+            Done::new(Outcome::Unchanged, "already as asked")
+        };
+        // Evict after commit, also when nothing was written: a concurrent
+        // change may have written it. The write stands either way; what
+        // could not be evicted is reported as owed, for the coordinator to
+        // retry until it succeeds.
+        if let Err(failed) = self.evict(&[owner, delegate], trouble).await {
+            done.message = format!(
+                "{}; memcached eviction owed for {}: {}",
+                done.message,
+                failed.owed.join(", "),
+                failed.reason
+            );
+            done.eviction_owed = failed.owed;
+        }
+        Ok(done)
+    }
+
+    /// A retried eviction: APPLIED when every uid was evicted.
+    async fn evict_owed(
+        &self,
+        uids: &[String],
+        dry_run: bool,
+        trouble: &CacheTrouble,
+    ) -> Result<Done> {
+        let uids: Vec<&str> = uids.iter().map(|u| u.trim()).collect();
+        if uids.is_empty() {
+            return Err(Error::Invalid("no uids to evict".into()));
+        }
+        if let Some(bad) = uids.iter().find(|u| !valid_key_part(u)) {
+            return Err(Error::Invalid(format!(
+                "`{}` cannot be a memcached key",
+                bad.escape_debug()
+            )));
+        }
+        if dry_run {
+            return Ok(Done::new(
+                Outcome::DryRun,
+                format!("would evict the cached settings of {}", uids.join(", ")),
+            ));
+        }
+        Ok(match self.evict(&uids, trouble).await {
+            Ok(()) => Done::new(
+                Outcome::Applied,
+                format!("evicted the cached settings of {}", uids.join(", ")),
+            ),
+            Err(failed) => Done {
+                outcome: Outcome::Transient,
+                message: Error::Cache(failed.reason).to_string(),
+                eviction_owed: failed.owed,
+            },
         })
     }
 
-    async fn apply_one(&self, id: String, kind: Option<Kind>, dry_run: bool) -> ChangeResult {
+    async fn apply_one(
+        &self,
+        id: String,
+        kind: Option<Kind>,
+        dry_run: bool,
+        trouble: &CacheTrouble,
+    ) -> ChangeResult {
         let result = match kind {
             Some(Kind::SogoDelegateAdd(c)) => {
-                self.delegation(&c.owner, &c.delegate, true, dry_run).await
+                self.delegation(&c.owner, &c.delegate, true, dry_run, trouble)
+                    .await
             }
             Some(Kind::SogoDelegateRemove(c)) => {
-                self.delegation(&c.owner, &c.delegate, false, dry_run).await
+                self.delegation(&c.owner, &c.delegate, false, dry_run, trouble)
+                    .await
             }
+            Some(Kind::SogoCacheEvict(c)) => self.evict_owed(&c.uids, dry_run, trouble).await,
             _ => Err(Error::Invalid(
                 "the sogo-agent only handles SOGo delegation changes".into(),
             )),
         };
-        let (outcome, message) = result.unwrap_or_else(|e| (e.outcome(), e.to_string()));
+        let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
         ChangeResult {
             id,
-            outcome: outcome as i32,
-            message,
+            outcome: done.outcome as i32,
+            message: done.message,
+            eviction_owed: done.eviction_owed,
             ..Default::default()
         }
     }
@@ -127,14 +245,18 @@ impl Agent for SogoAgent {
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
         let ApplyRequest { changes, dry_run } = request.into_inner();
+        let trouble = CacheTrouble::default();
         let results: Vec<ChangeResult> = stream::iter(changes)
-            .map(|c| self.apply_one(c.id, c.kind, dry_run))
+            .map(|c| self.apply_one(c.id, c.kind, dry_run, &trouble))
             .buffered(APPLY_CONCURRENCY)
             .collect()
             .await;
         for r in &results {
             let outcome = r.outcome();
             match outcome {
+                Outcome::Applied | Outcome::Unchanged if !r.eviction_owed.is_empty() => {
+                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change applied; cache eviction owed")
+                }
                 Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
                     info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
                 }

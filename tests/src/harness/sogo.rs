@@ -227,6 +227,24 @@ impl SogoPeers {
         (!text.is_empty() && text != "<NULL>").then_some(text)
     }
 
+    /// The exact bytes of a row's `c_settings` (read as hex, so nothing in
+    /// the client's output escaping can hide a changed byte).
+    pub async fn settings_exact(&self, uid: &str) -> Option<String> {
+        let out = self
+            .root_sql(&format!(
+                "SELECT HEX(c_settings) FROM sogo.sogo_user_profile WHERE c_uid = '{uid}' AND c_settings IS NOT NULL"
+            ))
+            .await;
+        let hex = out.trim();
+        (!hex.is_empty()).then(|| {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            String::from_utf8(bytes).expect("c_settings is UTF-8")
+        })
+    }
+
     pub async fn settings_json(&self, uid: &str) -> Value {
         self.settings(uid)
             .await
@@ -439,6 +457,22 @@ impl SogoPeers {
             .collect()
     }
 
+    /// The value memcached holds under `key` (`<uid>+settings` is SOGo's
+    /// cached copy of a row's `c_settings`), as SOGo would read it.
+    pub async fn memcached_get(&self, key: &str) -> Option<String> {
+        use async_memcached::AsciiProtocol;
+        let mut client = async_memcached::Client::new(format!("tcp://{}", self.memcached_addr()))
+            .await
+            .expect("connect to memcached");
+        let value = tokio::time::timeout(Duration::from_secs(10), client.get(key))
+            .await
+            .expect("memcached answers")
+            .expect("memcached get");
+        value
+            .and_then(|v| v.data)
+            .map(|d| String::from_utf8_lossy(&d).into_owned())
+    }
+
     /// Stops MariaDB (for outage tests).
     pub async fn stop_mariadb(&mut self) {
         let _ = self.mariadb.kill().await;
@@ -456,5 +490,60 @@ impl Drop for SogoPeers {
         }
         let _ = self.memcached.start_kill();
         let _ = self.mariadb.start_kill();
+    }
+}
+
+/// A TCP gate in front of memcached, for the sogo-agent only (SOGo and the
+/// test read the real one). Open, it forwards every connection. Stalled, it
+/// accepts and reads but never answers and forwards nothing: a hung
+/// memcached, whose cache keeps its (stale) entries. Freezing memcached
+/// itself would not do: the commands queued meanwhile run once it thaws.
+pub struct MemcachedGate {
+    pub addr: String,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl MemcachedGate {
+    pub async fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gate");
+        let addr = listener.local_addr().expect("gate addr").to_string();
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stalled.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let stalled = flag.load(Ordering::SeqCst);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if stalled {
+                        // Swallow the commands until the client gives up.
+                        let mut sink = [0u8; 4096];
+                        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+                    } else if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            stalled,
+            accept,
+        }
+    }
+
+    /// New connections stall (`true`) or pass (`false`).
+    pub fn stall(&self, on: bool) {
+        self.stalled.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for MemcachedGate {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }

@@ -4,6 +4,7 @@ mod audit;
 mod backoff;
 mod jobs;
 mod ledger;
+mod sogo_evictions;
 pub mod summary;
 
 use std::str::FromStr;
@@ -16,6 +17,7 @@ pub use audit::AuditEntry;
 pub use backoff::Backoff;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
 pub use ledger::{LedgerRow, LedgerState};
+pub use sogo_evictions::OwedEviction;
 
 use crate::error::{Error, Result};
 
