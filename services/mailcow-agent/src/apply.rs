@@ -11,6 +11,7 @@ use reconciler_proto::agent::{
 use reconciler_proto::markers::{ALIAS_COMMENT, APP_PASSWORD_PREFIX, is_managed_alias_comment};
 use reconciler_runtime::secrets::Secret;
 
+use crate::address;
 use crate::error::{Error, Result};
 use crate::locks::KeyedLocks;
 use crate::mailcow::{APP_PASSWORD_PROTOCOLS, AliasAdded, MailcowApi};
@@ -102,7 +103,10 @@ impl Applier<'_> {
     }
 
     async fn sender_acl(&self, c: SenderAclDelta) -> Result<Done> {
-        require("login", &c.login)?;
+        address::plain("login", &c.login)?;
+        for add in &c.add {
+            address::plain("send-as address", add)?;
+        }
         let _guard = self.locks.lock(&c.login).await;
         let current = self.current_sender_acl(&c.login).await?;
         let removing: BTreeSet<String> = c.remove.iter().map(|a| lower(a)).collect();
@@ -175,7 +179,7 @@ impl Applier<'_> {
     }
 
     async fn app_password_create(&self, c: AppPasswordCreate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
@@ -214,7 +218,7 @@ impl Applier<'_> {
     }
 
     async fn app_password_update(&self, c: AppPasswordUpdate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
@@ -242,7 +246,7 @@ impl Applier<'_> {
 
     /// A new secret on one of our app passwords, returned once.
     async fn app_password_rotate(&self, c: AppPasswordRotate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
@@ -264,7 +268,7 @@ impl Applier<'_> {
     }
 
     async fn app_password_delete(&self, c: AppPasswordDelete) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         let _guard = self.locks.lock(&c.mailbox).await;
         if self
@@ -308,7 +312,7 @@ impl Applier<'_> {
     }
 
     async fn alias_create(&self, c: AliasCreate) -> Result<Done> {
-        require_address(&c.address)?;
+        require_alias(&c.address, &c.goto)?;
         if c.goto.is_empty() {
             return Err(Error::Permanent(format!(
                 "alias {} needs at least one goto",
@@ -345,7 +349,7 @@ impl Applier<'_> {
     }
 
     async fn alias_update(&self, c: AliasUpdate) -> Result<Done> {
-        require_address(&c.address)?;
+        require_alias(&c.address, &c.goto)?;
         if c.goto.is_empty() {
             return Err(Error::Permanent(format!(
                 "alias {} needs at least one goto; delete it instead",
@@ -371,7 +375,7 @@ impl Applier<'_> {
     }
 
     async fn alias_delete(&self, c: AliasDelete) -> Result<Done> {
-        require_address(&c.address)?;
+        address::plain("alias address", &c.address)?;
         let _guard = self.locks.lock(&c.address).await;
         let Some(current) = self.api.alias(&c.id.to_string()).await? else {
             return Ok(Done::new(Outcome::Unchanged, "alias already gone"));
@@ -394,7 +398,7 @@ fn owned_alias(alias: &crate::mailcow::Alias, id: i64, address: &str) -> Result<
             alias.address
         )));
     }
-    if !alias.address.eq_ignore_ascii_case(address) {
+    if !address::same(&alias.address, address) {
         return Err(Error::Refused(format!(
             "alias {id} is {}, not {address}",
             alias.address
@@ -431,18 +435,14 @@ fn check_protocols(protocols: &[String]) -> Result<()> {
     }
 }
 
-fn require(what: &str, value: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(Error::Permanent(format!("{what} is empty")));
+/// An alias address and its goto list must be plain addresses: Mailcow
+/// splits both on separators, so anything else could make other aliases.
+fn require_alias(address: &str, goto: &[String]) -> Result<()> {
+    address::plain("alias address", address)?;
+    for g in goto {
+        address::plain("alias goto", g)?;
     }
     Ok(())
-}
-
-fn require_address(address: &str) -> Result<()> {
-    match address.split_once('@') {
-        Some((_, domain)) if !domain.is_empty() && !address.contains(char::is_whitespace) => Ok(()),
-        _ => Err(Error::Permanent(format!("`{address}` is not an address"))),
-    }
 }
 
 fn lower(s: &str) -> String {

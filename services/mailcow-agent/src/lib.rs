@@ -10,6 +10,7 @@
 //! batched per owner by [`acl`].
 
 pub mod acl;
+pub mod address;
 pub mod apply;
 pub mod config;
 pub mod dovecot;

@@ -129,9 +129,40 @@ fn route_of(get: &HashMap<String, String>) -> String {
     format!("{action}/{category}")
 }
 
-/// nginx's normalised `$uri`: percent-decoded, slashes merged. A broken
-/// escape is a 400 from nginx.
+/// nginx's normalised `$uri`: percent-decoded, slashes merged, then `.`
+/// and `..` segments resolved — including ones that only appear after
+/// decoding, so `a%2F..%2Fb` becomes `b` (ngx_http_parse_complex_uri). A
+/// broken escape, or `..` above the root, is a 400 from nginx.
 fn nginx_uri(raw: &str) -> Result<String, ()> {
+    let decoded = nginx_decode(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = decoded.split('/').peekable();
+    // The leading empty segment (before the first `/`) is the root.
+    parts.next();
+    let mut trailing_slash = false;
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        match part {
+            "." => trailing_slash = last,
+            ".." => {
+                segments.pop().ok_or(())?;
+                trailing_slash = last;
+            }
+            other => {
+                segments.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut uri = format!("/{}", segments.join("/"));
+    if trailing_slash && !uri.ends_with('/') {
+        uri.push('/');
+    }
+    Ok(uri)
+}
+
+/// Percent-decoding with merged slashes.
+fn nginx_decode(raw: &str) -> Result<String, ()> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
