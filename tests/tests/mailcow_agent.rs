@@ -525,3 +525,56 @@ async fn hostile_subjects_are_refused_one_by_one_and_write_nothing() {
     assert_eq!(stack.mailcow.state()["app_passwords"], before);
     assert!(stack.mailcow.aliases().is_empty());
 }
+
+/// An app password we named in the old raw form, which Mailcow has since
+/// re-escaped (a person's edit without a name), is still ours under the
+/// name we give it today: found on create, deletable by id.
+#[tokio::test]
+async fn old_and_re_escaped_names_are_recognised_as_ours() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let old = "authentik-sync:o'neil:info@example.com";
+    let current = reconciler_proto::markers::app_password_name("o'neil", INFO);
+    assert_ne!(old, current);
+    let id = stack.mailcow.add_app_password(INFO, old, "old-Secret-1");
+    // Re-escape it twice through the API, as the Mailcow UI would.
+    for _ in 0..2 {
+        let edit = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/edit/app-passwd",
+                stack.mailcow.base_url()
+            ))
+            .header("X-API-Key", reconciler_tests::harness::MAILCOW_KEY)
+            .header("Content-Type", "application/json")
+            .body(format!(
+                r#"{{"items":[{id}],"attr":{{"username":"{INFO}"}}}}"#
+            ))
+            .send()
+            .await
+            .expect("edit")
+            .text()
+            .await
+            .expect("body");
+        assert!(edit.contains("object_modified"), "{edit}");
+    }
+    let stored = stack.mailcow.app_passwords(INFO)[0].name.clone();
+    assert!(stored.contains("o&amp;amp;"), "escaped again: {stored}");
+
+    stack.mailcow.reset_counts();
+    let create = apply(&mut client, false, vec![create_app_password(&current)]).await;
+    assert_eq!(outcome(&create[0]), Outcome::Unchanged, "{create:?}");
+    assert_eq!(create[0].remote_id, id);
+    assert_eq!(stack.mailcow.write_count(), 0);
+
+    let delete = apply(
+        &mut client,
+        false,
+        vec![Kind::AppPasswordDelete(AppPasswordDelete {
+            id,
+            mailbox: INFO.into(),
+            name: current.clone(),
+        })],
+    )
+    .await;
+    assert_eq!(outcome(&delete[0]), Outcome::Applied, "{delete:?}");
+    assert!(stack.mailcow.app_passwords(INFO).is_empty());
+}

@@ -358,11 +358,10 @@ fn scoped_keys<'a>(
         .collect()
 }
 
-/// `authentik-sync:<user>:<target>` → `<user>`.
-fn user_from_app_password_name(name: &str) -> Option<&str> {
-    name.strip_prefix(markers::APP_PASSWORD_PREFIX)?
-        .split_once(':')
-        .map(|(user, _)| user)
+/// `authentik-sync:<user>:<target>` → `<user>`, in any form we ever
+/// named app passwords (see [`markers::parse_app_password_name`]).
+fn user_from_app_password_name(name: &str) -> Option<String> {
+    markers::parse_app_password_name(name).map(|(user, _)| user)
 }
 
 fn plan_app_passwords(
@@ -376,9 +375,11 @@ fn plan_app_passwords(
     let mut found: BTreeMap<String, Vec<&ObservedAppPassword>> = BTreeMap::new();
     for list in observed.app_passwords.values() {
         for p in list {
-            if p.name.starts_with(markers::APP_PASSWORD_PREFIX) {
+            // By the name we would give it today: an older or re-escaped
+            // form of the same name is the same app password.
+            if let Some(name) = markers::canonical_app_password_name(&p.name) {
                 found
-                    .entry(keys::app_password(&p.mailbox, &p.name))
+                    .entry(keys::app_password(&p.mailbox, &name))
                     .or_default()
                     .push(p);
             }
@@ -402,7 +403,7 @@ fn plan_app_passwords(
             .filter(|k| {
                 k.split_once('|')
                     .and_then(|(_, name)| user_from_app_password_name(name))
-                    .is_some_and(|u| scope.contains(u))
+                    .is_some_and(|u| scope.contains(&u))
             })
             .cloned(),
     );
@@ -420,7 +421,7 @@ fn plan_app_passwords(
         let username = want
             .map(|d| d.user.clone())
             .or_else(|| row.map(|r| r.username.clone()))
-            .or_else(|| user_from_app_password_name(name).map(str::to_owned))
+            .or_else(|| user_from_app_password_name(name))
             .unwrap_or_default();
         let groups = want
             .map(|d| d.groups.clone())

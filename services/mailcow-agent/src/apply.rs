@@ -8,7 +8,9 @@ use reconciler_proto::agent::{
     AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordRotate,
     AppPasswordUpdate, ChangeResult, Outcome, SenderAclDelta, change::Kind,
 };
-use reconciler_proto::markers::{ALIAS_COMMENT, APP_PASSWORD_PREFIX, is_managed_alias_comment};
+use reconciler_proto::markers::{
+    ALIAS_COMMENT, APP_PASSWORD_PREFIX, canonical_app_password_name, is_managed_alias_comment,
+};
 use reconciler_runtime::secrets::Secret;
 
 use crate::address;
@@ -180,11 +182,11 @@ impl Applier<'_> {
 
     async fn app_password_create(&self, c: AppPasswordCreate) -> Result<Done> {
         address::plain("mailbox", &c.mailbox)?;
-        ours(&c.name)?;
+        let wanted = ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
         let before = self.api.app_passwords(&c.mailbox).await?;
-        if let Some(existing) = before.iter().find(|p| p.name == c.name) {
+        if let Some(existing) = before.iter().find(|p| same_name(&p.name, &wanted)) {
             return Ok(
                 Done::new(Outcome::Unchanged, "app password already exists").with_id(existing.id)
             );
@@ -203,7 +205,7 @@ impl Applier<'_> {
             .app_passwords(&c.mailbox)
             .await?
             .into_iter()
-            .filter(|p| p.name == c.name && !known.contains(&p.id))
+            .filter(|p| same_name(&p.name, &wanted) && !known.contains(&p.id))
             .map(|p| p.id)
             .max()
             .ok_or_else(|| {
@@ -286,7 +288,8 @@ impl Applier<'_> {
     }
 
     /// App password `id` on `mailbox`, `None` when it is gone. Refused when
-    /// it is no longer named `name`: the id alone is not proof it is ours.
+    /// it is no longer named `name` (in any form of it we ever wrote, or
+    /// Mailcow's re-escaping made of it): the id alone is not proof it is ours.
     async fn our_app_password(
         &self,
         mailbox: &str,
@@ -302,7 +305,7 @@ impl Applier<'_> {
         else {
             return Ok(None);
         };
-        if current.name != name {
+        if !same_name(&current.name, &ours(name)?) {
             return Err(Error::Refused(format!(
                 "app password {id} on {mailbox} is named `{}`, not `{name}`",
                 current.name
@@ -407,14 +410,19 @@ fn owned_alias(alias: &crate::mailcow::Alias, id: i64, address: &str) -> Result<
     Ok(())
 }
 
-fn ours(name: &str) -> Result<()> {
-    if name.starts_with(APP_PASSWORD_PREFIX) && name.len() > APP_PASSWORD_PREFIX.len() {
-        Ok(())
-    } else {
-        Err(Error::Refused(format!(
-            "app password `{name}` is not named {APP_PASSWORD_PREFIX}…"
-        )))
-    }
+/// The canonical form of `name` when it is one of our app password names.
+fn ours(name: &str) -> Result<String> {
+    canonical_app_password_name(name).ok_or_else(|| {
+        Error::Refused(format!(
+            "app password `{name}` is not named {APP_PASSWORD_PREFIX}<user>:<target>"
+        ))
+    })
+}
+
+/// Whether an app password named `name` on Mailcow is the one whose
+/// canonical name is `canonical`.
+fn same_name(name: &str, canonical: &str) -> bool {
+    canonical_app_password_name(name).as_deref() == Some(canonical)
 }
 
 fn check_protocols(protocols: &[String]) -> Result<()> {

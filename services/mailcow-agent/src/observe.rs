@@ -8,7 +8,7 @@ use reconciler_proto::agent::{
     AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveError,
     ObserveRequest, ObserveResponse, Outcome, SenderAclState,
 };
-use reconciler_proto::markers::{APP_PASSWORD_PREFIX, is_managed_alias_comment};
+use reconciler_proto::markers::{is_managed_alias_comment, parse_app_password_name};
 
 use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub async fn observe(
         .flatten()
         .flatten()
         // Only our own app passwords are reported; the rest are none of our business.
-        .filter(|p| p.name.starts_with(APP_PASSWORD_PREFIX))
+        .filter(|p| parse_app_password_name(&p.name).is_some())
         .map(|p| AppPasswordState {
             id: p.id,
             mailbox: p.mailbox,
