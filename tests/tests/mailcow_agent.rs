@@ -9,7 +9,7 @@ use reconciler_proto::agent::{
 };
 use reconciler_proto::markers::ALIAS_COMMENT;
 use reconciler_tests::harness::{Authed, Stack, StackOptions};
-use reconciler_tests::mailcow_sim::FailMode;
+use reconciler_tests::mailcow_sim::{FailMode, SlowMode};
 
 const INFO: &str = "info@example.com";
 const ALICE: &str = "alice@example.com";
@@ -577,4 +577,88 @@ async fn old_and_re_escaped_names_are_recognised_as_ours() {
     .await;
     assert_eq!(outcome(&delete[0]), Outcome::Applied, "{delete:?}");
     assert!(stack.mailcow.app_passwords(INFO).is_empty());
+}
+
+/// A stack whose agent gives Mailcow one second to answer.
+async fn impatient_stack() -> (Stack, AgentClient<Authed>) {
+    stack(StackOptions {
+        agent_env: vec![("MAILCOW_TIMEOUT_SECONDS".into(), "1".into())],
+        ..StackOptions::default()
+    })
+    .await
+}
+
+/// Waits (bounded) until the simulator has carried out every slow request.
+async fn slow_requests_done(stack: &Stack) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stack.mailcow.slow_in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow request never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn named(stack: &Stack, name: &str) -> Vec<i64> {
+    stack
+        .mailcow
+        .app_passwords(INFO)
+        .into_iter()
+        .filter(|p| p.name == name)
+        .map(|p| p.id)
+        .collect()
+}
+
+/// `add/app-passwd` is carried out only after the agent stopped waiting
+/// (a slow PHP worker): the create finds it and adopts it, so the retry
+/// that follows does not add a second one.
+#[tokio::test]
+async fn an_add_answered_after_the_timeout_leaves_one_app_password() {
+    let (stack, mut client) = impatient_stack().await;
+    stack.mailcow.slow_next(
+        "add/app-passwd",
+        std::time::Duration::from_millis(1600),
+        SlowMode::BeforeApplying,
+    );
+    let first = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    // The coordinator retries a change that did not report success.
+    let retry = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    slow_requests_done(&stack).await;
+
+    let ids = named(&stack, OURS);
+    assert_eq!(ids.len(), 1, "exactly one app password: {ids:?}");
+    assert_eq!(outcome(&first[0]), Outcome::Applied, "{first:?}");
+    assert_eq!(first[0].remote_id, ids[0]);
+    assert!(
+        stack
+            .mailcow
+            .verify_app_password(INFO, OURS, &first[0].secret),
+        "the secret returned is the app password's"
+    );
+    assert_eq!(outcome(&retry[0]), Outcome::Unchanged, "{retry:?}");
+    assert_eq!(retry[0].remote_id, ids[0]);
+}
+
+/// The add is carried out at once but its answer is lost to the timeout:
+/// the create still reports what it made, with a secret that works.
+#[tokio::test]
+async fn an_add_whose_answer_is_lost_is_adopted_with_a_working_secret() {
+    let (stack, mut client) = impatient_stack().await;
+    stack.mailcow.slow_next(
+        "add/app-passwd",
+        std::time::Duration::from_millis(1500),
+        SlowMode::AfterApplying,
+    );
+    let first = apply(&mut client, false, vec![create_app_password(OURS)]).await;
+    slow_requests_done(&stack).await;
+    let ids = named(&stack, OURS);
+    assert_eq!(ids.len(), 1, "exactly one app password: {ids:?}");
+    assert_eq!(outcome(&first[0]), Outcome::Applied, "{first:?}");
+    assert_eq!(first[0].remote_id, ids[0]);
+    assert!(
+        stack
+            .mailcow
+            .verify_app_password(INFO, OURS, &first[0].secret)
+    );
 }

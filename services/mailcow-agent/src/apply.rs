@@ -3,6 +3,7 @@
 //! (still) carries our marker, and only reported applied once Mailcow said so.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reconciler_proto::agent::{
     AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordRotate,
@@ -51,7 +52,13 @@ pub struct Applier<'a> {
     pub api: &'a dyn MailcowApi,
     pub locks: &'a KeyedLocks,
     pub dry_run: bool,
+    /// How long a create whose answer timed out keeps re-reading for the
+    /// object it may have made.
+    pub lost_answer_wait: Duration,
 }
+
+/// Between re-reads while waiting for a create whose answer was lost.
+const LOST_ANSWER_POLL: Duration = Duration::from_millis(200);
 
 impl Applier<'_> {
     /// Applies one change. Failures become outcomes; nothing here panics or
@@ -195,19 +202,25 @@ impl Applier<'_> {
             return Ok(done);
         }
         let secret = password::generate();
-        self.api
-            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
-            .await?;
-        // Mailcow does not return the new id; find it by listing again.
         let known: BTreeSet<i64> = before.iter().map(|p| p.id).collect();
-        let id = self
+        if let Err(e) = self
             .api
-            .app_passwords(&c.mailbox)
+            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
+            .await
+        {
+            if !e.write_may_have_happened() {
+                return Err(e);
+            }
+            // The add may have happened (or still be under way): adding
+            // again on retry would make a second one. Look for it first.
+            return self
+                .adopt_after_lost_answer(&c, &wanted, &known, secret, e)
+                .await;
+        }
+        // Mailcow does not return the new id; find it by listing again.
+        let id = self
+            .new_app_password(&c.mailbox, &wanted, &known)
             .await?
-            .into_iter()
-            .filter(|p| same_name(&p.name, &wanted) && !known.contains(&p.id))
-            .map(|p| p.id)
-            .max()
             .ok_or_else(|| {
                 Error::Permanent(format!(
                     "Mailcow confirmed app password {} on {} but does not list it",
@@ -215,6 +228,71 @@ impl Applier<'_> {
                 ))
             })?;
         let mut done = Done::new(Outcome::Applied, "app password created").with_id(id);
+        done.secret = Some(secret);
+        Ok(done)
+    }
+
+    /// The newest app password named `wanted` on `mailbox` that is not in
+    /// `known` (listed before our add).
+    async fn new_app_password(
+        &self,
+        mailbox: &str,
+        wanted: &str,
+        known: &BTreeSet<i64>,
+    ) -> Result<Option<i64>> {
+        Ok(self
+            .api
+            .app_passwords(mailbox)
+            .await?
+            .into_iter()
+            .filter(|p| same_name(&p.name, wanted) && !known.contains(&p.id))
+            .map(|p| p.id)
+            .max())
+    }
+
+    /// After an `add/app-passwd` without an answer: re-read the mailbox
+    /// (for a while after a timeout, since Mailcow goes on after we gave
+    /// up) and adopt an app password with our name that was not there
+    /// before, instead of letting a retry add a second one. Its secret is
+    /// set anew so the one we return is certainly the one it has. Nothing
+    /// appeared: the original error, for the next run to look again.
+    async fn adopt_after_lost_answer(
+        &self,
+        c: &AppPasswordCreate,
+        wanted: &str,
+        known: &BTreeSet<i64>,
+        secret: Secret,
+        lost: Error,
+    ) -> Result<Done> {
+        let wait = match lost {
+            Error::TimedOut(_) => self.lost_answer_wait,
+            _ => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let id = loop {
+            match self.new_app_password(&c.mailbox, wanted, known).await {
+                Ok(Some(id)) => break id,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOST_ANSWER_POLL).await;
+                }
+                // Not there (yet), or Mailcow cannot be read: retry later.
+                Ok(None) | Err(_) => return Err(lost),
+            }
+        };
+        tracing::warn!(
+            mailbox = %c.mailbox,
+            id,
+            error = %lost,
+            "add/app-passwd answer lost; adopting the app password it made"
+        );
+        self.api
+            .set_app_password_secret(id, &c.mailbox, secret.expose(), &c.protocols)
+            .await?;
+        let mut done = Done::new(
+            Outcome::Applied,
+            "app password created (Mailcow's answer was lost; found and adopted)",
+        )
+        .with_id(id);
         done.secret = Some(secret);
         Ok(done)
     }

@@ -51,7 +51,7 @@ pub async fn run(config: Config) -> Result<()> {
             "doveadm",
         ))),
     };
-    let service = AgentServer::new(MailcowAgent::new(api, dovecot))
+    let service = AgentServer::new(MailcowAgent::new(api, dovecot, config.timeout))
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
     // Only the coordinator, holding AGENT_TOKEN, may call the agent.

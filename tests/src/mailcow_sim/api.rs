@@ -18,7 +18,9 @@ use super::php::{Arr, Uncaught, Val, split_list};
 use super::sql::sql_eq;
 use super::state::Db;
 use super::validate::{ip_acl, real_ip};
-use super::{FailMode, MailcowSimConfig, Shared, alias, app_passwd, domain, mailbox};
+use super::{
+    FailMode, MailcowSimConfig, Shared, SlowAnswer, SlowMode, alias, app_passwd, domain, mailbox,
+};
 
 /// What `GET /api/v1/get/status/version` reports.
 pub const VERSION: &str = "2026-07a";
@@ -85,13 +87,42 @@ pub(crate) async fn handle(
         body: body.to_vec(),
         remote: real_ip(peer.ip(), forwarded.as_deref()).to_string(),
     };
-    let outcome = {
-        let mut db = shared.db();
-        process(&shared.config, &mut db, &request)
-    };
-    let write = outcome.count.starts_with("write ");
-    shared.count(&outcome.count, write);
-    respond(outcome.reply)
+    let slow = shared.take_slow_answer(&route);
+    // Like PHP behind nginx, the request runs to its end even when the
+    // client stops waiting: the work is its own task, the handler only
+    // waits for it.
+    let work = tokio::spawn(async move {
+        if let Some(SlowAnswer {
+            delay,
+            mode: SlowMode::BeforeApplying,
+            ..
+        }) = slow
+        {
+            tokio::time::sleep(delay).await;
+        }
+        let outcome = {
+            let mut db = shared.db();
+            process(&shared.config, &mut db, &request)
+        };
+        let write = outcome.count.starts_with("write ");
+        shared.count(&outcome.count, write);
+        if let Some(SlowAnswer {
+            delay,
+            mode: SlowMode::AfterApplying,
+            ..
+        }) = slow
+        {
+            tokio::time::sleep(delay).await;
+        }
+        if slow.is_some() {
+            shared.slow_done();
+        }
+        outcome.reply
+    });
+    match work.await {
+        Ok(reply) => respond(reply),
+        Err(_) => respond(Reply::new(502, HTML, nginx_page("502 Bad Gateway"))),
+    }
 }
 
 fn header_bytes(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {

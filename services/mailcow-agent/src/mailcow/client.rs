@@ -59,11 +59,12 @@ impl HttpMailcow {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
             .await
-            .map_err(|e| Error::Unavailable(format!("{call}: {}", without_url(&e))))?;
+            .map_err(|e| transport_error(call, "", &e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| {
-            Error::Unavailable(format!("{call}: reading body: {}", without_url(&e)))
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transport_error(call, "reading body: ", &e))?;
         match status.as_u16() {
             200 => Ok(body),
             401 | 403 => Err(Error::Unauthorized {
@@ -467,6 +468,17 @@ fn error_message(body: &str) -> String {
         .ok()
         .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| body.chars().take(120).collect())
+}
+
+/// A request that got no (complete) answer; timeouts are told apart
+/// because a write may still be under way on Mailcow's side.
+fn transport_error(call: &str, what: &str, e: &reqwest::Error) -> Error {
+    let message = format!("{call}: {what}{}", without_url(e));
+    if e.is_timeout() {
+        Error::TimedOut(message)
+    } else {
+        Error::Unavailable(message)
+    }
 }
 
 /// reqwest errors include the URL; ours carry no secrets, but keep messages short.
