@@ -366,3 +366,69 @@ async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
     assert!(!w.stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
     w.bob_keeps_his_entry().await;
 }
+
+/// A folder deleted between the coordinator's observation and the agent's
+/// write: doveadm exits 68 ("Can't open mailbox"), and the grant is
+/// reported as not applied there, never as applied or already as asked.
+#[tokio::test]
+async fn a_grant_on_a_folder_deleted_before_apply_is_not_reported_applied() {
+    use reconciler_proto::agent::{
+        ApplyRequest, Change, MailboxAclSet, ObserveRequest, Outcome, change::Kind,
+    };
+    let w = world(StackOptions::default()).await;
+    let mut agent = Stack::agent_client(&w.stack.agent_addr).await;
+    let observed = agent
+        .observe(ObserveRequest {
+            mailbox_acl_owners: vec![INFO.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("observe")
+        .into_inner();
+    let folders: Vec<&str> = observed.mailbox_acls[0]
+        .folders
+        .iter()
+        .map(|f| f.folder.as_str())
+        .collect();
+    assert!(folders.contains(&"Projects/2026"), "{folders:?}");
+
+    // Deleted by its owner in between.
+    let deleted = w
+        .dovecot
+        .doveadm(&["mailbox", "delete", "-u", INFO, "Projects/2026"])
+        .await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+
+    let set = |folder: &str| Change {
+        id: folder.into(),
+        kind: Some(Kind::MailboxAclSet(MailboxAclSet {
+            owner: INFO.into(),
+            grantee: ALICE.into(),
+            rights: vec!["lookup".into(), "read".into()],
+            folders: vec![folder.into()],
+        })),
+    };
+    let results = agent
+        .apply(ApplyRequest {
+            changes: vec![set("Projects/2026"), set("Projects")],
+            dry_run: false,
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .results;
+    let gone = &results[0];
+    assert_eq!(gone.outcome, Outcome::Permanent as i32, "{gone:?}");
+    assert!(gone.message.contains("folder gone"), "{gone:?}");
+    // The folder next to it, still there, got the entry.
+    assert_eq!(results[1].outcome, Outcome::Applied as i32, "{results:?}");
+    assert_eq!(
+        w.alice_entry("Projects").await.as_deref(),
+        Some("lookup read")
+    );
+    let listed = w.dovecot.doveadm(&["mailbox", "list", "-u", INFO]).await;
+    assert!(
+        !listed.stdout.lines().any(|l| l == "Projects/2026"),
+        "no folder was made back: {listed:?}"
+    );
+}

@@ -4,7 +4,7 @@
 //! Mailcow and Authentik simulators. The app password secret travels from
 //! the mailcow-agent through the coordinator to occ, and nowhere else.
 
-use reconciler_tests::harness::{NextcloudContainer, Stack, StackOptions};
+use reconciler_tests::harness::{MAILCOW_KEY, NextcloudContainer, Stack, StackOptions};
 use reconciler_tests::occ_sim::Account;
 use serde_json::{Value, json};
 
@@ -288,4 +288,90 @@ async fn a_member_without_a_nextcloud_user_waits_quietly() {
     assert_eq!(second["state"], "done", "{second}");
     assert_eq!(w.stack.mailcow.write_count(), 0, "no app password churn");
     assert_eq!(w.nextcloud.state().await, before, "no occ writes");
+}
+
+/// Mailcow HTML-escapes app password names on store and again on read, and
+/// an edit that does not resend the name (a person toggling a protocol in
+/// the UI) re-saves the escaped-on-read form (reference mailcow.md
+/// §3.2–3.4). For `o'neil` that changed the name on every such edit: the
+/// next sweep no longer knew it, deleted it and made a new one.
+#[tokio::test]
+async fn an_app_password_survives_a_human_edit_of_its_escaping() {
+    const ONEIL_MAIL: &str = "oneil@example.com";
+    let nextcloud = NextcloudContainer::start(&["o'neil"]).await;
+    let stack = Stack::start(StackOptions {
+        nextcloud_agent_env: Some(vec![
+            ("NEXTCLOUD_CONTAINER".into(), nextcloud.name.clone()),
+            ("MAIL_IMAP_HOST".into(), IMAP_HOST.into()),
+            ("MAIL_SMTP_HOST".into(), IMAP_HOST.into()),
+        ]),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox(INFO);
+    stack.mailcow.add_mailbox(ONEIL_MAIL);
+    let oneil = stack.authentik.add_user("o'neil", ONEIL_MAIL);
+    let group = stack.authentik.add_group(
+        "info-desk",
+        json!({"reconciler": {"shared_mailbox": INFO, "nextcloud_mail": true}}),
+    );
+    stack.authentik.add_member(&group, oneil);
+    let first = stack.sweep().await;
+    assert_eq!(first["state"], "done", "{first}");
+    let ours = |stack: &Stack| -> Vec<(i64, String)> {
+        stack
+            .mailcow
+            .app_passwords(INFO)
+            .into_iter()
+            .filter(|p| p.name.starts_with("authentik-sync:"))
+            .map(|p| (p.id, p.name))
+            .collect()
+    };
+    let created = ours(&stack);
+    assert_eq!(created.len(), 1, "{created:?}");
+    let (id, _) = created[0].clone();
+
+    // A person edits it in Mailcow without touching the name.
+    let edit = reqwest::Client::new()
+        .post(format!("{}/api/v1/edit/app-passwd", stack.mailcow.base_url()))
+        .header("X-API-Key", MAILCOW_KEY)
+        .header("Content-Type", "application/json")
+        .body(json!({"items": [id], "attr": {"username": INFO, "protocols": ["imap_access", "smtp_access", "sieve_access"]}}).to_string())
+        .send()
+        .await
+        .expect("edit")
+        .text()
+        .await
+        .expect("edit body");
+    assert!(edit.contains("object_modified"), "{edit}");
+
+    for sweep in 1..=3 {
+        stack.mailcow.reset_counts();
+        let job = stack.sweep().await;
+        assert_eq!(job["state"], "done", "sweep {sweep}: {job}");
+    }
+    assert_eq!(
+        stack.mailcow.write_count(),
+        0,
+        "the last sweep wrote nothing: {:?}",
+        stack.mailcow.counts()
+    );
+    let after = ours(&stack);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].0, id, "the same app password, never replaced");
+    let accounts: Vec<Account> = nextcloud
+        .state()
+        .await
+        .accounts
+        .into_iter()
+        .filter(|a| a.email == INFO)
+        .collect();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert!(
+        stack
+            .mailcow
+            .verify_app_password(INFO, &after[0].1, &accounts[0].imap.password),
+        "o'neil's account still holds the app password's secret"
+    );
 }

@@ -107,6 +107,15 @@ async fn apply_counted(
             .collect();
     }
 
+    // Folders a change names that do not exist (any more): deleted
+    // between the coordinator's observation and now. Nothing can be set
+    // there; saying "applied" or "already as asked" would let the
+    // coordinator record an entry that does not exist.
+    let mut gone: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        note_gone(&mut gone, i, c, &acls);
+    }
+
     let mut ops: Vec<(usize, AclOp)> = changes
         .iter()
         .enumerate()
@@ -120,6 +129,9 @@ async fn apply_counted(
             .iter()
             .enumerate()
             .map(|(i, c)| match folders_touched(i, &ops) {
+                _ if c.rights.is_some() && gone.contains_key(&i) => {
+                    folders_gone(c, owner, &gone[&i], 0)
+                }
                 0 => result(&c.id, Outcome::Unchanged, "every folder already as asked"),
                 n => result(
                     &c.id,
@@ -153,16 +165,26 @@ async fn apply_counted(
                         if failed.contains(&i) {
                             result(&c.id, e.outcome(), e.to_string())
                         } else {
-                            summarize(c, owner, codes.get(&i), changed.get(&i).copied())
+                            summarize(
+                                c,
+                                owner,
+                                codes.get(&i),
+                                changed.get(&i).copied(),
+                                gone.get(&i),
+                            )
                         }
                     })
                     .collect();
             }
         };
         let mut vanished: BTreeSet<usize> = BTreeSet::new();
-        for ((i, _), code) in ops.iter().zip(run) {
+        for ((i, op), code) in ops.iter().zip(run) {
             if code == exit::NO_MAILBOX && round == 0 {
                 vanished.insert(*i);
+                continue;
+            }
+            if code == exit::NO_MAILBOX {
+                gone.entry(*i).or_default().insert(op.folder().to_owned());
                 continue;
             }
             if code == exit::OK {
@@ -175,14 +197,19 @@ async fn apply_counted(
         }
         report.execs += 1;
         ops = match dovecot.observe(owner).await {
-            Ok(acls) => vanished
-                .iter()
-                .flat_map(|&i| {
-                    ops_for(&changes[i], &acls)
-                        .into_iter()
-                        .map(move |op| (i, op))
-                })
-                .collect(),
+            Ok(acls) => {
+                for &i in &vanished {
+                    note_gone(&mut gone, i, &changes[i], &acls);
+                }
+                vanished
+                    .iter()
+                    .flat_map(|&i| {
+                        ops_for(&changes[i], &acls)
+                            .into_iter()
+                            .map(move |op| (i, op))
+                    })
+                    .collect()
+            }
             Err(e) => {
                 for i in vanished {
                     codes.entry(i).or_default().push(match e.outcome() {
@@ -197,8 +224,55 @@ async fn apply_counted(
     changes
         .iter()
         .enumerate()
-        .map(|(i, c)| summarize(c, owner, codes.get(&i), changed.get(&i).copied()))
+        .map(|(i, c)| {
+            summarize(
+                c,
+                owner,
+                codes.get(&i),
+                changed.get(&i).copied(),
+                gone.get(&i),
+            )
+        })
         .collect()
+}
+
+/// Records the folders `change` names that `acls` does not list.
+fn note_gone(
+    gone: &mut BTreeMap<usize, BTreeSet<String>>,
+    i: usize,
+    change: &AclChange,
+    acls: &OwnerAcls,
+) {
+    let missing = change
+        .folders
+        .iter()
+        .filter(|f| !acls.folders.contains_key(*f))
+        .cloned();
+    let missing: BTreeSet<String> = missing.collect();
+    if !missing.is_empty() {
+        gone.entry(i).or_default().extend(missing);
+    }
+}
+
+/// A set on folders that are gone is not applied there: PERMANENT (so the
+/// coordinator drops its intent and, next run, forgets the folder), with
+/// the folders named.
+fn folders_gone(
+    c: &AclChange,
+    owner: &str,
+    gone: &BTreeSet<String>,
+    changed: usize,
+) -> ChangeResult {
+    let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+    result(
+        &c.id,
+        Outcome::Permanent,
+        format!(
+            "folder gone: {} of {owner} no longer exist(s) (doveadm exit 68); {} not set there (set on {changed} other folder(s))",
+            names.join(", "),
+            c.grantee
+        ),
+    )
 }
 
 fn summarize(
@@ -206,12 +280,17 @@ fn summarize(
     owner: &str,
     codes: Option<&Vec<i64>>,
     changed: Option<usize>,
+    gone: Option<&BTreeSet<String>>,
 ) -> ChangeResult {
     let codes = codes.map(Vec::as_slice).unwrap_or_default();
     let worst = codes
         .iter()
         .copied()
         .find(|&code| code != exit::OK && code != exit::NO_MAILBOX);
+    // A removal from a folder that is gone is done: the entry went with it.
+    if let (None, Some(gone), Some(_)) = (worst, gone, &c.rights) {
+        return folders_gone(c, owner, gone, changed.unwrap_or(0));
+    }
     match worst {
         None if changed.unwrap_or(0) == 0 => {
             result(&c.id, Outcome::Unchanged, "every folder already as asked")
@@ -248,5 +327,90 @@ fn summarize(
             "doveadm rejected the command as invalid (exit 64); this is a bug in the agent",
         ),
         Some(code) => result(&c.id, Outcome::Permanent, format!("doveadm exited {code}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use reconciler_runtime::exec::{CommandRunner, ExecError, ExecOutput};
+
+    use super::*;
+
+    /// Answers each exec with the next canned stdout (exit 0).
+    struct Scripted(Mutex<Vec<&'static str>>);
+
+    #[async_trait]
+    impl CommandRunner for Scripted {
+        async fn run(&self, _argv: &[String]) -> Result<ExecOutput, ExecError> {
+            let mut outputs = self.0.lock().unwrap();
+            assert!(!outputs.is_empty(), "more execs than scripted");
+            Ok(ExecOutput {
+                stdout: outputs.remove(0).to_owned(),
+                stderr: String::new(),
+                exit_code: 0,
+            })
+        }
+    }
+
+    const BOTH: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\
+                        \u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+    const INBOX_ONLY: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+
+    fn change(rights: Option<&[&str]>) -> AclChange {
+        AclChange {
+            id: "1".into(),
+            grantee: "alice@x.org".into(),
+            rights: rights.map(|r| r.iter().map(|s| s.to_string()).collect()),
+            folders: BTreeSet::from(["Projects".to_owned()]),
+        }
+    }
+
+    async fn run(outputs: Vec<&'static str>, c: AclChange) -> ChangeResult {
+        let dovecot = Dovecot::new(Arc::new(Scripted(Mutex::new(outputs))), "doveadm");
+        let mut report = apply_owner(&dovecot, "o@x.org", &[c], false).await;
+        report.results.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_set_on_a_folder_deleted_before_the_write_is_not_applied() {
+        // Listed, then `acl set` exits 68, then the folder is not listed.
+        let r = run(
+            vec![BOTH, "\u{1e}RC 68\n\u{1e}END\n", INBOX_ONLY],
+            change(Some(&["lookup", "read"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Permanent as i32, "{r:?}");
+        assert!(r.message.contains("folder gone: Projects"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_set_on_a_folder_already_gone_is_not_applied() {
+        let r = run(vec![INBOX_ONLY], change(Some(&["lookup"]))).await;
+        assert_eq!(r.outcome, Outcome::Permanent as i32, "{r:?}");
+        assert!(r.message.contains("folder gone: Projects"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_set_that_keeps_failing_with_68_is_not_applied() {
+        let r = run(
+            vec![
+                BOTH,
+                "\u{1e}RC 68\n\u{1e}END\n",
+                BOTH,
+                "\u{1e}RC 68\n\u{1e}END\n",
+            ],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Permanent as i32, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_removal_from_a_folder_that_is_gone_is_done() {
+        let r = run(vec![INBOX_ONLY], change(None)).await;
+        assert_eq!(r.outcome, Outcome::Unchanged as i32, "{r:?}");
     }
 }

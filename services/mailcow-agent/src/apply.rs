@@ -3,14 +3,18 @@
 //! (still) carries our marker, and only reported applied once Mailcow said so.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reconciler_proto::agent::{
     AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordRotate,
     AppPasswordUpdate, ChangeResult, Outcome, SenderAclDelta, change::Kind,
 };
-use reconciler_proto::markers::{ALIAS_COMMENT, APP_PASSWORD_PREFIX, is_managed_alias_comment};
+use reconciler_proto::markers::{
+    ALIAS_COMMENT, APP_PASSWORD_PREFIX, canonical_app_password_name, is_managed_alias_comment,
+};
 use reconciler_runtime::secrets::Secret;
 
+use crate::address;
 use crate::error::{Error, Result};
 use crate::locks::KeyedLocks;
 use crate::mailcow::{APP_PASSWORD_PROTOCOLS, AliasAdded, MailcowApi};
@@ -48,7 +52,13 @@ pub struct Applier<'a> {
     pub api: &'a dyn MailcowApi,
     pub locks: &'a KeyedLocks,
     pub dry_run: bool,
+    /// How long a create whose answer timed out keeps re-reading for the
+    /// object it may have made.
+    pub lost_answer_wait: Duration,
 }
+
+/// Between re-reads while waiting for a create whose answer was lost.
+const LOST_ANSWER_POLL: Duration = Duration::from_millis(200);
 
 impl Applier<'_> {
     /// Applies one change. Failures become outcomes; nothing here panics or
@@ -103,7 +113,10 @@ impl Applier<'_> {
     }
 
     async fn sender_acl(&self, c: SenderAclDelta) -> Result<Done> {
-        require("login", &c.login)?;
+        address::plain("login", &c.login)?;
+        for add in &c.add {
+            address::plain("send-as address", add)?;
+        }
         let _guard = self.locks.lock(&c.login).await;
         let current = self.current_sender_acl(&c.login).await?;
         let removing: BTreeSet<String> = c.remove.iter().map(|a| lower(a)).collect();
@@ -176,12 +189,12 @@ impl Applier<'_> {
     }
 
     async fn app_password_create(&self, c: AppPasswordCreate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
-        ours(&c.name)?;
+        address::plain("mailbox", &c.mailbox)?;
+        let wanted = ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
         let before = self.api.app_passwords(&c.mailbox).await?;
-        if let Some(existing) = before.iter().find(|p| p.name == c.name) {
+        if let Some(existing) = before.iter().find(|p| same_name(&p.name, &wanted)) {
             return Ok(
                 Done::new(Outcome::Unchanged, "app password already exists").with_id(existing.id)
             );
@@ -190,19 +203,25 @@ impl Applier<'_> {
             return Ok(done);
         }
         let secret = password::generate();
-        self.api
-            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
-            .await?;
-        // Mailcow does not return the new id; find it by listing again.
         let known: BTreeSet<i64> = before.iter().map(|p| p.id).collect();
-        let id = self
+        if let Err(e) = self
             .api
-            .app_passwords(&c.mailbox)
+            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
+            .await
+        {
+            if !e.write_may_have_happened() {
+                return Err(e);
+            }
+            // The add may have happened (or still be under way): adding
+            // again on retry would make a second one. Look for it first.
+            return self
+                .adopt_after_lost_answer(&c, &wanted, &known, secret, e)
+                .await;
+        }
+        // Mailcow does not return the new id; find it by listing again.
+        let id = self
+            .new_app_password(&c.mailbox, &wanted, &known)
             .await?
-            .into_iter()
-            .filter(|p| p.name == c.name && !known.contains(&p.id))
-            .map(|p| p.id)
-            .max()
             .ok_or_else(|| {
                 Error::Permanent(format!(
                     "Mailcow confirmed app password {} on {} but does not list it",
@@ -214,8 +233,73 @@ impl Applier<'_> {
         Ok(done)
     }
 
+    /// The newest app password named `wanted` on `mailbox` that is not in
+    /// `known` (listed before our add).
+    async fn new_app_password(
+        &self,
+        mailbox: &str,
+        wanted: &str,
+        known: &BTreeSet<i64>,
+    ) -> Result<Option<i64>> {
+        Ok(self
+            .api
+            .app_passwords(mailbox)
+            .await?
+            .into_iter()
+            .filter(|p| same_name(&p.name, wanted) && !known.contains(&p.id))
+            .map(|p| p.id)
+            .max())
+    }
+
+    /// After an `add/app-passwd` without an answer: re-read the mailbox
+    /// (for a while after a timeout, since Mailcow goes on after we gave
+    /// up) and adopt an app password with our name that was not there
+    /// before, instead of letting a retry add a second one. Its secret is
+    /// set anew so the one we return is certainly the one it has. Nothing
+    /// appeared: the original error, for the next run to look again.
+    async fn adopt_after_lost_answer(
+        &self,
+        c: &AppPasswordCreate,
+        wanted: &str,
+        known: &BTreeSet<i64>,
+        secret: Secret,
+        lost: Error,
+    ) -> Result<Done> {
+        let wait = match lost {
+            Error::TimedOut(_) => self.lost_answer_wait,
+            _ => Duration::ZERO,
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let id = loop {
+            match self.new_app_password(&c.mailbox, wanted, known).await {
+                Ok(Some(id)) => break id,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOST_ANSWER_POLL).await;
+                }
+                // Not there (yet), or Mailcow cannot be read: retry later.
+                Ok(None) | Err(_) => return Err(lost),
+            }
+        };
+        tracing::warn!(
+            mailbox = %c.mailbox,
+            id,
+            error = %lost,
+            "add/app-passwd answer lost; adopting the app password it made"
+        );
+        self.api
+            .set_app_password_secret(id, &c.mailbox, secret.expose(), &c.protocols)
+            .await?;
+        let mut done = Done::new(
+            Outcome::Applied,
+            "app password created (Mailcow's answer was lost; found and adopted)",
+        )
+        .with_id(id);
+        done.secret = Some(secret);
+        Ok(done)
+    }
+
     async fn app_password_update(&self, c: AppPasswordUpdate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
@@ -243,7 +327,7 @@ impl Applier<'_> {
 
     /// A new secret on one of our app passwords, returned once.
     async fn app_password_rotate(&self, c: AppPasswordRotate) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
         let _guard = self.locks.lock(&c.mailbox).await;
@@ -265,7 +349,7 @@ impl Applier<'_> {
     }
 
     async fn app_password_delete(&self, c: AppPasswordDelete) -> Result<Done> {
-        require("mailbox", &c.mailbox)?;
+        address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         let _guard = self.locks.lock(&c.mailbox).await;
         if self
@@ -283,7 +367,8 @@ impl Applier<'_> {
     }
 
     /// App password `id` on `mailbox`, `None` when it is gone. Refused when
-    /// it is no longer named `name`: the id alone is not proof it is ours.
+    /// it is no longer named `name` (in any form of it we ever wrote, or
+    /// Mailcow's re-escaping made of it): the id alone is not proof it is ours.
     async fn our_app_password(
         &self,
         mailbox: &str,
@@ -299,7 +384,7 @@ impl Applier<'_> {
         else {
             return Ok(None);
         };
-        if current.name != name {
+        if !same_name(&current.name, &ours(name)?) {
             return Err(Error::Refused(format!(
                 "app password {id} on {mailbox} is named `{}`, not `{name}`",
                 current.name
@@ -309,7 +394,7 @@ impl Applier<'_> {
     }
 
     async fn alias_create(&self, c: AliasCreate) -> Result<Done> {
-        require_address(&c.address)?;
+        require_alias(&c.address, &c.goto)?;
         if c.goto.is_empty() {
             return Err(Error::Permanent(format!(
                 "alias {} needs at least one goto",
@@ -346,7 +431,7 @@ impl Applier<'_> {
     }
 
     async fn alias_update(&self, c: AliasUpdate) -> Result<Done> {
-        require_address(&c.address)?;
+        require_alias(&c.address, &c.goto)?;
         if c.goto.is_empty() {
             return Err(Error::Permanent(format!(
                 "alias {} needs at least one goto; delete it instead",
@@ -372,7 +457,7 @@ impl Applier<'_> {
     }
 
     async fn alias_delete(&self, c: AliasDelete) -> Result<Done> {
-        require_address(&c.address)?;
+        address::plain("alias address", &c.address)?;
         let _guard = self.locks.lock(&c.address).await;
         let Some(current) = self.api.alias(&c.id.to_string()).await? else {
             return Ok(Done::new(Outcome::Unchanged, "alias already gone"));
@@ -395,7 +480,7 @@ fn owned_alias(alias: &crate::mailcow::Alias, id: i64, address: &str) -> Result<
             alias.address
         )));
     }
-    if !alias.address.eq_ignore_ascii_case(address) {
+    if !address::same(&alias.address, address) {
         return Err(Error::Refused(format!(
             "alias {id} is {}, not {address}",
             alias.address
@@ -404,14 +489,19 @@ fn owned_alias(alias: &crate::mailcow::Alias, id: i64, address: &str) -> Result<
     Ok(())
 }
 
-fn ours(name: &str) -> Result<()> {
-    if name.starts_with(APP_PASSWORD_PREFIX) && name.len() > APP_PASSWORD_PREFIX.len() {
-        Ok(())
-    } else {
-        Err(Error::Refused(format!(
-            "app password `{name}` is not named {APP_PASSWORD_PREFIX}…"
-        )))
-    }
+/// The canonical form of `name` when it is one of our app password names.
+fn ours(name: &str) -> Result<String> {
+    canonical_app_password_name(name).ok_or_else(|| {
+        Error::Refused(format!(
+            "app password `{name}` is not named {APP_PASSWORD_PREFIX}<user>:<target>"
+        ))
+    })
+}
+
+/// Whether an app password named `name` on Mailcow is the one whose
+/// canonical name is `canonical`.
+fn same_name(name: &str, canonical: &str) -> bool {
+    canonical_app_password_name(name).as_deref() == Some(canonical)
 }
 
 fn check_protocols(protocols: &[String]) -> Result<()> {
@@ -432,18 +522,14 @@ fn check_protocols(protocols: &[String]) -> Result<()> {
     }
 }
 
-fn require(what: &str, value: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(Error::Permanent(format!("{what} is empty")));
+/// An alias address and its goto list must be plain addresses: Mailcow
+/// splits both on separators, so anything else could make other aliases.
+fn require_alias(address: &str, goto: &[String]) -> Result<()> {
+    address::plain("alias address", address)?;
+    for g in goto {
+        address::plain("alias goto", g)?;
     }
     Ok(())
-}
-
-fn require_address(address: &str) -> Result<()> {
-    match address.split_once('@') {
-        Some((_, domain)) if !domain.is_empty() && !address.contains(char::is_whitespace) => Ok(()),
-        _ => Err(Error::Permanent(format!("`{address}` is not an address"))),
-    }
 }
 
 fn lower(s: &str) -> String {

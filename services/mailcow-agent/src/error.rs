@@ -14,9 +14,13 @@ pub enum Error {
     /// Retrying cannot help; an operator must fix the key or `API_ALLOW_FROM`.
     #[error("Mailcow refused the API key (HTTP {status}): {message}")]
     Unauthorized { status: u16, message: String },
-    /// Network failure, timeout, 5xx: worth retrying.
+    /// Network failure, 5xx: worth retrying.
     #[error("Mailcow unreachable: {0}")]
     Unavailable(String),
+    /// No answer within the timeout: worth retrying, but a write may
+    /// still have been (or still be being) carried out by Mailcow.
+    #[error("Mailcow did not answer in time: {0}")]
+    TimedOut(String),
     /// Dovecot cannot be reached: Docker error, container down, doveadm
     /// temporary failure. Worth retrying.
     #[error("Dovecot unavailable: {0}")]
@@ -40,12 +44,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A write that failed this way may still have happened: the request
+    /// left, but no (readable) answer came back.
+    pub fn write_may_have_happened(&self) -> bool {
+        matches!(
+            self,
+            Error::TimedOut(_) | Error::Unavailable(_) | Error::EmptyBody { .. }
+        )
+    }
+
     pub fn outcome(&self) -> Outcome {
         match self {
             Error::Config(_) | Error::Unauthorized { .. } => Outcome::Config,
-            Error::Unavailable(_) | Error::DovecotUnavailable(_) | Error::EmptyBody { .. } => {
-                Outcome::Transient
-            }
+            Error::Unavailable(_)
+            | Error::TimedOut(_)
+            | Error::DovecotUnavailable(_)
+            | Error::EmptyBody { .. } => Outcome::Transient,
             Error::Rejected { .. } | Error::Protocol { .. } | Error::Permanent(_) => {
                 Outcome::Permanent
             }
@@ -61,9 +75,10 @@ impl From<Error> for tonic::Status {
             Error::Config(_) | Error::Unauthorized { .. } => {
                 tonic::Status::failed_precondition(message)
             }
-            Error::Unavailable(_) | Error::DovecotUnavailable(_) | Error::EmptyBody { .. } => {
-                tonic::Status::unavailable(message)
-            }
+            Error::Unavailable(_)
+            | Error::TimedOut(_)
+            | Error::DovecotUnavailable(_)
+            | Error::EmptyBody { .. } => tonic::Status::unavailable(message),
             Error::Rejected { .. } | Error::Protocol { .. } => tonic::Status::internal(message),
             Error::Permanent(_) => tonic::Status::invalid_argument(message),
             Error::Refused(_) => tonic::Status::permission_denied(message),

@@ -10,6 +10,7 @@
 //! batched per owner by [`acl`].
 
 pub mod acl;
+pub mod address;
 pub mod apply;
 pub mod config;
 pub mod dovecot;
@@ -53,7 +54,7 @@ pub async fn run(config: Config) -> Result<()> {
             "doveadm",
         ))),
     };
-    let service = AgentServer::new(MailcowAgent::new(api, dovecot))
+    let service = AgentServer::new(MailcowAgent::new(api, dovecot, config.timeout))
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
     // Only the coordinator, holding AGENT_TOKEN, may call the agent.

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use reconciler_proto::agent::{
-    AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveRequest,
-    ObserveResponse, Outcome, SenderAclState,
+    AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveError,
+    ObserveRequest, ObserveResponse, Outcome, SenderAclState,
 };
-use reconciler_proto::markers::{APP_PASSWORD_PREFIX, is_managed_alias_comment};
+use reconciler_proto::markers::{is_managed_alias_comment, parse_app_password_name};
 
 use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
@@ -34,28 +34,48 @@ pub async fn observe(
         Vec::new()
     };
 
+    // One subject that cannot be read (an invalid value, a Mailcow error
+    // for that mailbox) is reported in `errors` and left out; it never
+    // fails the whole observation, nor hides the other subjects.
+    let mut errors = Vec::new();
     let sender_acls = stream::iter(unique(&request.sender_acl_logins))
         .map(|login| {
             let api = api.clone();
             let aliases = &aliases;
-            async move { sender_acl_state(api.as_ref(), aliases, login).await }
+            async move {
+                let state = sender_acl_state(api.as_ref(), aliases, login.clone()).await;
+                (login, state)
+            }
         })
         .buffered(READ_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|(login, state)| keep(state, "sender_acl", login, &mut errors))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
 
     let app_passwords = stream::iter(unique(&request.app_password_mailboxes))
         .map(|mailbox| {
             let api = api.clone();
-            async move { api.app_passwords(&mailbox).await }
+            async move {
+                let listed = api.app_passwords(&mailbox).await;
+                (mailbox, listed)
+            }
         })
         .buffered(READ_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|(mailbox, listed)| keep(listed, "app_password", mailbox, &mut errors))
+        .collect::<Result<Vec<_>>>()?
         .into_iter()
         .flatten()
+        .flatten()
         // Only our own app passwords are reported; the rest are none of our business.
-        .filter(|p| p.name.starts_with(APP_PASSWORD_PREFIX))
+        .filter(|p| parse_app_password_name(&p.name).is_some())
         .map(|p| AppPasswordState {
             id: p.id,
             mailbox: p.mailbox,
@@ -116,8 +136,34 @@ pub async fn observe(
         app_passwords,
         aliases,
         mailbox_acls,
+        errors,
         ..ObserveResponse::default()
     })
+}
+
+/// The value of a subject's read, or `None` with the failure recorded.
+/// A rejected API key or a configuration error is not about the subject:
+/// nothing else could be read either, so the whole observation fails.
+fn keep<T>(
+    read: Result<T>,
+    resource: &str,
+    subject: String,
+    errors: &mut Vec<ObserveError>,
+) -> Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e @ (Error::Unauthorized { .. } | Error::Config(_))) => Err(e),
+        Err(e) => {
+            tracing::warn!(resource, subject = %subject.escape_debug(), error = %e, "observe: subject skipped");
+            errors.push(ObserveError {
+                resource: resource.to_owned(),
+                subject,
+                message: e.to_string(),
+                outcome: e.outcome() as i32,
+            });
+            Ok(None)
+        }
+    }
 }
 
 async fn observe_acls(dovecot: &Dovecot, owners: &[String]) -> Result<Vec<MailboxAclState>> {
@@ -199,7 +245,9 @@ pub fn implicitly_allowed(login: &str, aliases: &[Alias]) -> Vec<String> {
     out
 }
 
+/// Each subject once, exactly as asked: a value with stray whitespace is
+/// not quietly turned into another (valid) one, it is refused as it is.
 fn unique(items: &[String]) -> Vec<String> {
-    let set: BTreeSet<String> = items.iter().map(|s| s.trim().to_owned()).collect();
-    set.into_iter().filter(|s| !s.is_empty()).collect()
+    let set: BTreeSet<&String> = items.iter().filter(|s| !s.is_empty()).collect();
+    set.into_iter().cloned().collect()
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
@@ -26,14 +27,24 @@ pub struct MailcowAgent {
     api: Arc<dyn MailcowApi>,
     dovecot: Option<Arc<Dovecot>>,
     locks: KeyedLocks,
+    /// How long a create whose answer was lost watches for its object.
+    lost_answer_wait: Duration,
 }
 
 impl MailcowAgent {
-    pub fn new(api: Arc<dyn MailcowApi>, dovecot: Option<Arc<Dovecot>>) -> Self {
+    /// `lost_answer_wait`: how long to keep re-reading after a write timed
+    /// out (the Mailcow request timeout is a good value: PHP goes on after
+    /// the client gave up).
+    pub fn new(
+        api: Arc<dyn MailcowApi>,
+        dovecot: Option<Arc<Dovecot>>,
+        lost_answer_wait: Duration,
+    ) -> Self {
         Self {
             api,
             dovecot,
             locks: KeyedLocks::default(),
+            lost_answer_wait,
         }
     }
 
@@ -179,6 +190,7 @@ impl Agent for MailcowAgent {
             api: self.api.as_ref(),
             locks: &self.locks,
             dry_run,
+            lost_answer_wait: self.lost_answer_wait,
         };
         let rest_results = stream::iter(rest)
             .map(|(i, change)| {

@@ -11,7 +11,7 @@ pub use dovecot::{DovecotContainer, Imap};
 pub use nextcloud::NextcloudContainer;
 pub use process::{Service, bin_dir, free_port};
 pub use sogo::SogoPeers;
-pub use stack::{AGENT_TOKEN, Authed, Stack, StackOptions};
+pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions};
 
 /// The tokens the test stack configures.
 pub mod stack_tokens {

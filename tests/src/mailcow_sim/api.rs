@@ -18,7 +18,9 @@ use super::php::{Arr, Uncaught, Val, split_list};
 use super::sql::sql_eq;
 use super::state::Db;
 use super::validate::{ip_acl, real_ip};
-use super::{FailMode, MailcowSimConfig, Shared, alias, app_passwd, domain, mailbox};
+use super::{
+    FailMode, MailcowSimConfig, Shared, SlowAnswer, SlowMode, alias, app_passwd, domain, mailbox,
+};
 
 /// What `GET /api/v1/get/status/version` reports.
 pub const VERSION: &str = "2026-07a";
@@ -87,20 +89,49 @@ pub(crate) async fn handle(
         body: body.to_vec(),
         remote: real_ip(peer.ip(), forwarded.as_deref()).to_string(),
     };
-    let outcome = {
-        let mut db = shared.db();
-        process(&shared.config, &mut db, &request)
-    };
-    let write = outcome.count.starts_with("write ");
-    shared.count(&outcome.count, write);
-    if error_after_write {
-        return respond(Reply::new(
-            200,
-            JSON,
-            r#"[{"type":"danger","log":["mailbox","edit"],"msg":"mysql_error"}]"#,
-        ));
+    let slow = shared.take_slow_answer(&route);
+    // Like PHP behind nginx, the request runs to its end even when the
+    // client stops waiting: the work is its own task, the handler only
+    // waits for it.
+    let work = tokio::spawn(async move {
+        if let Some(SlowAnswer {
+            delay,
+            mode: SlowMode::BeforeApplying,
+            ..
+        }) = slow
+        {
+            tokio::time::sleep(delay).await;
+        }
+        let outcome = {
+            let mut db = shared.db();
+            process(&shared.config, &mut db, &request)
+        };
+        let write = outcome.count.starts_with("write ");
+        shared.count(&outcome.count, write);
+        if let Some(SlowAnswer {
+            delay,
+            mode: SlowMode::AfterApplying,
+            ..
+        }) = slow
+        {
+            tokio::time::sleep(delay).await;
+        }
+        if slow.is_some() {
+            shared.slow_done();
+        }
+        if error_after_write {
+            return Reply::new(
+                200,
+                JSON,
+                r#"[{"type":"danger","log":["mailbox","edit"],"msg":"mysql_error"}]"#,
+            );
+        }
+        outcome.reply
+    });
+    match work.await {
+        Ok(reply) => respond(reply),
+        Err(_) => respond(Reply::new(502, HTML, nginx_page("502 Bad Gateway"))),
     }
-    respond(outcome.reply)
 }
 
 fn header_bytes(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
@@ -138,9 +169,40 @@ fn route_of(get: &HashMap<String, String>) -> String {
     format!("{action}/{category}")
 }
 
-/// nginx's normalised `$uri`: percent-decoded, slashes merged. A broken
-/// escape is a 400 from nginx.
+/// nginx's normalised `$uri`: percent-decoded, slashes merged, then `.`
+/// and `..` segments resolved — including ones that only appear after
+/// decoding, so `a%2F..%2Fb` becomes `b` (ngx_http_parse_complex_uri). A
+/// broken escape, or `..` above the root, is a 400 from nginx.
 fn nginx_uri(raw: &str) -> Result<String, ()> {
+    let decoded = nginx_decode(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = decoded.split('/').peekable();
+    // The leading empty segment (before the first `/`) is the root.
+    parts.next();
+    let mut trailing_slash = false;
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        match part {
+            "." => trailing_slash = last,
+            ".." => {
+                segments.pop().ok_or(())?;
+                trailing_slash = last;
+            }
+            other => {
+                segments.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut uri = format!("/{}", segments.join("/"));
+    if trailing_slash && !uri.ends_with('/') {
+        uri.push('/');
+    }
+    Ok(uri)
+}
+
+/// Percent-decoding with merged slashes.
+fn nginx_decode(raw: &str) -> Result<String, ()> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

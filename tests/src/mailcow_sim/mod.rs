@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::task::JoinHandle;
@@ -82,6 +83,24 @@ pub enum FailMode {
     ErrorAfterWrite,
 }
 
+/// When a slow answer's delay happens, relative to the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowMode {
+    /// The request is carried out at once; its answer comes `delay` later.
+    AfterApplying,
+    /// The request waits `delay`, then is carried out and answered: a
+    /// client that gave up in between sees the change appear later.
+    BeforeApplying,
+}
+
+/// An injected slow answer for the next request on one route.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlowAnswer {
+    pub route: &'static str,
+    pub delay: Duration,
+    pub mode: SlowMode,
+}
+
 /// An alias as stored (self-aliases of mailboxes excluded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimAlias {
@@ -119,6 +138,9 @@ pub(crate) struct Shared {
     faults: Mutex<VecDeque<FailMode>>,
     /// Failures for requests to one route (`add/app-passwd`), after `faults`.
     route_faults: Mutex<BTreeMap<String, VecDeque<FailMode>>>,
+    slow_answers: Mutex<Vec<SlowAnswer>>,
+    /// Slow requests taken but not yet carried out and answered.
+    slow_in_flight: AtomicU64,
     writes: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
 }
@@ -149,6 +171,18 @@ impl Shared {
                 .get_mut(route)
                 .and_then(VecDeque::pop_front),
         }
+    }
+
+    /// The first slow answer queued for `route` (`add/app-passwd`), if any.
+    fn take_slow_answer(&self, route: &str) -> Option<SlowAnswer> {
+        let mut slow = lock(&self.slow_answers);
+        let at = slow.iter().position(|s| s.route == route)?;
+        self.slow_in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(slow.remove(at))
+    }
+
+    fn slow_done(&self) {
+        self.slow_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn counts(&self) -> BTreeMap<String, u64> {
@@ -182,6 +216,8 @@ impl MailcowSim {
             db: Mutex::new(Db::default()),
             faults: Mutex::new(VecDeque::new()),
             route_faults: Mutex::new(BTreeMap::new()),
+            slow_answers: Mutex::new(Vec::new()),
+            slow_in_flight: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -394,6 +430,20 @@ impl MailcowSim {
             .entry(route.to_owned())
             .or_default()
             .extend(std::iter::repeat_n(mode, n));
+    }
+
+    /// The next request on `route` (`action/category`, e.g.
+    /// `add/app-passwd`) is answered `delay` late, its work done before or
+    /// after the wait as `mode` says — what a client with a shorter timeout
+    /// sees of a slow PHP worker.
+    pub fn slow_next(&self, route: &'static str, delay: Duration, mode: SlowMode) {
+        lock(&self.shared.slow_answers).push(SlowAnswer { route, delay, mode });
+    }
+
+    /// Slow requests ([`Self::slow_next`]) not yet carried out and
+    /// answered, whether or not their client still waits.
+    pub fn slow_in_flight(&self) -> u64 {
+        self.shared.slow_in_flight.load(Ordering::SeqCst)
     }
 
     /// Applies a seed document, the body `POST /__sim/seed` takes:

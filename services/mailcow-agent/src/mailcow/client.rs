@@ -8,12 +8,14 @@ use serde_json::{Value, json};
 
 use super::envelope::{self, WriteResponse, flag};
 use super::{APP_PASSWORD_PROTOCOLS, Alias, AliasAdded, AppPassword, Mailbox, MailcowApi};
+use crate::address;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 pub struct HttpMailcow {
     http: reqwest::Client,
-    base: String,
+    /// `<MAILCOW_URL>/api/v1`; request paths are appended segment by segment.
+    base: reqwest::Url,
     api_key: Secret,
 }
 
@@ -28,11 +30,25 @@ impl HttpMailcow {
             .danger_accept_invalid_certs(config.tls_insecure)
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let base = format!("{}/api/v1", config.mailcow_url);
+        let base =
+            reqwest::Url::parse(&base).map_err(|e| Error::Config(format!("MAILCOW_URL: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(Error::Config("MAILCOW_URL must be an http(s) URL".into()));
+        }
         Ok(Self {
             http,
-            base: format!("{}/api/v1", config.mailcow_url),
+            base,
             api_key: config.api_key.clone(),
         })
+    }
+
+    /// The API URL of `segments`, each percent-encoded as one path segment
+    /// (`/`, `%`, `?`, `#` and the like cannot split or end it). Values
+    /// from requests are validated before they get here (see
+    /// [`address::plain`]); the encoding is the second line of defence.
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        with_segments(&self.base, segments)
     }
 
     /// Sends a request and returns the body of a 200; maps every other
@@ -43,11 +59,12 @@ impl HttpMailcow {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
             .await
-            .map_err(|e| Error::Unavailable(format!("{call}: {}", without_url(&e))))?;
+            .map_err(|e| transport_error(call, "", &e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| {
-            Error::Unavailable(format!("{call}: reading body: {}", without_url(&e)))
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| transport_error(call, "reading body: ", &e))?;
         match status.as_u16() {
             200 => Ok(body),
             401 | 403 => Err(Error::Unauthorized {
@@ -62,10 +79,8 @@ impl HttpMailcow {
         }
     }
 
-    async fn get(&self, call: &str, path: &str) -> Result<Option<Value>> {
-        let body = self
-            .send(call, self.http.get(format!("{}/{path}", self.base)))
-            .await?;
+    async fn get(&self, call: &str, segments: &[&str]) -> Result<Option<Value>> {
+        let body = self.send(call, self.http.get(self.url(segments))).await?;
         if body.trim().is_empty() {
             return Err(Error::EmptyBody { call: call.into() });
         }
@@ -78,12 +93,11 @@ impl HttpMailcow {
     /// POSTs a write and returns its messages; fails on an empty body but
     /// leaves `danger` messages to the caller.
     async fn post(&self, call: &str, path: &str, body: &Value) -> Result<WriteResponse> {
+        let segments: Vec<&str> = path.split('/').collect();
         let text = self
             .send(
                 call,
-                self.http
-                    .post(format!("{}/{path}", self.base))
-                    .body(body.to_string()),
+                self.http.post(self.url(&segments)).body(body.to_string()),
             )
             .await?;
         match WriteResponse::parse(&text) {
@@ -126,10 +140,8 @@ impl HttpMailcow {
 impl MailcowApi for HttpMailcow {
     async fn mailbox(&self, login: &str) -> Result<Option<Mailbox>> {
         let call = "get/mailbox";
-        let Some(value) = self
-            .get(call, &format!("get/mailbox/{}", segment(login)))
-            .await?
-        else {
+        let login = address::plain("login", login)?;
+        let Some(value) = self.get(call, &["get", "mailbox", login]).await? else {
             return Ok(None);
         };
         let username = value
@@ -140,6 +152,13 @@ impl MailcowApi for HttpMailcow {
                 detail: "mailbox without username".into(),
             })?
             .to_owned();
+        // Never report another mailbox's state as the one asked for.
+        if !address::same(&username, login) {
+            return Err(Error::Protocol {
+                call: call.into(),
+                detail: format!("asked for mailbox {login}, Mailcow answered with {username}"),
+            });
+        }
         let sender_acl = value.get("sender_acl").map(strings);
         Ok(Some(Mailbox {
             username,
@@ -149,7 +168,7 @@ impl MailcowApi for HttpMailcow {
 
     async fn aliases(&self) -> Result<Vec<Alias>> {
         let call = "get/alias/all";
-        match self.get(call, "get/alias/all").await? {
+        match self.get(call, &["get", "alias", "all"]).await? {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items.iter().map(|v| parse_alias(call, v)).collect(),
             Some(other) => Err(Error::Protocol {
@@ -161,19 +180,33 @@ impl MailcowApi for HttpMailcow {
 
     async fn alias(&self, id_or_address: &str) -> Result<Option<Alias>> {
         let call = "get/alias";
-        match self
-            .get(call, &format!("get/alias/{}", segment(id_or_address)))
-            .await?
-        {
-            None => Ok(None),
-            Some(value) => parse_alias(call, &value).map(Some),
+        let asked = address::id_or_plain("alias", id_or_address)?;
+        let Some(value) = self.get(call, &["get", "alias", asked]).await? else {
+            return Ok(None);
+        };
+        let alias = parse_alias(call, &value)?;
+        let matches = if asked.bytes().all(|b| b.is_ascii_digit()) {
+            alias.id.to_string() == asked
+        } else {
+            address::same(&alias.address, asked)
+        };
+        if !matches {
+            return Err(Error::Protocol {
+                call: call.into(),
+                detail: format!(
+                    "asked for alias {asked}, Mailcow answered with {} ({})",
+                    alias.address, alias.id
+                ),
+            });
         }
+        Ok(Some(alias))
     }
 
     async fn app_passwords(&self, mailbox: &str) -> Result<Vec<AppPassword>> {
         let call = "get/app-passwd/all";
+        let mailbox = address::plain("mailbox", mailbox)?;
         let items = match self
-            .get(call, &format!("get/app-passwd/all/{}", segment(mailbox)))
+            .get(call, &["get", "app-passwd", "all", mailbox])
             .await?
         {
             None => return Ok(Vec::new()),
@@ -187,29 +220,7 @@ impl MailcowApi for HttpMailcow {
         };
         items
             .iter()
-            .map(|v| {
-                let id = envelope::id(v.get("id")).ok_or_else(|| Error::Protocol {
-                    call: call.into(),
-                    detail: "app password without id".into(),
-                })?;
-                let escaped = v.get("name").and_then(Value::as_str).unwrap_or_default();
-                Ok(AppPassword {
-                    id,
-                    mailbox: v
-                        .get("mailbox")
-                        .and_then(Value::as_str)
-                        .unwrap_or(mailbox)
-                        .to_owned(),
-                    name: unescape_name(escaped),
-                    active: flag(v.get("active")),
-                    // `password` (a hash) is deliberately never read.
-                    protocols: APP_PASSWORD_PROTOCOLS
-                        .iter()
-                        .filter(|p| flag(v.get(**p)))
-                        .map(|p| p.to_string())
-                        .collect(),
-                })
-            })
+            .map(|v| parse_app_password(call, mailbox, v))
             .collect()
     }
 
@@ -351,6 +362,51 @@ impl MailcowApi for HttpMailcow {
     }
 }
 
+/// `base` with `segments` appended, each encoded as one path segment
+/// (`.` and `..` are dropped, never sent).
+fn with_segments(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// One row of `get/app-passwd/all/{asked}`. A row that does not say it
+/// belongs to `asked` fails the whole read: whatever path Mailcow (or a
+/// proxy in front of it) resolved, rows of another mailbox must never be
+/// reported, and so planned on, as this one's.
+fn parse_app_password(call: &str, asked: &str, v: &Value) -> Result<AppPassword> {
+    let protocol_error = |detail: String| Error::Protocol {
+        call: call.into(),
+        detail,
+    };
+    let id = envelope::id(v.get("id"))
+        .ok_or_else(|| protocol_error("app password without id".into()))?;
+    let mailbox = v
+        .get("mailbox")
+        .and_then(Value::as_str)
+        .ok_or_else(|| protocol_error(format!("app password {id} without mailbox")))?;
+    if !address::same(mailbox, asked) {
+        return Err(protocol_error(format!(
+            "asked for the app passwords of {asked}, Mailcow answered with {id} of {mailbox}"
+        )));
+    }
+    let escaped = v.get("name").and_then(Value::as_str).unwrap_or_default();
+    Ok(AppPassword {
+        id,
+        mailbox: mailbox.to_owned(),
+        name: unescape_name(escaped),
+        active: flag(v.get("active")),
+        // `password` (a hash) is deliberately never read.
+        protocols: APP_PASSWORD_PROTOCOLS
+            .iter()
+            .filter(|p| flag(v.get(**p)))
+            .map(|p| p.to_string())
+            .collect(),
+    })
+}
+
 fn parse_alias(call: &str, v: &Value) -> Result<Alias> {
     let id = envelope::id(v.get("id")).ok_or_else(|| Error::Protocol {
         call: call.into(),
@@ -406,22 +462,23 @@ fn unescape_name(name: &str) -> String {
     html_escape::decode_html_entities(&once).into_owned()
 }
 
-/// A path segment: addresses are safe except for characters URLs reserve.
-fn segment(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '/' | '?' | '#' | '%' | ' ' => format!("%{:02X}", c as u32),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 /// The `msg` of a top-level error object, or a short excerpt.
 fn error_message(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| body.chars().take(120).collect())
+}
+
+/// A request that got no (complete) answer; timeouts are told apart
+/// because a write may still be under way on Mailcow's side.
+fn transport_error(call: &str, what: &str, e: &reqwest::Error) -> Error {
+    let message = format!("{call}: {what}{}", without_url(e));
+    if e.is_timeout() {
+        Error::TimedOut(message)
+    } else {
+        Error::Unavailable(message)
+    }
 }
 
 /// reqwest errors include the URL; ours carry no secrets, but keep messages short.
@@ -448,7 +505,34 @@ mod tests {
     }
 
     #[test]
-    fn segments_escape_reserved_characters() {
-        assert_eq!(segment("a/b?c@d"), "a%2Fb%3Fc@d");
+    fn every_segment_is_encoded_on_its_own() {
+        let base = reqwest::Url::parse("https://mail.example.com/mc/api/v1").expect("url");
+        assert_eq!(
+            with_segments(&base, &["get", "app-passwd", "all", "a/../b?c#d%e@x"]).as_str(),
+            "https://mail.example.com/mc/api/v1/get/app-passwd/all/a%2F..%2Fb%3Fc%23d%25e@x"
+        );
+        // Dot segments are dropped by the URL builder, never sent.
+        assert_eq!(
+            with_segments(&base, &["get", "mailbox", ".."]).as_str(),
+            "https://mail.example.com/mc/api/v1/get/mailbox"
+        );
+    }
+
+    fn row(id: i64, mailbox: &str) -> Value {
+        json!({"id": id, "name": "authentik-sync:a:b@x.org", "mailbox": mailbox, "active": 1, "imap_access": 1})
+    }
+
+    #[test]
+    fn app_password_rows_must_belong_to_the_mailbox_asked_for() {
+        let ok = parse_app_password(
+            "c",
+            "Info@Bücher.example",
+            &row(1, "info@xn--bcher-kva.example"),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let other = parse_app_password("c", "info@x.org", &row(2, "bob@x.org"));
+        assert!(matches!(other, Err(Error::Protocol { .. })), "{other:?}");
+        let missing = parse_app_password("c", "info@x.org", &json!({"id": 3, "name": "n"}));
+        assert!(missing.is_err());
     }
 }

@@ -124,3 +124,22 @@ async fn plus_in_a_path_reaches_php_as_a_space() {
         .json();
     assert_eq!(escaped["address"], "a+b@example.com");
 }
+
+#[tokio::test]
+async fn encoded_dot_segments_are_resolved_after_decoding_like_nginx() {
+    let sim = Sim::seeded().await;
+    let bobs = sim
+        .sim
+        .add_app_password("bob@example.com", "Bob's phone", "phone-Secret-1");
+    // `info@…/../bob@…` with the slashes encoded: nginx decodes, then
+    // resolves the dot segment, so PHP is asked for bob's app passwords.
+    let listed = sim
+        .get("/api/v1/get/app-passwd/all/info@example.com%2F..%2Fbob@example.com")
+        .await
+        .json();
+    assert_eq!(listed[0]["id"], bobs);
+    assert_eq!(listed[0]["mailbox"], "bob@example.com");
+    // Above the root is nginx's 400.
+    let above = sim.get("/api/v1/..%2F..%2F..%2F..%2Fx").await;
+    assert_eq!(above.status, 400);
+}
