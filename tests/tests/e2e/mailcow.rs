@@ -62,7 +62,7 @@ async fn join_grants_and_leave_revokes_only_ours() {
     );
     // No nextcloud-agent in this stack: an app password would have no
     // account to use it, so none is made, and the summary says why.
-    // (tests/tests/e2e_nextcloud.rs covers them with a nextcloud-agent.)
+    // (tests/tests/e2e/nextcloud.rs covers them with a nextcloud-agent.)
     assert!(our_app_passwords(&stack, INFO).is_empty());
     assert!(
         job["summary"]

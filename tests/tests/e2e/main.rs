@@ -1,0 +1,15 @@
+//! The end-to-end suite, one test binary: every module starts the real
+//! service binaries against real peers or the simulators. One binary links
+//! the workspace once instead of once per file, which keeps a clean build
+//! small enough for a CI machine's disk.
+
+mod authentik_listing;
+mod dovecot;
+mod edges;
+mod grpc;
+mod mailcow;
+mod mailcow_agent;
+mod nextcloud;
+mod safety;
+mod sogo;
+mod trace_context;
