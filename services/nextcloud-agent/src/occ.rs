@@ -76,7 +76,9 @@ impl Occ {
 
     /// Runs occ; environment-level failures (maintenance mode, app disabled,
     /// wrong uid, container down) become errors here, so callers only see
-    /// the command's own results.
+    /// the command's own results. Every caller puts its positional
+    /// arguments after `--`: Symfony reads a value starting with `-` (a user
+    /// id such as `-bob`) as an option otherwise.
     async fn occ(&self, args: &[&str]) -> Result<ExecOutput> {
         let mut argv = self.command.clone();
         argv.extend(args.iter().map(|a| a.to_string()));
@@ -98,7 +100,7 @@ impl Occ {
     /// The user's Mail accounts (`[]` for an unknown user).
     pub async fn export(&self, user: &str) -> Result<Vec<Account>> {
         let out = self
-            .occ(&["mail:account:export", user, "--output=json"])
+            .occ(&["mail:account:export", "--output=json", "--", user])
             .await?;
         if out.exit_code != 0 {
             return Err(Error::Protocol(format!(
@@ -127,7 +129,9 @@ impl Occ {
 
     /// Whether Nextcloud knows `user` (`user:info`).
     pub async fn user_exists(&self, user: &str) -> Result<bool> {
-        let out = self.occ(&["user:info", user, "--output=json"]).await?;
+        let out = self
+            .occ(&["user:info", "--output=json", "--", user])
+            .await?;
         match out.exit_code {
             0 => Ok(true),
             1 if out.stdout.contains("not found") => Ok(false),
@@ -151,6 +155,7 @@ impl Occ {
         let out = self
             .occ(&[
                 "mail:account:create",
+                "--",
                 user,
                 name,
                 email,
@@ -194,7 +199,9 @@ impl Occ {
     }
 
     pub async fn delete(&self, id: i64) -> Result<Deleted> {
-        let out = self.occ(&["mail:account:delete", &id.to_string()]).await?;
+        let out = self
+            .occ(&["mail:account:delete", "--", &id.to_string()])
+            .await?;
         match out.exit_code {
             0 => Ok(Deleted::Deleted),
             1 if out.stdout.contains("does not exist") => Ok(Deleted::AlreadyGone),
@@ -212,7 +219,7 @@ impl Occ {
         let imap = format!("--imap-password={password}");
         let smtp = format!("--smtp-password={password}");
         let out = self
-            .occ(&["mail:account:update", &id.to_string(), &imap, &smtp])
+            .occ(&["mail:account:update", &imap, &smtp, "--", &id.to_string()])
             .await?;
         match out.exit_code {
             0 => Ok(()),

@@ -60,23 +60,29 @@ impl NextcloudContainer {
         assert_eq!(run.code, 0, "docker run: {run:?}");
         let container = Self { name };
         for user in users {
-            let out = docker(&[
-                "exec",
-                "-u",
-                "33",
-                "-e",
-                "OC_PASS=test-password",
-                &container.name,
-                "php",
-                "occ",
-                "user:add",
-                "--password-from-env",
-                user,
-            ])
-            .await;
-            assert_eq!(out.code, 0, "user:add {user}: {out:?}");
+            container.add_user(user).await;
         }
         container
+    }
+
+    /// A Nextcloud user, as `occ user:add` makes one.
+    pub async fn add_user(&self, user: &str) {
+        let out = docker(&[
+            "exec",
+            "-u",
+            "33",
+            "-e",
+            "OC_PASS=test-password",
+            &self.name,
+            "php",
+            "occ",
+            "user:add",
+            "--password-from-env",
+            "--",
+            user,
+        ])
+        .await;
+        assert_eq!(out.code, 0, "user:add {user}: {out:?}");
     }
 
     /// `php occ <args>` as www-data.

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::argv::{Definition, Input, Opt};
 use super::state::{Account, Endpoint, State};
 
 /// One `occ` call.
@@ -31,13 +32,6 @@ impl Outcome {
     }
 }
 
-const MAIL_COMMANDS: [&str; 4] = [
-    "mail:account:create",
-    "mail:account:delete",
-    "mail:account:export",
-    "mail:account:update",
-];
-
 /// Runs a command against `state` (which the caller persists).
 pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
     if inv.uid != inv.config_owner {
@@ -65,57 +59,137 @@ pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
             .into();
     }
     let apps_loaded = !state.maintenance && state.mail_enabled;
-    let mut out = match command.as_str() {
-        "maintenance:mode" => maintenance(rest, state),
-        "app:enable" | "app:disable" if state.maintenance => not_defined(command),
-        "app:enable" | "app:disable" => app_toggle(command, rest, state),
-        "user:add" if state.maintenance => not_defined(command),
-        "user:add" => user_add(rest, inv, state),
-        "user:info" => user_info(rest, state),
-        c if MAIL_COMMANDS.contains(&c) && !apps_loaded => Outcome {
+    let command = command.as_str();
+    let mut out = match definition(command) {
+        None => not_defined(command),
+        Some(_)
+            if state.maintenance
+                && matches!(command, "app:enable" | "app:disable" | "user:add") =>
+        {
+            not_defined(command)
+        }
+        Some(_) if command.starts_with("mail:") && !apps_loaded => Outcome {
             stdout: String::new(),
             stderr: "\n  There are no commands defined in the \"mail:account\" namespace.  \n\n"
                 .into(),
             code: 1,
         },
-        "mail:account:create" => create(rest, state),
-        "mail:account:delete" => delete(rest, state),
-        "mail:account:export" => export(rest, state),
-        "mail:account:update" => update(rest, state),
-        other => not_defined(other),
+        Some(definition) => match definition.parse(rest) {
+            Err(message) => console_error(&message),
+            Ok(input) => match command {
+                "maintenance:mode" => maintenance(&input, state),
+                "app:enable" | "app:disable" => app_toggle(command, &input, state),
+                "user:add" => user_add(&input, inv, state),
+                "user:info" => user_info(&input, state),
+                "mail:account:create" => create(&input, state),
+                "mail:account:delete" => delete(&input, state),
+                "mail:account:export" => export(&input, state),
+                _ => update(&input, state),
+            },
+        },
     };
     out.stderr = prefix + &out.stderr;
     out
 }
 
-fn not_defined(command: &str) -> Outcome {
+const MAINTENANCE_OPTIONS: [Opt; 2] = [Opt::flag("on"), Opt::flag("off")];
+const APP_ENABLE_OPTIONS: [Opt; 2] = [Opt::value("groups"), Opt::flag("force")];
+const USER_ADD_OPTIONS: [Opt; 5] = [
+    Opt::flag("password-from-env"),
+    Opt::flag("generate-password"),
+    Opt::value("display-name"),
+    Opt::value("group"),
+    Opt::value("email"),
+];
+const OUTPUT_OPTION: [Opt; 1] = [Opt::value("output")];
+const UPDATE_OPTIONS: [Opt; 13] = [
+    Opt::value("name"),
+    Opt::value("email"),
+    Opt::value("imap-host"),
+    Opt::value("imap-port"),
+    Opt::value("imap-ssl-mode"),
+    Opt::value("imap-user"),
+    Opt::value("imap-password"),
+    Opt::value("smtp-host"),
+    Opt::value("smtp-port"),
+    Opt::value("smtp-ssl-mode"),
+    Opt::value("smtp-user"),
+    Opt::value("smtp-password"),
+    Opt::value("auth-method"),
+];
+
+const CREATE_ARGS: [(&str, bool); 14] = [
+    ("user-id", true),
+    ("name", true),
+    ("email", true),
+    ("imap-host", true),
+    ("imap-port", true),
+    ("imap-ssl-mode", true),
+    ("imap-user", true),
+    ("imap-password", true),
+    ("smtp-host", true),
+    ("smtp-port", true),
+    ("smtp-ssl-mode", true),
+    ("smtp-user", true),
+    ("smtp-password", true),
+    // An optional 14th positional argument, not an option (B6).
+    ("auth-method", false),
+];
+
+/// The input definitions of the commands the simulator knows.
+fn definition(command: &str) -> Option<Definition<'_>> {
+    let (arguments, variadic, options): (&'static [(&'static str, bool)], bool, &'static [Opt]) =
+        match command {
+            "maintenance:mode" => (&[], false, &MAINTENANCE_OPTIONS),
+            "app:enable" => (&[("app-id", true)], true, &APP_ENABLE_OPTIONS),
+            "app:disable" => (&[("app-id", true)], true, &[]),
+            "user:add" => (&[("uid", true)], false, &USER_ADD_OPTIONS),
+            "user:info" => (&[("user", true)], false, &OUTPUT_OPTION),
+            "mail:account:create" => (&CREATE_ARGS, false, &[]),
+            "mail:account:delete" => (&[("account-id", true)], false, &[]),
+            "mail:account:export" => (&[("user-id", true)], false, &OUTPUT_OPTION),
+            "mail:account:update" => (&[("account-id", true)], false, &UPDATE_OPTIONS),
+            _ => return None,
+        };
+    Some(Definition {
+        name: command,
+        arguments,
+        variadic,
+        options,
+    })
+}
+
+/// Symfony renders a console exception as an indented block on stderr.
+fn console_error(message: &str) -> Outcome {
     Outcome {
         stdout: String::new(),
-        stderr: format!("\n  Command \"{command}\" is not defined.  \n\n"),
+        stderr: format!("\n  {message}  \n\n"),
         code: 1,
     }
 }
 
-fn maintenance(rest: &[String], state: &mut State) -> Outcome {
-    match rest.first().map(String::as_str) {
-        Some("--on") => {
-            state.maintenance = true;
-            Outcome::ok("Maintenance mode enabled\n")
-        }
-        Some("--off") => {
-            state.maintenance = false;
-            Outcome::ok("Maintenance mode disabled\n")
-        }
-        _ => Outcome::ok(if state.maintenance {
+fn not_defined(command: &str) -> Outcome {
+    console_error(&format!("Command \"{command}\" is not defined."))
+}
+
+fn maintenance(input: &Input, state: &mut State) -> Outcome {
+    if input.has("on") {
+        state.maintenance = true;
+        Outcome::ok("Maintenance mode enabled\n")
+    } else if input.has("off") {
+        state.maintenance = false;
+        Outcome::ok("Maintenance mode disabled\n")
+    } else {
+        Outcome::ok(if state.maintenance {
             "Maintenance mode is currently enabled\n"
         } else {
             "Maintenance mode is currently disabled\n"
-        }),
+        })
     }
 }
 
-fn app_toggle(command: &str, rest: &[String], state: &mut State) -> Outcome {
-    if rest.first().map(String::as_str) != Some("mail") {
+fn app_toggle(command: &str, input: &Input, state: &mut State) -> Outcome {
+    if input.arguments.iter().any(|app| app != "mail") {
         return Outcome {
             stdout: String::new(),
             stderr: "No such app enabled\n".into(),
@@ -130,51 +204,38 @@ fn app_toggle(command: &str, rest: &[String], state: &mut State) -> Outcome {
     })
 }
 
-fn user_add(rest: &[String], inv: &Invocation<'_>, state: &mut State) -> Outcome {
-    let positional: Vec<&String> = rest.iter().filter(|a| !a.starts_with("--")).collect();
-    let Some(uid) = positional.first() else {
-        return Outcome {
-            stdout: String::new(),
-            stderr: "\n  Not enough arguments (missing: \"uid\").  \n\n".into(),
-            code: 1,
-        };
-    };
-    if rest.iter().any(|a| a == "--password-from-env") && (inv.env)("OC_PASS").is_none() {
+fn user_add(input: &Input, inv: &Invocation<'_>, state: &mut State) -> Outcome {
+    let uid = input.argument(0);
+    if input.has("password-from-env") && (inv.env)("OC_PASS").is_none() {
         return Outcome {
             stdout: String::new(),
             stderr: "--password-from-env given, but OC_PASS is empty!\n".into(),
             code: 1,
         };
     }
-    if state.users.contains(uid) {
+    if state.users.iter().any(|u| u == uid) {
         return Outcome {
             stdout: String::new(),
             stderr: format!("The user \"{uid}\" already exists.\n"),
             code: 1,
         };
     }
-    state.users.push(uid.to_string());
+    state.users.push(uid.to_owned());
     Outcome::ok(format!("The account \"{uid}\" was created successfully\n"))
 }
 
 /// `user:info <uid> [--output=json]`: core command, works in maintenance
 /// mode too; an unknown user prints `user not found` and exits 1.
-fn user_info(rest: &[String], state: &State) -> Outcome {
-    let Some(uid) = rest.iter().find(|a| !a.starts_with("--")) else {
-        return Outcome {
-            stdout: String::new(),
-            stderr: "\n  Not enough arguments (missing: \"user\").  \n\n".into(),
-            code: 1,
-        };
-    };
-    if !state.users.contains(uid) {
+fn user_info(input: &Input, state: &State) -> Outcome {
+    let uid = input.argument(0);
+    if !state.users.iter().any(|u| u == uid) {
         return Outcome {
             stdout: "user not found\n".into(),
             stderr: String::new(),
             code: 1,
         };
     }
-    if rest.iter().any(|a| a == "--output=json") {
+    if input.value("output") == Some("json") {
         Outcome::ok(
             json!({"user_id": uid, "display_name": uid, "enabled": true}).to_string() + "\n",
         )
@@ -184,22 +245,6 @@ fn user_info(rest: &[String], state: &State) -> Outcome {
         ))
     }
 }
-
-const CREATE_ARGS: [&str; 13] = [
-    "user-id",
-    "name",
-    "email",
-    "imap-host",
-    "imap-port",
-    "imap-ssl-mode",
-    "imap-user",
-    "imap-password",
-    "smtp-host",
-    "smtp-port",
-    "smtp-ssl-mode",
-    "smtp-user",
-    "smtp-password",
-];
 
 /// PHP's `(int)` cast of a numeric-prefix string.
 fn intval(s: &str) -> i64 {
@@ -213,22 +258,8 @@ fn intval(s: &str) -> i64 {
     s[..end].parse().unwrap_or(0)
 }
 
-fn create(rest: &[String], state: &mut State) -> Outcome {
-    if rest.len() < CREATE_ARGS.len() {
-        let missing: Vec<String> = CREATE_ARGS[rest.len()..]
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect();
-        return Outcome {
-            stdout: String::new(),
-            stderr: format!(
-                "\n  Not enough arguments (missing: {}).  \n\n",
-                missing.join(", ")
-            ),
-            code: 1,
-        };
-    }
-    let a = |i: usize| rest[i].clone();
+fn create(input: &Input, state: &mut State) -> Outcome {
+    let a = |i: usize| input.argument(i).to_owned();
     if !state.users.contains(&a(0)) {
         return Outcome {
             stdout: format!("User {} does not exist\n", a(0)),
@@ -245,33 +276,30 @@ fn create(rest: &[String], state: &mut State) -> Outcome {
         email: a(2),
         imap: Endpoint {
             host: a(3),
-            port: intval(&rest[4]),
+            port: intval(&a(4)),
             security: a(5),
             user: a(6),
             password: a(7),
         },
         smtp: Endpoint {
             host: a(8),
-            port: intval(&rest[9]),
+            port: intval(&a(9)),
             security: a(10),
             user: a(11),
             password: a(12),
         },
-        auth_method: rest.get(13).cloned().unwrap_or_else(|| "password".into()),
+        auth_method: input
+            .arguments
+            .get(13)
+            .cloned()
+            .unwrap_or_else(|| "password".into()),
         provisioning_id: None,
     });
     Outcome::ok(format!("Account {id} for {} created\n", a(2)))
 }
 
-fn delete(rest: &[String], state: &mut State) -> Outcome {
-    let Some(raw) = rest.first() else {
-        return Outcome {
-            stdout: String::new(),
-            stderr: "\n  Not enough arguments (missing: \"account-id\").  \n\n".into(),
-            code: 1,
-        };
-    };
-    let id = intval(raw);
+fn delete(input: &Input, state: &mut State) -> Outcome {
+    let id = intval(input.argument(0));
     let Some(index) = state.accounts.iter().position(|a| a.id == id) else {
         return Outcome {
             stdout: "This account does not exist\n".into(),
@@ -296,22 +324,13 @@ fn delete(rest: &[String], state: &mut State) -> Outcome {
     Outcome::ok(stdout)
 }
 
-fn export(rest: &[String], state: &mut State) -> Outcome {
-    let Some(user) = rest.iter().find(|a| !a.starts_with("--")) else {
-        return Outcome {
-            stdout: String::new(),
-            stderr: "\n  Not enough arguments (missing: \"user-id\").  \n\n".into(),
-            code: 1,
-        };
-    };
-    let output = rest
-        .iter()
-        .find_map(|a| a.strip_prefix("--output="))
-        .unwrap_or("plain");
+fn export(input: &Input, state: &mut State) -> Outcome {
+    let user = input.argument(0);
+    let output = input.value("output").unwrap_or("plain");
     let accounts: Vec<&Account> = state
         .accounts
         .iter()
-        .filter(|a| &a.user_id == user)
+        .filter(|a| a.user_id == user)
         .collect();
     let endpoint = |e: &Endpoint| json!({"user": e.user, "host": e.host, "port": e.port, "security": e.security});
     let list: Vec<serde_json::Value> = accounts
@@ -350,15 +369,8 @@ fn export(rest: &[String], state: &mut State) -> Outcome {
     }
 }
 
-fn update(rest: &[String], state: &mut State) -> Outcome {
-    let Some(raw) = rest.iter().find(|a| !a.starts_with("--")) else {
-        return Outcome {
-            stdout: String::new(),
-            stderr: "\n  Not enough arguments (missing: \"account-id\").  \n\n".into(),
-            code: 1,
-        };
-    };
-    let id = intval(raw);
+fn update(input: &Input, state: &mut State) -> Outcome {
+    let id = intval(input.argument(0));
     let Some(account) = state.accounts.iter_mut().find(|a| a.id == id) else {
         return Outcome {
             stdout: format!("No Email Account found with ID {id} \n"),
@@ -366,12 +378,11 @@ fn update(rest: &[String], state: &mut State) -> Outcome {
             code: 1,
         };
     };
-    for arg in rest.iter().filter_map(|a| a.strip_prefix("--")) {
-        let Some((key, value)) = arg.split_once('=') else {
+    for (key, value) in &input.options {
+        let Some(value) = value.clone() else {
             continue;
         };
-        let value = value.to_owned();
-        match key {
+        match key.as_str() {
             "name" => account.name = value,
             "email" => account.email = value,
             "imap-host" => account.imap.host = value,

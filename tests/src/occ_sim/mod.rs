@@ -8,6 +8,7 @@
 //! Nextcloud it keeps passwords in clear, so tests can check that an
 //! account's password verifies against its Mailcow app password.
 
+mod argv;
 mod commands;
 mod state;
 

@@ -375,3 +375,41 @@ async fn an_app_password_survives_a_human_edit_of_its_escaping() {
         "o'neil's account still holds the app password's secret"
     );
 }
+
+/// Issue 8, defect 12: a user id starting with `-` is a positional value
+/// after `--`; without it, Symfony's console reads `-bob` as the options
+/// `-b -o -b` and refuses the command.
+#[tokio::test]
+async fn a_user_whose_id_starts_with_a_dash_gets_and_loses_an_account() {
+    let w = world(3).await;
+    let user = "-bob";
+    w.nextcloud.add_user(user).await;
+    w.stack.mailcow.add_mailbox("bob@example.com");
+    let bob = w.stack.authentik.add_user(user, "bob@example.com");
+    w.stack.authentik.add_member(&w.group, bob);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-dash-join"))
+        .await;
+    w.stack.expect_done(&job).await;
+    let accounts: Vec<Account> = w
+        .accounts()
+        .await
+        .into_iter()
+        .filter(|a| a.user_id == user)
+        .collect();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0].email, INFO);
+
+    w.stack.authentik.remove_member(&w.group, bob);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-dash-leave"))
+        .await;
+    w.stack.expect_done(&job).await;
+    assert!(
+        !w.accounts().await.iter().any(|a| a.user_id == user),
+        "the account of {user} is gone"
+    );
+    w.own_account_survives().await;
+}
