@@ -98,6 +98,12 @@ pub struct DesiredState {
     /// Group UUID → why its attributes were rejected. Resources tied to these
     /// groups are held: nothing is removed because of a typo.
     pub invalid_groups: BTreeMap<String, String>,
+    /// Members of managed groups whose Authentik email is not a usable
+    /// address: username → why. They get nothing new, and what they were
+    /// given stays until the address is fixed (group UUIDs that hold them
+    /// in `groups_with_unusable_members`).
+    pub unusable_members: BTreeMap<String, String>,
+    pub groups_with_unusable_members: BTreeSet<String>,
 }
 
 /// Ledger key helpers; the planner and the ledger use the same strings.
@@ -137,6 +143,11 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
                 continue;
             }
         };
+        let unusable = directory.unusable_members(group_id);
+        if !unusable.is_empty() {
+            state.groups_with_unusable_members.insert(group_id.clone());
+            state.unusable_members.extend(unusable);
+        }
         let members: Vec<_> = directory
             .effective_members(group_id)
             .into_iter()

@@ -108,11 +108,15 @@ impl Directory {
         direct.iter().flat_map(|g| self.ancestors(g)).collect()
     }
 
-    /// Active people whose Authentik email is set but is not an address we
-    /// can manage: username → why. They get nothing until it is fixed.
-    pub fn unusable_emails(&self) -> BTreeMap<String, String> {
-        self.all_users
-            .values()
+    /// Active people in `group` or below whose Authentik email is set but
+    /// is not an address we can manage: username → why.
+    pub fn unusable_members(&self, group: &str) -> BTreeMap<String, String> {
+        self.descendants(group)
+            .iter()
+            .filter_map(|id| self.groups.get(id))
+            .flat_map(|g| g.users.iter())
+            .filter(|pk| !self.people.contains_key(pk))
+            .filter_map(|pk| self.all_users.get(pk))
             .filter(|u| u.is_active && !u.email.trim().is_empty())
             .filter_map(|u| {
                 address::normalize(&u.email)
@@ -155,7 +159,7 @@ fn person(user: &User) -> Option<Person> {
     );
     // The email becomes a Mailcow login in URLs and doveadm arguments: a
     // value that is not a plain address makes the user not count (as a
-    // user without email), reported by [`Directory::unusable_emails`].
+    // user without email), reported by [`Directory::unusable_members`].
     let email = address::normalize(&user.email).ok()?;
     (user.is_active && !is_service).then(|| Person {
         pk: user.pk,

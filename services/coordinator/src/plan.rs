@@ -1215,6 +1215,32 @@ fn apply_guards(plan: &mut Plan, desired: &DesiredState, ledger: &[LedgerRow], g
             ));
         }
     }
+    // A member whose Authentik email stopped being a usable address keeps
+    // what they had (and an alias keeps its members) until it is fixed:
+    // a typo in a profile is not a leave.
+    if !desired.unusable_members.is_empty() {
+        let before = plan.steps.len();
+        plan.steps.retain(|s| {
+            !(may_shrink(s)
+                && (desired.unusable_members.contains_key(&s.username)
+                    || (s.resource == Resource::Alias
+                        && s.groups
+                            .iter()
+                            .any(|g| desired.groups_with_unusable_members.contains(g)))))
+        });
+        let held = before - plan.steps.len();
+        for (username, why) in &desired.unusable_members {
+            plan.warnings.push(format!(
+                "user `{username}`: the Authentik email is not a usable address ({why}); \
+                 they get nothing new and keep what they had until it is fixed"
+            ));
+        }
+        if held > 0 {
+            plan.warnings.push(format!(
+                "{held} removal(s) held because a member's Authentik email is not a usable address"
+            ));
+        }
+    }
     let removals = plan.steps.iter().filter(|s| is_delete(s)).count();
     let owned = ledger
         .iter()

@@ -349,3 +349,67 @@ async fn a_lost_state_db_is_reported_loudly() {
     assert_eq!(loud.len(), 1, "{job}");
     assert!(loud[0].contains(" 2 object(s)"), "{}", loud[0]);
 }
+
+/// A member's Authentik email that stops being a usable address is not a
+/// leave: they keep their send-as right, the group's alias keeps them, and
+/// the job says why. Once fixed, pending removals go through.
+#[tokio::test]
+async fn a_member_whose_email_breaks_keeps_what_they_had_and_is_reported() {
+    let stack = Stack::start(StackOptions::default()).await;
+    seed(&stack);
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let bob = stack.authentik.add_user("bob", BOB);
+    let desk = stack.authentik.add_group(
+        "desk",
+        json!({"reconciler": {"shared_mailbox": INFO, "send_as": true, "alias": "team@example.com"}}),
+    );
+    stack.authentik.add_member(&desk, alice);
+    stack.authentik.add_member(&desk, bob);
+    stack.expect_done(&stack.sweep().await).await;
+    let goto = |stack: &Stack| -> Vec<String> {
+        stack
+            .mailcow
+            .aliases()
+            .into_iter()
+            .find(|a| a.address == "team@example.com")
+            .map(|a| a.goto)
+            .unwrap_or_default()
+    };
+    assert_eq!(goto(&stack), [ALICE, BOB]);
+
+    stack
+        .authentik
+        .set_user_email(alice, "alice@example.com/../bob@example.com");
+    stack.authentik.remove_member(&desk, bob);
+    let job = stack.sweep().await;
+    stack.expect_done(&job).await;
+    assert_eq!(
+        stack.mailcow.sender_acl(ALICE),
+        [INFO],
+        "alice keeps send-as"
+    );
+    assert!(
+        goto(&stack).contains(&ALICE.to_owned()),
+        "the alias keeps alice"
+    );
+    assert!(
+        stack.mailcow.sender_acl(BOB).is_empty(),
+        "bob's leave is applied"
+    );
+    let warnings = warnings(&job);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("user `alice`") && w.contains("not a usable address")),
+        "{warnings:?}"
+    );
+
+    stack.authentik.set_user_email(alice, ALICE);
+    stack.expect_done(&stack.sweep().await).await;
+    assert_eq!(
+        goto(&stack),
+        [ALICE],
+        "with the address fixed, bob leaves the alias"
+    );
+    assert_eq!(stack.mailcow.sender_acl(ALICE), vec![INFO.to_owned()]);
+}

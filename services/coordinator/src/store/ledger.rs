@@ -2,10 +2,14 @@
 
 use std::collections::BTreeSet;
 
+use reconciler_proto::markers;
 use sqlx::Row;
 
 use super::{Store, now_millis};
 use crate::error::Result;
+
+/// The ledger's resource name for Mailcow app passwords.
+const APP_PASSWORD: &str = "app_password";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +98,48 @@ impl Store {
         Ok(())
     }
 
+    /// Re-keys app password rows written before names were percent-encoded
+    /// (`info@x|authentik-sync:o'neil:info@x`) to the name we would make
+    /// today. Ownership is read from the ledger alone, so a row under the
+    /// old key would never match the object again: it would be forgotten,
+    /// the object would look like a person's, and a leaver would keep it.
+    /// Idempotent; a row whose current key is already taken is left as it
+    /// is (and forgotten by the next run, like any row whose object is gone).
+    pub async fn canonicalize_app_password_keys(&self) -> Result<usize> {
+        let mut moved = 0;
+        for row in self.ledger_rows(Some(APP_PASSWORD)).await? {
+            let Some((mailbox, name)) = row.key.split_once('|') else {
+                continue;
+            };
+            let Some(canonical) = markers::canonical_app_password_name(name) else {
+                continue;
+            };
+            if canonical == name {
+                continue;
+            }
+            let key = format!("{mailbox}|{canonical}");
+            let done = sqlx::query(
+                "UPDATE ledger SET key = ?1 WHERE resource = ?2 AND key = ?3
+                 AND NOT EXISTS (SELECT 1 FROM ledger WHERE resource = ?2 AND key = ?1)",
+            )
+            .bind(&key)
+            .bind(APP_PASSWORD)
+            .bind(&row.key)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                moved += 1;
+            } else {
+                tracing::warn!(
+                    old = %row.key,
+                    current = %key,
+                    "two ledger rows name the same app password; the old-form one is left to be forgotten"
+                );
+            }
+        }
+        Ok(moved)
+    }
+
     pub async fn ledger_delete(&self, resource: &str, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM ledger WHERE resource = ? AND key = ?")
             .bind(resource)
@@ -112,5 +158,80 @@ fn row_to_ledger(r: sqlx::sqlite::SqliteRow) -> LedgerRow {
         username: r.get("username"),
         groups: serde_json::from_str(&r.get::<String, _>("groups")).unwrap_or_default(),
         remote_id: r.get("remote_id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, remote_id: &str) -> LedgerRow {
+        LedgerRow {
+            resource: APP_PASSWORD.into(),
+            key: key.into(),
+            state: LedgerState::Created,
+            username: "o'neil".into(),
+            groups: BTreeSet::from(["desk".to_owned()]),
+            remote_id: remote_id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn old_form_app_password_keys_are_rekeyed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let current = markers::app_password_name("o'neil", "info@x.org");
+        store
+            .ledger_put(&row("info@x.org|authentik-sync:o'neil:info@x.org", "7"))
+            .await
+            .unwrap();
+        store
+            .ledger_put(&row(
+                "info@x.org|authentik-sync:o&amp;#039;n:info@x.org",
+                "8",
+            ))
+            .await
+            .unwrap();
+        // The current key of this one is taken: it stays as it is.
+        store
+            .ledger_put(&row(
+                &format!("c@x.org|{}", markers::app_password_name("c'd", "c@x.org")),
+                "9",
+            ))
+            .await
+            .unwrap();
+        store
+            .ledger_put(&row("c@x.org|authentik-sync:c'd:c@x.org", "10"))
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(&url).await.unwrap();
+        let keys: Vec<(String, String)> = store
+            .ledger_rows(Some(APP_PASSWORD))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.remote_id))
+            .collect();
+        assert!(
+            keys.contains(&(format!("info@x.org|{current}"), "7".into())),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&(
+            format!(
+                "info@x.org|{}",
+                markers::app_password_name("o'n", "info@x.org")
+            ),
+            "8".into()
+        )));
+        assert!(keys.contains(&("c@x.org|authentik-sync:c'd:c@x.org".into(), "10".into())));
+        assert_eq!(keys.len(), 4);
+        assert_eq!(
+            store.canonicalize_app_password_keys().await.unwrap(),
+            0,
+            "idempotent"
+        );
     }
 }

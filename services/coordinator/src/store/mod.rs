@@ -43,7 +43,12 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        let moved = store.canonicalize_app_password_keys().await?;
+        if moved > 0 {
+            tracing::info!(moved, "app password ledger rows re-keyed to current names");
+        }
+        Ok(store)
     }
 
     /// A write transaction that takes SQLite's write lock up front. A
