@@ -5,55 +5,22 @@
 //! plain address could still name another mailbox once decoded. Anything
 //! but one local part and one domain is refused before a request is built.
 
+use reconciler_proto::address;
+
 use crate::error::{Error, Result};
 
-/// Longest address SMTP allows (RFC 5321 path limit minus the brackets).
-const MAX_LEN: usize = 254;
-
-/// Characters no address we handle may contain: path and query syntax
-/// (`/ \ % ? #`), and the separators Mailcow splits address lists on
-/// (`, ;`). Whitespace and control characters are checked separately.
-const FORBIDDEN: [char; 7] = ['/', '\\', '%', '?', '#', ',', ';'];
-
-/// `value` when it is a plain address: exactly one `@` between a non-empty
-/// local part and a domain of non-empty labels; no path or list syntax, no
-/// whitespace or control characters, no leading `-`, no `..`. `what` names
-/// the value in the error (`mailbox`, `login`, …).
+/// `value` when it is a plain address, by the same rules the coordinator
+/// applies where attributes and emails enter
+/// ([`reconciler_proto::address::normalize`]), and with nothing to trim:
+/// the agent sends what it was given or nothing. `what` names the value in
+/// the error (`mailbox`, `login`, …).
 pub fn plain<'a>(what: &str, value: &'a str) -> Result<&'a str> {
-    let refuse = |why: &str| Err(Error::Permanent(format!("invalid {what} {value:?}: {why}")));
-    if value.is_empty() {
-        return refuse("empty");
+    let refuse =
+        |why: &dyn std::fmt::Display| Error::Permanent(format!("invalid {what} {value:?}: {why}"));
+    if value.trim() != value {
+        return Err(refuse(&"leading or trailing whitespace"));
     }
-    if value.len() > MAX_LEN {
-        return refuse("longer than 254 bytes");
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || FORBIDDEN.contains(c))
-    {
-        return refuse(&format!("contains {c:?}"));
-    }
-    if value.starts_with('-') {
-        return refuse("starts with '-'");
-    }
-    if value.contains("..") {
-        return refuse("contains '..'");
-    }
-    let Some((local, domain)) = value.split_once('@') else {
-        return refuse("no '@'");
-    };
-    if domain.contains('@') {
-        return refuse("more than one '@'");
-    }
-    if local.is_empty() {
-        return refuse("empty local part");
-    }
-    if domain.is_empty() || domain.split('.').any(str::is_empty) {
-        return refuse("not a domain after '@'");
-    }
-    if idna::domain_to_ascii(domain).is_err() {
-        return refuse("the domain is not a valid (internationalised) domain name");
-    }
+    address::normalize(value).map_err(|e| refuse(&e))?;
     Ok(value)
 }
 
@@ -65,22 +32,9 @@ pub fn id_or_plain<'a>(what: &str, value: &'a str) -> Result<&'a str> {
     plain(what, value)
 }
 
-/// The form addresses are compared in: lower case, the domain in its
-/// ASCII (IDNA) form, as Mailcow stores it.
-pub fn comparable(address: &str) -> String {
-    let address = address.trim();
-    match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_lowercase());
-            format!("{}@{domain}", local.to_lowercase())
-        }
-        None => address.to_lowercase(),
-    }
-}
-
 /// Whether two addresses name the same mailbox (case-insensitive, IDN-normalised).
 pub fn same(a: &str, b: &str) -> bool {
-    comparable(a) == comparable(b)
+    address::canonical(a) == address::canonical(b)
 }
 
 #[cfg(test)]
