@@ -14,10 +14,11 @@ use crate::authentik::{DirectorySource, normalize_uuid};
 use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
+use crate::ledger::{LedgerRow, LedgerState};
 use crate::locks::KeyLocks;
 use crate::observed::{Observed, Unavailable};
-use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, plan};
-use crate::store::{AuditEntry, LedgerRow, LedgerState, Store};
+use crate::plan::{Action, Guards, Plan, Resource, Scope, Step, Target, implausible, plan};
+use crate::store::{AuditEntry, Store};
 use reconciler_runtime::secrets::Secret;
 
 mod sogo_cache;
@@ -750,40 +751,6 @@ impl Engine {
     }
 }
 
-/// Why this directory should not be trusted for removals, if it shouldn't.
-pub fn implausible(
-    users: usize,
-    groups: usize,
-    previous_users: Option<usize>,
-    max_drop: f64,
-) -> Option<String> {
-    if users == 0 {
-        return Some("Authentik returned no users".into());
-    }
-    if groups == 0 {
-        return Some("Authentik returned no groups".into());
-    }
-    // `previous_users` is the count of the last good (plausible) run, so a
-    // drop cannot slip through in steps that each stay under the threshold
-    // while removals are held. Reaching the threshold holds: a directory cut
-    // exactly in half is held with the default 50%. The tolerance absorbs
-    // float rounding of shares like 30/100.
-    match previous_users {
-        Some(prev) if users < prev => {
-            let share = (prev - users) as f64 / prev as f64;
-            (share + 1e-9 >= max_drop).then(|| {
-                format!(
-                    "user count fell from {prev} (last good run) to {users}, a drop of {:.0}%, \
-                     at or above the {:.0}% limit",
-                    share * 100.0,
-                    max_drop * 100.0
-                )
-            })
-        }
-        _ => None,
-    }
-}
-
 fn remote_id(step: &Step) -> String {
     match &step.target {
         Target::AppPassword { id, .. }
@@ -1219,34 +1186,5 @@ mod tests {
         }
         assert!(Subject::parse("user:").is_err());
         assert!(Subject::parse("nonsense").is_err());
-    }
-
-    #[test]
-    fn implausible_directories_hold_removals() {
-        assert!(implausible(0, 5, None, 0.5).is_some());
-        assert!(implausible(5, 0, None, 0.5).is_some());
-        assert!(implausible(40, 5, Some(100), 0.5).is_some());
-        assert!(implausible(60, 5, Some(100), 0.5).is_none());
-        assert!(implausible(60, 5, None, 0.5).is_none());
-    }
-
-    #[test]
-    fn a_drop_at_the_threshold_holds_removals() {
-        // Exactly half, with the default 50%.
-        let reason = implausible(4, 5, Some(8), 0.5).expect("held");
-        assert!(
-            reason.contains("fell from 8 (last good run) to 4, a drop of 50%"),
-            "{reason}"
-        );
-        assert!(implausible(50, 5, Some(100), 0.5).is_some());
-        assert!(implausible(51, 5, Some(100), 0.5).is_none());
-        // Percentages from MAX_USER_DROP_PERCENT that are not exact in binary.
-        assert!(implausible(70, 5, Some(100), 0.3).is_some());
-        assert!(implausible(71, 5, Some(100), 0.3).is_none());
-        assert!(implausible(90, 5, Some(100), 0.1).is_some());
-        // Growth, no change, and a first run are never held for the count.
-        assert!(implausible(100, 5, Some(100), 0.0).is_none());
-        assert!(implausible(150, 5, Some(100), 0.5).is_none());
-        assert!(implausible(1, 5, None, 0.5).is_none());
     }
 }

@@ -14,6 +14,10 @@ pub enum Error {
     /// The state DB failed.
     #[error("state DB: {0}")]
     Db(#[from] sqlx::Error),
+    /// The state DB holds something this version cannot read (a corrupt
+    /// or hand-edited row); an operator must look. Never guessed around.
+    #[error("state DB content: {0}")]
+    Corrupt(String),
     #[error("state DB migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The caller asked for something malformed.
@@ -38,7 +42,9 @@ impl From<Error> for tonic::Status {
         match e {
             Error::Config(_) => tonic::Status::failed_precondition(message),
             Error::Authentik(_) | Error::Agent { .. } => tonic::Status::unavailable(message),
-            Error::Db(_) | Error::Migrate(_) => tonic::Status::internal(message),
+            Error::Db(_) | Error::Migrate(_) | Error::Corrupt(_) => {
+                tonic::Status::internal(message)
+            }
             Error::InvalidInput(_) => tonic::Status::invalid_argument(message),
             Error::NotFound(_) => tonic::Status::not_found(message),
         }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod ledger;
 pub mod locks;
 pub mod observed;
 pub mod plan;

@@ -1,7 +1,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use reconciler_proto::markers;
+
 use crate::desired::{Alias, AppPassword, MailboxAcl, NextcloudAccount, SenderAcl, SogoDelegation};
+use crate::desired::{DesiredState, keys};
+use crate::ledger::{LedgerRow, LedgerState};
+use crate::observed::{Observed, ObservedAlias, ObservedAppPassword, Unavailable};
 use crate::observed::{
     ObservedNextcloudAccount, ObservedOwnerAcls, ObservedSenderAcl, ObservedSogoOwner,
 };

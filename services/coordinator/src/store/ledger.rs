@@ -1,55 +1,14 @@
 //! Ownership records: what we created (or found and must never remove).
 
-use std::collections::BTreeSet;
-
 use reconciler_proto::markers;
 use sqlx::Row;
 
 use super::{Store, now_millis};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ledger::{LedgerRow, LedgerState};
 
 /// The ledger's resource name for Mailcow app passwords.
 const APP_PASSWORD: &str = "app_password";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LedgerState {
-    /// Recorded before asking the target to create; the target may or may
-    /// not have done it. The next run adopts or retries.
-    Intent,
-    /// The target confirmed the create.
-    Created,
-    /// It existed before we wanted it: a person made it. Never removed.
-    Foreign,
-}
-
-impl LedgerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Intent => "intent",
-            Self::Created => "created",
-            Self::Foreign => "foreign",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "created" => Self::Created,
-            "foreign" => Self::Foreign,
-            _ => Self::Intent,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LedgerRow {
-    pub resource: String,
-    pub key: String,
-    pub state: LedgerState,
-    pub username: String,
-    pub groups: BTreeSet<String>,
-    pub remote_id: String,
-}
 
 impl Store {
     pub async fn ledger_rows(&self, resource: Option<&str>) -> Result<Vec<LedgerRow>> {
@@ -60,7 +19,7 @@ impl Store {
         .bind(resource)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(row_to_ledger).collect())
+        rows.into_iter().map(row_to_ledger).collect()
     }
 
     pub async fn ledger_get(&self, resource: &str, key: &str) -> Result<Option<LedgerRow>> {
@@ -72,7 +31,7 @@ impl Store {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(row_to_ledger))
+        row.map(row_to_ledger).transpose()
     }
 
     pub async fn ledger_put(&self, row: &LedgerRow) -> Result<()> {
@@ -150,19 +109,31 @@ impl Store {
     }
 }
 
-fn row_to_ledger(r: sqlx::sqlite::SqliteRow) -> LedgerRow {
-    LedgerRow {
-        resource: r.get("resource"),
-        key: r.get("key"),
-        state: LedgerState::parse(&r.get::<String, _>("state")),
+/// A row that does not parse is an error: read as an intent or as "no
+/// groups", it would change what the planner believes we own.
+fn row_to_ledger(r: sqlx::sqlite::SqliteRow) -> Result<LedgerRow> {
+    let resource: String = r.get("resource");
+    let key: String = r.get("key");
+    let corrupt = |what: &str| Error::Corrupt(format!("ledger row {resource} {key}: {what}"));
+    let state: String = r.get("state");
+    let state =
+        LedgerState::parse(&state).ok_or_else(|| corrupt(&format!("unknown state `{state}`")))?;
+    let groups = serde_json::from_str(&r.get::<String, _>("groups"))
+        .map_err(|e| corrupt(&format!("groups are not a JSON list of strings: {e}")))?;
+    Ok(LedgerRow {
+        state,
         username: r.get("username"),
-        groups: serde_json::from_str(&r.get::<String, _>("groups")).unwrap_or_default(),
+        groups,
         remote_id: r.get("remote_id"),
-    }
+        resource,
+        key,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn row(key: &str, remote_id: &str) -> LedgerRow {
@@ -233,5 +204,25 @@ mod tests {
             0,
             "idempotent"
         );
+    }
+
+    #[tokio::test]
+    async fn a_row_that_does_not_parse_is_an_error_not_an_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.ledger_put(&row("a@x.org|n", "1")).await.unwrap();
+        sqlx::query("UPDATE ledger SET state = 'bogus'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.ledger_rows(None).await.unwrap_err();
+        assert!(err.to_string().contains("unknown state `bogus`"), "{err}");
+        sqlx::query("UPDATE ledger SET state = 'created', groups = 'not json'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(store.ledger_get(APP_PASSWORD, "a@x.org|n").await.is_err());
     }
 }

@@ -16,7 +16,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use audit::AuditEntry;
 pub use backoff::Backoff;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
-pub use ledger::{LedgerRow, LedgerState};
 pub use sogo_evictions::OwedEviction;
 
 use crate::error::{Error, Result};

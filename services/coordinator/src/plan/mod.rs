@@ -1,0 +1,342 @@
+//! The planner: a pure function of (desired, observed, ledger, scope, guards)
+//! to an ordered list of steps. A plan is data: it can be printed as a
+//! dry-run, diffed, and asserted on.
+//!
+//! Ownership rules (architecture §3): never modify or delete an object that
+//! neither the ledger nor the object's marker says we created. An object
+//! that already exists when we want it is recorded as foreign and is never
+//! removed later.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::desired::DesiredState;
+use crate::ledger::LedgerRow;
+use crate::observed::{Observed, Unavailable};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    SenderAcl,
+    AppPassword,
+    Alias,
+    MailboxAcl,
+    SogoDelegation,
+    NextcloudAccount,
+    /// A SOGo user's cached settings, owed an eviction (see [`sogo_cache`]).
+    SogoCacheEviction,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SenderAcl => "sender_acl",
+            Self::AppPassword => "app_password",
+            Self::Alias => "alias",
+            Self::MailboxAcl => "mailbox_acl",
+            Self::SogoDelegation => "sogo_delegation",
+            Self::NextcloudAccount => "nextcloud_account",
+            Self::SogoCacheEviction => "sogo_cache_eviction",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Create on the target (ledger intent first).
+    Create,
+    /// Bring an object we own back to its desired shape.
+    Update,
+    /// Remove an object we own.
+    Delete,
+    /// Ledger only: an object we meant to create exists; mark it created.
+    Adopt,
+    /// Ledger only: it existed before we wanted it; never remove it.
+    RecordForeign,
+    /// Ledger only: the object is gone from the target; drop the row.
+    Forget,
+    /// A new secret for an app password we own (its secret is needed
+    /// again, e.g. for a Nextcloud account, and is never stored).
+    Rotate,
+    /// Drop a cached copy on the target (SOGo's memcached) so it serves
+    /// what was written.
+    Evict,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Adopt => "adopt",
+            Self::RecordForeign => "record_foreign",
+            Self::Forget => "forget",
+            Self::Rotate => "rotate",
+            Self::Evict => "evict",
+        }
+    }
+
+    /// Whether the step changes the target (as opposed to the ledger only).
+    pub fn writes_target(self) -> bool {
+        matches!(
+            self,
+            Self::Create | Self::Update | Self::Delete | Self::Rotate | Self::Evict
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    SenderAcl {
+        login: String,
+        send_as: String,
+    },
+    AppPassword {
+        mailbox: String,
+        name: String,
+        /// 0 until created.
+        id: i64,
+        protocols: Vec<String>,
+    },
+    Alias {
+        address: String,
+        id: i64,
+        goto: Vec<String>,
+    },
+    /// One folder's entry for `grantee`.
+    MailboxAcl {
+        owner: String,
+        grantee: String,
+        folder: String,
+        /// The rights to set (empty for a delete).
+        rights: Vec<String>,
+    },
+    /// `delegate` may use `owner`'s identity in SOGo.
+    SogoDelegation {
+        owner: String,
+        delegate: String,
+    },
+    /// A Nextcloud Mail account; Create and Update take their password from
+    /// the app password step on `app_password_key` in the same run.
+    NextcloudAccount {
+        user: String,
+        email: String,
+        login: String,
+        /// 0 until created.
+        id: i64,
+        app_password_key: String,
+    },
+    /// `<uid>+settings` in SOGo's memcached.
+    SogoCacheEviction {
+        uid: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub resource: Resource,
+    pub key: String,
+    pub action: Action,
+    /// The Authentik username the object belongs to ("" for aliases).
+    pub username: String,
+    /// Groups that grant it (for the ledger).
+    pub groups: BTreeSet<String>,
+    pub target: Target,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Why removals were held back, conflicts, unusable targets.
+    pub warnings: Vec<String>,
+    /// Resources in scope that could not be observed, so nothing was
+    /// planned for them (neither grants nor removals). The rest of the
+    /// plan is unaffected: one target down never holds back the others.
+    pub held: Vec<Held>,
+}
+
+/// A part of the world this plan leaves alone because it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub resource: Resource,
+    /// Which subject (a mailbox, a login), or empty for the whole resource.
+    pub subject: String,
+    pub reason: String,
+    /// Worth retrying soon; the job is retried.
+    pub transient: bool,
+}
+
+impl Plan {
+    fn hold(&mut self, resource: Resource, subject: &str, why: &Unavailable) {
+        let what = if subject.is_empty() {
+            resource.as_str().to_owned()
+        } else {
+            format!("{} of {subject}", resource.as_str())
+        };
+        self.warnings
+            .push(format!("{what} not reconciled: {}", why.reason));
+        self.held.push(Held {
+            resource,
+            subject: subject.to_owned(),
+            reason: why.reason.clone(),
+            transient: why.transient,
+        });
+    }
+}
+
+impl Plan {
+    pub fn target_writes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.action.writes_target())
+            .count()
+    }
+}
+
+/// Which users this run may touch. Aliases are group-level and always planned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Users(BTreeSet<String>),
+}
+
+impl Scope {
+    pub fn contains(&self, username: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Users(users) => users.contains(username),
+        }
+    }
+}
+
+/// Safety limits on removals.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    /// False when Authentik looked wrong this run: nothing is removed.
+    pub allow_removals: bool,
+    pub hold_reason: String,
+    /// Removals beyond this share of owned objects stop unless forced...
+    pub max_removal_share: f64,
+    /// ...once there are more than this many of them.
+    pub removal_guard_min: usize,
+    pub force: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            allow_removals: true,
+            hold_reason: String::new(),
+            max_removal_share: 0.5,
+            removal_guard_min: 10,
+            force: false,
+        }
+    }
+}
+
+pub fn plan(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &[LedgerRow],
+    scope: &Scope,
+    guards: &Guards,
+) -> Plan {
+    let ledger_by = |resource: Resource| -> BTreeMap<&str, &LedgerRow> {
+        ledger
+            .iter()
+            .filter(|r| r.resource == resource.as_str())
+            .map(|r| (r.key.as_str(), r))
+            .collect()
+    };
+    let mut plan = Plan::default();
+    plan_sender_acls(
+        desired,
+        observed,
+        &ledger_by(Resource::SenderAcl),
+        scope,
+        &mut plan,
+    );
+    let nextcloud_ledger = ledger_by(Resource::NextcloudAccount);
+    let wants = app_password_wants(desired, observed, &nextcloud_ledger, &mut plan);
+    let owned_app_passwords = plan_app_passwords(
+        desired,
+        observed,
+        &ledger_by(Resource::AppPassword),
+        &wants,
+        scope,
+        &mut plan,
+    );
+    plan_aliases(desired, observed, &ledger_by(Resource::Alias), &mut plan);
+    plan_mailbox_acls(
+        desired,
+        observed,
+        &ledger_by(Resource::MailboxAcl),
+        scope,
+        &mut plan,
+    );
+    plan_sogo_delegations(
+        desired,
+        observed,
+        &ledger_by(Resource::SogoDelegation),
+        scope,
+        &mut plan,
+    );
+    // After app passwords: accounts need the secret of an app password
+    // created (or rotated) in the same run.
+    plan_nextcloud_accounts(
+        desired,
+        observed,
+        &nextcloud_ledger,
+        &owned_app_passwords,
+        scope,
+        &mut plan,
+    );
+    apply_guards(&mut plan, desired, ledger, guards);
+    warn_if_ledger_lost(&mut plan, ledger);
+    plan
+}
+
+/// Keys a run may touch: desired entries of users in scope, plus every
+/// ledger row of such a user (so what a leaver was granted is covered).
+fn scoped_keys<'a>(
+    desired: impl Iterator<Item = (&'a str, &'a str)>,
+    ledger: &BTreeMap<&'a str, &'a LedgerRow>,
+    scope: &Scope,
+) -> BTreeSet<&'a str> {
+    desired
+        .filter(|(_, user)| scope.contains(user))
+        .map(|(key, _)| key)
+        .chain(
+            ledger
+                .iter()
+                .filter(|(_, r)| scope.contains(&r.username))
+                .map(|(k, _)| *k),
+        )
+        .collect()
+}
+
+mod alias;
+mod app_password;
+mod guards;
+mod mailbox_acl;
+mod nextcloud_account;
+mod sender_acl;
+mod sogo_delegation;
+
+use alias::plan_aliases;
+use app_password::{app_password_wants, plan_app_passwords};
+pub use guards::implausible;
+use guards::{apply_guards, warn_if_ledger_lost};
+use mailbox_acl::plan_mailbox_acls;
+use nextcloud_account::plan_nextcloud_accounts;
+use sender_acl::plan_sender_acls;
+use sogo_delegation::plan_sogo_delegations;
+pub mod sogo_cache;
+
+#[cfg(test)]
+mod tests;
