@@ -21,6 +21,7 @@ use crate::grpc::CoordinatorService;
 use crate::http::{HttpState, router};
 use crate::serve_http;
 use crate::store::Store;
+use crate::targets::{Adapters, mailcow::Mailcow, nextcloud::Nextcloud, sogo::Sogo};
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
@@ -44,39 +45,10 @@ pub async fn run(config: Config) -> Result<()> {
         config.authentik_token.clone(),
         config.authentik_timeout,
     )?);
-    let token = &config.agent_token;
-    let mailcow = Arc::new(GrpcAgent::connect(
-        "mailcow-agent",
-        &config.mailcow_agent_url,
-        config.agent_timeout,
-        token,
-    )?);
-    let sogo = match &config.sogo_agent_url {
-        Some(url) => Some(Arc::new(GrpcAgent::connect(
-            "sogo-agent",
-            url,
-            config.agent_timeout,
-            token,
-        )?) as Arc<dyn crate::agents::AgentBackend>),
-        None => None,
-    };
-    let nextcloud = match &config.nextcloud_agent_url {
-        Some(url) => Some(Arc::new(GrpcAgent::connect(
-            "nextcloud-agent",
-            url,
-            config.agent_timeout,
-            token,
-        )?) as Arc<dyn crate::agents::AgentBackend>),
-        None => None,
-    };
     let engine = Arc::new(Engine::new(
         store.clone(),
         directory,
-        crate::engine::Agents {
-            mailcow,
-            sogo,
-            nextcloud,
-        },
+        adapters(&config)?,
         EngineConfig {
             desired: DesiredConfig {
                 attribute_key: config.attribute_key.clone(),
@@ -157,4 +129,28 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = task.await;
     }
     grpc_result.map_err(|e| Error::Config(e.to_string()))
+}
+
+/// One adapter per configured agent, in apply order: the Nextcloud adapter
+/// takes secrets of app passwords the Mailcow adapter makes in the same run.
+fn adapters(config: &Config) -> Result<Adapters> {
+    let connect = |name: &str, url: &str| -> Result<Arc<GrpcAgent>> {
+        Ok(Arc::new(GrpcAgent::connect(
+            name,
+            url,
+            config.agent_timeout,
+            &config.agent_token,
+        )?))
+    };
+    let mut adapters = Adapters::default().with(Arc::new(Mailcow::new(connect(
+        "mailcow-agent",
+        &config.mailcow_agent_url,
+    )?)));
+    if let Some(url) = &config.sogo_agent_url {
+        adapters = adapters.with(Arc::new(Sogo::new(connect("sogo-agent", url)?)));
+    }
+    if let Some(url) = &config.nextcloud_agent_url {
+        adapters = adapters.with(Arc::new(Nextcloud::new(connect("nextcloud-agent", url)?)));
+    }
+    Ok(adapters)
 }

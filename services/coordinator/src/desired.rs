@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use reconciler_proto::markers;
 use serde::Serialize;
 
+use crate::plan::Resource;
+
 use crate::attributes::{GrantSpec, parse_group_attributes};
 use crate::directory::Directory;
 
@@ -104,6 +106,24 @@ pub struct DesiredState {
     /// in `groups_with_unusable_members`).
     pub unusable_members: BTreeMap<String, String>,
     pub groups_with_unusable_members: BTreeSet<String>,
+}
+
+impl DesiredState {
+    /// The users with a desired `resource` entry (aliases have none).
+    pub fn users_of(&self, resource: Resource) -> Box<dyn Iterator<Item = &str> + '_> {
+        match resource {
+            Resource::SenderAcl => Box::new(self.sender_acls.values().map(|d| d.user.as_str())),
+            Resource::AppPassword => Box::new(self.app_passwords.values().map(|d| d.user.as_str())),
+            Resource::MailboxAcl => Box::new(self.mailbox_acls.values().map(|d| d.user.as_str())),
+            Resource::SogoDelegation => {
+                Box::new(self.sogo_delegations.values().map(|d| d.user.as_str()))
+            }
+            Resource::NextcloudAccount => {
+                Box::new(self.nextcloud_accounts.values().map(|d| d.user.as_str()))
+            }
+            Resource::Alias | Resource::SogoCacheEviction => Box::new(std::iter::empty()),
+        }
+    }
 }
 
 /// Ledger key helpers; the planner and the ledger use the same strings.

@@ -38,28 +38,20 @@ fn component(result: crate::error::Result<()>) -> Component {
 }
 
 pub async fn check(engine: &Engine) -> HealthReport {
-    let optional = |agent: Option<&std::sync::Arc<dyn crate::agents::AgentBackend>>| {
-        let agent = agent.cloned();
-        async move {
-            match agent {
-                Some(agent) => Some((agent.name().to_owned(), agent.health().await)),
-                None => None,
-            }
-        }
-    };
-    let (db, authentik, mailcow, sogo, nextcloud) = tokio::join!(
+    let agents = engine.adapters().iter().map(|adapter| async move {
+        let agent = adapter.agent();
+        (agent.name().to_owned(), agent.health().await)
+    });
+    let (db, authentik, agents) = tokio::join!(
         engine.store().ping(),
         engine.directory().ping(),
-        engine.mailcow().health(),
-        optional(engine.sogo()),
-        optional(engine.nextcloud()),
+        futures::future::join_all(agents),
     );
     let mut components = BTreeMap::from([
         ("state_db".to_owned(), component(db)),
         ("authentik".to_owned(), component(authentik)),
-        (engine.mailcow().name().to_owned(), component(mailcow)),
     ]);
-    for (name, result) in [sogo, nextcloud].into_iter().flatten() {
+    for (name, result) in agents {
         components.insert(name, component(result));
     }
     let status = if components.values().all(|c| c.healthy) {

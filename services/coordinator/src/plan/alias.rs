@@ -17,7 +17,7 @@ pub(super) fn plan_aliases(
     plan: &mut Plan,
 ) {
     let Some(aliases) = &observed.aliases else {
-        if let Some(why) = &observed.mailcow_unavailable
+        if let Some(why) = observed.unavailable(Resource::Alias)
             && (!desired.aliases.is_empty() || !ledger.is_empty())
         {
             plan.hold(Resource::Alias, "", why);

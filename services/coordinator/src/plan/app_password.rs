@@ -50,7 +50,7 @@ pub(super) fn app_password_wants(
             list.iter()
                 .any(|a| is_lookalike(a, &account.email, &account.login))
         });
-        *want = match (&observed.nextcloud_unavailable, row) {
+        *want = match (observed.unavailable(Resource::NextcloudAccount), row) {
             (Some(why), _) if !why.transient => {
                 without_agent += 1;
                 Want::Hold
@@ -96,7 +96,7 @@ pub(super) fn plan_app_passwords(
     if keys.is_empty() {
         return owned;
     }
-    if let Some(why) = &observed.mailcow_unavailable {
+    if let Some(why) = observed.unavailable(Resource::AppPassword) {
         plan.hold(Resource::AppPassword, "", why);
         return owned;
     }

@@ -37,7 +37,7 @@ pub(super) fn plan_mailbox_acls(
         }
     }
 
-    if let Some(why) = &observed.mailbox_acls_unavailable
+    if let Some(why) = observed.unavailable(Resource::MailboxAcl)
         && !pairs.is_empty()
     {
         plan.hold(Resource::MailboxAcl, "", why);

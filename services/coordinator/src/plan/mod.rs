@@ -29,6 +29,16 @@ pub enum Resource {
 }
 
 impl Resource {
+    pub const ALL: [Resource; 7] = [
+        Self::SenderAcl,
+        Self::AppPassword,
+        Self::Alias,
+        Self::MailboxAcl,
+        Self::SogoDelegation,
+        Self::NextcloudAccount,
+        Self::SogoCacheEviction,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SenderAcl => "sender_acl",
@@ -134,6 +144,23 @@ pub enum Target {
     SogoCacheEviction {
         uid: String,
     },
+}
+
+impl Target {
+    /// The target's id of the object, as the ledger keeps it ("" when the
+    /// target has none or it is not known yet).
+    pub fn remote_id(&self) -> String {
+        match self {
+            Self::AppPassword { id, .. }
+            | Self::Alias { id, .. }
+            | Self::NextcloudAccount { id, .. }
+                if *id != 0 =>
+            {
+                id.to_string()
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -43,7 +43,7 @@ pub(super) fn plan_nextcloud_accounts(
         return;
     }
     let Some(users) = &observed.nextcloud else {
-        if let Some(why) = &observed.nextcloud_unavailable {
+        if let Some(why) = observed.unavailable(Resource::NextcloudAccount) {
             plan.hold(Resource::NextcloudAccount, "", why);
         }
         return;

@@ -25,7 +25,7 @@ pub(super) fn plan_sender_acls(
     if keys.is_empty() {
         return;
     }
-    if let Some(why) = &observed.mailcow_unavailable {
+    if let Some(why) = observed.unavailable(Resource::SenderAcl) {
         plan.hold(Resource::SenderAcl, "", why);
         return;
     }

@@ -28,7 +28,7 @@ pub(super) fn plan_sogo_delegations(
         return;
     }
     let Some(owners) = &observed.sogo else {
-        if let Some(why) = &observed.sogo_unavailable {
+        if let Some(why) = observed.unavailable(Resource::SogoDelegation) {
             plan.hold(Resource::SogoDelegation, "", why);
         }
         return;

@@ -52,13 +52,10 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         app_passwords: BTreeMap::from([(INFO.to_string(), app_passwords)]),
         aliases: Some(BTreeMap::new()),
         mailbox_acls: BTreeMap::new(),
-        mailbox_acls_unavailable: None,
         sogo: None,
-        sogo_unavailable: None,
         nextcloud: None,
-        nextcloud_unavailable: None,
         nextcloud_unknown_users: BTreeSet::new(),
-        mailcow_unavailable: None,
+        unavailable: BTreeMap::new(),
         subject_errors: BTreeMap::new(),
     }
 }
@@ -1035,7 +1032,15 @@ fn an_intent_is_settled_by_the_next_observation() {
 fn an_unobservable_target_holds_only_its_own_resources() {
     let mut d = desired_alice();
     d.sogo_delegations = desired_delegation().sogo_delegations;
-    let mut obs = Observed::mailcow_unavailable(Unavailable::transient("agent down"));
+    let mut obs = Observed::default();
+    for resource in [
+        Resource::SenderAcl,
+        Resource::AppPassword,
+        Resource::Alias,
+        Resource::MailboxAcl,
+    ] {
+        obs.set_unavailable(resource, Unavailable::transient("agent down"));
+    }
     obs.sogo = observed_sogo(&[], None).sogo;
     let ledger = [row(
         Resource::SenderAcl,
@@ -1093,9 +1098,10 @@ fn one_unreadable_mailbox_holds_only_that_mailbox() {
 fn without_a_nextcloud_agent_no_app_password_is_made() {
     let mut obs = observed_nextcloud(vec![], &[]);
     obs.nextcloud = None;
-    obs.nextcloud_unavailable = Some(Unavailable::not_configured(
-        "no nextcloud-agent (NEXTCLOUD_AGENT_URL) is configured",
-    ));
+    obs.set_unavailable(
+        Resource::NextcloudAccount,
+        Unavailable::not_configured("no agent is configured for nextcloud_account"),
+    );
     let p = plan(
         &desired_nextcloud(),
         &obs,

@@ -1,0 +1,169 @@
+//! Applying a plan: ledger-only steps, backoff, then each adapter's changes
+//! in batches, every outcome recorded.
+
+use std::collections::BTreeMap;
+
+use reconciler_proto::agent::{self as pb, ApplyRequest};
+use reconciler_runtime::secrets::Secret;
+use tracing::warn;
+
+use super::bookkeeping::{Books, fingerprint};
+use super::{Engine, RunReport};
+use crate::error::Result;
+use crate::plan::{Action, Plan, Step};
+use crate::targets::{Batch, Secrets, TargetAdapter};
+
+/// How many changes go to an agent in one Apply call.
+const APPLY_BATCH: usize = 200;
+
+impl Engine {
+    pub(super) async fn apply(&self, job_id: i64, plan: &Plan) -> Result<RunReport> {
+        let books = Books {
+            store: &self.store,
+            job_id,
+            trace_id: reconciler_runtime::telemetry::current_trace_id(),
+            backoff_base: self.config.failure_backoff_base,
+        };
+        let mut report = RunReport {
+            planned: plan.steps.len(),
+            warnings: plan.warnings.clone(),
+            ..RunReport::default()
+        };
+        for w in &plan.warnings {
+            warn!(warning = %w, "plan warning");
+        }
+        // Held because unreadable: nothing was planned for them, so
+        // nothing is recorded; a transient reason retries the job.
+        for held in plan.held.iter().filter(|h| h.transient) {
+            report.transient_failures += 1;
+            report.count_as(&format!("{}.observe", held.resource.as_str()), "transient");
+        }
+        // Ledger-only steps first: they need no agent.
+        for step in plan.steps.iter().filter(|s| !s.action.writes_target()) {
+            books.ledger_only(step, &mut report).await?;
+        }
+        let writes = self.past_backoff(plan, &mut report).await?;
+        for step in writes.iter().filter(|s| s.action == Action::Create) {
+            books.intent(step).await?;
+        }
+        // Adapters in order, so secrets reach the adapters that use them.
+        let mut secrets = Secrets::new();
+        for adapter in self.adapters.iter() {
+            let steps: Vec<&Step> = writes
+                .iter()
+                .copied()
+                .filter(|s| adapter.resources().contains(&s.resource))
+                .collect();
+            if steps.is_empty() {
+                continue;
+            }
+            let changes = adapter.changes(&steps, &secrets);
+            for (step, why) in changes.waiting {
+                // Never sent: nothing was made.
+                books.not_sent(step, &why, true, &mut report).await?;
+            }
+            let made = self
+                .apply_batches(&books, adapter.as_ref(), changes.ready, &mut report)
+                .await?;
+            secrets.extend(made);
+        }
+        // Planned only when observed, so only reachable if an adapter went
+        // away mid-run: retry later.
+        for step in writes
+            .iter()
+            .filter(|s| self.adapters.owner(s.resource).is_none())
+        {
+            let why = format!("no agent is configured for {}", step.resource.as_str());
+            books.not_sent(step, &why, true, &mut report).await?;
+        }
+        // Every secret dies here: it was only ever in this run's memory.
+        drop(secrets);
+        Ok(report)
+    }
+
+    /// The target writes to send: a change the target refused for good is
+    /// not re-sent every sweep; it waits (per object, doubling) unless its
+    /// inputs changed.
+    async fn past_backoff<'p>(
+        &self,
+        plan: &'p Plan,
+        report: &mut RunReport,
+    ) -> Result<Vec<&'p Step>> {
+        let backoffs = self.store.backoffs().await?;
+        let now = crate::store::now_millis();
+        let mut writes = Vec::new();
+        for step in plan.steps.iter().filter(|s| s.action.writes_target()) {
+            let key = (step.resource.as_str().to_owned(), step.key.clone());
+            match backoffs.get(&key) {
+                Some(b) if b.holds(&fingerprint(step), now) => {
+                    report.count(step, "backing_off");
+                    report.backing_off += 1;
+                }
+                _ => writes.push(step),
+            }
+        }
+        if report.backing_off > 0 {
+            report.warnings.push(format!(
+                "{} change(s) not sent: each failed permanently before and waits before the next \
+                 attempt (sent at once when its group, member or target changes)",
+                report.backing_off
+            ));
+        }
+        Ok(writes)
+    }
+
+    /// Sends `work` to the adapter's agent in batches and records every
+    /// outcome. Returns the secrets the agent produced, by step key.
+    async fn apply_batches(
+        &self,
+        books: &Books<'_>,
+        adapter: &dyn TargetAdapter,
+        work: Vec<Batch<'_>>,
+        report: &mut RunReport,
+    ) -> Result<Secrets> {
+        let mut secrets = BTreeMap::new();
+        for batch in work.chunks(APPLY_BATCH) {
+            let response = adapter
+                .agent()
+                .apply(ApplyRequest {
+                    changes: batch.iter().map(|b| b.change.clone()).collect(),
+                    dry_run: false,
+                })
+                .await;
+            let results = match response {
+                Ok(r) => {
+                    report.doveadm_execs += r.doveadm_execs;
+                    report.doveadm_acl_writes += r.doveadm_acl_writes;
+                    r.results
+                }
+                Err(e) => {
+                    // The whole call failed: nothing is recorded as done.
+                    for step in batch.iter().flat_map(|b| &b.steps) {
+                        books.not_sent(step, &e.to_string(), false, report).await?;
+                    }
+                    continue;
+                }
+            };
+            let by_id: BTreeMap<&str, &pb::ChangeResult> =
+                results.iter().map(|r| (r.id.as_str(), r)).collect();
+            for Batch { change, steps } in batch {
+                let Some(result) = by_id.get(change.id.as_str()) else {
+                    for step in steps {
+                        books
+                            .not_sent(step, "agent returned no result", false, report)
+                            .await?;
+                    }
+                    continue;
+                };
+                for step in steps {
+                    if !result.secret.is_empty() {
+                        secrets.insert(step.key.clone(), Secret::new(result.secret.clone()));
+                    }
+                    adapter.settle(&self.store, step, result, report).await?;
+                    books.record(step, result, report).await?;
+                }
+            }
+        }
+        Ok(secrets)
+    }
+}

@@ -1,0 +1,262 @@
+//! One reconcile run: read Authentik, compute desired state, observe, plan,
+//! apply, record. Every trigger (webhook, sweep, gRPC) ends up here. The
+//! engine knows no target by name: it drives the configured
+//! [`TargetAdapter`](crate::targets::TargetAdapter)s.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::authentik::DirectorySource;
+use crate::desired::{DesiredConfig, DesiredState, desired_state};
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::locks::KeyLocks;
+use crate::plan::{Guards, Plan, Scope, implausible, plan};
+use crate::store::Store;
+use crate::targets::{Adapters, ObserveInput};
+
+mod apply;
+mod bookkeeping;
+mod observe;
+mod report;
+mod scope;
+
+pub use bookkeeping::MAX_FAILURE_BACKOFF;
+use observe::Observation;
+pub use report::RunReport;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    All,
+    User(String),
+    Group(String),
+}
+
+impl Subject {
+    /// Parses the job-queue form: `sweep`, `user:<x>`, `group:<x>`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "sweep" => Ok(Self::All),
+            Some(("user", x)) if !x.trim().is_empty() => Ok(Self::User(x.trim().to_owned())),
+            Some(("group", x)) if !x.trim().is_empty() => Ok(Self::Group(x.trim().to_owned())),
+            _ => Err(Error::InvalidInput(format!("unknown subject `{s}`"))),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        match self {
+            Self::All => "sweep".into(),
+            Self::User(u) => format!("user:{u}"),
+            Self::Group(g) => format!("group:{g}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub desired: DesiredConfig,
+    /// Removals stop when the user count falls by this share or more since
+    /// the last good (plausible) run.
+    pub max_user_drop: f64,
+    pub max_removal_share: f64,
+    pub removal_guard_min: usize,
+    /// First wait before a change that failed permanently is sent again
+    /// (doubling per failure, capped at [`MAX_FAILURE_BACKOFF`]).
+    pub failure_backoff_base: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            desired: DesiredConfig::default(),
+            max_user_drop: 0.5,
+            max_removal_share: 0.5,
+            removal_guard_min: 10,
+            failure_backoff_base: Duration::from_secs(900),
+        }
+    }
+}
+
+pub struct Engine {
+    store: Store,
+    directory: Arc<dyn DirectorySource>,
+    adapters: Adapters,
+    config: EngineConfig,
+    locks: KeyLocks,
+}
+
+/// What a run decided, before applying.
+pub struct Prepared {
+    pub plan: Plan,
+    scope_users: BTreeSet<String>,
+    people: Vec<(i64, String, String)>,
+    user_count: usize,
+    plausible: bool,
+    observe_doveadm_execs: u64,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        directory: Arc<dyn DirectorySource>,
+        adapters: Adapters,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            adapters,
+            config,
+            locks: KeyLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn directory(&self) -> &Arc<dyn DirectorySource> {
+        &self.directory
+    }
+
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
+    }
+
+    /// Reads, observes and plans without changing anything.
+    #[tracing::instrument(skip_all, fields(subject = %subject.key()))]
+    pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
+        // Fetch both lists before anything else: an Authentik error ends the
+        // run here, before a single change (and so before any removal).
+        let (users, groups) = tokio::try_join!(self.directory.users(), self.directory.groups())?;
+        let user_count = users.len();
+        let group_count = groups.len();
+        let directory = Directory::new(users, groups);
+        let desired = desired_state(&directory, &self.config.desired);
+        let mut guards = Guards {
+            max_removal_share: self.config.max_removal_share,
+            removal_guard_min: self.config.removal_guard_min,
+            force,
+            ..Guards::default()
+        };
+        let previous: Option<usize> = self
+            .store
+            .get_meta("last_user_count")
+            .await?
+            .and_then(|v| v.parse().ok());
+        if let Some(reason) =
+            implausible(user_count, group_count, previous, self.config.max_user_drop)
+        {
+            warn!(%reason, "Authentik looks wrong; no removals this run");
+            guards.allow_removals = false;
+            guards.hold_reason = reason;
+        }
+        let plausible = guards.allow_removals;
+        let ledger = self.store.ledger_rows(None).await?;
+        let scope = self.scope(subject, &directory, &ledger).await?;
+        let Observation {
+            observed,
+            doveadm_execs: observe_doveadm_execs,
+        } = self
+            .observe(&ObserveInput {
+                desired: &desired,
+                ledger: &ledger,
+                scope: &scope,
+            })
+            .await;
+        let mut plan = plan(&desired, &observed, &ledger, &scope, &guards);
+        for adapter in self.adapters.iter() {
+            adapter.extend_plan(&self.store, &mut plan).await?;
+        }
+        let scope_users = match &scope {
+            Scope::All => BTreeSet::new(),
+            Scope::Users(users) => users.clone(),
+        };
+        let people = people_with_grants(&directory, &desired);
+        Ok(Prepared {
+            plan,
+            scope_users,
+            people,
+            user_count,
+            plausible,
+            observe_doveadm_execs,
+        })
+    }
+
+    /// A full run: prepare, then apply under per-user locks.
+    #[tracing::instrument(skip_all, fields(job_id, subject = %subject.key()))]
+    pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
+        let prepared = self.prepare(subject, force).await?;
+        let lock_keys: BTreeSet<String> = if *subject == Subject::All {
+            // Sweeps already run alone (the queue guarantees it).
+            BTreeSet::new()
+        } else {
+            prepared
+                .scope_users
+                .iter()
+                .map(|u| format!("user:{u}"))
+                .chain(["aliases".to_owned()])
+                .collect()
+        };
+        let _held = self.locks.lock_all(&lock_keys).await;
+        // Planning happened before the lock; plan again if someone else ran
+        // in between? Not needed: every step is idempotent on the agent side
+        // and re-checked there (existing names, markers, current lists).
+        let mut report = self.apply(job_id, &prepared.plan).await?;
+        report.doveadm_execs += prepared.observe_doveadm_execs;
+        if prepared.plausible {
+            self.store
+                .set_meta("last_user_count", &prepared.user_count.to_string())
+                .await?;
+        }
+        self.store.remember_users(&prepared.people).await?;
+        if *subject == Subject::All {
+            self.store
+                .set_meta(
+                    "last_sweep_finished",
+                    &(crate::store::now_millis() / 1000).to_string(),
+                )
+                .await?;
+        }
+        info!(
+            planned = report.planned,
+            transient = report.transient_failures,
+            permanent = report.permanent_failures,
+            "reconcile finished"
+        );
+        Ok(report)
+    }
+}
+
+fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64, String, String)> {
+    let granted: BTreeSet<&str> = desired
+        .sender_acls
+        .values()
+        .map(|d| d.user.as_str())
+        .chain(desired.app_passwords.values().map(|d| d.user.as_str()))
+        .chain(desired.mailbox_acls.values().map(|d| d.user.as_str()))
+        .collect();
+    directory
+        .people
+        .values()
+        .filter(|p| granted.contains(p.username.as_str()))
+        .map(|p| (p.pk, p.username.clone(), p.email.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip() {
+        for s in ["sweep", "user:alice", "group:abc"] {
+            assert_eq!(Subject::parse(s).unwrap().key(), s);
+        }
+        assert!(Subject::parse("user:").is_err());
+        assert!(Subject::parse("nonsense").is_err());
+    }
+}
