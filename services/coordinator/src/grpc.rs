@@ -7,9 +7,10 @@ use reconciler_proto::coordinator::{self as pb, coordinator_server::Coordinator,
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, Subject};
+use crate::engine::Engine;
 use crate::error::Error;
 use crate::health;
+use crate::subject::Subject;
 
 pub struct CoordinatorService {
     pub engine: Arc<Engine>,
@@ -28,7 +29,7 @@ fn subject(s: Option<pb::Subject>) -> Result<Option<Subject>, Error> {
 impl CoordinatorService {
     async fn enqueue(
         &self,
-        subject: &str,
+        subject: &Subject,
         force: bool,
         trigger: &str,
     ) -> Result<pb::JobRef, Error> {
@@ -53,9 +54,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::JobRef>, Status> {
         let subject = subject(request.into_inner().subject)?
             .ok_or_else(|| Error::InvalidInput("subject is required".into()))?;
-        Ok(Response::new(
-            self.enqueue(&subject.key(), false, "grpc").await?,
-        ))
+        Ok(Response::new(self.enqueue(&subject, false, "grpc").await?))
     }
 
     async fn sweep(
@@ -63,7 +62,9 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::SweepRequest>,
     ) -> Result<Response<pb::JobRef>, Status> {
         let force = request.into_inner().force;
-        Ok(Response::new(self.enqueue("sweep", force, "grpc").await?))
+        Ok(Response::new(
+            self.enqueue(&Subject::All, force, "grpc").await?,
+        ))
     }
 
     async fn plan(

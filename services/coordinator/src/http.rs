@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::health;
+use crate::subject::Subject;
 use crate::webhook::{self, Trigger};
 
 #[derive(Clone)]
@@ -74,14 +75,7 @@ async fn reconcile(State(state): State<HttpState>, headers: HeaderMap, body: Byt
         )
             .into_response(),
         Trigger::Reconcile { subject, event_pk } => {
-            enqueue(
-                &state,
-                &subject.key(),
-                false,
-                "webhook",
-                event_pk.as_deref(),
-            )
-            .await
+            enqueue(&state, &subject, false, "webhook", event_pk.as_deref()).await
         }
     }
 }
@@ -103,12 +97,12 @@ async fn reconcile_all(State(state): State<HttpState>, headers: HeaderMap) -> Re
         .get("x-reconciler-force")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "true" || v == "1");
-    enqueue(&state, "sweep", force, "reconcile-all", None).await
+    enqueue(&state, &Subject::All, force, "reconcile-all", None).await
 }
 
 async fn enqueue(
     state: &HttpState,
-    subject: &str,
+    subject: &Subject,
     force: bool,
     trigger: &str,
     event_pk: Option<&str>,
@@ -122,7 +116,7 @@ async fn enqueue(
         Ok(job) => {
             info!(
                 job_id = job.job_id,
-                subject,
+                %subject,
                 deduplicated = job.deduplicated,
                 "job accepted"
             );

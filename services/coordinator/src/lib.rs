@@ -25,6 +25,7 @@ pub mod observed;
 pub mod plan;
 pub mod serve_http;
 pub mod store;
+pub mod subject;
 pub mod targets;
 pub mod webhook;
 pub mod worker;

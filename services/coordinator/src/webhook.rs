@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use crate::engine::Subject;
+use crate::subject::Subject;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trigger {

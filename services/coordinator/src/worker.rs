@@ -8,8 +8,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
-use crate::engine::{Engine, Subject};
+use crate::engine::Engine;
 use crate::store::{Store, now_millis};
+use crate::subject::Subject;
 
 /// How long an idle worker waits before looking again when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -148,7 +149,7 @@ pub async fn sweep_timer(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match store.enqueue("sweep", false, "timer", None).await {
+        match store.enqueue(&Subject::All, false, "timer", None).await {
             Ok(job) => {
                 info!(
                     job_id = job.job_id,

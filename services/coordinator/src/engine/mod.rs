@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::authentik::DirectorySource;
 use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::locks::KeyLocks;
 use crate::plan::{Guards, Plan, Scope, implausible, plan};
 use crate::store::Store;
@@ -24,36 +24,11 @@ mod observe;
 mod report;
 mod scope;
 
+use crate::subject::Subject;
+
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
 use observe::Observation;
 pub use report::RunReport;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Subject {
-    All,
-    User(String),
-    Group(String),
-}
-
-impl Subject {
-    /// Parses the job-queue form: `sweep`, `user:<x>`, `group:<x>`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.split_once(':') {
-            None if s == "sweep" => Ok(Self::All),
-            Some(("user", x)) if !x.trim().is_empty() => Ok(Self::User(x.trim().to_owned())),
-            Some(("group", x)) if !x.trim().is_empty() => Ok(Self::Group(x.trim().to_owned())),
-            _ => Err(Error::InvalidInput(format!("unknown subject `{s}`"))),
-        }
-    }
-
-    pub fn key(&self) -> String {
-        match self {
-            Self::All => "sweep".into(),
-            Self::User(u) => format!("user:{u}"),
-            Self::Group(g) => format!("group:{g}"),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -127,7 +102,7 @@ impl Engine {
     }
 
     /// Reads, observes and plans without changing anything.
-    #[tracing::instrument(skip_all, fields(subject = %subject.key()))]
+    #[tracing::instrument(skip_all, fields(subject = %subject))]
     pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
         // Fetch both lists before anything else: an Authentik error ends the
         // run here, before a single change (and so before any removal).
@@ -187,10 +162,10 @@ impl Engine {
     }
 
     /// A full run: prepare, then apply under per-user locks.
-    #[tracing::instrument(skip_all, fields(job_id, subject = %subject.key()))]
+    #[tracing::instrument(skip_all, fields(job_id, subject = %subject))]
     pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
         let prepared = self.prepare(subject, force).await?;
-        let lock_keys: BTreeSet<String> = if *subject == Subject::All {
+        let lock_keys: BTreeSet<String> = if subject.is_sweep() {
             // Sweeps already run alone (the queue guarantees it).
             BTreeSet::new()
         } else {
@@ -213,7 +188,7 @@ impl Engine {
                 .await?;
         }
         self.store.remember_users(&prepared.people).await?;
-        if *subject == Subject::All {
+        if subject.is_sweep() {
             self.store
                 .set_meta(
                     "last_sweep_finished",
@@ -245,18 +220,4 @@ fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64
         .filter(|p| granted.contains(p.username.as_str()))
         .map(|p| (p.pk, p.username.clone(), p.email.clone()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subjects_round_trip() {
-        for s in ["sweep", "user:alice", "group:abc"] {
-            assert_eq!(Subject::parse(s).unwrap().key(), s);
-        }
-        assert!(Subject::parse("user:").is_err());
-        assert!(Subject::parse("nonsense").is_err());
-    }
 }

@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use super::{Store, now_millis, summary};
 use crate::error::Result;
+use crate::subject::Subject;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enqueued {
@@ -69,11 +70,12 @@ pub struct JobCounts {
 impl Store {
     pub async fn enqueue(
         &self,
-        subject: &str,
+        subject: &Subject,
         force: bool,
         trigger: &str,
         event_pk: Option<&str>,
     ) -> Result<Enqueued> {
+        let subject = subject.key();
         let now = now_millis();
         let mut tx = self.write_tx().await?;
         if let Some(pk) = event_pk {
@@ -93,7 +95,7 @@ impl Store {
             "SELECT id FROM jobs WHERE subject = ? AND state = 'queued' AND force >= ?
              ORDER BY id LIMIT 1",
         )
-        .bind(subject)
+        .bind(&subject)
         .bind(force as i64)
         .fetch_optional(&mut *tx)
         .await?;
@@ -104,7 +106,7 @@ impl Store {
                     "INSERT INTO jobs (subject, force, state, not_before, created_at, updated_at, trigger)
                      VALUES (?, ?, 'queued', ?, ?, ?, ?) RETURNING id",
                 )
-                .bind(subject)
+                .bind(&subject)
                 .bind(force as i64)
                 .bind(now)
                 .bind(now)
@@ -143,12 +145,13 @@ impl Store {
                 SELECT j.id FROM jobs j
                 WHERE j.state = 'queued' AND j.not_before <= ?1
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running'
-                                  AND (r.subject = j.subject OR r.subject = 'sweep' OR j.subject = 'sweep'))
+                                  AND (r.subject = j.subject OR r.subject = ?2 OR j.subject = ?2))
                 ORDER BY j.not_before, j.id LIMIT 1)
              AND state = 'queued'
              RETURNING id, subject, force, attempts",
         )
         .bind(now)
+        .bind(Subject::SWEEP)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| ClaimedJob {
@@ -315,7 +318,7 @@ mod tests {
             Some(id) => id,
             None => {
                 store
-                    .enqueue("user:alice", false, "test", None)
+                    .enqueue(&Subject::User("alice".into()), false, "test", None)
                     .await
                     .unwrap()
                     .job_id
