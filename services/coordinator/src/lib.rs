@@ -27,6 +27,8 @@ pub mod serve_http;
 pub mod store;
 pub mod subject;
 pub mod targets;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 pub mod webhook;
 pub mod worker;
 

@@ -221,3 +221,6 @@ fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64
         .map(|p| (p.pk, p.username.clone(), p.email.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
