@@ -101,6 +101,8 @@ pub struct FakeSogoAgent {
     pub delegate_to: Mutex<BTreeMap<String, BTreeSet<String>>>,
     pub writes: Mutex<u64>,
     pub lose_answers: Mutex<u32>,
+    /// Delegates whose changes fail permanently (a partially failed batch).
+    pub refuse: Mutex<BTreeSet<String>>,
 }
 
 #[async_trait::async_trait]
@@ -131,6 +133,20 @@ impl AgentBackend for FakeSogoAgent {
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse> {
         let mut results = Vec::new();
         for change in request.changes {
+            let delegate = match &change.kind {
+                Some(Kind::SogoDelegateAdd(c)) => c.delegate.clone(),
+                Some(Kind::SogoDelegateRemove(c)) => c.delegate.clone(),
+                _ => String::new(),
+            };
+            if lock(&self.refuse).contains(&delegate) {
+                results.push(pb::ChangeResult {
+                    id: change.id,
+                    outcome: Outcome::Permanent as i32,
+                    message: format!("{delegate} refused"),
+                    ..pb::ChangeResult::default()
+                });
+                continue;
+            }
             let mut held = lock(&self.delegate_to);
             match change.kind {
                 Some(Kind::SogoDelegateAdd(add)) => {

@@ -178,3 +178,235 @@ async fn without_its_adapter_a_target_is_held_and_said_so() {
     );
     assert_eq!(report.planned, 0);
 }
+
+#[tokio::test]
+async fn a_partially_failed_batch_records_each_change_on_its_own() {
+    let w = world().await;
+    w.sogo
+        .refuse
+        .lock()
+        .unwrap()
+        .insert("bob@example.com".into());
+    w.directory.set_members(GROUP, &[1, 2]);
+    let report = w.sweep().await;
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    assert_eq!(report.permanent_failures, 1);
+    assert_eq!(
+        w.ledger_state("alice@example.com").await,
+        Some(LedgerState::Created)
+    );
+    assert_eq!(
+        w.ledger_state("bob@example.com").await,
+        Some(LedgerState::Intent),
+        "a failure message alone never proves nothing was made"
+    );
+    // The refused change backs off instead of being re-sent every sweep.
+    let report = w.sweep().await;
+    assert_eq!(report.backing_off, 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_directory_that_shrank_by_half_removes_nothing() {
+    let w = world().await;
+    for pk in 3..=10 {
+        w.directory
+            .add_user(pk, &format!("u{pk}"), &format!("u{pk}@example.com"));
+    }
+    w.directory.set_members(GROUP, &[1, 2]);
+    w.sweep().await;
+    assert_eq!(w.delegates().len(), 2);
+    // Authentik now answers with half the users, alice among the missing.
+    w.directory
+        .users
+        .lock()
+        .unwrap()
+        .retain(|u| u.pk > 6 || u.pk == 2);
+    let report = w.sweep().await;
+    assert_eq!(w.delegates().len(), 2, "nothing removed: {report:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("removal(s) held")),
+        "{report:?}"
+    );
+}
+
+/// A fourth target the engine has never seen, written against the trait
+/// alone: it keeps "delegations" in memory, is observed, planned (by the
+/// resource it claims), applied and recorded with no edit to the engine.
+mod fourth_target {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use reconciler_proto::agent::{self as pb, ObserveRequest, ObserveResponse, change::Kind};
+
+    use super::*;
+    use crate::agents::AgentBackend;
+    use crate::observed::{Observed, ObservedSogoOwner};
+    use crate::plan::{Action, Resource, Step, Target};
+    use crate::targets::{Changes, ObserveInput, Secrets, TargetAdapter, subjects_in_scope};
+
+    #[derive(Default)]
+    struct Webmail {
+        identities: Mutex<BTreeSet<(String, String)>>,
+        observed: Mutex<u32>,
+    }
+
+    #[async_trait::async_trait]
+    impl TargetAdapter for Webmail {
+        fn resources(&self) -> &'static [Resource] {
+            &[Resource::SogoDelegation]
+        }
+
+        fn agent(&self) -> &dyn AgentBackend {
+            self
+        }
+
+        fn observe_request(&self, input: &ObserveInput<'_>) -> Option<ObserveRequest> {
+            let owners = subjects_in_scope(
+                input
+                    .desired
+                    .sogo_delegations
+                    .values()
+                    .map(|d| (&d.user, &d.owner)),
+                input,
+                Resource::SogoDelegation,
+            );
+            Some(ObserveRequest {
+                sogo_owners: owners.into_iter().collect(),
+                ..ObserveRequest::default()
+            })
+        }
+
+        fn absorb(&self, request: &ObserveRequest, _: ObserveResponse, observed: &mut Observed) {
+            *self.observed.lock().unwrap() += 1;
+            let held = self.identities.lock().unwrap();
+            observed.sogo = Some(
+                request
+                    .sogo_owners
+                    .iter()
+                    .map(|owner| {
+                        let delegate_to = held
+                            .iter()
+                            .filter(|(o, _)| o == owner)
+                            .map(|(_, d)| d.clone())
+                            .collect();
+                        (
+                            owner.clone(),
+                            ObservedSogoOwner {
+                                delegate_to,
+                                error: None,
+                            },
+                        )
+                    })
+                    .collect(),
+            );
+        }
+
+        fn changes<'s>(&self, steps: &[&'s Step], _: &Secrets) -> Changes<'s> {
+            let mut changes = Changes::default();
+            for step in steps {
+                if let Target::SogoDelegation { owner, delegate } = &step.target {
+                    let change = pb::SogoDelegateAdd {
+                        owner: owner.clone(),
+                        delegate: delegate.clone(),
+                    };
+                    changes.push(
+                        step,
+                        if step.action == Action::Create {
+                            Kind::SogoDelegateAdd(change)
+                        } else {
+                            Kind::SogoDelegateRemove(pb::SogoDelegateRemove {
+                                owner: change.owner,
+                                delegate: change.delegate,
+                            })
+                        },
+                    );
+                }
+            }
+            changes
+        }
+    }
+
+    /// Its own agent, in process.
+    #[async_trait::async_trait]
+    impl AgentBackend for Webmail {
+        fn name(&self) -> &str {
+            "webmail-agent"
+        }
+
+        async fn observe(&self, _: ObserveRequest) -> crate::Result<ObserveResponse> {
+            Ok(ObserveResponse::default())
+        }
+
+        async fn apply(&self, request: pb::ApplyRequest) -> crate::Result<pb::ApplyResponse> {
+            let mut held = self.identities.lock().unwrap();
+            let results = request
+                .changes
+                .into_iter()
+                .map(|change| {
+                    match change.kind {
+                        Some(Kind::SogoDelegateAdd(c)) => held.insert((c.owner, c.delegate)),
+                        Some(Kind::SogoDelegateRemove(c)) => held.remove(&(c.owner, c.delegate)),
+                        _ => false,
+                    };
+                    pb::ChangeResult {
+                        id: change.id,
+                        outcome: pb::Outcome::Applied as i32,
+                        ..pb::ChangeResult::default()
+                    }
+                })
+                .collect();
+            Ok(pb::ApplyResponse {
+                results,
+                ..pb::ApplyResponse::default()
+            })
+        }
+
+        async fn health(&self) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fourth_target_is_observed_planned_applied_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .unwrap();
+        let directory = Arc::new(FakeDirectory::default());
+        directory.add_user(1, "alice", "alice@example.com");
+        directory.add_group(
+            GROUP,
+            "desk",
+            json!({"reconciler": {"shared_mailbox": INFO, "sogo_delegate": true}}),
+        );
+        directory.set_members(GROUP, &[1]);
+        let webmail = Arc::new(Webmail::default());
+        let adapters = Adapters::default()
+            .with(Arc::new(Mailcow::new(Arc::new(EmptyAgent))))
+            .with(webmail.clone());
+        let engine = Engine::new(store, directory, adapters, EngineConfig::default());
+        let report = engine.run(1, &Subject::All, false).await.unwrap();
+        assert_eq!(*webmail.observed.lock().unwrap(), 1, "observed");
+        assert_eq!(report.planned, 1, "planned: {report:?}");
+        assert!(
+            webmail
+                .identities
+                .lock()
+                .unwrap()
+                .contains(&(INFO.into(), "alice@example.com".into())),
+            "applied"
+        );
+        let row = engine
+            .store()
+            .ledger_get("sogo_delegation", &format!("{INFO}|alice@example.com"))
+            .await
+            .unwrap();
+        assert!(
+            row.is_some_and(|r| r.state == LedgerState::Created),
+            "recorded"
+        );
+    }
+}
