@@ -181,10 +181,13 @@ impl LimitedListener {
                 Ok(permit) => permit,
                 Err(_) => {
                     self.evict_oldest_unestablished();
-                    match self.permits.clone().acquire_owned().await {
-                        Ok(permit) => permit,
-                        Err(_) => unreachable!("the semaphore is never closed"),
-                    }
+                    // Only a closed semaphore fails, and this one is never
+                    // closed; were it, refusing the connection is safe.
+                    let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                        warn!(%peer, "connection refused: the connection cap is closed");
+                        continue;
+                    };
+                    permit
                 }
             };
             let _ = stream.set_nodelay(true);
