@@ -15,7 +15,6 @@ pub mod apply;
 pub mod config;
 pub mod dovecot;
 pub mod error;
-pub mod locks;
 pub mod mailcow;
 pub mod observe;
 pub mod password;

@@ -3,6 +3,7 @@
 //! - [`telemetry`]: `tracing` setup, with OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`propagation`]: W3C trace context carried in gRPC metadata, both directions.
 //! - [`grpc`]: the server scaffold every service uses (health, reflection v1 and v1alpha).
+//! - [`locks`]: mutual exclusion per key, for the coordinator and every agent.
 //! - `exec` (feature `exec`, agents only): commands in a container or locally.
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod exec;
 pub mod grpc;
 pub mod listen;
+pub mod locks;
 pub mod propagation;
 pub mod secrets;
 pub mod telemetry;
