@@ -79,13 +79,13 @@ impl NextcloudAgent {
         };
         // The id is only proof together with the address it was created for.
         if !account.email.eq_ignore_ascii_case(&c.email) {
-            return Err(Error::Permanent(format!(
-                "account {} of {} is for {}, not {}; refusing",
+            return Err(Error::Refused(format!(
+                "account {} of {} is for {}, not {}",
                 c.id, c.user, account.email, c.email
             )));
         }
         if account.provisioned {
-            return Err(Error::Permanent(format!(
+            return Err(Error::Refused(format!(
                 "account {} is provisioned; never ours",
                 c.id
             )));
