@@ -15,6 +15,8 @@ pub mod apply;
 pub mod config;
 pub mod dovecot;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod mailcow;
 pub mod observe;
 pub mod password;

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod occ;
 pub mod service;
 

@@ -7,6 +7,8 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod profiles;
 pub mod service;
 pub mod settings;
