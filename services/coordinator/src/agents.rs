@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, agent_client::AgentClient,
+    ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Outcome,
+    agent_client::AgentClient,
 };
 use reconciler_runtime::auth::SendToken;
+use reconciler_runtime::outcome;
 use reconciler_runtime::secrets::Secret;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -52,15 +54,14 @@ impl GrpcAgent {
         })
     }
 
+    /// An agent's error status, classed by the table every agent sends by
+    /// (`reconciler_runtime::outcome`).
     fn error(&self, status: tonic::Status) -> Error {
-        match status.code() {
-            tonic::Code::FailedPrecondition
-            | tonic::Code::PermissionDenied
-            | tonic::Code::Unauthenticated => {
-                Error::Config(format!("agent {}: {}", self.name, status.message()))
-            }
-            _ => Error::Agent {
+        match outcome::of_status(&status) {
+            Outcome::Config => Error::Config(format!("agent {}: {}", self.name, status.message())),
+            outcome => Error::Agent {
                 agent: self.name.clone(),
+                outcome,
                 message: format!("{:?}: {}", status.code(), status.message()),
             },
         }
@@ -103,8 +104,43 @@ impl AgentBackend for GrpcAgent {
             ServingStatus::Serving => Ok(()),
             other => Err(Error::Agent {
                 agent: self.name.clone(),
+                outcome: Outcome::Transient,
                 message: format!("health: {other:?}"),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_status_becomes_an_error_of_its_class() {
+        let agent = GrpcAgent::connect(
+            "test-agent",
+            "http://127.0.0.1:1",
+            Duration::from_secs(1),
+            &Secret::new("token"),
+        )
+        .unwrap();
+        // (class, retried by the worker)
+        let cases = [
+            (Outcome::Transient, true),
+            (Outcome::Permanent, false),
+            (Outcome::Refused, false),
+            (Outcome::Config, false),
+        ];
+        for (class, retried) in cases {
+            let error = agent.error(outcome::status(class, "why"));
+            assert_eq!(error.outcome(), class, "{error}");
+            assert_eq!(error.is_transient(), retried, "{error}");
+        }
+        let config = agent.error(outcome::status(Outcome::Config, "no key"));
+        assert!(matches!(config, Error::Config(_)), "{config}");
+        // Only an agent can say "not ours"; a bare PERMISSION_DENIED (a
+        // proxy, say) is something for an operator.
+        let denied = agent.error(tonic::Status::permission_denied("RBAC"));
+        assert!(matches!(denied, Error::Config(_)), "{denied}");
     }
 }

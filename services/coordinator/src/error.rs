@@ -1,5 +1,7 @@
 //! The coordinator's one error type, mapped to gRPC codes and HTTP statuses.
 
+use reconciler_proto::agent::Outcome;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Wrong or missing configuration; an operator must act.
@@ -8,9 +10,15 @@ pub enum Error {
     /// Authentik failed or answered something unusable; retried later.
     #[error("Authentik: {0}")]
     Authentik(String),
-    /// An agent could not be reached or failed as a whole; retried later.
+    /// An agent could not be reached or failed as a whole. `outcome` is
+    /// the class it gave (`reconciler_runtime::outcome`; never config,
+    /// which is [`Error::Config`]): only a transient failure is retried.
     #[error("agent {agent}: {message}")]
-    Agent { agent: String, message: String },
+    Agent {
+        agent: String,
+        outcome: Outcome,
+        message: String,
+    },
     /// The state DB failed.
     #[error("state DB: {0}")]
     Db(#[from] sqlx::Error),
@@ -32,7 +40,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Whether running the same job again later can succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Authentik(_) | Self::Agent { .. } | Self::Db(_))
+        self.outcome() == Outcome::Transient
+    }
+
+    /// The failure's class, in the terms agents report theirs.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Authentik(_) | Self::Db(_) => Outcome::Transient,
+            Self::Agent { outcome, .. } => *outcome,
+            Self::Config(_) | Self::Migrate(_) => Outcome::Config,
+            Self::InvalidInput(_) | Self::NotFound(_) => Outcome::Permanent,
+        }
     }
 }
 

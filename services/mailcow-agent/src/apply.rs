@@ -12,11 +12,11 @@ use reconciler_proto::agent::{
 use reconciler_proto::markers::{
     ALIAS_COMMENT, APP_PASSWORD_PREFIX, canonical_app_password_name, is_managed_alias_comment,
 };
+use reconciler_runtime::locks::{KeyGuard, KeyedLocks};
 use reconciler_runtime::secrets::Secret;
 
 use crate::address;
 use crate::error::{Error, Result};
-use crate::locks::KeyedLocks;
 use crate::mailcow::{APP_PASSWORD_PROTOCOLS, AliasAdded, MailcowApi};
 use crate::observe::implicitly_allowed;
 use crate::password;
@@ -107,6 +107,12 @@ impl Applier<'_> {
         }
     }
 
+    /// Holds `object` (a login, mailbox or address) against other changes
+    /// to it; Mailcow ignores case in these, so the lock does too.
+    async fn lock(&self, object: &str) -> KeyGuard {
+        self.locks.lock(&object.to_ascii_lowercase()).await
+    }
+
     fn dry(&self, what: String) -> Option<Done> {
         self.dry_run
             .then(|| Done::new(Outcome::DryRun, format!("would {what}")))
@@ -117,7 +123,7 @@ impl Applier<'_> {
         for add in &c.add {
             address::plain("send-as address", add)?;
         }
-        let _guard = self.locks.lock(&c.login).await;
+        let _guard = self.lock(&c.login).await;
         let current = self.current_sender_acl(&c.login).await?;
         let removing: BTreeSet<String> = c.remove.iter().map(|a| lower(a)).collect();
         let mut next: Vec<String> = current
@@ -192,7 +198,7 @@ impl Applier<'_> {
         address::plain("mailbox", &c.mailbox)?;
         let wanted = ours(&c.name)?;
         check_protocols(&c.protocols)?;
-        let _guard = self.locks.lock(&c.mailbox).await;
+        let _guard = self.lock(&c.mailbox).await;
         let before = self.api.app_passwords(&c.mailbox).await?;
         if let Some(existing) = before.iter().find(|p| same_name(&p.name, &wanted)) {
             return Ok(
@@ -302,7 +308,7 @@ impl Applier<'_> {
         address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
-        let _guard = self.locks.lock(&c.mailbox).await;
+        let _guard = self.lock(&c.mailbox).await;
         let current = self
             .our_app_password(&c.mailbox, c.id, &c.name)
             .await?
@@ -330,7 +336,7 @@ impl Applier<'_> {
         address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
         check_protocols(&c.protocols)?;
-        let _guard = self.locks.lock(&c.mailbox).await;
+        let _guard = self.lock(&c.mailbox).await;
         self.our_app_password(&c.mailbox, c.id, &c.name)
             .await?
             .ok_or_else(|| {
@@ -351,7 +357,7 @@ impl Applier<'_> {
     async fn app_password_delete(&self, c: AppPasswordDelete) -> Result<Done> {
         address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
-        let _guard = self.locks.lock(&c.mailbox).await;
+        let _guard = self.lock(&c.mailbox).await;
         if self
             .our_app_password(&c.mailbox, c.id, &c.name)
             .await?
@@ -401,7 +407,7 @@ impl Applier<'_> {
                 c.address
             )));
         }
-        let _guard = self.locks.lock(&c.address).await;
+        let _guard = self.lock(&c.address).await;
         if let Some(done) = self.dry(format!("create alias {} → {}", c.address, c.goto.join(",")))
         {
             return Ok(done);
@@ -438,7 +444,7 @@ impl Applier<'_> {
                 c.address
             )));
         }
-        let _guard = self.locks.lock(&c.address).await;
+        let _guard = self.lock(&c.address).await;
         let current =
             self.api.alias(&c.id.to_string()).await?.ok_or_else(|| {
                 Error::Permanent(format!("alias {} ({}) is gone", c.address, c.id))
@@ -458,7 +464,7 @@ impl Applier<'_> {
 
     async fn alias_delete(&self, c: AliasDelete) -> Result<Done> {
         address::plain("alias address", &c.address)?;
-        let _guard = self.locks.lock(&c.address).await;
+        let _guard = self.lock(&c.address).await;
         let Some(current) = self.api.alias(&c.id.to_string()).await? else {
             return Ok(Done::new(Outcome::Unchanged, "alias already gone"));
         };

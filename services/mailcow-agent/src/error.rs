@@ -68,20 +68,10 @@ impl Error {
     }
 }
 
+/// Whole calls that fail say their class the way every agent does
+/// (`reconciler_runtime::outcome`).
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        match e {
-            Error::Config(_) | Error::Unauthorized { .. } => {
-                tonic::Status::failed_precondition(message)
-            }
-            Error::Unavailable(_)
-            | Error::TimedOut(_)
-            | Error::DovecotUnavailable(_)
-            | Error::EmptyBody { .. } => tonic::Status::unavailable(message),
-            Error::Rejected { .. } | Error::Protocol { .. } => tonic::Status::internal(message),
-            Error::Permanent(_) => tonic::Status::invalid_argument(message),
-            Error::Refused(_) => tonic::Status::permission_denied(message),
-        }
+        reconciler_runtime::outcome::status(e.outcome(), e.to_string())
     }
 }

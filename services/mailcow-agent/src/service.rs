@@ -15,9 +15,9 @@ use tracing::{info, warn};
 use crate::acl::{self, AclChange};
 use crate::apply::Applier;
 use crate::dovecot::{Dovecot, validate_rights};
-use crate::locks::KeyedLocks;
 use crate::mailcow::MailcowApi;
 use crate::observe;
+use reconciler_runtime::locks::KeyedLocks;
 
 /// REST changes applied at once within one Apply call. Changes to the same
 /// object still run one after another (see [`KeyedLocks`]).

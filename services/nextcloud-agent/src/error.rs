@@ -13,9 +13,13 @@ pub enum Error {
     /// retried later.
     #[error("Nextcloud unavailable: {0}")]
     Unavailable(String),
-    /// Retrying will not help: unknown Nextcloud user, provisioned account.
+    /// Retrying will not help: unknown Nextcloud user, account gone.
     #[error("{0}")]
     Permanent(String),
+    /// The account is not one we made (provisioned, or for another
+    /// address); we never touch it.
+    #[error("refused: {0}")]
+    Refused(String),
     /// occ answered something we do not understand.
     #[error("unexpected occ output: {0}")]
     Protocol(String),
@@ -27,18 +31,15 @@ impl Error {
             Error::Config(_) => Outcome::Config,
             Error::Unavailable(_) => Outcome::Transient,
             Error::Permanent(_) | Error::Protocol(_) => Outcome::Permanent,
+            Error::Refused(_) => Outcome::Refused,
         }
     }
 }
 
+/// Whole calls that fail say their class the way every agent does
+/// (`reconciler_runtime::outcome`).
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        match e {
-            Error::Config(_) => tonic::Status::failed_precondition(message),
-            Error::Unavailable(_) => tonic::Status::unavailable(message),
-            Error::Permanent(_) => tonic::Status::invalid_argument(message),
-            Error::Protocol(_) => tonic::Status::internal(message),
-        }
+        reconciler_runtime::outcome::status(e.outcome(), e.to_string())
     }
 }

@@ -6,17 +6,16 @@
 
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod occ;
 pub mod service;
 
 use std::sync::Arc;
 
 use reconciler_proto::agent::agent_server::AgentServer;
-use reconciler_runtime::auth::RequireToken;
+use reconciler_runtime::agent::serve_agent;
 use reconciler_runtime::exec::DockerExec;
-use reconciler_runtime::grpc;
-use reconciler_runtime::listen::ConnectionLimits;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -25,8 +24,6 @@ use crate::service::NextcloudAgent;
 
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
-    // Connection cap, handshake deadline and keep-alive (`GRPC_*`).
-    let limits = ConnectionLimits::grpc_from_env().map_err(Error::Config)?;
     let runner = DockerExec::new(
         config.container.clone(),
         Some(config.occ_user.clone()),
@@ -40,17 +37,13 @@ pub async fn run(config: Config) -> Result<()> {
         config.smtp.clone(),
     );
     let service = AgentServer::new(NextcloudAgent::new(occ));
-    // Only the coordinator, holding AGENT_TOKEN, may call the agent.
-    let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
-    let router = grpc::server(&limits).add_service(service);
-    let (router, _health) = grpc::with_standard_services::<
-        InterceptedService<AgentServer<NextcloudAgent>, RequireToken>,
-    >(router)
+    tracing::info!(container = %config.container, "nextcloud-agent starting");
+    serve_agent(
+        "nextcloud-agent",
+        service,
+        config.listen,
+        config.agent_token.clone(),
+    )
     .await
-    .map_err(|e| Error::Config(e.to_string()))?;
-    tracing::info!(addr = %config.listen, container = %config.container, "nextcloud-agent listening");
-    println!("nextcloud-agent listening on {}", config.listen);
-    grpc::serve(router, config.listen, &limits, grpc::shutdown_signal())
-        .await
-        .map_err(|e| Error::Config(e.to_string()))
+    .map_err(|e| Error::Config(e.to_string()))
 }

@@ -205,7 +205,7 @@ impl Occ {
         match out.exit_code {
             0 => Ok(Deleted::Deleted),
             1 if out.stdout.contains("does not exist") => Ok(Deleted::AlreadyGone),
-            2 => Err(Error::Permanent(format!(
+            2 => Err(Error::Refused(format!(
                 "account {id} is provisioned; it is never ours and occ cannot delete it"
             ))),
             code => Err(Error::Protocol(format!(

@@ -1,14 +1,11 @@
 //! The `reconciler.agent.v1.Agent` gRPC service for Nextcloud Mail.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use reconciler_proto::agent::{
     ApplyRequest, ApplyResponse, ChangeResult, NextcloudAccount, NextcloudAccountCreate,
     NextcloudAccountDelete, NextcloudAccountSetPassword, NextcloudUserAccounts, ObserveRequest,
     ObserveResponse, Outcome, agent_server::Agent, change::Kind,
 };
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -18,26 +15,15 @@ use crate::occ::{Deleted, Occ};
 pub struct NextcloudAgent {
     occ: Occ,
     /// One change per Nextcloud user at a time (export, then act).
-    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    locks: KeyedLocks,
 }
 
 impl NextcloudAgent {
     pub fn new(occ: Occ) -> Self {
         Self {
             occ,
-            locks: Mutex::new(HashMap::new()),
+            locks: KeyedLocks::default(),
         }
-    }
-
-    async fn lock(&self, user: &str) -> OwnedMutexGuard<()> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(user.to_owned())
-            .or_default()
-            .clone();
-        lock.lock_owned().await
     }
 
     async fn create(
@@ -51,7 +37,7 @@ impl NextcloudAgent {
                 "no password to create the account with".into(),
             ));
         }
-        let _guard = self.lock(&c.user).await;
+        let _guard = self.locks.lock(&c.user).await;
         if dry_run {
             return Ok((
                 Outcome::DryRun,
@@ -77,7 +63,7 @@ impl NextcloudAgent {
         dry_run: bool,
     ) -> Result<(Outcome, String, i64)> {
         require(&[("user", &c.user)])?;
-        let _guard = self.lock(&c.user).await;
+        let _guard = self.locks.lock(&c.user).await;
         let Some(account) = self
             .occ
             .export(&c.user)
@@ -93,13 +79,13 @@ impl NextcloudAgent {
         };
         // The id is only proof together with the address it was created for.
         if !account.email.eq_ignore_ascii_case(&c.email) {
-            return Err(Error::Permanent(format!(
-                "account {} of {} is for {}, not {}; refusing",
+            return Err(Error::Refused(format!(
+                "account {} of {} is for {}, not {}",
                 c.id, c.user, account.email, c.email
             )));
         }
         if account.provisioned {
-            return Err(Error::Permanent(format!(
+            return Err(Error::Refused(format!(
                 "account {} is provisioned; never ours",
                 c.id
             )));
@@ -130,7 +116,7 @@ impl NextcloudAgent {
         if c.password.is_empty() {
             return Err(Error::Permanent("no password to set".into()));
         }
-        let _guard = self.lock(&c.user).await;
+        let _guard = self.locks.lock(&c.user).await;
         let exists = self
             .occ
             .export(&c.user)

@@ -39,15 +39,11 @@ impl Error {
     }
 }
 
+/// Whole calls that fail say their class the way every agent does
+/// (`reconciler_runtime::outcome`).
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        match e {
-            Error::Config(_) => tonic::Status::failed_precondition(message),
-            Error::Unavailable(_) | Error::Cache(_) => tonic::Status::unavailable(message),
-            Error::CorruptSettings { .. } | Error::Database(_) => tonic::Status::internal(message),
-            Error::Invalid(_) => tonic::Status::invalid_argument(message),
-        }
+        reconciler_runtime::outcome::status(e.outcome(), e.to_string())
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod profiles;
 pub mod service;
 pub mod settings;
@@ -14,10 +16,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use reconciler_proto::agent::agent_server::AgentServer;
-use reconciler_runtime::auth::RequireToken;
-use reconciler_runtime::grpc;
-use reconciler_runtime::listen::ConnectionLimits;
-use tonic::service::interceptor::InterceptedService;
+use reconciler_runtime::agent::serve_agent;
 
 use crate::cache::Memcached;
 use crate::config::Config;
@@ -27,8 +26,6 @@ use crate::service::SogoAgent;
 
 /// Serves the agent until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
-    // Connection cap, handshake deadline and keep-alive (`GRPC_*`).
-    let limits = ConnectionLimits::grpc_from_env().map_err(Error::Config)?;
     let profiles = Arc::new(MysqlProfiles::new(
         config.db_url.expose(),
         &config.profile_table,
@@ -38,17 +35,13 @@ pub async fn run(config: Config) -> Result<()> {
         config.memcached_timeout,
     ));
     let service = AgentServer::new(SogoAgent::new(profiles, cache));
-    // Only the coordinator, holding AGENT_TOKEN, may call the agent.
-    let service = InterceptedService::new(service, RequireToken::new(config.agent_token.clone()));
-    let router = grpc::server(&limits).add_service(service);
-    let (router, _health) = grpc::with_standard_services::<
-        InterceptedService<AgentServer<SogoAgent>, RequireToken>,
-    >(router)
+    tracing::info!(table = %config.profile_table, "sogo-agent starting");
+    serve_agent(
+        "sogo-agent",
+        service,
+        config.listen,
+        config.agent_token.clone(),
+    )
     .await
-    .map_err(|e| Error::Config(e.to_string()))?;
-    tracing::info!(addr = %config.listen, table = %config.profile_table, "sogo-agent listening");
-    println!("sogo-agent listening on {}", config.listen);
-    grpc::serve(router, config.listen, &limits, grpc::shutdown_signal())
-        .await
-        .map_err(|e| Error::Config(e.to_string()))
+    .map_err(|e| Error::Config(e.to_string()))
 }

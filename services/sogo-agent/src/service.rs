@@ -1,6 +1,7 @@
 //! The `reconciler.agent.v1.Agent` gRPC service for SOGo: observe owners'
 //! `DelegateTo`, apply delegation adds and removes.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, stream};
@@ -8,6 +9,7 @@ use reconciler_proto::agent::{
     ApplyRequest, ApplyResponse, ChangeResult, ObserveRequest, ObserveResponse, Outcome,
     SogoDelegationState, agent_server::Agent, change::Kind,
 };
+use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -21,6 +23,8 @@ pub const APPLY_CONCURRENCY: usize = 4;
 pub struct SogoAgent {
     profiles: Arc<dyn ProfileStore>,
     cache: Arc<dyn SettingsCache>,
+    /// Profile rows (by lower-case uid) a change is writing.
+    rows: KeyedLocks,
 }
 
 /// What one change did.
@@ -61,7 +65,11 @@ impl CacheTrouble {
 
 impl SogoAgent {
     pub fn new(profiles: Arc<dyn ProfileStore>, cache: Arc<dyn SettingsCache>) -> Self {
-        Self { profiles, cache }
+        Self {
+            profiles,
+            cache,
+            rows: KeyedLocks::default(),
+        }
     }
 
     /// Evicts the uids' settings; on failure, what is owed and why.
@@ -120,7 +128,15 @@ impl SogoAgent {
                 )
             });
         }
-        let written = self.profiles.set_delegation(owner, delegate, add).await?;
+        let written = {
+            // Changes in one call run at once. Two on the same row would
+            // wait on each other's row locks in the database anyway, and
+            // two first inserts of one uid collide on its key and are
+            // retried; here the second simply waits its turn.
+            let rows = [owner, delegate].map(str::to_ascii_lowercase);
+            let _rows = self.rows.lock_all(&BTreeSet::from(rows)).await;
+            self.profiles.set_delegation(owner, delegate, add).await?
+        };
         let mut done = if written {
             Done::new(
                 Outcome::Applied,

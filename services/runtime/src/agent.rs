@@ -1,0 +1,139 @@
+//! An agent's gRPC server, the same for every agent: its service behind the
+//! `AGENT_TOKEN` check, health and reflection beside it, under the
+//! connection limits of [`crate::listen`], until SIGINT or SIGTERM.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Router;
+
+use crate::auth::RequireToken;
+use crate::grpc::{self, ServeError};
+use crate::listen::{ConnectionLimits, Establish, LimitedListener};
+use crate::secrets::Secret;
+
+/// Where and for whom an agent serves.
+#[derive(Clone, Debug)]
+pub struct AgentEndpoint {
+    /// The address to listen on (port 0: any free port, see
+    /// [`BoundAgent::local_addr`]).
+    pub listen: SocketAddr,
+    /// Only callers presenting it (the coordinator) reach the service;
+    /// health and reflection stay open for probes and grpcurl.
+    pub token: Secret,
+    pub limits: ConnectionLimits,
+}
+
+/// An agent whose listener is bound and whose routes are ready.
+pub struct BoundAgent {
+    name: &'static str,
+    addr: SocketAddr,
+    listener: LimitedListener,
+    router: Router,
+}
+
+/// Serves `service` as the agent `name` until SIGINT or SIGTERM, with the
+/// connection limits of the `GRPC_*` environment variables.
+pub async fn serve_agent<S>(
+    name: &'static str,
+    service: S,
+    listen: SocketAddr,
+    token: Secret,
+) -> Result<(), ServeError>
+where
+    S: AgentService,
+    S::Future: Send + 'static,
+{
+    let limits = ConnectionLimits::grpc_from_env().map_err(ServeError::Limits)?;
+    let endpoint = AgentEndpoint {
+        listen,
+        token,
+        limits,
+    };
+    bind_agent(name, service, endpoint)
+        .await?
+        .serve(grpc::shutdown_signal())
+        .await
+}
+
+/// Binds first, so a port conflict is reported before anything is served.
+pub async fn bind_agent<S>(
+    name: &'static str,
+    service: S,
+    endpoint: AgentEndpoint,
+) -> Result<BoundAgent, ServeError>
+where
+    S: AgentService,
+    S::Future: Send + 'static,
+{
+    let AgentEndpoint {
+        listen,
+        token,
+        limits,
+    } = endpoint;
+    let listener = LimitedListener::bind(listen, limits.clone(), Establish::Http2Preface)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let service = InterceptedService::new(service, RequireToken::new(token));
+    let router = grpc::server(&limits).add_service(service);
+    let (router, _health) =
+        grpc::with_standard_services::<InterceptedService<S, RequireToken>>(router).await?;
+    Ok(BoundAgent {
+        name,
+        addr,
+        listener,
+        router,
+    })
+}
+
+impl BoundAgent {
+    /// The address bound, with the port the system chose for port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the calls in flight.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let addr = self.addr;
+        tracing::info!(%addr, "{} listening", self.name);
+        // For people starting the binary by hand, who read stdout.
+        println!("{} listening on {addr}", self.name);
+        self.router
+            .serve_with_incoming_shutdown(self.listener.into_incoming(), shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// What a generated gRPC server (`…Server::new(agent)`) is, as tonic's
+/// router needs it.
+pub trait AgentService:
+    tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> AgentService for S where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
