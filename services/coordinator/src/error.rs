@@ -48,7 +48,7 @@ impl Error {
         match self {
             Self::Authentik(_) | Self::Db(_) => Outcome::Transient,
             Self::Agent { outcome, .. } => *outcome,
-            Self::Config(_) | Self::Migrate(_) => Outcome::Config,
+            Self::Config(_) | Self::Migrate(_) | Self::Corrupt(_) => Outcome::Config,
             Self::InvalidInput(_) | Self::NotFound(_) => Outcome::Permanent,
         }
     }
@@ -59,7 +59,9 @@ impl From<Error> for tonic::Status {
         let message = e.to_string();
         match e {
             Error::Config(_) => tonic::Status::failed_precondition(message),
-            Error::Authentik(_) | Error::Agent { .. } => tonic::Status::unavailable(message),
+            Error::Authentik(_) => tonic::Status::unavailable(message),
+            // An agent's failure keeps its class for the operator too.
+            Error::Agent { outcome, .. } => reconciler_runtime::outcome::status(outcome, message),
             Error::Db(_) | Error::Migrate(_) | Error::Corrupt(_) => {
                 tonic::Status::internal(message)
             }

@@ -20,7 +20,6 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod ledger;
-pub mod locks;
 pub mod observed;
 pub mod plan;
 pub mod serve_http;

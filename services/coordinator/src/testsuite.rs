@@ -84,6 +84,7 @@ impl AgentBackend for EmptyAgent {
     async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse> {
         Err(Error::Agent {
             agent: self.name().into(),
+            outcome: Outcome::Permanent,
             message: format!("{} unexpected change(s)", request.changes.len()),
         })
     }
@@ -171,6 +172,7 @@ impl AgentBackend for FakeSogoAgent {
             *lose -= 1;
             return Err(Error::Agent {
                 agent: self.name().into(),
+                outcome: Outcome::Transient,
                 message: "connection reset after the write".into(),
             });
         }

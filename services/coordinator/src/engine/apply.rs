@@ -139,7 +139,7 @@ impl Engine {
                 Err(e) => {
                     // The whole call failed: nothing is recorded as done.
                     for step in batch.iter().flat_map(|b| &b.steps) {
-                        books.not_sent(step, &e.to_string(), false, report).await?;
+                        books.call_failed(step, &e, report).await?;
                     }
                     continue;
                 }

@@ -200,6 +200,25 @@ impl Books<'_> {
         self.unsettled(step, made_nothing).await
     }
 
+    /// The agent call carrying `step` failed as a whole: transient failures
+    /// are retried with the job; a configuration error is reported as such
+    /// (an operator must act) and, like any failure, may have been applied.
+    pub async fn call_failed(
+        &self,
+        step: &Step,
+        error: &crate::Error,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        if error.is_transient() {
+            return self.not_sent(step, &error.to_string(), false, report).await;
+        }
+        let label = outcome_label(error.outcome());
+        self.audit(step, label, &error.to_string()).await?;
+        report.count(step, label);
+        report.permanent_failures += 1;
+        self.unsettled(step, false).await
+    }
+
     /// A change that did not happen, or may not have. A create's intent
     /// row goes only when `made_nothing` is certain; otherwise it stays,
     /// and the next run's observation resolves it: present → ours

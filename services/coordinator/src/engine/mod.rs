@@ -13,10 +13,10 @@ use crate::authentik::DirectorySource;
 use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
 use crate::error::Result;
-use crate::locks::KeyLocks;
 use crate::plan::{Guards, Plan, Scope, implausible, plan};
 use crate::store::Store;
 use crate::targets::{Adapters, ObserveInput};
+use reconciler_runtime::locks::KeyedLocks;
 
 mod apply;
 mod bookkeeping;
@@ -60,7 +60,7 @@ pub struct Engine {
     directory: Arc<dyn DirectorySource>,
     adapters: Adapters,
     config: EngineConfig,
-    locks: KeyLocks,
+    locks: KeyedLocks,
 }
 
 /// What a run decided, before applying.
@@ -85,7 +85,7 @@ impl Engine {
             directory,
             adapters,
             config,
-            locks: KeyLocks::default(),
+            locks: KeyedLocks::default(),
         }
     }
 
