@@ -71,8 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let start = Instant::now();
         let job = stack.sweep().await;
         let elapsed = start.elapsed();
-        let summary: serde_json::Value =
-            serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default();
+        let summary = &job["summary"];
         println!(
             "| {label} | {:.2} s | {} | {} | {} |",
             elapsed.as_secs_f64(),

@@ -76,8 +76,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let start = Instant::now();
         let job = stack.sweep().await;
         let elapsed = start.elapsed();
-        let summary: serde_json::Value =
-            serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default();
+        let summary = &job["summary"];
         let outcomes = summary["outcomes"].as_object().cloned().unwrap_or_default();
         let applied: u64 = outcomes.values().filter_map(|v| v.as_u64()).sum();
         let calls: BTreeMap<String, u64> = stack.mailcow.counts();

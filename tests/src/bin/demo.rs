@@ -144,8 +144,7 @@ async fn run(once: bool) -> anyhow::Result<()> {
 
 impl Demo {
     fn report(&self, job: &Value) {
-        let summary: Value =
-            serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default();
+        let summary = &job["summary"];
         println!(
             "  job {}: {}",
             job["id"],

@@ -247,7 +247,7 @@ async fn a_directory_cut_exactly_in_half_removes_nothing() {
         Some(ListFault::OnlyFirst { keep: MEMBERS / 2 }),
     );
     let assert_held = |job: &serde_json::Value| {
-        let summary = job["summary"].as_str().unwrap_or_default().to_owned();
+        let summary = job["summary"].to_string();
         assert!(
             summary.contains("held")
                 && summary.contains("user count fell from 8 (last good run) to 4"),

@@ -106,7 +106,7 @@ impl World {
 }
 
 fn summary(job: &Value) -> Value {
-    serde_json::from_str(job["summary"].as_str().unwrap_or("{}")).unwrap_or_default()
+    job["summary"].clone()
 }
 
 #[tokio::test]
