@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use reconciler_tests::mailcow_sim::{MailcowSim, MailcowSimConfig};
+use reconciler_testkit::mailcow_sim::{MailcowSim, MailcowSimConfig};
 
 #[derive(Parser)]
 #[command(about = "Simulates Mailcow's /api/v1 (aliases, sender_acl, app passwords) over HTTP")]

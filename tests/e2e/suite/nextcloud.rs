@@ -4,8 +4,8 @@
 //! Mailcow and Authentik simulators. The app password secret travels from
 //! the mailcow-agent through the coordinator to occ, and nowhere else.
 
-use reconciler_tests::harness::{MAILCOW_KEY, NextcloudContainer, Stack, StackOptions};
-use reconciler_tests::occ_sim::Account;
+use reconciler_testkit::harness::{MAILCOW_KEY, NextcloudContainer, Stack, StackOptions};
+use reconciler_testkit::occ_sim::Account;
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";

@@ -2,8 +2,8 @@
 //! failure: the real coordinator and mailcow-agent against the Authentik and
 //! Mailcow simulators. Every assertion reads what Mailcow would hold.
 
-use reconciler_tests::harness::{Stack, StackOptions};
-use reconciler_tests::mailcow_sim::FailMode;
+use reconciler_testkit::harness::{Stack, StackOptions};
+use reconciler_testkit::mailcow_sim::FailMode;
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";

@@ -4,8 +4,8 @@
 //! Authentik and Mailcow simulators and the occ container; every assertion
 //! reads the targets' state (Mailcow's tables, Nextcloud's accounts).
 
-use reconciler_tests::authentik_sim::{ListFault, Listing};
-use reconciler_tests::harness::{NextcloudContainer, Stack, StackOptions};
+use reconciler_testkit::authentik_sim::{ListFault, Listing};
+use reconciler_testkit::harness::{NextcloudContainer, Stack, StackOptions};
 use serde_json::json;
 
 const INFO: &str = "info@example.com";

@@ -6,8 +6,8 @@
 use tokio::process::Command;
 
 use reconciler_proto::coordinator::{PlanRequest, StatusRequest};
-use reconciler_tests::harness::stack_tokens::ADMIN_TOKEN;
-use reconciler_tests::harness::{Stack, StackOptions};
+use reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN;
+use reconciler_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

@@ -2,7 +2,7 @@
 //! Authentik and Mailcow simulators. Every assertion reads the simulator's
 //! state (what Mailcow would hold), never the coordinator's opinion of it.
 
-use reconciler_tests::harness::{Stack, StackOptions};
+use reconciler_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 
 const INFO: &str = "info@example.com";
@@ -62,7 +62,7 @@ async fn join_grants_and_leave_revokes_only_ours() {
     );
     // No nextcloud-agent in this stack: an app password would have no
     // account to use it, so none is made, and the summary says why.
-    // (tests/tests/e2e/nextcloud.rs covers them with a nextcloud-agent.)
+    // (tests/e2e/suite/nextcloud.rs covers them with a nextcloud-agent.)
     assert!(our_app_passwords(&stack, INFO).is_empty());
     assert!(
         job["summary"]
@@ -349,7 +349,7 @@ async fn bad_input_is_rejected_and_enqueues_nothing() {
             "/reconcile",
             &[(
                 "X-Authentik-Webhook-Token",
-                reconciler_tests::harness::WEBHOOK_TOKEN_FOR_TESTS,
+                reconciler_testkit::harness::WEBHOOK_TOKEN_FOR_TESTS,
             )],
             "{not json".into(),
         )
@@ -388,7 +388,7 @@ async fn bad_input_is_rejected_and_enqueues_nothing() {
                 "Authorization",
                 &format!(
                     "Bearer {}",
-                    reconciler_tests::harness::WEBHOOK_TOKEN_FOR_TESTS
+                    reconciler_testkit::harness::WEBHOOK_TOKEN_FOR_TESTS
                 ),
             )],
             json!({"user": ALICE}).to_string(),

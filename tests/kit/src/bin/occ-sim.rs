@@ -1,4 +1,4 @@
-//! `php occ …` stand-in (see `reconciler_tests::occ_sim`). Installed in the
+//! `php occ …` stand-in (see `reconciler_testkit::occ_sim`). Installed in the
 //! test container as `php`; `php occ <command> <args…>` is what it serves.
 //! State: `$OCC_SIM_STATE` (default `/var/www/html/data/occ-sim.json`).
 
@@ -6,7 +6,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
-use reconciler_tests::occ_sim::{Invocation, State, run};
+use reconciler_testkit::occ_sim::{Invocation, State, run};
 
 fn effective_uid() -> u32 {
     // /proc/self/status: "Uid:\treal\teffective\tsaved\tfs".

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clap::Parser;
-use reconciler_tests::authentik_sim::generate_directory;
-use reconciler_tests::harness::{Stack, StackOptions};
+use reconciler_testkit::authentik_sim::generate_directory;
+use reconciler_testkit::harness::{Stack, StackOptions};
 
 #[derive(Parser)]
 struct Args {

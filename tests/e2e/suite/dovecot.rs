@@ -4,7 +4,7 @@
 //! `doveadm acl get/rights` and a real IMAP login as the grantee.
 
 use reconciler_proto::coordinator::ListOwnedRequest;
-use reconciler_tests::harness::{DovecotContainer, Stack, StackOptions};
+use reconciler_testkit::harness::{DovecotContainer, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";
@@ -317,7 +317,7 @@ async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
     let dead = |()| {
         format!(
             "http://127.0.0.1:{}",
-            reconciler_tests::harness::free_port()
+            reconciler_testkit::harness::free_port()
         )
     };
     let w = world(StackOptions {

@@ -8,8 +8,8 @@ use reconciler_proto::agent::{
 };
 use std::time::{Duration, Instant};
 
-use reconciler_tests::harness::sogo::MemcachedGate;
-use reconciler_tests::harness::{SogoPeers, Stack, StackOptions};
+use reconciler_testkit::harness::sogo::MemcachedGate;
+use reconciler_testkit::harness::{SogoPeers, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.org";

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use reconciler_tests::authentik_sim::{AuthentikSim, AuthentikSimConfig, WebhookConfig};
+use reconciler_testkit::authentik_sim::{AuthentikSim, AuthentikSimConfig, WebhookConfig};
 
 #[derive(Parser)]
 #[command(about = "Simulates Authentik's core users/groups API over HTTP")]

@@ -10,9 +10,9 @@ use reconciler_proto::coordinator::ListOwnedRequest;
 use reconciler_proto::coordinator::coordinator_client::CoordinatorClient;
 use reconciler_runtime::auth::SendToken;
 use reconciler_runtime::secrets::Secret;
-use reconciler_tests::harness::stack_tokens::ADMIN_TOKEN;
-use reconciler_tests::harness::{Service, Stack, StackOptions};
-use reconciler_tests::mailcow_sim::FailMode;
+use reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN;
+use reconciler_testkit::harness::{Service, Stack, StackOptions};
+use reconciler_testkit::mailcow_sim::FailMode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -182,7 +182,7 @@ async fn idle_connections_beyond_the_cap_leave_the_service_reachable() {
             .post(&webhook)
             .header(
                 "X-Authentik-Webhook-Token",
-                reconciler_tests::harness::stack_tokens::WEBHOOK_TOKEN,
+                reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN,
             )
             .json(&event)
             .send()
@@ -286,7 +286,7 @@ async fn a_job_is_shown_only_to_operators() {
         .get(&url)
         .header(
             "X-Reconciler-Admin-Token",
-            reconciler_tests::harness::stack_tokens::WEBHOOK_TOKEN,
+            reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN,
         )
         .send()
         .await

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use reconciler_tests::harness::{
+use reconciler_testkit::harness::{
     DovecotContainer, NextcloudContainer, SogoPeers, Stack, StackOptions,
 };
 use serde_json::{Value, json};
@@ -133,7 +133,7 @@ async fn run(once: bool) -> anyhow::Result<()> {
             "\nThe system keeps running (Ctrl-C stops it):\n  curl -s {}/healthz\n  grpcurl -plaintext {} list\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{}}' {} reconciler.coordinator.v1.Coordinator/Plan\n  logs and the state DB: {}",
             demo.stack.http_url,
             demo.stack.grpc_addr,
-            reconciler_tests::harness::stack_tokens::ADMIN_TOKEN,
+            reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN,
             demo.stack.grpc_addr,
             demo.stack.dir.path().display()
         );

@@ -8,8 +8,8 @@ use reconciler_proto::agent::{
     agent_client::AgentClient, change::Kind,
 };
 use reconciler_proto::markers::ALIAS_COMMENT;
-use reconciler_tests::harness::{Authed, Stack, StackOptions};
-use reconciler_tests::mailcow_sim::{FailMode, SlowMode};
+use reconciler_testkit::harness::{Authed, Stack, StackOptions};
+use reconciler_testkit::mailcow_sim::{FailMode, SlowMode};
 
 const INFO: &str = "info@example.com";
 const ALICE: &str = "alice@example.com";
@@ -543,7 +543,7 @@ async fn old_and_re_escaped_names_are_recognised_as_ours() {
                 "{}/api/v1/edit/app-passwd",
                 stack.mailcow.base_url()
             ))
-            .header("X-API-Key", reconciler_tests::harness::MAILCOW_KEY)
+            .header("X-API-Key", reconciler_testkit::harness::MAILCOW_KEY)
             .header("Content-Type", "application/json")
             .body(format!(
                 r#"{{"items":[{id}],"attr":{{"username":"{INFO}"}}}}"#

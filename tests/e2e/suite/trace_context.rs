@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use reconciler_tests::harness::{Stack, StackOptions, free_port};
+use reconciler_testkit::harness::{Stack, StackOptions, free_port};
 use serde_json::json;
 
 /// service.name → trace ids seen.

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use reconciler_tests::harness::{DovecotContainer, Stack, StackOptions};
+use reconciler_testkit::harness::{DovecotContainer, Stack, StackOptions};
 use serde_json::json;
 
 #[derive(Parser)]
