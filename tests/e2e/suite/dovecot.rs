@@ -4,7 +4,7 @@
 //! `doveadm acl get/rights` and a real IMAP login as the grantee.
 
 use reconciler_proto::coordinator::ListOwnedRequest;
-use reconciler_testkit::harness::{DovecotContainer, Stack, StackOptions};
+use reconciler_testkit::harness::{DovecotContainer, RefusedPort, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";
@@ -314,17 +314,12 @@ async fn an_invalid_right_is_a_per_group_error_not_a_crash() {
 /// ACLs and send-as right. One target never holds back the others.
 #[tokio::test]
 async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
-    let dead = |()| {
-        format!(
-            "http://127.0.0.1:{}",
-            reconciler_testkit::harness::free_port()
-        )
-    };
+    let (sogo, nextcloud) = (RefusedPort::new(), RefusedPort::new());
     let w = world(StackOptions {
         max_attempts: 1,
         coordinator_env: vec![
-            ("SOGO_AGENT_URL".into(), dead(())),
-            ("NEXTCLOUD_AGENT_URL".into(), dead(())),
+            ("SOGO_AGENT_URL".into(), sogo.url()),
+            ("NEXTCLOUD_AGENT_URL".into(), nextcloud.url()),
         ],
         ..StackOptions::default()
     })

@@ -428,3 +428,50 @@ async fn a_retried_job_counts_the_changes_of_every_attempt() {
         "{summary}"
     );
 }
+
+/// Hygiene at the edges (issue 9, item 8): `GET /jobs/<id>` serves the
+/// summary as a JSON object (no JSON string inside JSON; `null` until an
+/// attempt reports), and logs written to a file carry no colour codes. The
+/// binaries listen where they announced they would (port 0, then
+/// `LISTEN_ADDR_FILE`), which their logs confirm.
+#[tokio::test]
+async fn a_job_summary_is_an_object_and_logs_to_a_file_are_plain() {
+    let mut stack = Stack::start(StackOptions::default()).await;
+    stack.start_coordinator(0).await;
+    let (status, reply) = stack
+        .post(
+            "/reconcile-all",
+            &[("X-Reconciler-Admin-Token", ADMIN_TOKEN)],
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["job_id"].as_i64().unwrap();
+    let queued = stack.job(id).await;
+    assert_eq!(queued["state"], "queued", "no worker runs it: {queued}");
+    assert_eq!(queued["summary"], Value::Null, "{queued}");
+
+    stack.coordinator.kill();
+    stack.start_coordinator(2).await;
+    let job = stack.wait_job(id).await;
+    stack.expect_done(&job).await;
+    assert!(job["summary"].is_object(), "{job}");
+    assert_eq!(job["summary"]["attempts_reported"], 1, "{job}");
+
+    for service in [&stack.coordinator, &stack.agent] {
+        let logs = service.logs();
+        assert!(!logs.is_empty(), "{} logged nothing", service.name);
+        assert!(
+            !logs.contains('\u{1b}'),
+            "{} wrote escape codes to a file:\n{logs}",
+            service.name
+        );
+    }
+    let http = stack.http_url.trim_start_matches("http://").to_owned();
+    for addr in [&http, &stack.grpc_addr, &stack.agent_addr] {
+        assert!(!addr.ends_with(":0"), "{addr}");
+    }
+    let coordinator = stack.coordinator.logs();
+    assert!(coordinator.contains(&http), "{coordinator}");
+    assert!(coordinator.contains(&stack.grpc_addr), "{coordinator}");
+}

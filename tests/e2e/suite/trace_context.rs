@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use reconciler_testkit::harness::{Stack, StackOptions, free_port};
+use reconciler_testkit::harness::{Stack, StackOptions};
 use serde_json::json;
 
 /// service.name → trace ids seen.
@@ -57,17 +57,18 @@ impl TraceService for Collector {
 #[tokio::test]
 async fn one_trace_spans_coordinator_and_agent() {
     let seen: Seen = Arc::default();
-    let port = free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let collector = TraceServiceServer::new(Collector(seen.clone()));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(collector)
-            .serve(format!("127.0.0.1:{port}").parse().unwrap()),
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let otel = vec![
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-            format!("http://127.0.0.1:{port}"),
+            format!("http://{addr}"),
         ),
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
     ];

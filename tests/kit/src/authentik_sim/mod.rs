@@ -211,6 +211,11 @@ impl AuthentikSim {
         format!("http://{}", self.addr)
     }
 
+    /// The address it listens on (the port it got when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The configuration the simulator runs with.
     pub fn config(&self) -> &AuthentikSimConfig {
         &self.shared.config

@@ -11,6 +11,8 @@ use reconciler_testkit::authentik_sim::{AuthentikSim, AuthentikSimConfig, Webhoo
 #[derive(Parser)]
 #[command(about = "Simulates Authentik's core users/groups API over HTTP")]
 struct Args {
+    /// Port 0 takes a free port; the address is printed and, when
+    /// `LISTEN_ADDR_FILE` is set, written there as `http <address>`.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// The API token clients must send as `Authorization: Bearer <token>`.
@@ -49,6 +51,7 @@ fn parse_header(raw: &str) -> Result<(String, String), String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let config = AuthentikSimConfig {
@@ -69,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         let created = sim.seed(seed).context("--seed")?;
         println!("seeded: {created}");
     }
+    // With `--listen …:0`: the port it got, for whoever started it.
+    reconciler_runtime::announce::announce("http", sim.addr())
+        .context(reconciler_runtime::announce::LISTEN_ADDR_FILE)?;
     println!("authentik-sim listening on {}", sim.base_url());
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -12,6 +12,8 @@ use reconciler_testkit::mailcow_sim::{MailcowSim, MailcowSimConfig};
 #[derive(Parser)]
 #[command(about = "Simulates Mailcow's /api/v1 (aliases, sender_acl, app passwords) over HTTP")]
 struct Args {
+    /// Port 0 takes a free port; the address is printed and, when
+    /// `LISTEN_ADDR_FILE` is set, written there as `http <address>`.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
     /// The read/write API key clients send as `X-API-Key`.
@@ -39,6 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let config = MailcowSimConfig {
@@ -56,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         let created = sim.seed(seed).context("--seed")?;
         eprintln!("seeded: {created}");
     }
+    // With `--listen …:0`: the port it got, for whoever started it.
+    reconciler_runtime::announce::announce("http", sim.addr())
+        .context(reconciler_runtime::announce::LISTEN_ADDR_FILE)?;
     println!("mailcow-sim listening on {}", sim.base_url());
     tokio::signal::ctrl_c().await?;
     Ok(())

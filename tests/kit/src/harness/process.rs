@@ -1,9 +1,16 @@
 //! Child processes that are killed when dropped, with logs kept on disk.
+//!
+//! Services are started with listen addresses on port 0 and tell which port
+//! they got through `LISTEN_ADDR_FILE` (`reconciler_runtime::announce`):
+//! [`Service::listeners`] waits for those lines.
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use reconciler_runtime::announce::{self, LISTEN_ADDR_FILE};
 
 /// Where the workspace's binaries are: `RECONCILER_BIN_DIR`, else the cargo
 /// target directory this test binary was built into.
@@ -20,23 +27,21 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
-
 /// A running service binary. Killed (SIGKILL) on drop.
 pub struct Service {
     pub name: String,
     child: Option<Child>,
     pub log: PathBuf,
+    /// Where it announces its listeners (`LISTEN_ADDR_FILE`), fresh for
+    /// every start.
+    addr_file: PathBuf,
 }
 
 impl Service {
+    /// Starts `bin_dir()/<name>` with `envs` (and `LISTEN_ADDR_FILE`), its
+    /// output appended to `<log_dir>/<name>.log`.
     pub fn spawn(name: &str, envs: &[(String, String)], log_dir: &Path) -> Self {
+        static STARTS: AtomicU64 = AtomicU64::new(0);
         let binary = bin_dir().join(name);
         assert!(
             binary.exists(),
@@ -49,11 +54,15 @@ impl Service {
             .append(true)
             .open(&log)
             .expect("open log file");
+        let start = STARTS.fetch_add(1, Ordering::Relaxed);
+        let addr_file = log_dir.join(format!("{name}.{start}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(&binary)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .envs(envs.iter().map(|(k, v)| (k, v)))
+            .env(LISTEN_ADDR_FILE, &addr_file)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file)
@@ -63,6 +72,7 @@ impl Service {
             name: name.to_owned(),
             child: Some(child),
             log,
+            addr_file,
         }
     }
 
@@ -99,12 +109,26 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until `addr` accepts TCP connections, or panics with the logs.
-    pub async fn wait_for_port(&mut self, addr: &str, deadline: Duration) {
+    /// The addresses the service announced for `labels` (e.g. `["http",
+    /// "grpc"]`), in that order, once it has bound them all: it listens from
+    /// then on. Panics with the logs if it exits first or takes longer than
+    /// `deadline`.
+    pub async fn listeners(&mut self, labels: &[&str], deadline: Duration) -> Vec<SocketAddr> {
         let start = Instant::now();
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
+            let text = std::fs::read_to_string(&self.addr_file).unwrap_or_default();
+            let announced = announce::parse(&text);
+            let found: Option<Vec<SocketAddr>> = labels
+                .iter()
+                .map(|label| {
+                    announced
+                        .iter()
+                        .find(|(l, _)| l == label)
+                        .map(|(_, addr)| *addr)
+                })
+                .collect();
+            if let Some(addrs) = found {
+                return addrs;
             }
             assert!(
                 self.is_running(),
@@ -114,12 +138,17 @@ impl Service {
             );
             assert!(
                 start.elapsed() < deadline,
-                "{} did not listen on {addr} within {deadline:?}:\n{}",
+                "{} did not announce {labels:?} within {deadline:?} (announced: {text:?}):\n{}",
                 self.name,
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The one address announced as `label`, as `host:port`.
+    pub async fn listener(&mut self, label: &str, deadline: Duration) -> String {
+        self.listeners(&[label], deadline).await[0].to_string()
     }
 }
 
@@ -130,6 +159,7 @@ impl Service {
             name: String::new(),
             child: None,
             log: PathBuf::new(),
+            addr_file: PathBuf::new(),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::process::free_port;
+use super::ports;
 
 pub const DB_USER: &str = "sogo";
 pub const DB_PASSWORD: &str = "sogo-test-pw";
@@ -24,7 +24,8 @@ pub struct SogoPeers {
     sogod: Option<std::process::Child>,
     pub mysql_port: u16,
     pub memcached_port: u16,
-    sogod_port: u16,
+    /// Known once [`SogoPeers::start_sogod`] has run.
+    sogod_port: Option<u16>,
 }
 
 /// Output of a command.
@@ -84,44 +85,10 @@ impl SogoPeers {
         .await;
         drop(bootstrap);
         assert_eq!(install.code, 0, "mariadb-install-db: {install:?}");
-        let mysql_port = free_port();
-        let socket = dir.path().join("mysql.sock");
-        let mariadb = Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                "--user=root",
-                &format!("--port={mysql_port}"),
-                "--bind-address=127.0.0.1",
-                &format!("--socket={}", socket.display()),
-                "--skip-log-bin",
-                &format!("--tmpdir={tmp_env}"),
-                "--innodb-buffer-pool-size=16M",
-                // Short lock waits so lock-conflict tests stay short.
-                "--innodb-lock-wait-timeout=5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("mariadb.log")).expect("log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mariadbd");
-        let memcached_port = free_port();
-        let memcached = Command::new("memcached")
-            .args([
-                "-u",
-                "root",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &memcached_port.to_string(),
-                "-U",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start memcached");
+        let ((mariadb, mysql_port), (memcached, memcached_port)) = tokio::join!(
+            start_mariadb(dir.path(), &data, &tmp_env),
+            start_memcached(dir.path())
+        );
         let peers = Self {
             dir,
             mariadb,
@@ -129,9 +96,8 @@ impl SogoPeers {
             sogod: None,
             mysql_port,
             memcached_port,
-            sogod_port: free_port(),
+            sogod_port: None,
         };
-        peers.wait_for_mariadb().await;
         peers
             .root_sql(&format!(
                 "CREATE DATABASE sogo CHARACTER SET utf8mb4;
@@ -149,29 +115,8 @@ impl SogoPeers {
         peers
     }
 
-    async fn wait_for_mariadb(&self) {
-        let start = Instant::now();
-        loop {
-            let ping = run(
-                "mariadb-admin",
-                &["--no-defaults", "-S", &self.socket(), "-u", "root", "ping"],
-                &[],
-            )
-            .await;
-            if ping.code == 0 {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "MariaDB did not start: {}",
-                std::fs::read_to_string(self.dir.path().join("mariadb.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     fn socket(&self) -> String {
-        self.dir.path().join("mysql.sock").display().to_string()
+        mariadb_socket(self.dir.path())
     }
 
     /// What the sogo-agent is given (`SOGO_DB_URL`).
@@ -356,12 +301,16 @@ impl SogoPeers {
         serde_json::from_str(json).expect("sogo-tool printed JSON")
     }
 
-    /// Starts `sogod` (as the sogo user, in its own process group).
+    /// Starts `sogod` (as the sogo user, in its own process group) on a
+    /// port of the kernel's choosing, and returns once it answers HTTP.
     pub async fn start_sogod(&mut self) {
         let logs = self.dir.path().join("sogod");
         std::fs::create_dir_all(&logs).expect("log dir");
         chmod(&logs, 0o777);
         let config = self.config_file().display().to_string();
+        let log = logs.join("sogod.log");
+        let pid_file = logs.join("sogod.pid");
+        let _ = std::fs::remove_file(&pid_file);
         let child = std::process::Command::new("runuser")
             .args([
                 "-u",
@@ -373,13 +322,13 @@ impl SogoPeers {
                 "-WOWorkersCount",
                 "1",
                 "-WOPort",
-                &format!("127.0.0.1:{}", self.sogod_port),
+                "127.0.0.1:0",
                 "-WONoDetach",
                 "YES",
                 "-WOLogFile",
-                &logs.join("sogod.log").display().to_string(),
+                &log.display().to_string(),
                 "-WOPidFile",
-                &logs.join("sogod.pid").display().to_string(),
+                &pid_file.display().to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -387,11 +336,31 @@ impl SogoPeers {
             .spawn()
             .expect("start sogod");
         self.sogod = Some(child);
+        let sogod_log = || std::fs::read_to_string(&log).unwrap_or_default();
         let start = Instant::now();
+        let deadline = Duration::from_secs(60);
+        // sogod does not say which port it got; the kernel does: the
+        // listening socket of the watchdog process (its pid file names it).
+        let port = loop {
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if let Some(port) = pid.and_then(|pid| ports::listening_ports(pid).first().copied()) {
+                break port;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "sogod did not listen: {}",
+                sogod_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.sogod_port = Some(port);
+        // Listening is not serving: a worker must be up.
         let client = reqwest::Client::new();
         loop {
             let ok = client
-                .get(format!("http://127.0.0.1:{}/SOGo/", self.sogod_port))
+                .get(format!("http://127.0.0.1:{port}/SOGo/"))
                 .send()
                 .await
                 .is_ok();
@@ -399,12 +368,18 @@ impl SogoPeers {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < deadline,
                 "sogod did not start: {}",
-                std::fs::read_to_string(logs.join("sogod.log")).unwrap_or_default()
+                sogod_log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// sogod's base URL; it must have been started.
+    fn sogod_base(&self) -> String {
+        let port = self.sogod_port.expect("start_sogod first");
+        format!("http://127.0.0.1:{port}/SOGo")
     }
 
     /// Logs in to sogod as `uid` and returns `Mail/mailAccounts`: the
@@ -414,7 +389,7 @@ impl SogoPeers {
             .cookie_store(true)
             .build()
             .expect("client");
-        let base = format!("http://127.0.0.1:{}/SOGo", self.sogod_port);
+        let base = self.sogod_base();
         let login = client
             .post(format!("{base}/connect"))
             .json(&serde_json::json!({"userName": uid, "password": "pw", "rememberLogin": 0}))
@@ -490,6 +465,111 @@ impl Drop for SogoPeers {
         }
         let _ = self.memcached.start_kill();
         let _ = self.mariadb.start_kill();
+    }
+}
+
+fn mariadb_socket(dir: &Path) -> String {
+    dir.join("mysql.sock").display().to_string()
+}
+
+/// Starts MariaDB on loopback and returns it with its TCP port once it
+/// answers. MariaDB cannot bind port 0 (it reads it as 3306), so it is
+/// offered ports below the kernel's ephemeral range (where every port-0
+/// listener and outgoing connection gets its port) until it binds one: it
+/// exits when the port is taken, so the server that answers owns its port.
+/// Nothing relies on a port staying free.
+async fn start_mariadb(dir: &Path, data: &Path, tmp: &str) -> (Child, u16) {
+    let socket = mariadb_socket(dir);
+    let log_path = dir.join("mariadb.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    for _ in 0..20 {
+        let port = below_ephemeral_range();
+        let mut mariadb = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                "--user=root",
+                &format!("--port={port}"),
+                "--bind-address=127.0.0.1",
+                &format!("--socket={socket}"),
+                "--skip-log-bin",
+                &format!("--tmpdir={tmp}"),
+                "--innodb-buffer-pool-size=16M",
+                // Short lock waits so lock-conflict tests stay short.
+                "--innodb-lock-wait-timeout=5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mariadbd");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = mariadb.try_wait() {
+                let log = log();
+                assert!(
+                    log.contains("Bind on TCP/IP port"),
+                    "mariadbd exited ({status}): {log}"
+                );
+                break; // The port was taken: offer another.
+            }
+            // The TCP port is bound before the socket answers.
+            let ping = run(
+                "mariadb-admin",
+                &["--no-defaults", "-S", &socket, "-u", "root", "ping"],
+                &[],
+            )
+            .await;
+            if ping.code == 0 {
+                return (mariadb, port);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "MariaDB did not start: {}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("MariaDB found no free port in 20 tries: {}", log());
+}
+
+/// A port below the kernel's ephemeral range (`ip_local_port_range`).
+fn below_ephemeral_range() -> u16 {
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    rand::rng().random_range(10_000..low.max(10_001))
+}
+
+/// Starts memcached on a port of the kernel's choosing (`-p -1`) and returns
+/// it with the port it announced in `MEMCACHED_PORT_FILENAME`.
+async fn start_memcached(dir: &Path) -> (Child, u16) {
+    let port_file = dir.join("memcached.ports");
+    let mut memcached = Command::new("memcached")
+        .args(["-u", "root", "-l", "127.0.0.1", "-p", "-1", "-U", "0"])
+        .env("MEMCACHED_PORT_FILENAME", &port_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start memcached");
+    let start = Instant::now();
+    loop {
+        // Written (by rename) once memcached listens.
+        if let Some(port) = ports::memcached_port(&port_file) {
+            return (memcached, port);
+        }
+        if let Ok(Some(status)) = memcached.try_wait() {
+            panic!("memcached exited: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "memcached did not announce its port"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

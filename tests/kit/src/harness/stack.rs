@@ -1,5 +1,7 @@
 //! The whole system on loopback: Authentik and Mailcow simulators in this
 //! process, the real mailcow-agent and coordinator binaries as children.
+//! Everything listens on port 0: the simulators' addresses are read from
+//! their listeners, the binaries announce theirs ([`Service::listeners`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::process::{Service, free_port};
+use super::process::Service;
 use crate::authentik_sim::{AuthentikSim, AuthentikSimConfig};
 use crate::mailcow_sim::{MailcowSim, MailcowSimConfig};
 
@@ -43,6 +45,8 @@ pub struct StackOptions {
     pub agent_env: Vec<(String, String)>,
     /// How long [`Stack::wait_job`] waits before failing the test.
     pub job_timeout: Duration,
+    /// How long a binary may take to start listening.
+    pub start_timeout: Duration,
     /// Start a sogo-agent with this environment (`SOGO_DB_URL`,
     /// `MEMCACHED_ADDR`, …) and point the coordinator at it.
     pub sogo_agent_env: Option<Vec<(String, String)>>,
@@ -60,6 +64,7 @@ impl Default for StackOptions {
             coordinator_env: Vec::new(),
             agent_env: Vec::new(),
             job_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
             sogo_agent_env: None,
             nextcloud_agent_env: None,
         }
@@ -71,6 +76,8 @@ pub struct Stack {
     pub mailcow: MailcowSim,
     pub agent: Service,
     pub coordinator: Service,
+    /// The coordinator's HTTP and gRPC addresses; a restart
+    /// ([`Stack::start_coordinator`]) gets new ones.
     pub http_url: String,
     pub grpc_addr: String,
     pub agent_addr: String,
@@ -83,28 +90,43 @@ pub struct Stack {
     http: reqwest::Client,
 }
 
-/// Starts an optional agent binary with `env` on a free loopback port.
+/// Starts an agent binary with `env` on a loopback port of its choosing;
+/// returns it and the address it listens on.
+async fn start_agent(
+    binary: &str,
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> (Service, String) {
+    let mut all = vec![
+        ("AGENT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("AGENT_TOKEN".to_owned(), AGENT_TOKEN.to_owned()),
+    ];
+    all.extend(env.iter().cloned());
+    let mut service = Service::spawn(binary, &all, dir);
+    let addr = service.listener("grpc", timeout).await;
+    (service, addr)
+}
+
+/// The same for an agent the options may leave out.
 async fn optional_agent(
     binary: &str,
     env: Option<&[(String, String)]>,
     dir: &std::path::Path,
+    timeout: Duration,
 ) -> (Option<Service>, Option<String>) {
-    let Some(extra) = env else {
-        return (None, None);
-    };
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut env = vec![
-        ("AGENT_LISTEN".to_owned(), addr.clone()),
-        ("AGENT_TOKEN".to_owned(), AGENT_TOKEN.to_owned()),
-    ];
-    env.extend(extra.iter().cloned());
-    let mut service = Service::spawn(binary, &env, dir);
-    service.wait_for_port(&addr, Duration::from_secs(30)).await;
-    (Some(service), Some(addr))
+    match env {
+        Some(env) => {
+            let (service, addr) = start_agent(binary, env, dir, timeout).await;
+            (Some(service), Some(addr))
+        }
+        None => (None, None),
+    }
 }
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
+/// Port 0 on loopback: the kernel picks a free port.
+fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 impl Stack {
@@ -114,7 +136,7 @@ impl Stack {
                 max_page_size: options.authentik_max_page_size,
                 ..AuthentikSimConfig::default()
             },
-            loopback(0),
+            loopback_any(),
         )
         .await
         .expect("start Authentik simulator");
@@ -126,41 +148,41 @@ impl Stack {
                 skip_ip_check: false,
                 omit_sender_acl: false,
             },
-            loopback(0),
+            loopback_any(),
         )
         .await
         .expect("start Mailcow simulator");
         let dir = tempfile::tempdir().expect("temp dir");
-        let agent_addr = format!("127.0.0.1:{}", free_port());
         let mut agent_env: Vec<(String, String)> = vec![
             ("MAILCOW_URL".into(), mailcow.base_url()),
             ("MAILCOW_API_KEY".into(), MAILCOW_KEY.into()),
-            ("AGENT_LISTEN".into(), agent_addr.clone()),
-            ("AGENT_TOKEN".into(), AGENT_TOKEN.into()),
         ];
         agent_env.extend(options.agent_env.iter().cloned());
-        let mut agent = Service::spawn("mailcow-agent", &agent_env, dir.path());
-        agent
-            .wait_for_port(&agent_addr, Duration::from_secs(30))
-            .await;
-        let (sogo_agent, sogo_agent_addr) =
-            optional_agent("sogo-agent", options.sogo_agent_env.as_deref(), dir.path()).await;
+        let timeout = options.start_timeout;
+        let (agent, agent_addr) =
+            start_agent("mailcow-agent", &agent_env, dir.path(), timeout).await;
+        let (sogo_agent, sogo_agent_addr) = optional_agent(
+            "sogo-agent",
+            options.sogo_agent_env.as_deref(),
+            dir.path(),
+            timeout,
+        )
+        .await;
         let (nextcloud_agent, nextcloud_agent_addr) = optional_agent(
             "nextcloud-agent",
             options.nextcloud_agent_env.as_deref(),
             dir.path(),
+            timeout,
         )
         .await;
-        let http_port = free_port();
-        let grpc_port = free_port();
         let placeholder = Service::placeholder();
         let mut stack = Self {
             authentik,
             mailcow,
             agent,
             coordinator: placeholder,
-            http_url: format!("http://127.0.0.1:{http_port}"),
-            grpc_addr: format!("127.0.0.1:{grpc_port}"),
+            http_url: String::new(),
+            grpc_addr: String::new(),
             agent_addr,
             sogo_agent,
             sogo_agent_addr,
@@ -203,10 +225,9 @@ impl Stack {
     }
 
     fn coordinator_env(&self, workers: usize) -> Vec<(String, String)> {
-        let http = self.http_url.trim_start_matches("http://").to_owned();
         let mut env: Vec<(String, String)> = vec![
-            ("HTTP_LISTEN".into(), http),
-            ("GRPC_LISTEN".into(), self.grpc_addr.clone()),
+            ("HTTP_LISTEN".into(), loopback_any().to_string()),
+            ("GRPC_LISTEN".into(), loopback_any().to_string()),
             (
                 "STATE_DB_URL".into(),
                 format!("sqlite://{}", self.state_db().display()),
@@ -239,17 +260,18 @@ impl Stack {
         env
     }
 
-    /// (Re)starts the coordinator with `workers` workers (0 = accept only).
+    /// (Re)starts the coordinator with `workers` workers (0 = accept only)
+    /// and returns once it listens; [`Self::http_url`] and
+    /// [`Self::grpc_addr`] then name its new ports.
     pub async fn start_coordinator(&mut self, workers: usize) {
         let env = self.coordinator_env(workers);
         self.coordinator = Service::spawn("coordinator", &env, self.dir.path());
-        let http = self.http_url.trim_start_matches("http://").to_owned();
-        self.coordinator
-            .wait_for_port(&http, Duration::from_secs(30))
+        let addrs = self
+            .coordinator
+            .listeners(&["http", "grpc"], self.options.start_timeout)
             .await;
-        self.coordinator
-            .wait_for_port(&self.grpc_addr.clone(), Duration::from_secs(30))
-            .await;
+        self.http_url = format!("http://{}", addrs[0]);
+        self.grpc_addr = addrs[1].to_string();
     }
 
     /// POSTs to `/reconcile` with the webhook token.

@@ -245,6 +245,11 @@ impl MailcowSim {
         format!("http://{}", self.addr)
     }
 
+    /// The address it listens on (the port it got when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn config(&self) -> &MailcowSimConfig {
         &self.shared.config
     }
