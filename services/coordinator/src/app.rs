@@ -92,7 +92,12 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Config(format!("cannot bind HTTP on {}: {e}", config.http_listen)))?;
-    info!(addr = %config.http_listen, max_connections = config.http_limits.max_connections, "coordinator HTTP listening");
+    // Port 0 names a free port: say which one (reconciler_runtime::announce).
+    let http_addr = listener
+        .local_addr()
+        .and_then(|addr| reconciler_runtime::announce::announce("http", addr).map(|()| addr))
+        .map_err(|e| Error::Config(format!("cannot announce the HTTP listener: {e}")))?;
+    info!(addr = %http_addr, max_connections = config.http_limits.max_connections, "coordinator HTTP listening");
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(serve_http::serve(listener, http, async move {
         http_shutdown.cancelled().await
@@ -109,7 +114,6 @@ pub async fn run(config: Config) -> Result<()> {
     >(router)
     .await
     .map_err(|e| Error::Config(e.to_string()))?;
-    info!(addr = %config.grpc_listen, "coordinator gRPC listening");
     let grpc_shutdown = shutdown.clone();
     let grpc_result = grpc::serve(
         router,

@@ -106,6 +106,7 @@ impl BoundAgent {
     /// Serves until `shutdown` resolves, then finishes the calls in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let addr = self.addr;
+        crate::announce::announce("grpc", addr).map_err(ServeError::Announce)?;
         tracing::info!(%addr, "{} listening", self.name);
         // For people starting the binary by hand, who read stdout.
         println!("{} listening on {addr}", self.name);

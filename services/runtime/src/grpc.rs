@@ -20,6 +20,8 @@ pub enum ServeError {
     },
     #[error("gRPC connection limits: {0}")]
     Limits(String),
+    #[error("cannot announce the gRPC listener's address: {0}")]
+    Announce(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -70,8 +72,9 @@ pub fn server(limits: &ConnectionLimits) -> tonic::transport::Server<tower::laye
 }
 
 /// Binds `addr` first (so a port conflict is reported before anything else
-/// starts) and serves `router` until `shutdown` resolves, under `limits`
-/// (connection cap, handshake deadline: see [`crate::listen`]).
+/// starts), announces the bound address as `grpc` (port 0 names a free one:
+/// see [`crate::announce`]) and serves `router` until `shutdown` resolves,
+/// under `limits` (connection cap, handshake deadline: see [`crate::listen`]).
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
@@ -81,6 +84,11 @@ pub async fn serve(
     let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    crate::announce::announce("grpc", bound).map_err(ServeError::Announce)?;
+    tracing::info!(addr = %bound, "gRPC listening");
     router
         .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
         .await?;

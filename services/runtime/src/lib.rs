@@ -1,5 +1,6 @@
 //! What every reconciler process shares.
 //!
+//! - [`announce`]: each bound listener's address, written to `LISTEN_ADDR_FILE` (for listen addresses with port 0).
 //! - [`telemetry`]: `tracing` setup, with OTLP export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`propagation`]: W3C trace context carried in gRPC metadata, both directions.
 //! - [`grpc`]: the server scaffold every service uses (health, reflection v1 and v1alpha).
@@ -10,6 +11,7 @@
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
 
+pub mod announce;
 pub mod agent;
 pub mod auth;
 #[cfg(feature = "exec")]

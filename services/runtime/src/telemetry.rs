@@ -1,9 +1,13 @@
 //! Logging and tracing setup.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`; `LOG_FORMAT=json` for JSON
-//! lines). Spans always carry OpenTelemetry trace ids, so audit rows and log
-//! lines can name the trace; they are exported over OTLP/gRPC only when the
-//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! lines), coloured only when stderr is a terminal: journald, a container
+//! runtime or a log file get plain text without escape codes. Spans always
+//! carry OpenTelemetry trace ids, so audit rows and log lines can name the
+//! trace; they are exported over OTLP/gRPC only when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
@@ -54,7 +58,11 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init()
     };
     result.map_err(|e| TelemetryError(e.to_string()))?;

@@ -34,6 +34,9 @@ pub struct JobRow {
     pub attempts: i64,
     pub trigger: String,
     pub last_error: String,
+    /// The stored summary ([`summary::combine`]): JSON text, or empty until
+    /// an attempt has reported; served as the object it holds.
+    #[serde(serialize_with = "summary::serialize_stored")]
     pub summary: String,
 }
 

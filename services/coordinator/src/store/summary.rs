@@ -46,6 +46,23 @@ pub fn combine(previous: &str, attempt: &str) -> String {
     total.to_string()
 }
 
+/// Serializes a stored summary as the JSON object it holds (`GET
+/// /jobs/<id>`), not as a string of JSON; `null` until an attempt has
+/// reported. A stored summary that does not parse is an error, never shown
+/// as something else.
+pub fn serialize_stored<S: serde::Serializer>(
+    stored: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    if stored.is_empty() {
+        return serializer.serialize_none();
+    }
+    serde_json::from_str::<Value>(stored)
+        .map_err(|e| serde::ser::Error::custom(format!("stored job summary: {e}")))?
+        .serialize(serializer)
+}
+
 /// Adds `more` into `total`: numbers sum, objects merge key by key, lists
 /// gain the entries they lack, anything else takes the newer value.
 fn add(total: &mut Value, more: Value) {
@@ -107,6 +124,28 @@ mod tests {
         assert_eq!(summary["warnings"], json!(["w1", "w2"]));
         assert_eq!(summary["attempts_reported"], 2);
         assert_eq!(summary["last_attempt"], second);
+    }
+
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        #[serde(serialize_with = "serialize_stored")]
+        summary: &'a str,
+    }
+
+    #[test]
+    fn a_stored_summary_is_served_as_an_object_and_none_as_null() {
+        let stored = combine("", &json!({"warnings": ["w1"]}).to_string());
+        let row = serde_json::to_value(Row { summary: &stored }).unwrap();
+        assert_eq!(row["summary"]["warnings"], json!(["w1"]));
+        assert_eq!(row["summary"]["attempts_reported"], 1);
+        let row = serde_json::to_value(Row { summary: "" }).unwrap();
+        assert_eq!(row, json!({"summary": null}));
+        assert!(
+            serde_json::to_value(Row {
+                summary: "{not json"
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,429 @@
+//! End to end against a real Dovecot 2.3 in a container: the real
+//! coordinator and mailcow-agent (doveadm through the Docker API), with the
+//! Mailcow and Authentik simulators. Assertions read Dovecot itself:
+//! `doveadm acl get/rights` and a real IMAP login as the grantee.
+
+use reconciler_proto::coordinator::ListOwnedRequest;
+use reconciler_testkit::harness::{DovecotContainer, RefusedPort, Stack, StackOptions};
+use serde_json::{Value, json};
+
+const INFO: &str = "info@example.com";
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+const SHARED_INBOX: &str = "Shared/info@example.com/INBOX";
+/// Every folder of info@: the auto-created specials plus a nested pair.
+const FOLDERS: [&str; 6] = [
+    "INBOX",
+    "Sent",
+    "Drafts",
+    "Trash",
+    "Projects",
+    "Projects/2026",
+];
+
+struct World {
+    dovecot: DovecotContainer,
+    stack: Stack,
+    alice: i64,
+    group: String,
+}
+
+async fn world(options: StackOptions) -> World {
+    let dovecot = DovecotContainer::start(&[
+        (INFO, "info-pass"),
+        (ALICE, "alice-pass"),
+        (BOB, "bob-pass"),
+    ])
+    .await;
+    dovecot.create_folder(INFO, "Projects").await;
+    dovecot.create_folder(INFO, "Projects/2026").await;
+    // A person shared INBOX with bob by hand (as SOGo's "Sharing…" would).
+    let set = dovecot
+        .doveadm(&[
+            "acl",
+            "set",
+            "-u",
+            INFO,
+            "INBOX",
+            "user=bob@example.com",
+            "lookup",
+            "read",
+        ])
+        .await;
+    assert_eq!(set.code, 0, "{set:?}");
+
+    let mut agent_env = vec![("DOVECOT_CONTAINER".to_owned(), dovecot.name.clone())];
+    agent_env.extend(options.agent_env.iter().cloned());
+    let stack = Stack::start(StackOptions {
+        agent_env,
+        ..options
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    for mbox in [INFO, ALICE, BOB] {
+        stack.mailcow.add_mailbox(mbox);
+    }
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let group = stack.authentik.add_group(
+        "support",
+        json!({"reconciler": {"shared_mailbox": INFO, "access": "read"}}),
+    );
+    World {
+        dovecot,
+        stack,
+        alice,
+        group,
+    }
+}
+
+impl World {
+    async fn join(&self, event: &str) -> Value {
+        self.stack.authentik.add_member(&self.group, self.alice);
+        let job = self
+            .stack
+            .webhook_and_wait(&Stack::group_event(&self.group, event))
+            .await;
+        self.stack.expect_done(&job).await;
+        job
+    }
+
+    async fn alice_entry(&self, folder: &str) -> Option<String> {
+        self.dovecot
+            .acl(INFO, folder)
+            .await
+            .into_iter()
+            .find(|(id, _)| id == "user=alice@example.com")
+            .map(|(_, rights)| rights)
+    }
+
+    async fn bob_keeps_his_entry(&self) {
+        let inbox = self.dovecot.acl(INFO, "INBOX").await;
+        assert!(
+            inbox.contains(&("user=bob@example.com".into(), "lookup read".into())),
+            "a person's entry survives: {inbox:?}"
+        );
+    }
+}
+
+fn summary(job: &Value) -> Value {
+    job["summary"].clone()
+}
+
+#[tokio::test]
+async fn grant_reaches_every_folder_and_imap_then_leaving_revokes_it() {
+    let w = world(StackOptions::default()).await;
+    let job = w.join("evt-join").await;
+
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "alice's entry on {folder}"
+        );
+    }
+    let rights = w.dovecot.rights(ALICE, SHARED_INBOX).await;
+    assert_eq!(rights.code, 0, "{rights:?}");
+    assert!(rights.stdout.contains("lookup read"), "{rights:?}");
+    let mut imap = w.dovecot.imap(ALICE, "alice-pass").await;
+    let listed = imap.list().await;
+    for folder in FOLDERS {
+        let shared = format!("Shared/info@example.com/{folder}");
+        assert!(listed.contains(&shared), "{shared} in {listed:?}");
+    }
+    assert!(
+        imap.select(SHARED_INBOX).await,
+        "alice can SELECT the shared INBOX"
+    );
+    w.bob_keeps_his_entry().await;
+
+    // Batched: far fewer execs than folders × grantees (6 folders here).
+    let report = summary(&job);
+    let execs = report["doveadm_execs"].as_u64().unwrap();
+    assert!(
+        execs <= 3,
+        "one observe and one apply exec per owner: {report}"
+    );
+    assert_eq!(report["doveadm_acl_writes"], 6, "{report}");
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    w.stack.expect_done(&job).await;
+    for folder in FOLDERS {
+        assert_eq!(w.alice_entry(folder).await, None, "revoked on {folder}");
+    }
+    let mut imap = w.dovecot.imap(ALICE, "alice-pass").await;
+    let listed = imap.list().await;
+    assert!(
+        !listed
+            .iter()
+            .any(|m| m.starts_with("Shared/info@example.com")),
+        "nothing shared is listed any more: {listed:?}"
+    );
+    assert!(
+        !imap.select(SHARED_INBOX).await,
+        "SELECT is refused after revoke"
+    );
+    w.bob_keeps_his_entry().await;
+}
+
+#[tokio::test]
+async fn a_second_sweep_writes_nothing_and_new_folders_are_covered_by_the_next() {
+    let w = world(StackOptions::default()).await;
+    w.join("evt-join").await;
+
+    let second = w.stack.sweep().await;
+    assert_eq!(second["state"], "done", "{second}");
+    let report = summary(&second);
+    assert_eq!(report["doveadm_acl_writes"], 0, "in sync: {report}");
+    w.bob_keeps_his_entry().await;
+
+    // A folder made after the grant has no entry until the next sweep.
+    w.dovecot.create_folder(INFO, "Later").await;
+    let third = w.stack.sweep().await;
+    assert_eq!(third["state"], "done", "{third}");
+    assert_eq!(summary(&third)["doveadm_acl_writes"], 1, "{third}");
+    assert_eq!(w.alice_entry("Later").await.as_deref(), Some("lookup read"));
+    w.bob_keeps_his_entry().await;
+}
+
+#[tokio::test]
+async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_converges() {
+    let w = world(StackOptions {
+        // Retries keep coming until Dovecot is back.
+        max_attempts: 100,
+        ..StackOptions::default()
+    })
+    .await;
+    w.dovecot.stop().await;
+
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let (status, reply) = w
+        .stack
+        .webhook(&Stack::group_event(&w.group, "evt-join-while-down"))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["job_id"].as_i64().unwrap();
+
+    let failed_attempt = w.stack.wait_for_failed_attempt(id, "Dovecot is down").await;
+    let report = summary(&failed_attempt);
+    assert!(
+        report["outcomes"]["mailbox_acl.observe.transient"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "reported transient: {failed_attempt}"
+    );
+    let mut coordinator = w.stack.coordinator_client().await;
+    let owned = coordinator
+        .list_owned(ListOwnedRequest {
+            resource: "mailbox_acl".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .objects;
+    assert!(
+        owned.iter().all(|o| o.state != "created"),
+        "nothing is recorded as done while Dovecot is down: {owned:?}"
+    );
+
+    w.dovecot.start_again().await;
+    let job = w.stack.wait_job(id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "{folder}"
+        );
+    }
+    w.bob_keeps_his_entry().await;
+}
+
+/// Local mode (Dovecot without containers): the agent runs its scripts with
+/// its own shell. Here `DOVEADM_COMMAND` reaches the same real Dovecot
+/// through the docker CLI, so the local runner and the command prefix are
+/// what is exercised, against real doveadm output and exit codes.
+#[tokio::test]
+async fn local_mode_grants_and_revokes_through_the_configured_command() {
+    let dovecot = DovecotContainer::start(&[(INFO, "info-pass"), (ALICE, "alice-pass")]).await;
+    let stack = Stack::start(StackOptions {
+        agent_env: vec![
+            ("DOVEADM_MODE".into(), "local".into()),
+            (
+                "DOVEADM_COMMAND".into(),
+                format!("docker exec {} doveadm", dovecot.name),
+            ),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox(INFO);
+    stack.mailcow.add_mailbox(ALICE);
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let group = stack.authentik.add_group(
+        "support",
+        json!({"reconciler": {"shared_mailbox": INFO, "access": ["lookup", "read", "write-seen"]}}),
+    );
+    stack.authentik.add_member(&group, alice);
+    let job = stack
+        .webhook_and_wait(&Stack::group_event(&group, "evt-local-join"))
+        .await;
+    stack.expect_done(&job).await;
+    let rights = dovecot.rights(ALICE, SHARED_INBOX).await;
+    assert!(
+        rights.stdout.contains("lookup read write-seen"),
+        "{rights:?}"
+    );
+
+    stack.authentik.remove_member(&group, alice);
+    let job = stack
+        .webhook_and_wait(&Stack::group_event(&group, "evt-local-leave"))
+        .await;
+    stack.expect_done(&job).await;
+    let inbox = dovecot.acl(INFO, "INBOX").await;
+    assert!(
+        !inbox.iter().any(|(id, _)| id == "user=alice@example.com"),
+        "{inbox:?}"
+    );
+}
+
+/// An explicit rights list with a typo is a clear per-group error: nothing
+/// is granted from that group, and the run itself does not fail.
+#[tokio::test]
+async fn an_invalid_right_is_a_per_group_error_not_a_crash() {
+    let w = world(StackOptions::default()).await;
+    w.stack.authentik.set_group_attributes(
+        &w.group,
+        json!({"reconciler": {"shared_mailbox": INFO, "access": ["lookup", "raed"]}}),
+    );
+    let job = w.join("evt-typo").await;
+    let report = summary(&job);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("raed"), "{report}");
+    assert_eq!(w.alice_entry("INBOX").await, None);
+    w.bob_keeps_his_entry().await;
+}
+
+/// SOGo's and Nextcloud's agents are down: their resources are held and
+/// reported, while the same run grants and then revokes the leaver's folder
+/// ACLs and send-as right. One target never holds back the others.
+#[tokio::test]
+async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
+    let (sogo, nextcloud) = (RefusedPort::new(), RefusedPort::new());
+    let w = world(StackOptions {
+        max_attempts: 1,
+        coordinator_env: vec![
+            ("SOGO_AGENT_URL".into(), sogo.url()),
+            ("NEXTCLOUD_AGENT_URL".into(), nextcloud.url()),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    w.stack.authentik.set_group_attributes(
+        &w.group,
+        json!({"reconciler": {"shared_mailbox": INFO, "access": "read", "send_as": true,
+                              "sogo_delegate": true, "nextcloud_mail": true}}),
+    );
+    // Bob stays, so the leave run still needs SOGo and Nextcloud.
+    let bob = w.stack.authentik.add_user("bob", BOB);
+    w.stack.authentik.add_member(&w.group, bob);
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-join"))
+        .await;
+    let report = summary(&job);
+    assert_eq!(
+        report["outcomes"]["sogo_delegation.observe.transient"], 1,
+        "{job}"
+    );
+    assert_eq!(
+        report["outcomes"]["nextcloud_account.observe.transient"], 1,
+        "{job}"
+    );
+    assert_eq!(w.alice_entry("INBOX").await.as_deref(), Some("lookup read"));
+    assert!(w.stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    assert_eq!(job["state"], "failed", "retried later for SOGo: {job}");
+    for folder in FOLDERS {
+        assert_eq!(w.alice_entry(folder).await, None, "revoked on {folder}");
+    }
+    assert!(!w.stack.mailcow.sender_acl(ALICE).contains(&INFO.to_owned()));
+    w.bob_keeps_his_entry().await;
+}
+
+/// A folder deleted between the coordinator's observation and the agent's
+/// write: doveadm exits 68 ("Can't open mailbox"), and the grant is
+/// reported as not applied there, never as applied or already as asked.
+#[tokio::test]
+async fn a_grant_on_a_folder_deleted_before_apply_is_not_reported_applied() {
+    use reconciler_proto::agent::{
+        ApplyRequest, Change, MailboxAclSet, ObserveRequest, Outcome, change::Kind,
+    };
+    let w = world(StackOptions::default()).await;
+    let mut agent = Stack::agent_client(&w.stack.agent_addr).await;
+    let observed = agent
+        .observe(ObserveRequest {
+            mailbox_acl_owners: vec![INFO.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("observe")
+        .into_inner();
+    let folders: Vec<&str> = observed.mailbox_acls[0]
+        .folders
+        .iter()
+        .map(|f| f.folder.as_str())
+        .collect();
+    assert!(folders.contains(&"Projects/2026"), "{folders:?}");
+
+    // Deleted by its owner in between.
+    let deleted = w
+        .dovecot
+        .doveadm(&["mailbox", "delete", "-u", INFO, "Projects/2026"])
+        .await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+
+    let set = |folder: &str| Change {
+        id: folder.into(),
+        kind: Some(Kind::MailboxAclSet(MailboxAclSet {
+            owner: INFO.into(),
+            grantee: ALICE.into(),
+            rights: vec!["lookup".into(), "read".into()],
+            folders: vec![folder.into()],
+        })),
+    };
+    let results = agent
+        .apply(ApplyRequest {
+            changes: vec![set("Projects/2026"), set("Projects")],
+            dry_run: false,
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .results;
+    let gone = &results[0];
+    assert_eq!(gone.outcome, Outcome::Permanent as i32, "{gone:?}");
+    assert!(gone.message.contains("folder gone"), "{gone:?}");
+    // The folder next to it, still there, got the entry.
+    assert_eq!(results[1].outcome, Outcome::Applied as i32, "{results:?}");
+    assert_eq!(
+        w.alice_entry("Projects").await.as_deref(),
+        Some("lookup read")
+    );
+    let listed = w.dovecot.doveadm(&["mailbox", "list", "-u", INFO]).await;
+    assert!(
+        !listed.stdout.lines().any(|l| l == "Projects/2026"),
+        "no folder was made back: {listed:?}"
+    );
+}

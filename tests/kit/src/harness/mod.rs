@@ -1,0 +1,28 @@
+//! Runs the real coordinator and agent binaries over loopback against
+//! in-process simulators and real peers, for end-to-end tests, the demo and
+//! benchmarks. Every server binds port 0 and reports the port it got: the
+//! binaries announce theirs ([`Service::listeners`]); memcached's and sogod's
+//! are read from memcached and from the kernel ([`ports`]). MariaDB, which
+//! reads port 0 as 3306, is offered ports until it binds one ([`SogoPeers`]).
+
+pub mod dovecot;
+pub mod nextcloud;
+pub mod ports;
+mod process;
+pub mod sogo;
+mod stack;
+
+pub use dovecot::{DovecotContainer, Imap};
+pub use nextcloud::NextcloudContainer;
+pub use ports::RefusedPort;
+pub use process::{Service, bin_dir};
+pub use sogo::SogoPeers;
+pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions};
+
+/// The tokens the test stack configures.
+pub mod stack_tokens {
+    pub use super::stack::{ADMIN_TOKEN, AGENT_TOKEN, WEBHOOK_TOKEN};
+}
+
+/// The webhook token the test stack configures.
+pub const WEBHOOK_TOKEN_FOR_TESTS: &str = stack::WEBHOOK_TOKEN;

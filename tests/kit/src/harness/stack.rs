@@ -1,0 +1,413 @@
+//! The whole system on loopback: Authentik and Mailcow simulators in this
+//! process, the real mailcow-agent and coordinator binaries as children.
+//! Everything listens on port 0: the simulators' addresses are read from
+//! their listeners, the binaries announce theirs ([`Service::listeners`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::process::Service;
+use crate::authentik_sim::{AuthentikSim, AuthentikSimConfig};
+use crate::mailcow_sim::{MailcowSim, MailcowSimConfig};
+
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const MAILCOW_KEY: &str = "ABCDEF-012345-ABCDEF-012345-ABCDEF";
+/// What the coordinator presents to every agent (`AGENT_TOKEN`).
+pub const AGENT_TOKEN: &str = "test-agent-token-0123456789";
+
+/// A gRPC client that presents `token` (and trace context), like the
+/// coordinator does to agents and operators do to the coordinator.
+pub type Authed = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    reconciler_runtime::auth::SendToken,
+>;
+
+async fn authed_channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub authentik_max_page_size: usize,
+    /// Extra coordinator environment.
+    pub coordinator_env: Vec<(String, String)>,
+    /// Extra mailcow-agent environment.
+    pub agent_env: Vec<(String, String)>,
+    /// How long [`Stack::wait_job`] waits before failing the test.
+    pub job_timeout: Duration,
+    /// How long a binary may take to start listening.
+    pub start_timeout: Duration,
+    /// Start a sogo-agent with this environment (`SOGO_DB_URL`,
+    /// `MEMCACHED_ADDR`, …) and point the coordinator at it.
+    pub sogo_agent_env: Option<Vec<(String, String)>>,
+    /// The same for a nextcloud-agent (`NEXTCLOUD_CONTAINER`, …).
+    pub nextcloud_agent_env: Option<Vec<(String, String)>>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            max_attempts: 3,
+            // Small pages so every test crosses page boundaries.
+            authentik_max_page_size: 3,
+            coordinator_env: Vec::new(),
+            agent_env: Vec::new(),
+            job_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
+            sogo_agent_env: None,
+            nextcloud_agent_env: None,
+        }
+    }
+}
+
+pub struct Stack {
+    pub authentik: AuthentikSim,
+    pub mailcow: MailcowSim,
+    pub agent: Service,
+    pub coordinator: Service,
+    /// The coordinator's HTTP and gRPC addresses; a restart
+    /// ([`Stack::start_coordinator`]) gets new ones.
+    pub http_url: String,
+    pub grpc_addr: String,
+    pub agent_addr: String,
+    pub sogo_agent: Option<Service>,
+    pub sogo_agent_addr: Option<String>,
+    pub nextcloud_agent: Option<Service>,
+    pub nextcloud_agent_addr: Option<String>,
+    pub dir: tempfile::TempDir,
+    options: StackOptions,
+    http: reqwest::Client,
+}
+
+/// Starts an agent binary with `env` on a loopback port of its choosing;
+/// returns it and the address it listens on.
+async fn start_agent(
+    binary: &str,
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> (Service, String) {
+    let mut all = vec![
+        ("AGENT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("AGENT_TOKEN".to_owned(), AGENT_TOKEN.to_owned()),
+    ];
+    all.extend(env.iter().cloned());
+    let mut service = Service::spawn(binary, &all, dir);
+    let addr = service.listener("grpc", timeout).await;
+    (service, addr)
+}
+
+/// The same for an agent the options may leave out.
+async fn optional_agent(
+    binary: &str,
+    env: Option<&[(String, String)]>,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> (Option<Service>, Option<String>) {
+    match env {
+        Some(env) => {
+            let (service, addr) = start_agent(binary, env, dir, timeout).await;
+            (Some(service), Some(addr))
+        }
+        None => (None, None),
+    }
+}
+
+/// Port 0 on loopback: the kernel picks a free port.
+fn loopback_any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Self {
+        let authentik = AuthentikSim::start(
+            AuthentikSimConfig {
+                max_page_size: options.authentik_max_page_size,
+                ..AuthentikSimConfig::default()
+            },
+            loopback_any(),
+        )
+        .await
+        .expect("start Authentik simulator");
+        let mailcow = MailcowSim::start(
+            MailcowSimConfig {
+                rw_key: MAILCOW_KEY.into(),
+                ro_key: None,
+                allow_from: vec!["127.0.0.1".into()],
+                skip_ip_check: false,
+                omit_sender_acl: false,
+            },
+            loopback_any(),
+        )
+        .await
+        .expect("start Mailcow simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent_env: Vec<(String, String)> = vec![
+            ("MAILCOW_URL".into(), mailcow.base_url()),
+            ("MAILCOW_API_KEY".into(), MAILCOW_KEY.into()),
+        ];
+        agent_env.extend(options.agent_env.iter().cloned());
+        let timeout = options.start_timeout;
+        let (agent, agent_addr) =
+            start_agent("mailcow-agent", &agent_env, dir.path(), timeout).await;
+        let (sogo_agent, sogo_agent_addr) = optional_agent(
+            "sogo-agent",
+            options.sogo_agent_env.as_deref(),
+            dir.path(),
+            timeout,
+        )
+        .await;
+        let (nextcloud_agent, nextcloud_agent_addr) = optional_agent(
+            "nextcloud-agent",
+            options.nextcloud_agent_env.as_deref(),
+            dir.path(),
+            timeout,
+        )
+        .await;
+        let placeholder = Service::placeholder();
+        let mut stack = Self {
+            authentik,
+            mailcow,
+            agent,
+            coordinator: placeholder,
+            http_url: String::new(),
+            grpc_addr: String::new(),
+            agent_addr,
+            sogo_agent,
+            sogo_agent_addr,
+            nextcloud_agent,
+            nextcloud_agent_addr,
+            dir,
+            options,
+            http: reqwest::Client::new(),
+        };
+        stack.start_coordinator(stack.options.workers).await;
+        stack
+    }
+
+    /// A client for the agent at `addr`, presenting the agent token.
+    pub async fn agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::agent_client::AgentClient<Authed> {
+        reconciler_proto::agent::agent_client::AgentClient::with_interceptor(
+            authed_channel(addr).await,
+            reconciler_runtime::auth::SendToken::new(reconciler_runtime::secrets::Secret::new(
+                AGENT_TOKEN,
+            )),
+        )
+    }
+
+    /// A client for the coordinator's operator service (admin token).
+    pub async fn coordinator_client(
+        &self,
+    ) -> reconciler_proto::coordinator::coordinator_client::CoordinatorClient<Authed> {
+        reconciler_proto::coordinator::coordinator_client::CoordinatorClient::with_interceptor(
+            authed_channel(&self.grpc_addr).await,
+            reconciler_runtime::auth::SendToken::new(reconciler_runtime::secrets::Secret::new(
+                ADMIN_TOKEN,
+            )),
+        )
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn coordinator_env(&self, workers: usize) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("HTTP_LISTEN".into(), loopback_any().to_string()),
+            ("GRPC_LISTEN".into(), loopback_any().to_string()),
+            (
+                "STATE_DB_URL".into(),
+                format!("sqlite://{}", self.state_db().display()),
+            ),
+            ("AUTHENTIK_URL".into(), self.authentik.base_url()),
+            ("AUTHENTIK_TOKEN".into(), "authentik-test-token".into()),
+            ("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()),
+            ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("AGENT_TOKEN".into(), AGENT_TOKEN.into()),
+            (
+                "MAILCOW_AGENT_URL".into(),
+                format!("http://{}", self.agent_addr),
+            ),
+            // Tests trigger sweeps themselves.
+            ("SWEEP_INTERVAL_SECONDS".into(), "0".into()),
+            ("WORKER_CONCURRENCY".into(), workers.to_string()),
+            (
+                "JOB_MAX_ATTEMPTS".into(),
+                self.options.max_attempts.to_string(),
+            ),
+            ("RETRY_BASE_MILLIS".into(), "100".into()),
+        ];
+        if let Some(addr) = &self.sogo_agent_addr {
+            env.push(("SOGO_AGENT_URL".into(), format!("http://{addr}")));
+        }
+        if let Some(addr) = &self.nextcloud_agent_addr {
+            env.push(("NEXTCLOUD_AGENT_URL".into(), format!("http://{addr}")));
+        }
+        env.extend(self.options.coordinator_env.iter().cloned());
+        env
+    }
+
+    /// (Re)starts the coordinator with `workers` workers (0 = accept only)
+    /// and returns once it listens; [`Self::http_url`] and
+    /// [`Self::grpc_addr`] then name its new ports.
+    pub async fn start_coordinator(&mut self, workers: usize) {
+        let env = self.coordinator_env(workers);
+        self.coordinator = Service::spawn("coordinator", &env, self.dir.path());
+        let addrs = self
+            .coordinator
+            .listeners(&["http", "grpc"], self.options.start_timeout)
+            .await;
+        self.http_url = format!("http://{}", addrs[0]);
+        self.grpc_addr = addrs[1].to_string();
+    }
+
+    /// POSTs to `/reconcile` with the webhook token.
+    pub async fn webhook(&self, body: &Value) -> (u16, Value) {
+        self.post(
+            "/reconcile",
+            &[("X-Authentik-Webhook-Token", WEBHOOK_TOKEN)],
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: String) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.http_url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("POST to coordinator");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The shipped Authentik body mapping, for a group membership change.
+    pub fn group_event(group_uuid: &str, event_pk: &str) -> Value {
+        json!({
+            "event_pk": event_pk,
+            "action": "model_updated",
+            "model": {"app": "authentik_core", "model_name": "group",
+                      "pk": group_uuid.replace('-', ""), "name": "group"},
+        })
+    }
+
+    pub fn user_event(user_pk: i64, event_pk: &str) -> Value {
+        json!({
+            "event_pk": event_pk,
+            "action": "model_updated",
+            "model": {"app": "authentik_core", "model_name": "user", "pk": user_pk, "name": "User"},
+        })
+    }
+
+    /// Queues a full sweep and returns its job id.
+    pub async fn request_sweep(&self) -> i64 {
+        let (status, body) = self
+            .post(
+                "/reconcile-all",
+                &[("X-Reconciler-Admin-Token", ADMIN_TOKEN)],
+                String::new(),
+            )
+            .await;
+        assert_eq!(status, 202, "reconcile-all: {body}");
+        body["job_id"].as_i64().expect("job_id")
+    }
+
+    /// Runs a sweep to completion and returns the job.
+    pub async fn sweep(&self) -> Value {
+        let id = self.request_sweep().await;
+        self.wait_job(id).await
+    }
+
+    /// Sends a webhook and waits for its job.
+    pub async fn webhook_and_wait(&self, body: &Value) -> Value {
+        let (status, reply) = self.webhook(body).await;
+        assert_eq!(status, 202, "webhook: {reply}");
+        self.wait_job(reply["job_id"].as_i64().expect("job_id"))
+            .await
+    }
+
+    /// `GET /jobs/<id>` with the admin token.
+    pub async fn job(&self, id: i64) -> Value {
+        self.http
+            .get(format!("{}/jobs/{id}", self.http_url))
+            .header("X-Reconciler-Admin-Token", ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET job")
+            .json()
+            .await
+            .expect("job JSON")
+    }
+
+    /// Polls the job until it is done or failed (never a fixed sleep).
+    pub async fn wait_job(&self, id: i64) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            match job["state"].as_str() {
+                Some("done") | Some("failed") => return job,
+                _ => {}
+            }
+            assert!(
+                start.elapsed() < self.options.job_timeout,
+                "job {id} did not finish: {job}\ncoordinator log:\n{}",
+                self.coordinator.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until an attempt of job `id` has failed and the job is queued
+    /// for a retry; returns the job. `why` says why it cannot succeed yet.
+    pub async fn wait_for_failed_attempt(&self, id: i64, why: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if job["attempts"].as_i64().unwrap_or(0) >= 1 && job["state"] == "queued" {
+                return job;
+            }
+            assert_ne!(job["state"], "done", "cannot succeed while {why}: {job}");
+            assert!(
+                start.elapsed() < self.options.job_timeout,
+                "job {id} never failed an attempt: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the job is done and panics with logs otherwise.
+    pub async fn expect_done(&self, job: &Value) {
+        assert_eq!(
+            job["state"],
+            "done",
+            "job failed: {job}\ncoordinator log:\n{}\nagent log:\n{}",
+            self.coordinator.logs(),
+            self.agent.logs()
+        );
+    }
+}
+
+impl Service {
+    /// Stands in until the first coordinator starts.
+    fn placeholder() -> Self {
+        Self::spawn_none()
+    }
+}
