@@ -11,8 +11,8 @@
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
 
-pub mod announce;
 pub mod agent;
+pub mod announce;
 pub mod auth;
 #[cfg(feature = "exec")]
 pub mod exec;
