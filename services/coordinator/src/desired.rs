@@ -10,6 +10,7 @@ use crate::plan::Resource;
 
 use crate::attributes::{GrantSpec, parse_group_attributes};
 use crate::directory::Directory;
+use crate::ledger::keys;
 
 /// Knobs the desired-state function needs from configuration.
 #[derive(Clone, Debug)]
@@ -126,28 +127,6 @@ impl DesiredState {
     }
 }
 
-/// Ledger key helpers; the planner and the ledger use the same strings.
-pub mod keys {
-    pub fn sender_acl(login: &str, send_as: &str) -> String {
-        format!("{login}|{send_as}")
-    }
-    pub fn app_password(mailbox: &str, name: &str) -> String {
-        format!("{mailbox}|{name}")
-    }
-    pub fn pair(a: &str, b: &str) -> String {
-        format!("{a}|{b}")
-    }
-    /// One folder's ACL entry. The folder goes last: it may contain `|`.
-    pub fn mailbox_acl(owner: &str, grantee: &str, folder: &str) -> String {
-        format!("{owner}|{grantee}|{folder}")
-    }
-    /// `(owner, grantee, folder)` of a [`mailbox_acl`] key.
-    pub fn split_mailbox_acl(key: &str) -> Option<(&str, &str, &str)> {
-        let mut parts = key.splitn(3, '|');
-        Some((parts.next()?, parts.next()?, parts.next()?))
-    }
-}
-
 /// Computes the desired state of the whole directory.
 pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredState {
     let mut state = DesiredState::default();
@@ -247,7 +226,7 @@ fn grant_member(
             });
         state
             .nextcloud_accounts
-            .entry(keys::pair(&person.username, target))
+            .entry(keys::nextcloud_account(&person.username, target))
             .and_modify(|g| {
                 g.groups.insert(group_id.to_owned());
             })
@@ -266,7 +245,7 @@ fn grant_member(
         // Several groups granting the same mailbox: the union of rights.
         let acl = state
             .mailbox_acls
-            .entry(keys::pair(target, &person.email))
+            .entry(keys::mailbox_grant(target, &person.email))
             .or_insert_with(|| MailboxAcl {
                 owner: target.to_owned(),
                 grantee: person.email.clone(),
@@ -280,7 +259,7 @@ fn grant_member(
     if spec.sogo_delegate {
         state
             .sogo_delegations
-            .entry(keys::pair(target, &person.email))
+            .entry(keys::sogo_delegation(target, &person.email))
             .and_modify(|g| {
                 g.groups.insert(group_id.to_owned());
             })

@@ -7,6 +7,7 @@ use reconciler_proto::markers;
 use super::nextcloud_account::is_lookalike;
 use super::*;
 use crate::desired::DesiredState;
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedAppPassword};
 
@@ -102,7 +103,7 @@ pub(super) fn plan_app_passwords(
     }
     let mut reported: BTreeSet<&str> = BTreeSet::new();
     for key in keys {
-        let Some((mailbox, name)) = key.split_once('|') else {
+        let Some((mailbox, name)) = keys::parse_app_password(key) else {
             continue;
         };
         let Some(list) = observed.app_passwords.get(mailbox) else {

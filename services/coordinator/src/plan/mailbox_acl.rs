@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::desired::{DesiredState, keys};
+use crate::desired::DesiredState;
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::Observed;
 
@@ -30,7 +31,7 @@ pub(super) fn plan_mailbox_acls(
         );
     }
     for (key, row) in ledger.iter().filter(|(_, r)| scope.contains(&r.username)) {
-        if let Some((owner, grantee, _)) = keys::split_mailbox_acl(key) {
+        if let Some((owner, grantee, _)) = keys::parse_mailbox_acl(key) {
             pairs
                 .entry((owner.to_owned(), grantee.to_owned()))
                 .or_insert_with(|| (row.username.clone(), row.groups.clone()));
@@ -48,7 +49,7 @@ pub(super) fn plan_mailbox_acls(
         };
         let want = desired
             .mailbox_acls
-            .get(&keys::pair(&owner, &grantee))
+            .get(&keys::mailbox_grant(&owner, &grantee))
             .map(|d| d.rights.clone());
         let prefix = format!("{owner}|{grantee}|");
         let rows: BTreeMap<&str, &LedgerRow> = ledger

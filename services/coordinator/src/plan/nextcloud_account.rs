@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use reconciler_proto::markers;
 
 use super::*;
-use crate::desired::{DesiredState, keys};
+use crate::desired::DesiredState;
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedNextcloudAccount};
 
@@ -51,7 +52,7 @@ pub(super) fn plan_nextcloud_accounts(
     let secret_step =
         |plan: &mut Plan, key: &str| secret_step(plan, desired, owned_app_passwords, key);
     for key in keys {
-        let Some((user, email)) = key.split_once('|') else {
+        let Some((user, email)) = keys::parse_nextcloud_account(key) else {
             continue;
         };
         let want = desired.nextcloud_accounts.get(key);
@@ -182,7 +183,7 @@ pub(super) fn secret_step(
     if creates(plan, key) {
         return true;
     }
-    let Some((mailbox, name)) = key.split_once('|') else {
+    let Some((mailbox, name)) = keys::parse_app_password(key) else {
         return false;
     };
     let (Some(want), Some(id)) = (desired.app_passwords.get(key), owned_app_passwords.get(key))

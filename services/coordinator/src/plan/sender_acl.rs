@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::desired::DesiredState;
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::Observed;
 
@@ -33,7 +34,7 @@ pub(super) fn plan_sender_acls(
     for key in keys {
         let want = desired.sender_acls.get(key);
         let row = ledger.get(key).copied();
-        let Some((login, send_as)) = key.split_once('|') else {
+        let Some((login, send_as)) = keys::parse_sender_acl(key) else {
             continue;
         };
         let Some(obs) = observed.sender_acls.get(login) else {

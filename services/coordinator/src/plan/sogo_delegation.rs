@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::desired::DesiredState;
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::Observed;
 
@@ -35,7 +36,7 @@ pub(super) fn plan_sogo_delegations(
     };
     let mut reported: BTreeSet<&str> = BTreeSet::new();
     for key in keys {
-        let Some((owner, delegate)) = key.split_once('|') else {
+        let Some((owner, delegate)) = keys::parse_sogo_delegation(key) else {
             continue;
         };
         let Some(obs) = owners.get(owner) else {

@@ -3,8 +3,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use reconciler_proto::markers;
 
+use crate::desired::DesiredState;
 use crate::desired::{Alias, AppPassword, MailboxAcl, NextcloudAccount, SenderAcl, SogoDelegation};
-use crate::desired::{DesiredState, keys};
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedAlias, ObservedAppPassword, Unavailable};
 use crate::observed::{
@@ -386,7 +387,7 @@ fn rights(r: &[&str]) -> BTreeSet<String> {
 fn desired_acl(r: &[&str]) -> DesiredState {
     let mut d = DesiredState::default();
     d.mailbox_acls.insert(
-        keys::pair(INFO, ALICE),
+        keys::mailbox_grant(INFO, ALICE),
         MailboxAcl {
             owner: INFO.into(),
             grantee: ALICE.into(),
@@ -547,7 +548,7 @@ fn acl_in_sync_plans_nothing_and_drift_is_repaired() {
 fn desired_delegation() -> DesiredState {
     let mut d = DesiredState::default();
     d.sogo_delegations.insert(
-        keys::pair(INFO, ALICE),
+        keys::sogo_delegation(INFO, ALICE),
         SogoDelegation {
             owner: INFO.into(),
             delegate: ALICE.into(),
@@ -581,7 +582,7 @@ fn sogo_actions(p: &Plan) -> Vec<Action> {
 
 #[test]
 fn sogo_delegation_is_created_repaired_and_removed_only_when_ours() {
-    let key = keys::pair(INFO, ALICE);
+    let key = keys::sogo_delegation(INFO, ALICE);
     let g = Guards::default();
     let want = desired_delegation();
     assert_eq!(
@@ -655,7 +656,7 @@ fn sogo_delegation_is_created_repaired_and_removed_only_when_ours() {
 fn unreadable_sogo_settings_plan_nothing_and_warn() {
     let ours = [row(
         Resource::SogoDelegation,
-        &keys::pair(INFO, ALICE),
+        &keys::sogo_delegation(INFO, ALICE),
         LedgerState::Created,
         "",
     )];

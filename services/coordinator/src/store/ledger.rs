@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{Store, now_millis};
 use crate::error::{Error, Result};
+use crate::ledger::keys;
 use crate::ledger::{LedgerRow, LedgerState};
 
 /// The ledger's resource name for Mailcow app passwords.
@@ -67,7 +68,7 @@ impl Store {
     pub async fn canonicalize_app_password_keys(&self) -> Result<usize> {
         let mut moved = 0;
         for row in self.ledger_rows(Some(APP_PASSWORD)).await? {
-            let Some((mailbox, name)) = row.key.split_once('|') else {
+            let Some((mailbox, name)) = keys::parse_app_password(&row.key) else {
                 continue;
             };
             let Some(canonical) = markers::canonical_app_password_name(name) else {

@@ -17,6 +17,7 @@ use crate::desired::DesiredState;
 use crate::engine::RunReport;
 use crate::error::Result;
 use crate::ledger::LedgerRow;
+use crate::ledger::keys;
 use crate::observed::Observed;
 use crate::plan::{Plan, Resource, Scope, Step};
 use crate::store::Store;
@@ -153,7 +154,7 @@ pub fn subjects_in_scope<'a>(
                 .ledger
                 .iter()
                 .filter(|r| r.resource == resource.as_str() && input.scope.contains(&r.username))
-                .filter_map(|r| r.key.split('|').next().map(str::to_owned)),
+                .map(|r| keys::subject(&r.key).to_owned()),
         )
         .collect()
 }
