@@ -8,6 +8,9 @@
 //! agent server on a free port, over an in-memory target (each agent's
 //! `fake` module), called over a real gRPC channel.
 
+// A test file: helpers here may unwrap, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

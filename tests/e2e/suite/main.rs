@@ -4,6 +4,9 @@
 //! links the workspace once instead of once per file, which keeps a clean
 //! build small enough for a CI machine's disk: a new suite is a module here.
 
+// The whole binary is tests: helpers may unwrap, a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod authentik_listing;
 mod dovecot;
 mod edges;
