@@ -1,4 +1,4 @@
-//! The group attribute schema (architecture §3), parsed and validated.
+//! The group attribute schema (README, "Group attributes"), parsed and validated.
 //!
 //! ```yaml
 //! reconciler:

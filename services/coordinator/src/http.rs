@@ -1,4 +1,4 @@
-//! The HTTP interface (architecture §4): health, webhook intake, full-sweep
+//! The HTTP interface (README, "Operating it"): health, webhook intake, full-sweep
 //! trigger, job lookup and metrics.
 //!
 //! A trigger answers 202 only after its job is committed to the state DB.

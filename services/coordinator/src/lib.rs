@@ -1,6 +1,6 @@
 //! The coordinator: Authentik group membership in, a plan out, agents apply it.
 //!
-//! The loop (architecture §2): a trigger enqueues a durable job
+//! The loop (docs/ARCHITECTURE.md, "The loop"): a trigger enqueues a durable job
 //! ([`http`], [`grpc`], [`worker`]); a worker runs it through the [`engine`]:
 //! read the [`directory`] from [`authentik`], compute [`desired`] state from
 //! group [`attributes`], ask the agents what is [`observed`], [`plan`] the

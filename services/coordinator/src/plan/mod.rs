@@ -2,7 +2,7 @@
 //! to an ordered list of steps. A plan is data: it can be printed as a
 //! dry-run, diffed, and asserted on.
 //!
-//! Ownership rules (architecture §3): never modify or delete an object that
+//! Ownership rules (docs/ARCHITECTURE.md, "Ownership"): never modify or delete an object that
 //! neither the ledger nor the object's marker says we created. An object
 //! that already exists when we want it is recorded as foreign and is never
 //! removed later.

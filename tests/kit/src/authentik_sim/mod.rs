@@ -1,6 +1,5 @@
-//! An Authentik API simulator over real HTTP, faithful to
-//! `/work/shared/reference/authentik.md` (sections 1 and 2): the core
-//! users/groups API with Authentik's pagination envelope, filters and
+//! An Authentik API simulator over real HTTP, faithful to Authentik's own
+//! API (its DRF viewsets and serializers): the core users/groups API with Authentik's pagination envelope, filters and
 //! object shapes (2025.12+ `parents`, or ≤ 2025.10 `parent`), the real
 //! write endpoints, webhook notifications as our shipped body mapping sends
 //! them, and fault injection for tests and benchmarks.

@@ -1,7 +1,6 @@
-//! A Mailcow REST API simulator over real HTTP, faithful to
-//! `/work/shared/reference/mailcow.md` (§0–§5, checklist §9 items 1–7):
-//! json_api.php's routing, API-key sessions and status codes, the
-//! message envelopes, and the alias, mailbox (sender_acl), domain and app
+//! A Mailcow REST API simulator over real HTTP, faithful to Mailcow's own
+//! source (`json_api.php` and the `functions.*.inc.php` it calls):
+//! routing, API-key sessions and status codes, the message envelopes, and the alias, mailbox (sender_acl), domain and app
 //! password functions with their PHP 8.2 / MariaDB quirks. Where Mailcow
 //! throws an uncaught PHP error the simulator answers 200 with an empty
 //! body, as the real server does.
