@@ -542,3 +542,29 @@ fn require_alias(address: &str, goto: &[String]) -> Result<()> {
 fn lower(s: &str) -> String {
     s.trim().to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_protocols_become_mailcow_flags_and_unspecified_is_refused() {
+        let wire = [
+            AppPasswordProtocol::Imap as i32,
+            AppPasswordProtocol::Sieve as i32,
+        ];
+        assert_eq!(
+            mailcow_flags(&wire).unwrap(),
+            ["imap_access", "sieve_access"]
+        );
+        for bad in [
+            vec![AppPasswordProtocol::Unspecified as i32],
+            vec![42],
+            vec![],
+        ] {
+            let e = mailcow_flags(&bad).unwrap_err();
+            assert!(matches!(e, Error::Permanent(_)), "{e}");
+            assert_eq!(e.outcome(), Outcome::Permanent, "{e}");
+        }
+    }
+}
