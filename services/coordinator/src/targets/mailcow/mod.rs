@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 
 use reconciler_proto::agent::{
-    self as pb, AppPasswordProtocol, MailboxRight, MailcowObserveRequest, MailcowObserveResponse,
-    Outcome, mailcow_agent_client::MailcowAgentClient, mailcow_change::Kind,
+    self as pb, MailcowObserveRequest, MailcowObserveResponse, Outcome,
+    mailcow_agent_client::MailcowAgentClient, mailcow_change::Kind,
 };
 
+mod wire;
+
+use self::wire::{protocol_name, right_name, wire_protocols, wire_right};
 use super::{Applied, Batch, Changes, Cost, Observation, ObserveInput, Secrets, TargetAdapter};
 use crate::agents::{AgentLink, MAX_MESSAGE_SIZE, Transport};
 use crate::error::Result;
@@ -434,33 +437,6 @@ fn single_change(step: &Step) -> Option<Kind> {
         }),
         _ => return None,
     })
-}
-
-/// A right as the coordinator names it (doveadm's name) on the wire. A
-/// name the contract does not know goes as UNSPECIFIED, which the agent
-/// refuses for good; attribute parsing only lets doveadm's names through.
-fn wire_right(name: &str) -> i32 {
-    MailboxRight::from_doveadm_name(name).unwrap_or_default() as i32
-}
-
-/// An observed right under doveadm's name; one the contract does not know
-/// keeps a name no wanted set holds, so the entry is rewritten.
-fn right_name(right: MailboxRight) -> String {
-    right.doveadm_name().unwrap_or("unspecified").to_owned()
-}
-
-/// Protocols as configured (Mailcow's flags, `APP_PASSWORD_PROTOCOLS`) on
-/// the wire; an unknown flag goes as UNSPECIFIED, which the agent refuses.
-fn wire_protocols(flags: &[String]) -> Vec<i32> {
-    flags
-        .iter()
-        .map(|f| AppPasswordProtocol::from_mailcow_flag(f).unwrap_or_default() as i32)
-        .collect()
-}
-
-/// An observed protocol under Mailcow's flag name.
-fn protocol_name(protocol: AppPasswordProtocol) -> String {
-    protocol.mailcow_flag().unwrap_or("unspecified").to_owned()
 }
 
 #[cfg(test)]
