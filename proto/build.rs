@@ -3,7 +3,13 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/agent.proto", "proto/coordinator.proto"];
+    let files = [
+        "proto/reconciler/agent/v2/common.proto",
+        "proto/reconciler/agent/v2/mailcow.proto",
+        "proto/reconciler/agent/v2/sogo.proto",
+        "proto/reconciler/agent/v2/nextcloud.proto",
+        "proto/coordinator.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -1,41 +1,67 @@
-//! gRPC clients for the agents. The coordinator never talks to a target
-//! system itself; it asks the agent that holds the target's credentials.
+//! How the coordinator reaches an agent. The coordinator never talks to a
+//! target system itself; it asks the agent that holds the target's
+//! credentials, each through its own typed client (`reconciler.agent.v2`),
+//! owned by its target adapter (`crate::targets`). What every agent shares
+//! lives here: the channel carrying the bearer token, the health check, and
+//! reading a failed call's class.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Outcome,
-    agent_client::AgentClient,
-};
+use reconciler_proto::agent::Outcome;
 use reconciler_runtime::auth::SendToken;
 use reconciler_runtime::outcome;
 use reconciler_runtime::secrets::Secret;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::body::Body;
+use tonic::transport::Endpoint;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use crate::error::{Error, Result};
 
-/// One agent, as the engine sees it. A trait so the engine can run against
-/// an in-memory agent in unit tests.
-#[async_trait::async_trait]
-pub trait AgentBackend: Send + Sync {
-    fn name(&self) -> &str;
-    async fn observe(&self, request: ObserveRequest) -> Result<ObserveResponse>;
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse>;
-    /// `grpc.health.v1` check of the agent's overall status.
-    async fn health(&self) -> Result<()>;
+/// What a typed agent client sends its calls over: a gRPC channel, or an
+/// agent served in process (tests). Boxed so that adapters hold one client
+/// type whichever it is.
+pub type Transport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+
+/// A call that failed below gRPC (connect, timeout). Its source chain is
+/// the transport's, which tonic reads to give the call a status code.
+#[derive(Debug)]
+pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
-pub struct GrpcAgent {
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+impl TransportError {
+    fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(e.into())
+    }
+}
+
+/// Sweeps over large directories carry large observations.
+pub const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// One agent: its name, the transport its client uses, and its health.
+#[derive(Clone)]
+pub struct AgentLink {
     name: String,
-    client: AgentClient<InterceptedService<Channel, SendToken>>,
-    health: HealthClient<Channel>,
+    transport: Transport,
+    health: HealthClient<Transport>,
 }
 
-impl GrpcAgent {
+impl AgentLink {
     /// Connects lazily: the coordinator starts even while an agent is down,
     /// and reports it in `/healthz` instead.
     pub fn connect(name: &str, url: &str, timeout: Duration, token: &Secret) -> Result<Self> {
@@ -44,19 +70,69 @@ impl GrpcAgent {
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout);
         let channel = endpoint.connect_lazy();
+        let with_token = tower::ServiceBuilder::new()
+            .layer(tonic::service::InterceptorLayer::new(SendToken::new(
+                token.clone(),
+            )))
+            .service(channel.clone())
+            .map_response(|response| response.map(Body::new))
+            .map_err(TransportError::new);
+        let without_token = channel.map_err(TransportError::new);
         Ok(Self {
             name: name.to_owned(),
-            client: AgentClient::with_interceptor(channel.clone(), SendToken::new(token.clone()))
-                // Sweeps over large directories carry large observations.
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024),
-            health: HealthClient::new(channel),
+            transport: BoxCloneSyncService::new(with_token),
+            // Health needs no token: agents answer it to anyone.
+            health: HealthClient::new(BoxCloneSyncService::new(without_token)),
         })
     }
 
-    /// An agent's error status, classed by the table every agent sends by
-    /// (`reconciler_runtime::outcome`).
-    fn error(&self, status: tonic::Status) -> Error {
+    /// An agent served in this process (a test's fake, or a real agent
+    /// service over an in-memory target): `service` is its generated
+    /// server, answering `grpc.health.v1` as SERVING beside it.
+    pub fn in_process<S>(name: &str, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (_, health) = tonic_health::server::health_reporter();
+        let routes = tonic::service::Routes::new(service).add_service(health);
+        let transport: Transport = BoxCloneSyncService::new(
+            ServiceExt::<http::Request<Body>>::map_err(routes, |never| match never {}),
+        );
+        Self {
+            name: name.to_owned(),
+            health: HealthClient::new(transport.clone()),
+            transport,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The transport for this agent's typed client.
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
+    }
+
+    /// The message of a call's answer, or its failure classed by the table
+    /// every agent sends by (`reconciler_runtime::outcome`).
+    pub fn answer<T>(
+        &self,
+        answer: std::result::Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T> {
+        answer
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error(s))
+    }
+
+    /// An agent's error status, classed by the table every agent sends by.
+    pub fn error(&self, status: tonic::Status) -> Error {
         match outcome::of_status(&status) {
             Outcome::Config => Error::Config(format!("agent {}: {}", self.name, status.message())),
             outcome => Error::Agent {
@@ -66,33 +142,9 @@ impl GrpcAgent {
             },
         }
     }
-}
 
-#[async_trait::async_trait]
-impl AgentBackend for GrpcAgent {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn observe(&self, request: ObserveRequest) -> Result<ObserveResponse> {
-        let mut client = self.client.clone();
-        client
-            .observe(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.error(s))
-    }
-
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse> {
-        let mut client = self.client.clone();
-        client
-            .apply(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.error(s))
-    }
-
-    async fn health(&self) -> Result<()> {
+    /// `grpc.health.v1` check of the agent's overall status.
+    pub async fn health(&self) -> Result<()> {
         let mut health = self.health.clone();
         let response = health
             .check(HealthCheckRequest {
@@ -117,7 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_agent_status_becomes_an_error_of_its_class() {
-        let agent = GrpcAgent::connect(
+        let agent = AgentLink::connect(
             "test-agent",
             "http://127.0.0.1:1",
             Duration::from_secs(1),

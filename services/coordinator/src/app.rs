@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::agents::GrpcAgent;
+use crate::agents::AgentLink;
 use crate::authentik::AuthentikClient;
 use crate::config::Config;
 use crate::desired::DesiredConfig;
@@ -138,13 +138,8 @@ pub async fn run(config: Config) -> Result<()> {
 /// One adapter per configured agent, in apply order: the Nextcloud adapter
 /// takes secrets of app passwords the Mailcow adapter makes in the same run.
 fn adapters(config: &Config) -> Result<Adapters> {
-    let connect = |name: &str, url: &str| -> Result<Arc<GrpcAgent>> {
-        Ok(Arc::new(GrpcAgent::connect(
-            name,
-            url,
-            config.agent_timeout,
-            &config.agent_token,
-        )?))
+    let connect = |name: &str, url: &str| -> Result<AgentLink> {
+        AgentLink::connect(name, url, config.agent_timeout, &config.agent_token)
     };
     let mut adapters = Adapters::default().with(Arc::new(Mailcow::new(connect(
         "mailcow-agent",

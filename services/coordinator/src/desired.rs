@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use reconciler_proto::markers;
+use reconciler_proto::mailcow::markers;
 use serde::Serialize;
 
 use crate::plan::Resource;

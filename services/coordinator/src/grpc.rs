@@ -78,8 +78,8 @@ impl Coordinator for CoordinatorService {
             .steps
             .iter()
             .map(|s| pb::PlannedChange {
-                action: s.action.as_str().into(),
-                resource: s.resource.as_str().into(),
+                action: wire::action(s.action) as i32,
+                resource: wire::resource(s.resource) as i32,
                 key: s.key.clone(),
                 detail: serde_json::to_string(&s.target).unwrap_or_default(),
             })
@@ -143,19 +143,90 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ListOwnedRequest>,
     ) -> Result<Response<pb::ListOwnedResponse>, Status> {
-        let resource = request.into_inner().resource;
-        let filter = (!resource.is_empty()).then_some(resource.as_str());
+        let resource = request.into_inner().resource();
+        let filter = wire::from_resource(resource).map(|r| r.as_str());
         let rows = self.engine.store().ledger_rows(filter).await?;
         let objects = rows
             .into_iter()
             .map(|r| pb::OwnedObject {
-                resource: r.resource,
+                resource: wire::resource_named(&r.resource) as i32,
                 key: r.key,
-                state: r.state.as_str().into(),
+                state: wire::ledger_state(r.state) as i32,
                 user: r.username,
                 remote_id: r.remote_id,
             })
             .collect();
         Ok(Response::new(pb::ListOwnedResponse { objects }))
+    }
+}
+
+/// The operator contract's enums for the planner's and the ledger's types.
+mod wire {
+    use reconciler_proto::coordinator as pb;
+
+    use crate::ledger::LedgerState;
+    use crate::plan::{Action, Resource};
+
+    pub fn action(action: Action) -> pb::Action {
+        match action {
+            Action::Create => pb::Action::Create,
+            Action::Update => pb::Action::Update,
+            Action::Delete => pb::Action::Delete,
+            Action::Rotate => pb::Action::Rotate,
+            Action::Evict => pb::Action::Evict,
+            Action::Adopt => pb::Action::Adopt,
+            Action::RecordForeign => pb::Action::RecordForeign,
+            Action::Forget => pb::Action::Forget,
+        }
+    }
+
+    pub fn resource(resource: Resource) -> pb::Resource {
+        match resource {
+            Resource::SenderAcl => pb::Resource::SenderAcl,
+            Resource::AppPassword => pb::Resource::AppPassword,
+            Resource::Alias => pb::Resource::Alias,
+            Resource::MailboxAcl => pb::Resource::MailboxAcl,
+            Resource::SogoDelegation => pb::Resource::SogoDelegation,
+            Resource::NextcloudAccount => pb::Resource::NextcloudAccount,
+            Resource::SogoCacheEviction => pb::Resource::SogoCacheEviction,
+        }
+    }
+
+    /// The resource of a ledger row's name; UNSPECIFIED for a name this
+    /// version does not know.
+    pub fn resource_named(name: &str) -> pb::Resource {
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .map_or(pb::Resource::Unspecified, resource)
+    }
+
+    /// The planner's resource of a request's; `None` (every resource) for
+    /// UNSPECIFIED.
+    pub fn from_resource(wire: pb::Resource) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| resource(*r) == wire)
+    }
+
+    pub fn ledger_state(state: LedgerState) -> pb::LedgerState {
+        match state {
+            LedgerState::Intent => pb::LedgerState::Intent,
+            LedgerState::Created => pb::LedgerState::Created,
+            LedgerState::Foreign => pb::LedgerState::Foreign,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_resource_goes_and_comes_back() {
+            for r in Resource::ALL {
+                assert_eq!(from_resource(resource(r)), Some(r));
+                assert_eq!(resource_named(r.as_str()), resource(r));
+            }
+            assert_eq!(from_resource(pb::Resource::Unspecified), None);
+            assert_eq!(resource_named("no_such"), pb::Resource::Unspecified);
+        }
     }
 }

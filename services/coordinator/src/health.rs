@@ -38,10 +38,10 @@ fn component(result: crate::error::Result<()>) -> Component {
 }
 
 pub async fn check(engine: &Engine) -> HealthReport {
-    let agents = engine.adapters().iter().map(|adapter| async move {
-        let agent = adapter.agent();
-        (agent.name().to_owned(), agent.health().await)
-    });
+    let agents = engine
+        .adapters()
+        .iter()
+        .map(|adapter| async move { (adapter.name().to_owned(), adapter.health().await) });
     let (db, authentik, agents) = tokio::join!(
         engine.store().ping(),
         engine.directory().ping(),

@@ -1,18 +1,27 @@
 //! In-memory fakes of the directory source and of agents, so the engine can
-//! run whole reconciles in process: no Authentik, no agent, no Docker.
+//! run whole reconciles in process: no Authentik, no agent process, no
+//! Docker. The fake agents serve their real v2 service in process, so the
+//! adapters talk to them through their own typed clients.
 //! Enabled for the crate's own tests and, with the `testsuite` feature, for
 //! other crates' tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use reconciler_proto::agent::{
-    self as pb, ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Outcome, change::Kind,
+    self as pb, ChangeResult, MailcowApplyRequest, MailcowApplyResponse, MailcowObserveRequest,
+    MailcowObserveResponse, Outcome, SogoApplyRequest, SogoApplyResponse, SogoObserveRequest,
+    SogoObserveResponse, mailcow_agent_server::MailcowAgent,
+    mailcow_agent_server::MailcowAgentServer, sogo_agent_server::SogoAgent,
+    sogo_agent_server::SogoAgentServer, sogo_change::Kind,
 };
+use reconciler_runtime::outcome;
+use tonic::{Request, Response, Status};
 
-use crate::agents::AgentBackend;
+use crate::agents::AgentLink;
 use crate::authentik::{DirectorySource, Group, User};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::targets::{mailcow::Mailcow, sogo::Sogo};
 
 /// Authentik as a list of users and groups, changed by the test.
 #[derive(Default)]
@@ -67,30 +76,37 @@ impl DirectorySource for FakeDirectory {
     }
 }
 
-/// An agent with nothing to report and nothing to change: a mailcow-agent
-/// for runs whose groups grant no Mailcow resource.
-pub struct EmptyAgent;
+/// A mailcow-agent with nothing to report and nothing to change, served
+/// in process: for runs whose groups grant no Mailcow resource.
+pub struct EmptyMailcowAgent;
 
-#[async_trait::async_trait]
-impl AgentBackend for EmptyAgent {
-    fn name(&self) -> &str {
-        "empty-agent"
+impl EmptyMailcowAgent {
+    /// The Mailcow adapter, talking to this agent.
+    pub fn adapter() -> Mailcow {
+        Mailcow::new(AgentLink::in_process(
+            "empty-mailcow-agent",
+            MailcowAgentServer::new(Self),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl MailcowAgent for EmptyMailcowAgent {
+    async fn observe(
+        &self,
+        _request: Request<MailcowObserveRequest>,
+    ) -> std::result::Result<Response<MailcowObserveResponse>, Status> {
+        Ok(Response::new(MailcowObserveResponse::default()))
     }
 
-    async fn observe(&self, _request: ObserveRequest) -> Result<ObserveResponse> {
-        Ok(ObserveResponse::default())
-    }
-
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse> {
-        Err(Error::Agent {
-            agent: self.name().into(),
-            outcome: Outcome::Permanent,
-            message: format!("{} unexpected change(s)", request.changes.len()),
-        })
-    }
-
-    async fn health(&self) -> Result<()> {
-        Ok(())
+    async fn apply(
+        &self,
+        request: Request<MailcowApplyRequest>,
+    ) -> std::result::Result<Response<MailcowApplyResponse>, Status> {
+        Err(outcome::status(
+            Outcome::Permanent,
+            format!("{} unexpected change(s)", request.get_ref().changes.len()),
+        ))
     }
 }
 
@@ -106,17 +122,27 @@ pub struct FakeSogoAgent {
     pub refuse: Mutex<BTreeSet<String>>,
 }
 
-#[async_trait::async_trait]
-impl AgentBackend for FakeSogoAgent {
-    fn name(&self) -> &str {
-        "fake-sogo-agent"
+impl FakeSogoAgent {
+    /// The SOGo adapter, talking to this agent in process.
+    pub fn adapter(self: &Arc<Self>) -> Sogo {
+        Sogo::new(AgentLink::in_process(
+            "fake-sogo-agent",
+            SogoAgentServer::from_arc(self.clone()),
+        ))
     }
+}
 
-    async fn observe(&self, request: ObserveRequest) -> Result<ObserveResponse> {
+#[tonic::async_trait]
+impl SogoAgent for FakeSogoAgent {
+    async fn observe(
+        &self,
+        request: Request<SogoObserveRequest>,
+    ) -> std::result::Result<Response<SogoObserveResponse>, Status> {
         let held = lock(&self.delegate_to);
-        Ok(ObserveResponse {
-            sogo_delegations: request
-                .sogo_owners
+        Ok(Response::new(SogoObserveResponse {
+            delegations: request
+                .get_ref()
+                .owners
                 .iter()
                 .map(|owner| pb::SogoDelegationState {
                     owner: owner.clone(),
@@ -127,33 +153,35 @@ impl AgentBackend for FakeSogoAgent {
                     error: String::new(),
                 })
                 .collect(),
-            ..ObserveResponse::default()
-        })
+        }))
     }
 
-    async fn apply(&self, request: ApplyRequest) -> Result<ApplyResponse> {
+    async fn apply(
+        &self,
+        request: Request<SogoApplyRequest>,
+    ) -> std::result::Result<Response<SogoApplyResponse>, Status> {
         let mut results = Vec::new();
-        for change in request.changes {
+        for change in request.into_inner().changes {
             let delegate = match &change.kind {
-                Some(Kind::SogoDelegateAdd(c)) => c.delegate.clone(),
-                Some(Kind::SogoDelegateRemove(c)) => c.delegate.clone(),
+                Some(Kind::DelegateAdd(c)) => c.delegate.clone(),
+                Some(Kind::DelegateRemove(c)) => c.delegate.clone(),
                 _ => String::new(),
             };
             if lock(&self.refuse).contains(&delegate) {
-                results.push(pb::ChangeResult {
+                results.push(ChangeResult {
                     id: change.id,
                     outcome: Outcome::Permanent as i32,
                     message: format!("{delegate} refused"),
-                    ..pb::ChangeResult::default()
+                    ..ChangeResult::default()
                 });
                 continue;
             }
             let mut held = lock(&self.delegate_to);
             match change.kind {
-                Some(Kind::SogoDelegateAdd(add)) => {
+                Some(Kind::DelegateAdd(add)) => {
                     held.entry(add.owner).or_default().insert(add.delegate);
                 }
-                Some(Kind::SogoDelegateRemove(remove)) => {
+                Some(Kind::DelegateRemove(remove)) => {
                     held.entry(remove.owner)
                         .or_default()
                         .remove(&remove.delegate);
@@ -161,29 +189,21 @@ impl AgentBackend for FakeSogoAgent {
                 _ => {}
             }
             *lock(&self.writes) += 1;
-            results.push(pb::ChangeResult {
+            results.push(ChangeResult {
                 id: change.id,
                 outcome: Outcome::Applied as i32,
-                ..pb::ChangeResult::default()
+                ..ChangeResult::default()
             });
         }
         let mut lose = lock(&self.lose_answers);
         if *lose > 0 {
             *lose -= 1;
-            return Err(Error::Agent {
-                agent: self.name().into(),
-                outcome: Outcome::Transient,
-                message: "connection reset after the write".into(),
-            });
+            return Err(outcome::status(
+                Outcome::Transient,
+                "connection reset after the write",
+            ));
         }
-        Ok(ApplyResponse {
-            results,
-            ..ApplyResponse::default()
-        })
-    }
-
-    async fn health(&self) -> Result<()> {
-        Ok(())
+        Ok(Response::new(SogoApplyResponse { results }))
     }
 }
 

@@ -1,12 +1,13 @@
-//! The agent contract's failure classes, the same from every agent: one
+//! The agent contracts' failure classes, the same from every agent: one
 //! case (an object that is not ours, a target that is down, a target that
 //! is misconfigured, a caller with the wrong token) is one class whichever
 //! agent meets it, both as the agent reports it (a change's outcome, a
 //! call's gRPC code) and as the coordinator reads it.
 //!
-//! Each agent runs in process: its own service, served by the runtime's
+//! Each agent runs in process: its own v2 service, served by the runtime's
 //! agent server on a free port, over an in-memory target (each agent's
-//! `fake` module), called over a real gRPC channel.
+//! `fake` module), called over a real gRPC channel by the coordinator's
+//! adapter for it.
 
 // A test file: helpers here may unwrap, a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -15,12 +16,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator::agents::{AgentBackend, GrpcAgent};
-use reconciler_proto::agent::change::Kind;
+use coordinator::agents::AgentLink;
+use coordinator::targets::TargetAdapter;
+use coordinator::targets::{mailcow::Mailcow, nextcloud::Nextcloud, sogo::Sogo};
+use futures::future::BoxFuture;
 use reconciler_proto::agent::{
-    AliasCreate, AliasDelete, ApplyRequest, Change, NextcloudAccountCreate, NextcloudAccountDelete,
-    ObserveRequest, ObserveResponse, Outcome, SogoDelegateAdd, agent_client::AgentClient,
-    agent_server::AgentServer,
+    AliasCreate, AliasDelete, ChangeResult, MailcowChange, MailcowObserveRequest,
+    NextcloudAccountCreate, NextcloudAccountDelete, NextcloudChange, NextcloudObserveRequest,
+    Outcome, SogoChange, SogoDelegateAdd, SogoObserveRequest,
+    mailcow_agent_client::MailcowAgentClient, mailcow_agent_server::MailcowAgentServer,
+    mailcow_change, nextcloud_agent_client::NextcloudAgentClient,
+    nextcloud_agent_server::NextcloudAgentServer, nextcloud_change,
+    sogo_agent_client::SogoAgentClient, sogo_agent_server::SogoAgentServer, sogo_change,
 };
 use reconciler_runtime::agent::{AgentEndpoint, AgentService, bind_agent};
 use reconciler_runtime::auth::SendToken;
@@ -30,6 +37,8 @@ use reconciler_runtime::outcome;
 use reconciler_runtime::secrets::Secret;
 use tokio::sync::oneshot;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 const TOKEN: &str = "the-agent-token";
 
@@ -42,28 +51,39 @@ enum Trouble {
     Misconfigured,
 }
 
-/// One agent, served, with the cases every agent is asked.
+/// Which of an agent's changes to send.
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    /// A change of the agent's own kind that a healthy target applies.
+    Applies,
+    /// A change to an object on the target that is not ours.
+    NotOurs,
+}
+
+/// The answer of a call as the coordinator reads it.
+type Read<T> = BoxFuture<'static, coordinator::Result<T>>;
+
+/// One agent, served, with the cases every agent is asked. Each agent has
+/// its own messages, so each case is a function of the agent's own types.
 struct Subject {
     name: &'static str,
     addr: SocketAddr,
-    /// A change of the agent's own kind that a healthy target applies.
-    applies: Kind,
-    /// A change to an object on the target that is not ours; `None` where
-    /// the target has no mark of ownership for the agent to check.
-    not_ours: Option<NotOurs>,
-    /// An observation that has to read the target.
-    observe: ObserveRequest,
-    /// Where a target that cannot be read shows in an observation that
-    /// otherwise succeeds; `None`: the whole call fails.
-    reported_inside: Option<fn(&ObserveResponse) -> Outcome>,
+    /// Sends the case's change alone through the coordinator's adapter,
+    /// with the given token.
+    apply: Box<dyn Fn(String, Case) -> Read<Vec<ChangeResult>> + Send + Sync>,
+    /// Whether the agent has a not-ours case: `None` where the target has no
+    /// mark of ownership for the agent to check; otherwise whether the
+    /// object is still there.
+    not_ours_still_there: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// An observation that has to read the target, through the adapter with
+    /// the given token: the class of a target reported unreadable inside an
+    /// answer that otherwise succeeds, if any.
+    observe: Box<dyn Fn(String) -> Read<Option<Outcome>> + Send + Sync>,
+    /// The same observation from a plain gRPC client: codes, not classes.
+    observe_plainly:
+        Box<dyn Fn(String) -> BoxFuture<'static, Result<(), tonic::Status>> + Send + Sync>,
     trouble: Box<dyn Fn(Trouble) + Send + Sync>,
     _stop: oneshot::Sender<()>,
-}
-
-/// An object someone else made, and a change that would touch it.
-struct NotOurs {
-    change: Kind,
-    still_there: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Serves `service` as the agent `name` does in production, on a free port.
@@ -85,37 +105,86 @@ where
     (addr, stop)
 }
 
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// The agent as the coordinator reaches it.
+fn link(name: &str, addr: SocketAddr, token: &str) -> AgentLink {
+    AgentLink::connect(
+        name,
+        &url(addr),
+        Duration::from_secs(10),
+        &Secret::new(token),
+    )
+    .unwrap()
+}
+
+/// A channel as any gRPC client opens it, sending `token`.
+async fn plain_channel(addr: SocketAddr, token: &str) -> InterceptedService<Channel, SendToken> {
+    let channel = tonic::transport::Endpoint::from_shared(url(addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    InterceptedService::new(channel, SendToken::new(Secret::new(token)))
+}
+
 async fn mailcow() -> Subject {
     use mailcow_agent::error::Error;
     use mailcow_agent::fake::FakeMailcow;
+    use mailcow_change::Kind;
 
+    const NAME: &str = "mailcow-agent";
     let target = Arc::new(FakeMailcow::default());
     target.add_mailbox("alice@example.org");
     let by_hand = target.add_alias("sales@example.org", &["alice@example.org"], "made by hand");
     let agent = mailcow_agent::service::MailcowAgent::new(target.clone(), None, Duration::ZERO);
-    let (addr, stop) = serve("mailcow-agent", AgentServer::new(agent)).await;
+    let (addr, stop) = serve(NAME, MailcowAgentServer::new(agent)).await;
+    let request = || MailcowObserveRequest {
+        aliases: true,
+        ..Default::default()
+    };
     Subject {
-        name: "mailcow-agent",
+        name: NAME,
         addr,
-        applies: Kind::AliasCreate(AliasCreate {
-            address: "team@example.org".into(),
-            goto: vec!["alice@example.org".into()],
+        apply: Box::new(move |token, case| {
+            let kind = match case {
+                Case::Applies => Kind::AliasCreate(AliasCreate {
+                    address: "team@example.org".into(),
+                    goto: vec!["alice@example.org".into()],
+                }),
+                Case::NotOurs => Kind::AliasDelete(AliasDelete {
+                    id: by_hand,
+                    address: "sales@example.org".into(),
+                }),
+            };
+            let adapter = Mailcow::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let change = MailcowChange {
+                    id: "c1".into(),
+                    kind: Some(kind),
+                };
+                Ok(TargetAdapter::apply(&adapter, vec![change]).await?.results)
+            })
         }),
-        not_ours: Some(NotOurs {
-            change: Kind::AliasDelete(AliasDelete {
-                id: by_hand,
-                address: "sales@example.org".into(),
-            }),
-            still_there: Box::new({
-                let target = target.clone();
-                move || target.aliases_now().iter().any(|a| a.id == by_hand)
-            }),
+        not_ours_still_there: Some(Box::new({
+            let target = target.clone();
+            move || target.aliases_now().iter().any(|a| a.id == by_hand)
+        })),
+        observe: Box::new(move |token| {
+            let adapter = Mailcow::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                adapter.observe_agent(request()).await?;
+                Ok(None)
+            })
         }),
-        observe: ObserveRequest {
-            aliases: true,
-            ..Default::default()
-        },
-        reported_inside: None,
+        observe_plainly: Box::new(move |token| {
+            Box::pin(async move {
+                let mut client = MailcowAgentClient::new(plain_channel(addr, &token).await);
+                client.observe(request()).await.map(drop)
+            })
+        }),
         trouble: Box::new(move |trouble| match trouble {
             Trouble::Down => target.fail_with(|| Error::Unavailable("connection refused".into())),
             Trouble::Misconfigured => target.fail_with(|| Error::Unauthorized {
@@ -130,25 +199,48 @@ async fn mailcow() -> Subject {
 async fn sogo() -> Subject {
     use sogo_agent::error::Error;
     use sogo_agent::fake::{FakeCache, FakeProfiles};
+    use sogo_change::Kind;
 
+    const NAME: &str = "sogo-agent";
     let target = Arc::new(FakeProfiles::default());
     let agent = sogo_agent::service::SogoAgent::new(target.clone(), Arc::new(FakeCache));
-    let (addr, stop) = serve("sogo-agent", AgentServer::new(agent)).await;
+    let (addr, stop) = serve(NAME, SogoAgentServer::new(agent)).await;
+    let request = || SogoObserveRequest {
+        owners: vec!["info@example.org".into()],
+    };
     Subject {
-        name: "sogo-agent",
+        name: NAME,
         addr,
-        applies: Kind::SogoDelegateAdd(SogoDelegateAdd {
-            owner: "info@example.org".into(),
-            delegate: "alice@example.org".into(),
+        apply: Box::new(move |token, case| {
+            // Delegations carry no marker: the coordinator's ledger alone
+            // knows which are ours, so the agent has nothing to refuse on.
+            assert!(matches!(case, Case::Applies), "SOGo has no not-ours case");
+            let adapter = Sogo::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let change = SogoChange {
+                    id: "c1".into(),
+                    kind: Some(Kind::DelegateAdd(SogoDelegateAdd {
+                        owner: "info@example.org".into(),
+                        delegate: "alice@example.org".into(),
+                    })),
+                };
+                Ok(TargetAdapter::apply(&adapter, vec![change]).await?.results)
+            })
         }),
-        // Delegations carry no marker: the coordinator's ledger alone
-        // knows which are ours, so the agent has nothing to refuse on.
-        not_ours: None,
-        observe: ObserveRequest {
-            sogo_owners: vec!["info@example.org".into()],
-            ..Default::default()
-        },
-        reported_inside: None,
+        not_ours_still_there: None,
+        observe: Box::new(move |token| {
+            let adapter = Sogo::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                adapter.observe_agent(request()).await?;
+                Ok(None)
+            })
+        }),
+        observe_plainly: Box::new(move |token| {
+            Box::pin(async move {
+                let mut client = SogoAgentClient::new(plain_channel(addr, &token).await);
+                client.observe(request()).await.map(drop)
+            })
+        }),
         trouble: Box::new(move |trouble| match trouble {
             Trouble::Down => target.fail_with(|| Error::Unavailable("connection refused".into())),
             Trouble::Misconfigured => target.fail_with(|| {
@@ -168,7 +260,9 @@ const OCC_RUN_AS_ANOTHER_USER: &str = "Console has to be executed with the user 
 async fn nextcloud() -> Subject {
     use nextcloud_agent::config::Server;
     use nextcloud_agent::fake::FakeOcc;
+    use nextcloud_change::Kind;
 
+    const NAME: &str = "nextcloud-agent";
     let target = Arc::new(FakeOcc::default());
     target.add_user("alice");
     let provisioned = target.add_account("alice", "alice@corp.example.org", true);
@@ -184,33 +278,55 @@ async fn nextcloud() -> Subject {
         server("smtp.example.org", 465),
     );
     let agent = nextcloud_agent::service::NextcloudAgent::new(occ);
-    let (addr, stop) = serve("nextcloud-agent", AgentServer::new(agent)).await;
+    let (addr, stop) = serve(NAME, NextcloudAgentServer::new(agent)).await;
+    let request = || NextcloudObserveRequest {
+        users: vec!["alice".into()],
+    };
     Subject {
-        name: "nextcloud-agent",
+        name: NAME,
         addr,
-        applies: Kind::NextcloudAccountCreate(NextcloudAccountCreate {
-            user: "alice".into(),
-            email: "alice@example.org".into(),
-            name: String::new(),
-            login: "alice@example.org".into(),
-            password: "app-password".into(),
+        apply: Box::new(move |token, case| {
+            let kind = match case {
+                Case::Applies => Kind::AccountCreate(NextcloudAccountCreate {
+                    user: "alice".into(),
+                    email: "alice@example.org".into(),
+                    name: String::new(),
+                    login: "alice@example.org".into(),
+                    password: "app-password".into(),
+                }),
+                Case::NotOurs => Kind::AccountDelete(NextcloudAccountDelete {
+                    user: "alice".into(),
+                    id: provisioned,
+                    email: "alice@corp.example.org".into(),
+                }),
+            };
+            let adapter = Nextcloud::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let change = NextcloudChange {
+                    id: "c1".into(),
+                    kind: Some(kind),
+                };
+                Ok(TargetAdapter::apply(&adapter, vec![change]).await?.results)
+            })
         }),
-        not_ours: Some(NotOurs {
-            change: Kind::NextcloudAccountDelete(NextcloudAccountDelete {
-                user: "alice".into(),
-                id: provisioned,
-                email: "alice@corp.example.org".into(),
-            }),
-            still_there: Box::new({
-                let target = target.clone();
-                move || target.account_ids("alice").contains(&provisioned)
-            }),
+        not_ours_still_there: Some(Box::new({
+            let target = target.clone();
+            move || target.account_ids("alice").contains(&provisioned)
+        })),
+        // Nextcloud that cannot be read is reported inside the answer.
+        observe: Box::new(move |token| {
+            let adapter = Nextcloud::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let response = adapter.observe_agent(request()).await?;
+                Ok(response.unavailable.map(|u| u.outcome()))
+            })
         }),
-        observe: ObserveRequest {
-            nextcloud_users: vec!["alice".into()],
-            ..Default::default()
-        },
-        reported_inside: Some(|response| response.nextcloud_outcome()),
+        observe_plainly: Box::new(move |token| {
+            Box::pin(async move {
+                let mut client = NextcloudAgentClient::new(plain_channel(addr, &token).await);
+                client.observe(request()).await.map(drop)
+            })
+        }),
         trouble: Box::new(move |trouble| match trouble {
             Trouble::Down => target.fail_with(|| {
                 Err(ExecError::Unavailable(
@@ -234,72 +350,27 @@ async fn every_agent() -> [Subject; 3] {
 }
 
 impl Subject {
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The agent as the coordinator drives it.
-    fn coordinator_side(&self, token: &str) -> GrpcAgent {
-        let timeout = Duration::from_secs(10);
-        GrpcAgent::connect(self.name, &self.url(), timeout, &Secret::new(token)).unwrap()
-    }
-
-    /// The agent as any gRPC client sees it: codes, not classes.
-    async fn client(
-        &self,
-        token: &str,
-    ) -> AgentClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SendToken>,
-    > {
-        let channel = tonic::transport::Endpoint::from_shared(self.url())
-            .unwrap()
-            .connect()
+    /// The outcome of the case's change applied alone.
+    async fn apply(&self, case: Case) -> Outcome {
+        let results = (self.apply)(TOKEN.into(), case)
             .await
-            .unwrap();
-        AgentClient::with_interceptor(channel, SendToken::new(Secret::new(token)))
-    }
-
-    /// The outcome of `change` applied alone.
-    async fn apply(&self, change: Kind) -> Outcome {
-        let request = ApplyRequest {
-            changes: vec![Change {
-                id: "c1".into(),
-                kind: Some(change),
-            }],
-            dry_run: false,
-        };
-        let response = self.coordinator_side(TOKEN).apply(request).await;
-        let results = response
-            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
-            .results;
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name));
         assert_eq!(results.len(), 1, "{}: {results:?}", self.name);
+        assert_eq!(results[0].id, "c1", "{}", self.name);
         results[0].outcome()
     }
 
     /// The class of an observation that fails, as the coordinator reads it;
     /// a whole call that fails must also carry the table's code.
     async fn failed_observation(&self) -> Outcome {
-        match self.reported_inside {
-            Some(outcome_inside) => {
-                let response = self
-                    .coordinator_side(TOKEN)
-                    .observe(self.observe.clone())
-                    .await;
-                let response = response.unwrap_or_else(|e| panic!("{}: {e}", self.name));
-                outcome_inside(&response)
-            }
-            None => {
-                let status = self
-                    .client(TOKEN)
-                    .await
-                    .observe(self.observe.clone())
+        match (self.observe)(TOKEN.into()).await {
+            Ok(Some(inside)) => inside,
+            Ok(None) => panic!("{}: the observation did not fail", self.name),
+            Err(read) => {
+                let class = read.outcome();
+                let status = (self.observe_plainly)(TOKEN.into())
                     .await
                     .expect_err(self.name);
-                let read = self
-                    .coordinator_side(TOKEN)
-                    .observe(self.observe.clone())
-                    .await;
-                let class = read.expect_err(self.name).outcome();
                 assert_eq!(
                     status.code(),
                     outcome::code(class),
@@ -310,13 +381,17 @@ impl Subject {
             }
         }
     }
+
+    fn url(&self) -> String {
+        url(self.addr)
+    }
 }
 
 #[tokio::test]
 async fn a_change_each_agent_owns_is_applied() {
     for agent in every_agent().await {
         assert_eq!(
-            agent.apply(agent.applies.clone()).await,
+            agent.apply(Case::Applies).await,
             Outcome::Applied,
             "{}",
             agent.name
@@ -328,16 +403,16 @@ async fn a_change_each_agent_owns_is_applied() {
 async fn an_object_that_is_not_ours_is_refused_by_every_agent_that_can_tell() {
     let mut asked = Vec::new();
     for agent in every_agent().await {
-        let Some(not_ours) = &agent.not_ours else {
+        let Some(still_there) = &agent.not_ours_still_there else {
             continue;
         };
         assert_eq!(
-            agent.apply(not_ours.change.clone()).await,
+            agent.apply(Case::NotOurs).await,
             Outcome::Refused,
             "{}",
             agent.name
         );
-        assert!((not_ours.still_there)(), "{}", agent.name);
+        assert!(still_there(), "{}", agent.name);
         asked.push(agent.name);
     }
     assert_eq!(asked, ["mailcow-agent", "nextcloud-agent"]);
@@ -348,7 +423,7 @@ async fn a_target_that_is_down_is_transient_from_every_agent() {
     for agent in every_agent().await {
         (agent.trouble)(Trouble::Down);
         assert_eq!(
-            agent.apply(agent.applies.clone()).await,
+            agent.apply(Case::Applies).await,
             Outcome::Transient,
             "{}",
             agent.name
@@ -367,7 +442,7 @@ async fn a_misconfigured_target_is_a_config_error_from_every_agent() {
     for agent in every_agent().await {
         (agent.trouble)(Trouble::Misconfigured);
         assert_eq!(
-            agent.apply(agent.applies.clone()).await,
+            agent.apply(Case::Applies).await,
             Outcome::Config,
             "{}",
             agent.name
@@ -384,10 +459,7 @@ async fn a_misconfigured_target_is_a_config_error_from_every_agent() {
 #[tokio::test]
 async fn a_coordinator_with_the_wrong_token_is_a_config_error_at_every_agent() {
     for agent in every_agent().await {
-        let status = agent
-            .client("not-the-token")
-            .await
-            .observe(agent.observe.clone())
+        let status = (agent.observe_plainly)("not-the-token".into())
             .await
             .expect_err(agent.name);
         assert_eq!(
@@ -396,10 +468,7 @@ async fn a_coordinator_with_the_wrong_token_is_a_config_error_at_every_agent() {
             "{}: {status:?}",
             agent.name
         );
-        let read = agent
-            .coordinator_side("not-the-token")
-            .observe(agent.observe.clone())
-            .await;
+        let read = (agent.observe)("not-the-token".into()).await;
         let error = read.expect_err(agent.name);
         assert!(
             matches!(error, coordinator::Error::Config(_)),
@@ -434,7 +503,7 @@ async fn every_agent_answers_health_without_a_token() {
             agent.name
         );
         // The coordinator's own check goes the same way.
-        let health = agent.coordinator_side("not-the-token").health().await;
+        let health = link(agent.name, agent.addr, "not-the-token").health().await;
         health.unwrap_or_else(|e| panic!("{}: {e}", agent.name));
     }
 }

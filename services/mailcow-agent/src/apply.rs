@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reconciler_proto::agent::{
-    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, AppPasswordRotate,
-    AppPasswordUpdate, ChangeResult, Outcome, SenderAclDelta, change::Kind,
+    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete,
+    AppPasswordProtocol, AppPasswordRotate, AppPasswordUpdate, ChangeResult, Outcome,
+    SenderAclDelta, mailcow_change::Kind,
 };
-use reconciler_proto::markers::{
+use reconciler_proto::mailcow::markers::{
     ALIAS_COMMENT, APP_PASSWORD_PREFIX, canonical_app_password_name, is_managed_alias_comment,
 };
 use reconciler_runtime::locks::{KeyGuard, KeyedLocks};
@@ -17,7 +18,7 @@ use reconciler_runtime::secrets::Secret;
 
 use crate::address;
 use crate::error::{Error, Result};
-use crate::mailcow::{APP_PASSWORD_PROTOCOLS, AliasAdded, MailcowApi};
+use crate::mailcow::{AliasAdded, MailcowApi};
 use crate::observe::implicitly_allowed;
 use crate::password;
 
@@ -78,26 +79,17 @@ impl Applier<'_> {
             Some(Kind::MailboxAclSet(_) | Kind::MailboxAclDelete(_)) => Err(Error::Permanent(
                 "mailbox ACL changes are applied in per-owner batches".into(),
             )),
-            Some(
-                Kind::SogoDelegateAdd(_) | Kind::SogoDelegateRemove(_) | Kind::SogoCacheEvict(_),
-            ) => Err(Error::Permanent(
-                "SOGo delegation is the sogo-agent's; the mailcow-agent does not hold SOGo's database"
-                    .into(),
-            )),
-            Some(
-                Kind::NextcloudAccountCreate(_)
-                | Kind::NextcloudAccountDelete(_)
-                | Kind::NextcloudAccountSetPassword(_),
-            ) => Err(Error::Permanent(
-                "Nextcloud accounts are the nextcloud-agent's".into(),
-            )),
         };
         let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
         ChangeResult {
             id,
             outcome: done.outcome as i32,
             message: done.message,
-            remote_id: done.remote_id,
+            remote_id: if done.remote_id == 0 {
+                String::new()
+            } else {
+                done.remote_id.to_string()
+            },
             secret: done
                 .secret
                 .map(|s| s.expose().to_owned())
@@ -197,7 +189,7 @@ impl Applier<'_> {
     async fn app_password_create(&self, c: AppPasswordCreate) -> Result<Done> {
         address::plain("mailbox", &c.mailbox)?;
         let wanted = ours(&c.name)?;
-        check_protocols(&c.protocols)?;
+        let protocols = mailcow_flags(&c.protocols)?;
         let _guard = self.lock(&c.mailbox).await;
         let before = self.api.app_passwords(&c.mailbox).await?;
         if let Some(existing) = before.iter().find(|p| same_name(&p.name, &wanted)) {
@@ -212,7 +204,7 @@ impl Applier<'_> {
         let known: BTreeSet<i64> = before.iter().map(|p| p.id).collect();
         if let Err(e) = self
             .api
-            .add_app_password(&c.mailbox, &c.name, secret.expose(), &c.protocols)
+            .add_app_password(&c.mailbox, &c.name, secret.expose(), &protocols)
             .await
         {
             if !e.write_may_have_happened() {
@@ -221,7 +213,7 @@ impl Applier<'_> {
             // The add may have happened (or still be under way): adding
             // again on retry would make a second one. Look for it first.
             return self
-                .adopt_after_lost_answer(&c, &wanted, &known, secret, e)
+                .adopt_after_lost_answer(&c, &protocols, &wanted, &known, secret, e)
                 .await;
         }
         // Mailcow does not return the new id; find it by listing again.
@@ -266,6 +258,7 @@ impl Applier<'_> {
     async fn adopt_after_lost_answer(
         &self,
         c: &AppPasswordCreate,
+        protocols: &[String],
         wanted: &str,
         known: &BTreeSet<i64>,
         secret: Secret,
@@ -293,7 +286,7 @@ impl Applier<'_> {
             "add/app-passwd answer lost; adopting the app password it made"
         );
         self.api
-            .set_app_password_secret(id, &c.mailbox, secret.expose(), &c.protocols)
+            .set_app_password_secret(id, &c.mailbox, secret.expose(), protocols)
             .await?;
         let mut done = Done::new(
             Outcome::Applied,
@@ -307,7 +300,7 @@ impl Applier<'_> {
     async fn app_password_update(&self, c: AppPasswordUpdate) -> Result<Done> {
         address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
-        check_protocols(&c.protocols)?;
+        let protocols = mailcow_flags(&c.protocols)?;
         let _guard = self.lock(&c.mailbox).await;
         let current = self
             .our_app_password(&c.mailbox, c.id, &c.name)
@@ -315,7 +308,7 @@ impl Applier<'_> {
             .ok_or_else(|| {
                 Error::Permanent(format!("app password {} is gone from {}", c.id, c.mailbox))
             })?;
-        let wanted: BTreeSet<&String> = c.protocols.iter().collect();
+        let wanted: BTreeSet<&String> = protocols.iter().collect();
         let have: BTreeSet<&String> = current.protocols.iter().collect();
         if current.active && wanted == have {
             return Ok(
@@ -326,7 +319,7 @@ impl Applier<'_> {
             return Ok(done.with_id(c.id));
         }
         self.api
-            .edit_app_password(c.id, &c.mailbox, &c.protocols)
+            .edit_app_password(c.id, &c.mailbox, &protocols)
             .await?;
         Ok(Done::new(Outcome::Applied, "app password updated").with_id(c.id))
     }
@@ -335,7 +328,7 @@ impl Applier<'_> {
     async fn app_password_rotate(&self, c: AppPasswordRotate) -> Result<Done> {
         address::plain("mailbox", &c.mailbox)?;
         ours(&c.name)?;
-        check_protocols(&c.protocols)?;
+        let protocols = mailcow_flags(&c.protocols)?;
         let _guard = self.lock(&c.mailbox).await;
         self.our_app_password(&c.mailbox, c.id, &c.name)
             .await?
@@ -347,7 +340,7 @@ impl Applier<'_> {
         }
         let secret = password::generate();
         self.api
-            .set_app_password_secret(c.id, &c.mailbox, secret.expose(), &c.protocols)
+            .set_app_password_secret(c.id, &c.mailbox, secret.expose(), &protocols)
             .await?;
         let mut done = Done::new(Outcome::Applied, "app password rotated").with_id(c.id);
         done.secret = Some(secret);
@@ -510,22 +503,30 @@ fn same_name(name: &str, canonical: &str) -> bool {
     canonical_app_password_name(name).as_deref() == Some(canonical)
 }
 
-fn check_protocols(protocols: &[String]) -> Result<()> {
+/// Mailcow's flags for the wire's protocols. UNSPECIFIED (a client that
+/// left the field at its default) and numbers this agent does not know are
+/// refused for good: guessing would grant access nobody asked for.
+fn mailcow_flags(protocols: &[i32]) -> Result<Vec<String>> {
     if protocols.is_empty() {
         return Err(Error::Permanent(
             "an app password needs at least one protocol".into(),
         ));
     }
-    match protocols
+    protocols
         .iter()
-        .find(|p| !APP_PASSWORD_PROTOCOLS.contains(&p.as_str()))
-    {
-        Some(bad) => Err(Error::Permanent(format!(
-            "unknown app password protocol `{bad}` (expected one of {})",
-            APP_PASSWORD_PROTOCOLS.join(", ")
-        ))),
-        None => Ok(()),
-    }
+        .map(|&p| {
+            AppPasswordProtocol::try_from(p)
+                .ok()
+                .and_then(AppPasswordProtocol::mailcow_flag)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::Permanent(format!(
+                        "app password protocol {p} is not one of IMAP, SMTP, DAV, EAS, POP3, SIEVE \
+                         (APP_PASSWORD_PROTOCOL_UNSPECIFIED is not a protocol)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// An alias address and its goto list must be plain addresses: Mailcow
@@ -540,4 +541,30 @@ fn require_alias(address: &str, goto: &[String]) -> Result<()> {
 
 fn lower(s: &str) -> String {
     s.trim().to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_protocols_become_mailcow_flags_and_unspecified_is_refused() {
+        let wire = [
+            AppPasswordProtocol::Imap as i32,
+            AppPasswordProtocol::Sieve as i32,
+        ];
+        assert_eq!(
+            mailcow_flags(&wire).unwrap(),
+            ["imap_access", "sieve_access"]
+        );
+        for bad in [
+            vec![AppPasswordProtocol::Unspecified as i32],
+            vec![42],
+            vec![],
+        ] {
+            let e = mailcow_flags(&bad).unwrap_err();
+            assert!(matches!(e, Error::Permanent(_)), "{e}");
+            assert_eq!(e.outcome(), Outcome::Permanent, "{e}");
+        }
+    }
 }

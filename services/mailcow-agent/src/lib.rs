@@ -1,6 +1,6 @@
 //! mailcow-agent: runs beside Mailcow and is the only holder of its API key.
 //!
-//! It answers the agent contract (`reconciler.agent.v1.Agent`):
+//! It answers its agent contract (`reconciler.agent.v2.MailcowAgent`):
 //! - [`observe`]: sender_acl lists, our app passwords, aliases (read only);
 //! - [`apply`]: sender_acl deltas, app password create/update/delete, alias
 //!   create/update/delete, each refusing objects without our marker.
@@ -24,7 +24,7 @@ pub mod service;
 
 use std::sync::Arc;
 
-use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_proto::agent::mailcow_agent_server::MailcowAgentServer;
 use reconciler_runtime::agent::serve_agent;
 use reconciler_runtime::exec::{DockerExec, LocalExec};
 
@@ -50,7 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
             "doveadm",
         ))),
     };
-    let service = AgentServer::new(MailcowAgent::new(api, dovecot, config.timeout))
+    let service = MailcowAgentServer::new(MailcowAgent::new(api, dovecot, config.timeout))
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
     tracing::info!(mailcow = %config.mailcow_url, "mailcow-agent starting");

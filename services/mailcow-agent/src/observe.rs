@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use reconciler_proto::agent::{
-    AclEntry, AliasState, AppPasswordState, FolderAcl, MailboxAclState, ObserveError,
-    ObserveRequest, ObserveResponse, Outcome, SenderAclState,
+    AclEntry, AliasState, AppPasswordProtocol, AppPasswordState, FolderAcl, MailboxAclState,
+    MailboxRight, MailcowObserveRequest, MailcowObserveResponse, ObserveError, SenderAclState,
+    Unavailable,
 };
-use reconciler_proto::markers::{is_managed_alias_comment, parse_app_password_name};
+use reconciler_proto::mailcow::markers::{is_managed_alias_comment, parse_app_password_name};
 
 use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
@@ -24,8 +25,8 @@ pub const ACL_CONCURRENCY: usize = 2;
 pub async fn observe(
     api: Arc<dyn MailcowApi>,
     dovecot: Option<&Dovecot>,
-    request: ObserveRequest,
-) -> Result<ObserveResponse> {
+    request: MailcowObserveRequest,
+) -> Result<MailcowObserveResponse> {
     // One alias listing serves both the alias report and the implicit
     // send-as rights of every login.
     let aliases = if request.aliases || !request.sender_acl_logins.is_empty() {
@@ -81,7 +82,13 @@ pub async fn observe(
             mailbox: p.mailbox,
             name: p.name,
             active: p.active,
-            protocols: p.protocols,
+            // A flag this contract does not know reads as UNSPECIFIED: the
+            // coordinator then sees a difference, never a false match.
+            protocols: p
+                .protocols
+                .iter()
+                .map(|f| AppPasswordProtocol::from_mailcow_flag(f).unwrap_or_default() as i32)
+                .collect(),
         })
         .collect();
 
@@ -105,39 +112,38 @@ pub async fn observe(
     let owners = unique(&request.mailbox_acl_owners);
     // Without Dovecot access the rest is still worth reporting; the
     // coordinator then plans no ACL changes and says why.
-    let mut mailbox_acls_unavailable = String::new();
-    let mut mailbox_acls_outcome = Outcome::Unspecified;
+    let unavailable = |e: Error| Unavailable {
+        reason: e.to_string(),
+        outcome: e.outcome() as i32,
+    };
+    let mut mailbox_acls_unavailable = None;
     let mailbox_acls = match (owners.is_empty(), dovecot) {
         (true, _) => Vec::new(),
         (false, None) => {
-            mailbox_acls_unavailable = not_configured().to_string();
-            mailbox_acls_outcome = Outcome::Config;
+            mailbox_acls_unavailable = Some(unavailable(not_configured()));
             Vec::new()
         }
         (false, Some(dovecot)) => match observe_acls(dovecot, &owners).await {
             Ok(acls) => acls,
             Err(e) => {
-                mailbox_acls_unavailable = e.to_string();
-                mailbox_acls_outcome = e.outcome();
+                mailbox_acls_unavailable = Some(unavailable(e));
                 Vec::new()
             }
         },
     };
 
-    Ok(ObserveResponse {
+    Ok(MailcowObserveResponse {
         doveadm_execs: if dovecot.is_some() {
             owners.len() as u64
         } else {
             0
         },
         mailbox_acls_unavailable,
-        mailbox_acls_outcome: mailbox_acls_outcome as i32,
         sender_acls,
         app_passwords,
         aliases,
         mailbox_acls,
         errors,
-        ..ObserveResponse::default()
     })
 }
 
@@ -182,7 +188,7 @@ async fn observe_acls(dovecot: &Dovecot, owners: &[String]) -> Result<Vec<Mailbo
                             .into_iter()
                             .map(|(id, rights)| AclEntry {
                                 id,
-                                rights: rights.into_iter().collect(),
+                                rights: wire_rights(&rights),
                             })
                             .collect(),
                     })
@@ -250,4 +256,17 @@ pub fn implicitly_allowed(login: &str, aliases: &[Alias]) -> Vec<String> {
 fn unique(items: &[String]) -> Vec<String> {
     let set: BTreeSet<&String> = items.iter().filter(|s| !s.is_empty()).collect();
     set.into_iter().cloned().collect()
+}
+
+/// An entry's rights on the wire, in enum order. A right this contract
+/// does not know reads as UNSPECIFIED, so the entry never matches a wanted
+/// set and the coordinator rewrites it.
+fn wire_rights(rights: &BTreeSet<String>) -> Vec<i32> {
+    let mut wire: Vec<i32> = rights
+        .iter()
+        .map(|r| MailboxRight::from_doveadm_name(r).unwrap_or_default() as i32)
+        .collect();
+    wire.sort_unstable();
+    wire.dedup();
+    wire
 }

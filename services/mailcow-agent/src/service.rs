@@ -1,4 +1,4 @@
-//! The `reconciler.agent.v1.Agent` gRPC service for Mailcow.
+//! The `reconciler.agent.v2.MailcowAgent` gRPC service.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, Change, ChangeResult, ObserveRequest, ObserveResponse, Outcome,
-    agent_server::Agent, change::Kind,
+    ChangeResult, MailcowApplyRequest, MailcowApplyResponse, MailcowChange, MailcowObserveRequest,
+    MailcowObserveResponse, Outcome, mailcow_agent_server, mailcow_change::Kind,
 };
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::acl::{self, AclChange};
 use crate::apply::Applier;
-use crate::dovecot::{Dovecot, validate_rights};
+use crate::dovecot::{Dovecot, rights_from_wire};
 use crate::mailcow::MailcowApi;
 use crate::observe;
 use reconciler_runtime::locks::KeyedLocks;
@@ -99,15 +99,15 @@ fn failed(id: &str, outcome: Outcome, message: String) -> ChangeResult {
 /// rest for the REST applier, and immediate results for invalid changes.
 type Split = (
     BTreeMap<String, Vec<(usize, AclChange)>>,
-    Vec<(usize, Change)>,
+    Vec<(usize, MailcowChange)>,
     Vec<(usize, ChangeResult)>,
 );
 
-fn split(changes: Vec<Change>) -> Split {
+fn split(changes: Vec<MailcowChange>) -> Split {
     let (mut acls, mut rest, mut invalid) = (BTreeMap::new(), Vec::new(), Vec::new());
     for (i, change) in changes.into_iter().enumerate() {
         let (owner, acl_change) = match change.kind {
-            Some(Kind::MailboxAclSet(set)) => match validate_rights(&set.rights) {
+            Some(Kind::MailboxAclSet(set)) => match rights_from_wire(&set.rights) {
                 Ok(rights) => (
                     set.owner,
                     AclChange {
@@ -155,7 +155,7 @@ fn split(changes: Vec<Change>) -> Split {
 }
 
 #[tonic::async_trait]
-impl Agent for MailcowAgent {
+impl mailcow_agent_server::MailcowAgent for MailcowAgent {
     #[tracing::instrument(skip_all, fields(
         logins = request.get_ref().sender_acl_logins.len(),
         mailboxes = request.get_ref().app_password_mailboxes.len(),
@@ -163,8 +163,8 @@ impl Agent for MailcowAgent {
     ))]
     async fn observe(
         &self,
-        request: Request<ObserveRequest>,
-    ) -> Result<Response<ObserveResponse>, Status> {
+        request: Request<MailcowObserveRequest>,
+    ) -> Result<Response<MailcowObserveResponse>, Status> {
         let response = observe::observe(
             self.api.clone(),
             self.dovecot.as_deref(),
@@ -181,9 +181,9 @@ impl Agent for MailcowAgent {
     ))]
     async fn apply(
         &self,
-        request: Request<ApplyRequest>,
-    ) -> Result<Response<ApplyResponse>, Status> {
-        let ApplyRequest { changes, dry_run } = request.into_inner();
+        request: Request<MailcowApplyRequest>,
+    ) -> Result<Response<MailcowApplyResponse>, Status> {
+        let MailcowApplyRequest { changes, dry_run } = request.into_inner();
         let count = changes.len();
         let (acls, rest, invalid) = split(changes);
         let applier = Applier {
@@ -226,7 +226,7 @@ impl Agent for MailcowAgent {
                 "dovecot batch"
             );
         }
-        Ok(Response::new(ApplyResponse {
+        Ok(Response::new(MailcowApplyResponse {
             results,
             doveadm_execs: execs,
             doveadm_acl_writes: writes,

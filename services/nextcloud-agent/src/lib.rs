@@ -13,7 +13,7 @@ pub mod service;
 
 use std::sync::Arc;
 
-use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_proto::agent::nextcloud_agent_server::NextcloudAgentServer;
 use reconciler_runtime::agent::serve_agent;
 use reconciler_runtime::exec::DockerExec;
 
@@ -36,7 +36,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.imap.clone(),
         config.smtp.clone(),
     );
-    let service = AgentServer::new(NextcloudAgent::new(occ));
+    let service = NextcloudAgentServer::new(NextcloudAgent::new(occ));
     tracing::info!(container = %config.container, "nextcloud-agent starting");
     serve_agent(
         "nextcloud-agent",

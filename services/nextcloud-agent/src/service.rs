@@ -1,9 +1,10 @@
-//! The `reconciler.agent.v1.Agent` gRPC service for Nextcloud Mail.
+//! The `reconciler.agent.v2.NextcloudAgent` gRPC service.
 
 use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, ChangeResult, NextcloudAccount, NextcloudAccountCreate,
-    NextcloudAccountDelete, NextcloudAccountSetPassword, NextcloudUserAccounts, ObserveRequest,
-    ObserveResponse, Outcome, agent_server::Agent, change::Kind,
+    ChangeResult, NextcloudAccount, NextcloudAccountCreate, NextcloudAccountDelete,
+    NextcloudAccountSetPassword, NextcloudApplyRequest, NextcloudApplyResponse,
+    NextcloudObserveRequest, NextcloudObserveResponse, NextcloudUserAccounts, Outcome, Unavailable,
+    nextcloud_agent_server, nextcloud_change::Kind,
 };
 use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
@@ -146,12 +147,10 @@ impl NextcloudAgent {
 
     async fn apply_one(&self, id: String, kind: Option<Kind>, dry_run: bool) -> ChangeResult {
         let result = match kind {
-            Some(Kind::NextcloudAccountCreate(c)) => self.create(c, dry_run).await,
-            Some(Kind::NextcloudAccountDelete(c)) => self.delete(c, dry_run).await,
-            Some(Kind::NextcloudAccountSetPassword(c)) => self.set_password(c, dry_run).await,
-            _ => Err(Error::Permanent(
-                "the nextcloud-agent only handles Nextcloud Mail accounts".into(),
-            )),
+            Some(Kind::AccountCreate(c)) => self.create(c, dry_run).await,
+            Some(Kind::AccountDelete(c)) => self.delete(c, dry_run).await,
+            Some(Kind::AccountSetPassword(c)) => self.set_password(c, dry_run).await,
+            None => Err(Error::Permanent("change has no kind".into())),
         };
         let (outcome, message, remote_id) =
             result.unwrap_or_else(|e| (e.outcome(), e.to_string(), 0));
@@ -159,7 +158,12 @@ impl NextcloudAgent {
             id,
             outcome: outcome as i32,
             message,
-            remote_id,
+            // Nextcloud numbers accounts from 1; 0 is "no object".
+            remote_id: if remote_id == 0 {
+                String::new()
+            } else {
+                remote_id.to_string()
+            },
             ..Default::default()
         }
     }
@@ -173,14 +177,14 @@ fn require(fields: &[(&str, &str)]) -> Result<()> {
 }
 
 #[tonic::async_trait]
-impl Agent for NextcloudAgent {
-    #[tracing::instrument(skip_all, fields(users = request.get_ref().nextcloud_users.len()))]
+impl nextcloud_agent_server::NextcloudAgent for NextcloudAgent {
+    #[tracing::instrument(skip_all, fields(users = request.get_ref().users.len()))]
     async fn observe(
         &self,
-        request: Request<ObserveRequest>,
-    ) -> Result<Response<ObserveResponse>, Status> {
-        let users = request.into_inner().nextcloud_users;
-        let mut response = ObserveResponse::default();
+        request: Request<NextcloudObserveRequest>,
+    ) -> Result<Response<NextcloudObserveResponse>, Status> {
+        let users = request.into_inner().users;
+        let mut response = NextcloudObserveResponse::default();
         // One occ call per user, in sequence: occ is a PHP process each time.
         for user in users {
             let read = async {
@@ -190,33 +194,33 @@ impl Agent for NextcloudAgent {
                 Ok::<_, Error>((accounts, exists))
             };
             match read.await {
-                Ok((accounts, user_exists)) => {
-                    response.nextcloud_accounts.push(NextcloudUserAccounts {
-                        user_exists,
-                        user,
-                        accounts: accounts
-                            .into_iter()
-                            .map(|a| NextcloudAccount {
-                                configured_server: a
-                                    .imap_host
-                                    .eq_ignore_ascii_case(self.occ.imap_host()),
-                                id: a.id,
-                                email: a.email,
-                                name: a.name,
-                                imap_user: a.imap_user,
-                                imap_host: a.imap_host,
-                                provisioned: a.provisioned,
-                            })
-                            .collect(),
-                    })
-                }
+                Ok((accounts, user_exists)) => response.accounts.push(NextcloudUserAccounts {
+                    user_exists,
+                    user,
+                    accounts: accounts
+                        .into_iter()
+                        .map(|a| NextcloudAccount {
+                            configured_server: a
+                                .imap_host
+                                .eq_ignore_ascii_case(self.occ.imap_host()),
+                            id: a.id,
+                            email: a.email,
+                            name: a.name,
+                            imap_user: a.imap_user,
+                            imap_host: a.imap_host,
+                            provisioned: a.provisioned,
+                        })
+                        .collect(),
+                }),
                 Err(e) => {
                     // Nothing about Nextcloud can be trusted this run; the
                     // coordinator plans nothing for it and says why.
                     warn!(error = %e, "Nextcloud cannot be read");
-                    response.nextcloud_accounts.clear();
-                    response.nextcloud_unavailable = e.to_string();
-                    response.nextcloud_outcome = e.outcome() as i32;
+                    response.accounts.clear();
+                    response.unavailable = Some(Unavailable {
+                        reason: e.to_string(),
+                        outcome: e.outcome() as i32,
+                    });
                     break;
                 }
             }
@@ -227,9 +231,9 @@ impl Agent for NextcloudAgent {
     #[tracing::instrument(skip_all, fields(changes = request.get_ref().changes.len(), dry_run = request.get_ref().dry_run))]
     async fn apply(
         &self,
-        request: Request<ApplyRequest>,
-    ) -> Result<Response<ApplyResponse>, Status> {
-        let ApplyRequest { changes, dry_run } = request.into_inner();
+        request: Request<NextcloudApplyRequest>,
+    ) -> Result<Response<NextcloudApplyResponse>, Status> {
+        let NextcloudApplyRequest { changes, dry_run } = request.into_inner();
         let mut results = Vec::with_capacity(changes.len());
         for change in changes {
             results.push(self.apply_one(change.id, change.kind, dry_run).await);
@@ -246,9 +250,6 @@ impl Agent for NextcloudAgent {
                 }
             }
         }
-        Ok(Response::new(ApplyResponse {
-            results,
-            ..Default::default()
-        }))
+        Ok(Response::new(NextcloudApplyResponse { results }))
     }
 }

@@ -15,7 +15,7 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use reconciler_proto::agent::agent_server::AgentServer;
+use reconciler_proto::agent::sogo_agent_server::SogoAgentServer;
 use reconciler_runtime::agent::serve_agent;
 
 use crate::cache::Memcached;
@@ -34,7 +34,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.memcached_addr.clone(),
         config.memcached_timeout,
     ));
-    let service = AgentServer::new(SogoAgent::new(profiles, cache));
+    let service = SogoAgentServer::new(SogoAgent::new(profiles, cache));
     tracing::info!(table = %config.profile_table, "sogo-agent starting");
     serve_agent(
         "sogo-agent",

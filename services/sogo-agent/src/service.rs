@@ -1,4 +1,4 @@
-//! The `reconciler.agent.v1.Agent` gRPC service for SOGo: observe owners'
+//! The `reconciler.agent.v2.SogoAgent` gRPC service: observe owners'
 //! `DelegateTo`, apply delegation adds and removes.
 
 use std::collections::BTreeSet;
@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
-    ApplyRequest, ApplyResponse, ChangeResult, ObserveRequest, ObserveResponse, Outcome,
-    SogoDelegationState, agent_server::Agent, change::Kind,
+    ChangeResult, Outcome, SogoApplyRequest, SogoApplyResponse, SogoDelegationState,
+    SogoObserveRequest, SogoObserveResponse, sogo_agent_server, sogo_change::Kind,
 };
 use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
@@ -205,18 +205,16 @@ impl SogoAgent {
         trouble: &CacheTrouble,
     ) -> ChangeResult {
         let result = match kind {
-            Some(Kind::SogoDelegateAdd(c)) => {
+            Some(Kind::DelegateAdd(c)) => {
                 self.delegation(&c.owner, &c.delegate, true, dry_run, trouble)
                     .await
             }
-            Some(Kind::SogoDelegateRemove(c)) => {
+            Some(Kind::DelegateRemove(c)) => {
                 self.delegation(&c.owner, &c.delegate, false, dry_run, trouble)
                     .await
             }
-            Some(Kind::SogoCacheEvict(c)) => self.evict_owed(&c.uids, dry_run, trouble).await,
-            _ => Err(Error::Invalid(
-                "the sogo-agent only handles SOGo delegation changes".into(),
-            )),
+            Some(Kind::CacheEvict(c)) => self.evict_owed(&c.uids, dry_run, trouble).await,
+            None => Err(Error::Invalid("change has no kind".into())),
         };
         let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
         ChangeResult {
@@ -230,20 +228,20 @@ impl SogoAgent {
 }
 
 #[tonic::async_trait]
-impl Agent for SogoAgent {
-    #[tracing::instrument(skip_all, fields(owners = request.get_ref().sogo_owners.len()))]
+impl sogo_agent_server::SogoAgent for SogoAgent {
+    #[tracing::instrument(skip_all, fields(owners = request.get_ref().owners.len()))]
     async fn observe(
         &self,
-        request: Request<ObserveRequest>,
-    ) -> Result<Response<ObserveResponse>, Status> {
-        let owners: Vec<String> = request.into_inner().sogo_owners;
+        request: Request<SogoObserveRequest>,
+    ) -> Result<Response<SogoObserveResponse>, Status> {
+        let owners: Vec<String> = request.into_inner().owners;
         let states = self
             .profiles
             .delegations(&owners)
             .await
             .inspect_err(|e| warn!(error = %e, "observe failed"))?;
-        Ok(Response::new(ObserveResponse {
-            sogo_delegations: states
+        Ok(Response::new(SogoObserveResponse {
+            delegations: states
                 .into_iter()
                 .map(|(owner, s)| SogoDelegationState {
                     owner,
@@ -251,16 +249,15 @@ impl Agent for SogoAgent {
                     error: s.error.unwrap_or_default(),
                 })
                 .collect(),
-            ..Default::default()
         }))
     }
 
     #[tracing::instrument(skip_all, fields(changes = request.get_ref().changes.len(), dry_run = request.get_ref().dry_run))]
     async fn apply(
         &self,
-        request: Request<ApplyRequest>,
-    ) -> Result<Response<ApplyResponse>, Status> {
-        let ApplyRequest { changes, dry_run } = request.into_inner();
+        request: Request<SogoApplyRequest>,
+    ) -> Result<Response<SogoApplyResponse>, Status> {
+        let SogoApplyRequest { changes, dry_run } = request.into_inner();
         let trouble = CacheTrouble::default();
         let results: Vec<ChangeResult> = stream::iter(changes)
             .map(|c| self.apply_one(c.id, c.kind, dry_run, &trouble))
@@ -281,9 +278,6 @@ impl Agent for SogoAgent {
                 }
             }
         }
-        Ok(Response::new(ApplyResponse {
-            results,
-            ..Default::default()
-        }))
+        Ok(Response::new(SogoApplyResponse { results }))
     }
 }

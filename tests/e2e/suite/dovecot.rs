@@ -3,7 +3,7 @@
 //! Mailcow and Authentik simulators. Assertions read Dovecot itself:
 //! `doveadm acl get/rights` and a real IMAP login as the grantee.
 
-use reconciler_proto::coordinator::ListOwnedRequest;
+use reconciler_proto::coordinator::{LedgerState, ListOwnedRequest, Resource};
 use reconciler_testkit::harness::{DovecotContainer, RefusedPort, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -219,14 +219,14 @@ async fn a_stopped_container_is_transient_nothing_is_recorded_and_the_run_conver
     let mut coordinator = w.stack.coordinator_client().await;
     let owned = coordinator
         .list_owned(ListOwnedRequest {
-            resource: "mailbox_acl".into(),
+            resource: Resource::MailboxAcl as i32,
         })
         .await
         .unwrap()
         .into_inner()
         .objects;
     assert!(
-        owned.iter().all(|o| o.state != "created"),
+        owned.iter().all(|o| o.state() != LedgerState::Created),
         "nothing is recorded as done while Dovecot is down: {owned:?}"
     );
 
@@ -368,12 +368,13 @@ async fn other_targets_down_still_revoke_folder_acls_and_send_as() {
 #[tokio::test]
 async fn a_grant_on_a_folder_deleted_before_apply_is_not_reported_applied() {
     use reconciler_proto::agent::{
-        ApplyRequest, Change, MailboxAclSet, ObserveRequest, Outcome, change::Kind,
+        MailboxAclSet, MailboxRight, MailcowApplyRequest, MailcowChange, MailcowObserveRequest,
+        Outcome, mailcow_change::Kind,
     };
     let w = world(StackOptions::default()).await;
-    let mut agent = Stack::agent_client(&w.stack.agent_addr).await;
+    let mut agent = Stack::mailcow_agent_client(&w.stack.agent_addr).await;
     let observed = agent
-        .observe(ObserveRequest {
+        .observe(MailcowObserveRequest {
             mailbox_acl_owners: vec![INFO.into()],
             ..Default::default()
         })
@@ -394,17 +395,17 @@ async fn a_grant_on_a_folder_deleted_before_apply_is_not_reported_applied() {
         .await;
     assert_eq!(deleted.code, 0, "{deleted:?}");
 
-    let set = |folder: &str| Change {
+    let set = |folder: &str| MailcowChange {
         id: folder.into(),
         kind: Some(Kind::MailboxAclSet(MailboxAclSet {
             owner: INFO.into(),
             grantee: ALICE.into(),
-            rights: vec!["lookup".into(), "read".into()],
+            rights: vec![MailboxRight::Lookup as i32, MailboxRight::Read as i32],
             folders: vec![folder.into()],
         })),
     };
     let results = agent
-        .apply(ApplyRequest {
+        .apply(MailcowApplyRequest {
             changes: vec![set("Projects/2026"), set("Projects")],
             dry_run: false,
         })

@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use reconciler_proto::coordinator::ListOwnedRequest;
 use reconciler_proto::coordinator::coordinator_client::CoordinatorClient;
+use reconciler_proto::coordinator::{ListOwnedRequest, Resource};
 use reconciler_runtime::auth::SendToken;
 use reconciler_runtime::secrets::Secret;
 use reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN;
@@ -203,7 +203,7 @@ async fn idle_connections_beyond_the_cap_leave_the_service_reachable() {
             CoordinatorClient::with_interceptor(channel, SendToken::new(Secret::new(ADMIN_TOKEN)));
         client
             .list_owned(ListOwnedRequest {
-                resource: "sender_acl".into(),
+                resource: Resource::SenderAcl as i32,
             })
             .await
             .map(|_| ())
@@ -215,7 +215,7 @@ async fn idle_connections_beyond_the_cap_leave_the_service_reachable() {
         let mut health = HealthClient::new(channel(&stack.agent_addr).await?);
         let reply = health
             .check(HealthCheckRequest {
-                service: "reconciler.agent.v1.Agent".into(),
+                service: "reconciler.agent.v2.MailcowAgent".into(),
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -3,11 +3,12 @@
 //! asserted on what the simulator holds afterwards.
 
 use reconciler_proto::agent::{
-    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete, ApplyRequest,
-    Change, ChangeResult, ObserveError, ObserveRequest, Outcome, SenderAclDelta,
-    agent_client::AgentClient, change::Kind,
+    AliasCreate, AliasDelete, AliasUpdate, AppPasswordCreate, AppPasswordDelete,
+    AppPasswordProtocol, ChangeResult, MailcowApplyRequest as ApplyRequest,
+    MailcowChange as Change, MailcowObserveRequest as ObserveRequest, ObserveError, Outcome,
+    SenderAclDelta, mailcow_agent_client::MailcowAgentClient as AgentClient, mailcow_change::Kind,
 };
-use reconciler_proto::markers::ALIAS_COMMENT;
+use reconciler_proto::mailcow::markers::ALIAS_COMMENT;
 use reconciler_testkit::harness::{Authed, Stack, StackOptions};
 use reconciler_testkit::mailcow_sim::{FailMode, SlowMode};
 
@@ -21,7 +22,7 @@ async fn stack(options: StackOptions) -> (Stack, AgentClient<Authed>) {
     for mbox in [INFO, ALICE, "bob@example.com"] {
         stack.mailcow.add_mailbox(mbox);
     }
-    let client = Stack::agent_client(&stack.agent_addr).await;
+    let client = Stack::mailcow_agent_client(&stack.agent_addr).await;
     (stack, client)
 }
 
@@ -50,11 +51,19 @@ fn outcome(r: &ChangeResult) -> Outcome {
     Outcome::try_from(r.outcome).expect("known outcome")
 }
 
+/// The Mailcow id a result names (Mailcow numbers its objects).
+fn remote_id(r: &ChangeResult) -> i64 {
+    r.remote_id.parse().expect("a numeric remote id")
+}
+
 fn create_app_password(name: &str) -> Kind {
     Kind::AppPasswordCreate(AppPasswordCreate {
         mailbox: INFO.into(),
         name: name.into(),
-        protocols: vec!["imap_access".into(), "smtp_access".into()],
+        protocols: vec![
+            AppPasswordProtocol::Imap as i32,
+            AppPasswordProtocol::Smtp as i32,
+        ],
     })
 }
 
@@ -100,7 +109,8 @@ async fn app_password_secret_is_returned_once_and_verifies() {
     let stored = stack.mailcow.app_passwords(INFO);
     assert_eq!(stored.len(), 1);
     assert_eq!(
-        stored[0].id, first[0].remote_id,
+        stored[0].id,
+        remote_id(&first[0]),
         "the id was learnt by re-listing"
     );
 
@@ -109,7 +119,7 @@ async fn app_password_secret_is_returned_once_and_verifies() {
     let again = apply(&mut client, false, vec![create_app_password(OURS)]).await;
     assert_eq!(outcome(&again[0]), Outcome::Unchanged);
     assert!(again[0].secret.is_empty());
-    assert_eq!(again[0].remote_id, first[0].remote_id);
+    assert_eq!(remote_id(&again[0]), remote_id(&first[0]));
     assert_eq!(stack.mailcow.write_count(), 0);
 
     let delete = |id| {
@@ -119,10 +129,10 @@ async fn app_password_secret_is_returned_once_and_verifies() {
             name: OURS.into(),
         })
     };
-    let gone = apply(&mut client, false, vec![delete(first[0].remote_id)]).await;
+    let gone = apply(&mut client, false, vec![delete(remote_id(&first[0]))]).await;
     assert_eq!(outcome(&gone[0]), Outcome::Applied);
     assert!(stack.mailcow.app_passwords(INFO).is_empty());
-    let twice = apply(&mut client, false, vec![delete(first[0].remote_id)]).await;
+    let twice = apply(&mut client, false, vec![delete(remote_id(&first[0]))]).await;
     assert_eq!(outcome(&twice[0]), Outcome::Unchanged);
 }
 
@@ -223,7 +233,7 @@ async fn our_alias_is_created_with_explicit_flags_and_marker() {
         .into_iter()
         .find(|a| a.address == "team@example.com")
         .expect("alias exists");
-    assert_eq!(alias.id, created[0].remote_id);
+    assert_eq!(alias.id, remote_id(&created[0]));
     assert!(alias.active && alias.sogo_visible && alias.sender_allowed);
     assert_eq!(alias.private_comment, ALIAS_COMMENT);
 
@@ -238,7 +248,7 @@ async fn our_alias_is_created_with_explicit_flags_and_marker() {
     )
     .await;
     assert_eq!(outcome(&retry[0]), Outcome::Unchanged);
-    assert_eq!(retry[0].remote_id, alias.id);
+    assert_eq!(remote_id(&retry[0]), alias.id);
 }
 
 #[tokio::test]
@@ -317,12 +327,9 @@ async fn a_rejected_api_key_is_a_configuration_error() {
 #[tokio::test]
 async fn callers_without_the_agent_token_are_refused() {
     let (stack, _) = stack(StackOptions::default()).await;
-    let mut anonymous = reconciler_proto::agent::agent_client::AgentClient::connect(format!(
-        "http://{}",
-        stack.agent_addr
-    ))
-    .await
-    .expect("connect");
+    let mut anonymous = AgentClient::connect(format!("http://{}", stack.agent_addr))
+        .await
+        .expect("connect");
     let status = anonymous
         .apply(ApplyRequest {
             changes: vec![Change {
@@ -487,7 +494,7 @@ async fn hostile_subjects_are_refused_one_by_one_and_write_nothing() {
         changes.push(Kind::AppPasswordCreate(AppPasswordCreate {
             mailbox: hostile.into(),
             name: OURS.into(),
-            protocols: vec!["imap_access".into()],
+            protocols: vec![AppPasswordProtocol::Imap as i32],
         }));
         changes.push(Kind::AppPasswordDelete(AppPasswordDelete {
             id: ours,
@@ -533,7 +540,7 @@ async fn hostile_subjects_are_refused_one_by_one_and_write_nothing() {
 async fn old_and_re_escaped_names_are_recognised_as_ours() {
     let (stack, mut client) = stack(StackOptions::default()).await;
     let old = "authentik-sync:o'neil:info@example.com";
-    let current = reconciler_proto::markers::app_password_name("o'neil", INFO);
+    let current = reconciler_proto::mailcow::markers::app_password_name("o'neil", INFO);
     assert_ne!(old, current);
     let id = stack.mailcow.add_app_password(INFO, old, "old-Secret-1");
     // Re-escape it twice through the API, as the Mailcow UI would.
@@ -562,7 +569,7 @@ async fn old_and_re_escaped_names_are_recognised_as_ours() {
     stack.mailcow.reset_counts();
     let create = apply(&mut client, false, vec![create_app_password(&current)]).await;
     assert_eq!(outcome(&create[0]), Outcome::Unchanged, "{create:?}");
-    assert_eq!(create[0].remote_id, id);
+    assert_eq!(remote_id(&create[0]), id);
     assert_eq!(stack.mailcow.write_count(), 0);
 
     let delete = apply(
@@ -629,7 +636,7 @@ async fn an_add_answered_after_the_timeout_leaves_one_app_password() {
     let ids = named(&stack, OURS);
     assert_eq!(ids.len(), 1, "exactly one app password: {ids:?}");
     assert_eq!(outcome(&first[0]), Outcome::Applied, "{first:?}");
-    assert_eq!(first[0].remote_id, ids[0]);
+    assert_eq!(remote_id(&first[0]), ids[0]);
     assert!(
         stack
             .mailcow
@@ -637,7 +644,7 @@ async fn an_add_answered_after_the_timeout_leaves_one_app_password() {
         "the secret returned is the app password's"
     );
     assert_eq!(outcome(&retry[0]), Outcome::Unchanged, "{retry:?}");
-    assert_eq!(retry[0].remote_id, ids[0]);
+    assert_eq!(remote_id(&retry[0]), ids[0]);
 }
 
 /// The add is carried out at once but its answer is lost to the timeout:
@@ -655,7 +662,7 @@ async fn an_add_whose_answer_is_lost_is_adopted_with_a_working_secret() {
     let ids = named(&stack, OURS);
     assert_eq!(ids.len(), 1, "exactly one app password: {ids:?}");
     assert_eq!(outcome(&first[0]), Outcome::Applied, "{first:?}");
-    assert_eq!(first[0].remote_id, ids[0]);
+    assert_eq!(remote_id(&first[0]), ids[0]);
     assert!(
         stack
             .mailcow

@@ -4,7 +4,7 @@
 //! itself reads: `sogo-tool`, `sogod`'s mailAccounts, and the rows.
 
 use reconciler_proto::agent::{
-    ApplyRequest, Change, ChangeResult, Outcome, SogoDelegateAdd, change::Kind,
+    ChangeResult, Outcome, SogoApplyRequest, SogoChange, SogoDelegateAdd, sogo_change::Kind,
 };
 use std::time::{Duration, Instant};
 
@@ -112,12 +112,12 @@ impl World {
 
 /// Asks the sogo-agent directly to let `delegate` use info@'s identity.
 async fn add_delegate(addr: &str, delegate: &str) -> Vec<ChangeResult> {
-    Stack::agent_client(addr)
+    Stack::sogo_agent_client(addr)
         .await
-        .apply(ApplyRequest {
-            changes: vec![Change {
+        .apply(SogoApplyRequest {
+            changes: vec![SogoChange {
                 id: delegate.into(),
-                kind: Some(Kind::SogoDelegateAdd(SogoDelegateAdd {
+                kind: Some(Kind::DelegateAdd(SogoDelegateAdd {
                     owner: INFO.into(),
                     delegate: delegate.into(),
                 })),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use reconciler_proto::agent::{self as pb, ApplyRequest};
+use reconciler_proto::agent::ChangeResult;
 use reconciler_runtime::secrets::Secret;
 use tracing::warn;
 
@@ -11,10 +11,7 @@ use super::bookkeeping::{Books, fingerprint};
 use super::{Engine, RunReport};
 use crate::error::Result;
 use crate::plan::{Action, Plan, Step};
-use crate::targets::{Batch, Secrets, TargetAdapter};
-
-/// How many changes go to an agent in one Apply call.
-const APPLY_BATCH: usize = 200;
+use crate::targets::{Call, DynAdapter, Secrets};
 
 impl Engine {
     pub(super) async fn apply(&self, job_id: i64, plan: &Plan) -> Result<RunReport> {
@@ -57,13 +54,13 @@ impl Engine {
             if steps.is_empty() {
                 continue;
             }
-            let changes = adapter.changes(&steps, &secrets);
-            for (step, why) in changes.waiting {
+            let prepared = adapter.prepare(&steps, &secrets);
+            for (step, why) in prepared.waiting {
                 // Never sent: nothing was made.
                 books.not_sent(step, &why, true, &mut report).await?;
             }
             let made = self
-                .apply_batches(&books, adapter.as_ref(), changes.ready, &mut report)
+                .send(&books, adapter.as_ref(), prepared.calls, &mut report)
                 .await?;
             secrets.extend(made);
         }
@@ -112,42 +109,36 @@ impl Engine {
         Ok(writes)
     }
 
-    /// Sends `work` to the adapter's agent in batches and records every
-    /// outcome. Returns the secrets the agent produced, by step key.
-    async fn apply_batches(
+    /// Sends the adapter's calls one after another, recording every
+    /// outcome of a call before the next is sent. Returns the secrets the
+    /// agent produced, by step key.
+    async fn send(
         &self,
         books: &Books<'_>,
-        adapter: &dyn TargetAdapter,
-        work: Vec<Batch<'_>>,
+        adapter: &dyn DynAdapter,
+        calls: Vec<Call<'_>>,
         report: &mut RunReport,
     ) -> Result<Secrets> {
         let mut secrets = BTreeMap::new();
-        for batch in work.chunks(APPLY_BATCH) {
-            let response = adapter
-                .agent()
-                .apply(ApplyRequest {
-                    changes: batch.iter().map(|b| b.change.clone()).collect(),
-                    dry_run: false,
-                })
-                .await;
-            let results = match response {
-                Ok(r) => {
-                    report.doveadm_execs += r.doveadm_execs;
-                    report.doveadm_acl_writes += r.doveadm_acl_writes;
-                    r.results
+        for Call { changes, send } in calls {
+            let results = match send.await {
+                Ok(applied) => {
+                    report.doveadm_execs += applied.cost.doveadm_execs;
+                    report.doveadm_acl_writes += applied.cost.doveadm_acl_writes;
+                    applied.results
                 }
                 Err(e) => {
                     // The whole call failed: nothing is recorded as done.
-                    for step in batch.iter().flat_map(|b| &b.steps) {
+                    for step in changes.iter().flat_map(|(_, steps)| steps) {
                         books.call_failed(step, &e, report).await?;
                     }
                     continue;
                 }
             };
-            let by_id: BTreeMap<&str, &pb::ChangeResult> =
+            let by_id: BTreeMap<&str, &ChangeResult> =
                 results.iter().map(|r| (r.id.as_str(), r)).collect();
-            for Batch { change, steps } in batch {
-                let Some(result) = by_id.get(change.id.as_str()) else {
+            for (id, steps) in changes {
+                let Some(result) = by_id.get(id.as_str()) else {
                     for step in steps {
                         books
                             .not_sent(step, "agent returned no result", false, report)

@@ -124,13 +124,13 @@ impl Books<'_> {
     async fn applied(&self, step: &Step, result: &pb::ChangeResult) -> Result<()> {
         match step.action {
             Action::Create => {
-                let id = if result.remote_id != 0 {
-                    result.remote_id.to_string()
-                } else {
-                    String::new()
-                };
+                // Empty when the target names no id for it.
                 self.store
-                    .ledger_put(&ledger_row(step, LedgerState::Created, id))
+                    .ledger_put(&ledger_row(
+                        step,
+                        LedgerState::Created,
+                        result.remote_id.clone(),
+                    ))
                     .await
             }
             Action::Delete => {

@@ -18,24 +18,21 @@ impl Engine {
     pub(super) async fn observe(&self, input: &ObserveInput<'_>) -> Observation {
         let mut observed = Observed::default();
         let mut doveadm_execs = 0;
-        let asks: Vec<_> = self
-            .adapters
-            .iter()
-            .filter_map(|a| a.observe_request(input).map(|request| (a, request)))
-            .collect();
         let answers = futures::future::join_all(
-            asks.iter()
-                .map(|(adapter, request)| adapter.agent().observe(request.clone())),
+            self.adapters
+                .iter()
+                .map(|adapter| async move { (adapter, adapter.observe(input).await) }),
         )
         .await;
-        for ((adapter, request), answer) in asks.into_iter().zip(answers) {
+        // In adapter order, so the result does not depend on who answered first.
+        for (adapter, answer) in answers {
             match answer {
-                Ok(response) => {
-                    doveadm_execs += response.doveadm_execs;
-                    adapter.absorb(&request, response, &mut observed);
+                Ok(observation) => {
+                    doveadm_execs += observation.cost.doveadm_execs;
+                    observation.absorb(&mut observed);
                 }
                 Err(e) => {
-                    let agent = adapter.agent().name().to_owned();
+                    let agent = adapter.name().to_owned();
                     warn!(%agent, error = %e, "agent could not be observed; its resources are held");
                     let why =
                         Unavailable::transient(format!("the {agent} could not be observed: {e}"));

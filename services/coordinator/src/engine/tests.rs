@@ -9,8 +9,8 @@ use super::{Engine, EngineConfig};
 use crate::ledger::LedgerState;
 use crate::store::Store;
 use crate::subject::Subject;
-use crate::targets::{Adapters, mailcow::Mailcow, sogo::Sogo};
-use crate::testsuite::{EmptyAgent, FakeDirectory, FakeSogoAgent};
+use crate::targets::Adapters;
+use crate::testsuite::{EmptyMailcowAgent, FakeDirectory, FakeSogoAgent};
 
 const GROUP: &str = "00000000-0000-0000-0000-00000000000a";
 const INFO: &str = "info@example.com";
@@ -37,8 +37,8 @@ async fn world() -> World {
     );
     let sogo = Arc::new(FakeSogoAgent::default());
     let adapters = Adapters::default()
-        .with(Arc::new(Mailcow::new(Arc::new(EmptyAgent))))
-        .with(Arc::new(Sogo::new(sogo.clone())));
+        .with(Arc::new(EmptyMailcowAgent::adapter()))
+        .with(Arc::new(sogo.adapter()));
     World {
         engine: Engine::new(store, directory.clone(), adapters, EngineConfig::default()),
         directory,
@@ -166,7 +166,7 @@ async fn without_its_adapter_a_target_is_held_and_said_so() {
         json!({"reconciler": {"shared_mailbox": INFO, "sogo_delegate": true}}),
     );
     directory.set_members(GROUP, &[1]);
-    let adapters = Adapters::default().with(Arc::new(Mailcow::new(Arc::new(EmptyAgent))));
+    let adapters = Adapters::default().with(Arc::new(EmptyMailcowAgent::adapter()));
     let engine = Engine::new(store, directory, adapters, EngineConfig::default());
     let report = engine.run(1, &Subject::All, false).await.unwrap();
     assert!(
@@ -239,31 +239,43 @@ mod fourth_target {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
 
-    use reconciler_proto::agent::{self as pb, ObserveRequest, ObserveResponse, change::Kind};
+    use reconciler_proto::agent::{ChangeResult, Outcome};
 
     use super::*;
-    use crate::agents::AgentBackend;
-    use crate::observed::{Observed, ObservedSogoOwner};
+    use crate::observed::ObservedSogoOwner;
     use crate::plan::{Action, Resource, Step, Target};
-    use crate::targets::{Changes, ObserveInput, Secrets, TargetAdapter, subjects_in_scope};
+    use crate::targets::{
+        Applied, Changes, Observation, ObserveInput, Secrets, TargetAdapter, subjects_in_scope,
+    };
+
+    /// Its own change type: nothing from any agent contract.
+    struct Identity {
+        id: String,
+        owner: String,
+        delegate: String,
+        grant: bool,
+    }
 
     #[derive(Default)]
     struct Webmail {
-        identities: Mutex<BTreeSet<(String, String)>>,
+        identities: Arc<Mutex<BTreeSet<(String, String)>>>,
         observed: Mutex<u32>,
     }
 
     #[async_trait::async_trait]
     impl TargetAdapter for Webmail {
+        type Change = Identity;
+
+        fn name(&self) -> &str {
+            "webmail-agent"
+        }
+
         fn resources(&self) -> &'static [Resource] {
             &[Resource::SogoDelegation]
         }
 
-        fn agent(&self) -> &dyn AgentBackend {
-            self
-        }
-
-        fn observe_request(&self, input: &ObserveInput<'_>) -> Option<ObserveRequest> {
+        async fn observe(&self, input: &ObserveInput<'_>) -> crate::Result<Observation> {
+            *self.observed.lock().unwrap() += 1;
             let owners = subjects_in_scope(
                 input
                     .desired
@@ -273,94 +285,67 @@ mod fourth_target {
                 input,
                 Resource::SogoDelegation,
             );
-            Some(ObserveRequest {
-                sogo_owners: owners.into_iter().collect(),
-                ..ObserveRequest::default()
-            })
+            let held = self.identities.lock().unwrap().clone();
+            Ok(Observation::new(Default::default(), move |observed| {
+                observed.sogo = Some(
+                    owners
+                        .into_iter()
+                        .map(|owner| {
+                            let delegate_to = held
+                                .iter()
+                                .filter(|(o, _)| *o == owner)
+                                .map(|(_, d)| d.clone())
+                                .collect();
+                            (
+                                owner,
+                                ObservedSogoOwner {
+                                    delegate_to,
+                                    error: None,
+                                },
+                            )
+                        })
+                        .collect(),
+                );
+            }))
         }
 
-        fn absorb(&self, request: &ObserveRequest, _: ObserveResponse, observed: &mut Observed) {
-            *self.observed.lock().unwrap() += 1;
-            let held = self.identities.lock().unwrap();
-            observed.sogo = Some(
-                request
-                    .sogo_owners
-                    .iter()
-                    .map(|owner| {
-                        let delegate_to = held
-                            .iter()
-                            .filter(|(o, _)| o == owner)
-                            .map(|(_, d)| d.clone())
-                            .collect();
-                        (
-                            owner.clone(),
-                            ObservedSogoOwner {
-                                delegate_to,
-                                error: None,
-                            },
-                        )
-                    })
-                    .collect(),
-            );
-        }
-
-        fn changes<'s>(&self, steps: &[&'s Step], _: &Secrets) -> Changes<'s> {
+        fn changes<'s>(&self, steps: &[&'s Step], _: &Secrets) -> Changes<'s, Identity> {
             let mut changes = Changes::default();
             for step in steps {
                 if let Target::SogoDelegation { owner, delegate } = &step.target {
-                    let change = pb::SogoDelegateAdd {
+                    changes.push(step, |id| Identity {
+                        id,
                         owner: owner.clone(),
                         delegate: delegate.clone(),
-                    };
-                    changes.push(
-                        step,
-                        if step.action == Action::Create {
-                            Kind::SogoDelegateAdd(change)
-                        } else {
-                            Kind::SogoDelegateRemove(pb::SogoDelegateRemove {
-                                owner: change.owner,
-                                delegate: change.delegate,
-                            })
-                        },
-                    );
+                        grant: step.action == Action::Create,
+                    });
                 }
             }
             changes
         }
-    }
 
-    /// Its own agent, in process.
-    #[async_trait::async_trait]
-    impl AgentBackend for Webmail {
-        fn name(&self) -> &str {
-            "webmail-agent"
-        }
-
-        async fn observe(&self, _: ObserveRequest) -> crate::Result<ObserveResponse> {
-            Ok(ObserveResponse::default())
-        }
-
-        async fn apply(&self, request: pb::ApplyRequest) -> crate::Result<pb::ApplyResponse> {
+        /// Its own agent, in process.
+        async fn apply(&self, changes: Vec<Identity>) -> crate::Result<Applied> {
             let mut held = self.identities.lock().unwrap();
-            let results = request
-                .changes
+            let results = changes
                 .into_iter()
                 .map(|change| {
-                    match change.kind {
-                        Some(Kind::SogoDelegateAdd(c)) => held.insert((c.owner, c.delegate)),
-                        Some(Kind::SogoDelegateRemove(c)) => held.remove(&(c.owner, c.delegate)),
-                        _ => false,
-                    };
-                    pb::ChangeResult {
+                    let pair = (change.owner, change.delegate);
+                    if change.grant {
+                        held.insert(pair);
+                    } else {
+                        held.remove(&pair);
+                    }
+                    ChangeResult {
                         id: change.id,
-                        outcome: pb::Outcome::Applied as i32,
-                        ..pb::ChangeResult::default()
+                        outcome: Outcome::Applied as i32,
+                        ..ChangeResult::default()
                     }
                 })
                 .collect();
-            Ok(pb::ApplyResponse {
+            Ok(Applied {
                 results,
-                ..pb::ApplyResponse::default()
+                ..Applied::default()
             })
         }
 
@@ -385,7 +370,7 @@ mod fourth_target {
         directory.set_members(GROUP, &[1]);
         let webmail = Arc::new(Webmail::default());
         let adapters = Adapters::default()
-            .with(Arc::new(Mailcow::new(Arc::new(EmptyAgent))))
+            .with(Arc::new(EmptyMailcowAgent::adapter()))
             .with(webmail.clone());
         let engine = Engine::new(store, directory, adapters, EngineConfig::default());
         let report = engine.run(1, &Subject::All, false).await.unwrap();

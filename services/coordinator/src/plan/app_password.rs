@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use reconciler_proto::markers;
+use reconciler_proto::mailcow::markers;
 
 use super::nextcloud_account::is_lookalike;
 use super::*;

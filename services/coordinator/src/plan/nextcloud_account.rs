@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use reconciler_proto::markers;
+use reconciler_proto::mailcow::markers;
 
 use super::*;
 use crate::desired::DesiredState;

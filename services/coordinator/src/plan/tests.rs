@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use reconciler_proto::markers;
+use reconciler_proto::mailcow::markers;
 
 use crate::desired::DesiredState;
 use crate::desired::{Alias, AppPassword, MailboxAcl, NextcloudAccount, SenderAcl, SogoDelegation};

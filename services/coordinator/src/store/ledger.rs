@@ -1,6 +1,6 @@
 //! Ownership records: what we created (or found and must never remove).
 
-use reconciler_proto::markers;
+use reconciler_proto::mailcow::markers;
 use sqlx::Row;
 
 use super::{Store, now_millis};

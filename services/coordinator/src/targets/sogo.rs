@@ -1,12 +1,13 @@
 //! The sogo-agent: SOGo mail delegation in SOGo's database, and the
 //! memcached entries SOGo caches it in.
 
-use std::sync::Arc;
+use reconciler_proto::agent::{
+    self as pb, Outcome, SogoObserveRequest, SogoObserveResponse,
+    sogo_agent_client::SogoAgentClient, sogo_change::Kind,
+};
 
-use reconciler_proto::agent::{self as pb, ObserveRequest, ObserveResponse, Outcome, change::Kind};
-
-use super::{Changes, ObserveInput, Secrets, TargetAdapter};
-use crate::agents::AgentBackend;
+use super::{Applied, Batch, Changes, Cost, Observation, ObserveInput, Secrets, TargetAdapter};
+use crate::agents::{AgentLink, MAX_MESSAGE_SIZE, Transport};
 use crate::engine::RunReport;
 use crate::error::Result;
 use crate::observed::{Observed, ObservedSogoOwner, canonical};
@@ -15,12 +16,29 @@ use crate::plan::{Action, Plan, Resource, Step, Target};
 use crate::store::Store;
 
 pub struct Sogo {
-    agent: Arc<dyn AgentBackend>,
+    link: AgentLink,
+    client: SogoAgentClient<Transport>,
 }
 
 impl Sogo {
-    pub fn new(agent: Arc<dyn AgentBackend>) -> Self {
-        Self { agent }
+    pub fn new(link: AgentLink) -> Self {
+        let client = SogoAgentClient::new(link.transport())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Self { link, client }
+    }
+
+    /// One Observe call, its failure classed.
+    pub async fn observe_agent(&self, request: SogoObserveRequest) -> Result<SogoObserveResponse> {
+        self.link.answer(self.client.clone().observe(request).await)
+    }
+
+    /// One Apply call, its failure classed.
+    pub async fn apply_agent(
+        &self,
+        request: pb::SogoApplyRequest,
+    ) -> Result<pb::SogoApplyResponse> {
+        self.link.answer(self.client.clone().apply(request).await)
     }
 }
 
@@ -28,15 +46,17 @@ const RESOURCES: &[Resource] = &[Resource::SogoDelegation, Resource::SogoCacheEv
 
 #[async_trait::async_trait]
 impl TargetAdapter for Sogo {
+    type Change = pb::SogoChange;
+
+    fn name(&self) -> &str {
+        self.link.name()
+    }
+
     fn resources(&self) -> &'static [Resource] {
         RESOURCES
     }
 
-    fn agent(&self) -> &dyn AgentBackend {
-        self.agent.as_ref()
-    }
-
-    fn observe_request(&self, input: &ObserveInput<'_>) -> Option<ObserveRequest> {
+    async fn observe(&self, input: &ObserveInput<'_>) -> Result<Observation> {
         let owners = super::subjects_in_scope(
             input
                 .desired
@@ -46,69 +66,79 @@ impl TargetAdapter for Sogo {
             input,
             Resource::SogoDelegation,
         );
-        (!owners.is_empty()).then(|| ObserveRequest {
-            sogo_owners: owners.into_iter().collect(),
-            ..ObserveRequest::default()
-        })
+        if owners.is_empty() {
+            return Ok(Observation::nothing());
+        }
+        let response = self
+            .observe_agent(SogoObserveRequest {
+                owners: owners.into_iter().collect(),
+            })
+            .await?;
+        Ok(Observation::new(Cost::default(), move |observed| {
+            absorb(response, observed)
+        }))
     }
 
-    fn absorb(
-        &self,
-        _request: &ObserveRequest,
-        response: ObserveResponse,
-        observed: &mut Observed,
-    ) {
-        observed.sogo = Some(
-            response
-                .sogo_delegations
-                .into_iter()
-                .map(|s| {
-                    (
-                        canonical(&s.owner),
-                        ObservedSogoOwner {
-                            delegate_to: s.delegate_to.iter().map(|d| canonical(d)).collect(),
-                            error: Some(s.error).filter(|e| !e.is_empty()),
-                        },
-                    )
-                })
-                .collect(),
-        );
-    }
-
-    fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s> {
+    fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s, Self::Change> {
         let mut changes = Changes::default();
         let mut evictions: Vec<&Step> = Vec::new();
         for step in steps {
-            match (&step.target, step.action) {
-                (Target::SogoCacheEviction { .. }, _) => evictions.push(step),
-                (Target::SogoDelegation { owner, delegate }, Action::Create) => changes.push(
-                    step,
-                    Kind::SogoDelegateAdd(pb::SogoDelegateAdd {
+            let kind = match (&step.target, step.action) {
+                (Target::SogoCacheEviction { .. }, _) => {
+                    evictions.push(step);
+                    continue;
+                }
+                (Target::SogoDelegation { owner, delegate }, Action::Create) => {
+                    Kind::DelegateAdd(pb::SogoDelegateAdd {
                         owner: owner.clone(),
                         delegate: delegate.clone(),
-                    }),
-                ),
-                (Target::SogoDelegation { owner, delegate }, _) => changes.push(
-                    step,
-                    Kind::SogoDelegateRemove(pb::SogoDelegateRemove {
+                    })
+                }
+                (Target::SogoDelegation { owner, delegate }, _) => {
+                    Kind::DelegateRemove(pb::SogoDelegateRemove {
                         owner: owner.clone(),
                         delegate: delegate.clone(),
-                    }),
-                ),
-                _ => changes.waiting.push((
-                    step,
-                    format!("{} is not a SOGo resource", step.resource.as_str()),
-                )),
-            }
+                    })
+                }
+                _ => {
+                    changes.waiting.push((
+                        step,
+                        format!("{} is not a SOGo resource", step.resource.as_str()),
+                    ));
+                    continue;
+                }
+            };
+            changes.push(step, |id| pb::SogoChange {
+                id,
+                kind: Some(kind),
+            });
         }
         // Owed cache evictions travel as one change.
         if let Some(change) = evict_change(&evictions) {
-            changes.ready.push(super::Batch {
+            changes.ready.push(Batch {
+                id: change.id.clone(),
                 change,
                 steps: evictions,
             });
         }
         changes
+    }
+
+    async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
+        let response = self
+            .apply_agent(pb::SogoApplyRequest {
+                changes,
+                dry_run: false,
+            })
+            .await?;
+        Ok(Applied {
+            results: response.results,
+            cost: Cost::default(),
+        })
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.link.health().await
     }
 
     /// Plans every eviction owed by earlier runs.
@@ -173,8 +203,27 @@ impl TargetAdapter for Sogo {
     }
 }
 
+/// Folds the sogo-agent's report into `observed`.
+fn absorb(response: SogoObserveResponse, observed: &mut Observed) {
+    observed.sogo = Some(
+        response
+            .delegations
+            .into_iter()
+            .map(|s| {
+                (
+                    canonical(&s.owner),
+                    ObservedSogoOwner {
+                        delegate_to: s.delegate_to.iter().map(|d| canonical(d)).collect(),
+                        error: Some(s.error).filter(|e| !e.is_empty()),
+                    },
+                )
+            })
+            .collect(),
+    );
+}
+
 /// One SogoCacheEvict change for the eviction steps, if any.
-fn evict_change(steps: &[&Step]) -> Option<pb::Change> {
+fn evict_change(steps: &[&Step]) -> Option<pb::SogoChange> {
     let uids: Vec<String> = steps
         .iter()
         .filter_map(|s| match &s.target {
@@ -182,8 +231,8 @@ fn evict_change(steps: &[&Step]) -> Option<pb::Change> {
             _ => None,
         })
         .collect();
-    (!uids.is_empty()).then(|| pb::Change {
+    (!uids.is_empty()).then(|| pb::SogoChange {
         id: format!("{}:evict", Resource::SogoCacheEviction.as_str()),
-        kind: Some(Kind::SogoCacheEvict(pb::SogoCacheEvict { uids })),
+        kind: Some(Kind::CacheEvict(pb::SogoCacheEvict { uids })),
     })
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use reconciler_proto::agent::MailboxRight;
 use reconciler_runtime::exec::{CommandRunner, ExecError};
 
 /// The 11 rights doveadm accepts by name (`all` is shorthand for them all).
@@ -149,6 +150,30 @@ pub fn validate_rights(rights: &[String]) -> Result<BTreeSet<String>> {
         }
     }
     Ok(out)
+}
+
+/// doveadm's names of the wire's rights, checked like [`validate_rights`].
+/// UNSPECIFIED (a client that left the field at its default) and numbers
+/// this agent does not know are refused for good: guessing would grant
+/// access nobody asked for.
+pub fn rights_from_wire(rights: &[i32]) -> Result<BTreeSet<String>> {
+    let names = rights
+        .iter()
+        .map(|&r| {
+            MailboxRight::try_from(r)
+                .ok()
+                .and_then(MailboxRight::doveadm_name)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::Permanent(format!(
+                        "mailbox right {r} is not a Dovecot right (expected: {}; \
+                         MAILBOX_RIGHT_UNSPECIFIED is not a right)",
+                        RIGHTS.join(", ")
+                    ))
+                })
+        })
+        .collect::<Result<Vec<String>>>()?;
+    validate_rights(&names)
 }
 
 /// Runs the scripts: each method call is exactly one exec.
@@ -338,6 +363,19 @@ mod tests {
             parse_observe("o", "\u{1e}FOLDER INBOX\n\u{1e}RC 75\n"),
             Err(Error::DovecotUnavailable(_))
         ));
+    }
+
+    #[test]
+    fn wire_rights_become_doveadm_names_and_unspecified_is_refused() {
+        let rights = [MailboxRight::Lookup as i32, MailboxRight::WriteSeen as i32];
+        assert_eq!(
+            rights_from_wire(&rights).unwrap(),
+            BTreeSet::from(["lookup".to_owned(), "write-seen".to_owned()])
+        );
+        for bad in [vec![MailboxRight::Unspecified as i32], vec![99], vec![]] {
+            let e = rights_from_wire(&bad).unwrap_err();
+            assert!(matches!(e, Error::Permanent(_)), "{e}");
+        }
     }
 
     #[test]

@@ -196,15 +196,31 @@ impl Stack {
         stack
     }
 
-    /// A client for the agent at `addr`, presenting the agent token.
-    pub async fn agent_client(
-        addr: &str,
-    ) -> reconciler_proto::agent::agent_client::AgentClient<Authed> {
-        reconciler_proto::agent::agent_client::AgentClient::with_interceptor(
+    /// A channel to the agent at `addr`, presenting the agent token.
+    async fn agent_channel(addr: &str) -> Authed {
+        tonic::service::interceptor::InterceptedService::new(
             authed_channel(addr).await,
             reconciler_runtime::auth::SendToken::new(reconciler_runtime::secrets::Secret::new(
                 AGENT_TOKEN,
             )),
+        )
+    }
+
+    /// A client for the mailcow-agent at `addr`, presenting the agent token.
+    pub async fn mailcow_agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::mailcow_agent_client::MailcowAgentClient<Authed> {
+        reconciler_proto::agent::mailcow_agent_client::MailcowAgentClient::new(
+            Self::agent_channel(addr).await,
+        )
+    }
+
+    /// A client for the sogo-agent at `addr`, presenting the agent token.
+    pub async fn sogo_agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::sogo_agent_client::SogoAgentClient<Authed> {
+        reconciler_proto::agent::sogo_agent_client::SogoAgentClient::new(
+            Self::agent_channel(addr).await,
         )
     }
 

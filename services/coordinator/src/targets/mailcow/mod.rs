@@ -2,12 +2,18 @@
 //! aliases) and Dovecot's folder ACLs, behind one agent beside Mailcow.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use reconciler_proto::agent::{self as pb, ObserveRequest, ObserveResponse, Outcome, change::Kind};
+use reconciler_proto::agent::{
+    self as pb, MailcowObserveRequest, MailcowObserveResponse, Outcome,
+    mailcow_agent_client::MailcowAgentClient, mailcow_change::Kind,
+};
 
-use super::{Batch, Changes, ObserveInput, Secrets, TargetAdapter};
-use crate::agents::AgentBackend;
+mod wire;
+
+use self::wire::{protocol_name, right_name, wire_protocols, wire_right};
+use super::{Applied, Batch, Changes, Cost, Observation, ObserveInput, Secrets, TargetAdapter};
+use crate::agents::{AgentLink, MAX_MESSAGE_SIZE, Transport};
+use crate::error::Result;
 use crate::observed::{
     Observed, ObservedAlias, ObservedAppPassword, ObservedOwnerAcls, ObservedSenderAcl,
     Unavailable, canonical,
@@ -15,12 +21,32 @@ use crate::observed::{
 use crate::plan::{Action, Resource, Step, Target};
 
 pub struct Mailcow {
-    agent: Arc<dyn AgentBackend>,
+    link: AgentLink,
+    client: MailcowAgentClient<Transport>,
 }
 
 impl Mailcow {
-    pub fn new(agent: Arc<dyn AgentBackend>) -> Self {
-        Self { agent }
+    pub fn new(link: AgentLink) -> Self {
+        let client = MailcowAgentClient::new(link.transport())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Self { link, client }
+    }
+
+    /// One Observe call, its failure classed.
+    pub async fn observe_agent(
+        &self,
+        request: MailcowObserveRequest,
+    ) -> Result<MailcowObserveResponse> {
+        self.link.answer(self.client.clone().observe(request).await)
+    }
+
+    /// One Apply call, its failure classed.
+    pub async fn apply_agent(
+        &self,
+        request: pb::MailcowApplyRequest,
+    ) -> Result<pb::MailcowApplyResponse> {
+        self.link.answer(self.client.clone().apply(request).await)
     }
 }
 
@@ -33,67 +59,100 @@ const RESOURCES: &[Resource] = &[
 
 #[async_trait::async_trait]
 impl TargetAdapter for Mailcow {
+    type Change = pb::MailcowChange;
+
+    fn name(&self) -> &str {
+        self.link.name()
+    }
+
     fn resources(&self) -> &'static [Resource] {
         RESOURCES
     }
 
-    fn agent(&self) -> &dyn AgentBackend {
-        self.agent.as_ref()
+    async fn observe(&self, input: &ObserveInput<'_>) -> Result<Observation> {
+        let request = observe_request(input);
+        let response = self.observe_agent(request.clone()).await?;
+        let cost = Cost {
+            doveadm_execs: response.doveadm_execs,
+            ..Cost::default()
+        };
+        Ok(Observation::new(cost, move |observed| {
+            absorb(&request, response, observed)
+        }))
     }
 
-    /// Every login and mailbox the scope could touch, from desired state
-    /// and the ledger. Aliases are group-level: always observed.
-    fn observe_request(&self, input: &ObserveInput<'_>) -> Option<ObserveRequest> {
-        let desired = input.desired;
-        let logins = super::subjects_in_scope(
-            desired.sender_acls.values().map(|d| (&d.user, &d.login)),
-            input,
-            Resource::SenderAcl,
-        );
-        let mailboxes = super::subjects_in_scope(
-            desired
-                .app_passwords
-                .values()
-                .map(|d| (&d.user, &d.mailbox)),
-            input,
-            Resource::AppPassword,
-        );
-        // Owners are only asked about when some group shares a mailbox (or
-        // we hold entries to clean up), so an agent without Dovecot access
-        // works for everything else.
-        let owners = super::subjects_in_scope(
-            desired.mailbox_acls.values().map(|d| (&d.user, &d.owner)),
-            input,
-            Resource::MailboxAcl,
-        );
-        Some(ObserveRequest {
-            sender_acl_logins: logins.into_iter().collect(),
-            app_password_mailboxes: mailboxes.into_iter().collect(),
-            aliases: true,
-            mailbox_acl_owners: owners.into_iter().collect(),
-            ..ObserveRequest::default()
+    fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s, Self::Change> {
+        build_changes(steps)
+    }
+
+    async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
+        let response = self
+            .apply_agent(pb::MailcowApplyRequest {
+                changes,
+                dry_run: false,
+            })
+            .await?;
+        Ok(Applied {
+            results: response.results,
+            cost: Cost {
+                doveadm_execs: response.doveadm_execs,
+                doveadm_acl_writes: response.doveadm_acl_writes,
+            },
         })
     }
 
-    fn absorb(&self, request: &ObserveRequest, response: ObserveResponse, observed: &mut Observed) {
-        absorb(request, response, observed);
+    async fn health(&self) -> Result<()> {
+        self.link.health().await
     }
+}
 
-    fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s> {
-        build_changes(steps)
+/// Every login and mailbox the scope could touch, from desired state and
+/// the ledger. Aliases are group-level: always observed.
+fn observe_request(input: &ObserveInput<'_>) -> MailcowObserveRequest {
+    let desired = input.desired;
+    let logins = super::subjects_in_scope(
+        desired.sender_acls.values().map(|d| (&d.user, &d.login)),
+        input,
+        Resource::SenderAcl,
+    );
+    let mailboxes = super::subjects_in_scope(
+        desired
+            .app_passwords
+            .values()
+            .map(|d| (&d.user, &d.mailbox)),
+        input,
+        Resource::AppPassword,
+    );
+    // Owners are only asked about when some group shares a mailbox (or
+    // we hold entries to clean up), so an agent without Dovecot access
+    // works for everything else.
+    let owners = super::subjects_in_scope(
+        desired.mailbox_acls.values().map(|d| (&d.user, &d.owner)),
+        input,
+        Resource::MailboxAcl,
+    );
+    MailcowObserveRequest {
+        sender_acl_logins: logins.into_iter().collect(),
+        app_password_mailboxes: mailboxes.into_iter().collect(),
+        aliases: true,
+        mailbox_acl_owners: owners.into_iter().collect(),
     }
 }
 
 /// Folds the mailcow-agent's report into `observed`. A subject the agent
 /// could not read (one mailbox's app passwords, one login's sender_acl) is
 /// absent from the maps, so nothing is created or removed for it.
-fn absorb(request: &ObserveRequest, response: ObserveResponse, observed: &mut Observed) {
-    if !response.mailbox_acls_unavailable.is_empty() {
+fn absorb(
+    request: &MailcowObserveRequest,
+    response: MailcowObserveResponse,
+    observed: &mut Observed,
+) {
+    if let Some(unavailable) = &response.mailbox_acls_unavailable {
         observed.set_unavailable(
             Resource::MailboxAcl,
             Unavailable {
-                transient: response.mailbox_acls_outcome() == Outcome::Transient,
-                reason: response.mailbox_acls_unavailable.clone(),
+                transient: unavailable.outcome() == Outcome::Transient,
+                reason: unavailable.reason.clone(),
             },
         );
     }
@@ -146,9 +205,9 @@ fn absorb(request: &ObserveRequest, response: ObserveResponse, observed: &mut Ob
             .push(ObservedAppPassword {
                 id: p.id,
                 mailbox: canonical(&p.mailbox),
-                name: p.name,
                 active: p.active,
-                protocols: p.protocols.into_iter().collect(),
+                protocols: p.protocols().map(protocol_name).collect(),
+                name: p.name,
             });
     }
     observed.app_passwords = app_passwords;
@@ -183,7 +242,7 @@ fn absorb(request: &ObserveRequest, response: ObserveResponse, observed: &mut Ob
                     let entries = f
                         .entries
                         .into_iter()
-                        .map(|e| (canonical(&e.id), e.rights.into_iter().collect()))
+                        .map(|e| (canonical(&e.id), e.rights().map(right_name).collect()))
                         .collect();
                     (f.folder, entries)
                 })
@@ -203,7 +262,7 @@ fn absorb(request: &ObserveRequest, response: ObserveResponse, observed: &mut Ob
 /// one delta, so the agent reads and writes that list once; ACL steps for
 /// one (owner, grantee, rights) become one change with a folder list, which
 /// the agent batches per owner.
-fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s> {
+fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s, pb::MailcowChange> {
     let mut changes = Changes::default();
     let mut by_login: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_acl: BTreeMap<(&str, &str, &[String]), usize> = BTreeMap::new();
@@ -211,15 +270,17 @@ fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s> {
         match (&step.target, step.action) {
             (Target::SenderAcl { login, send_as }, action) => {
                 let index = *by_login.entry(login.as_str()).or_insert_with(|| {
+                    let id = format!("sender_acl:{login}");
                     changes.ready.push(Batch {
-                        change: pb::Change {
-                            id: format!("sender_acl:{login}"),
+                        change: pb::MailcowChange {
+                            id: id.clone(),
                             kind: Some(Kind::SenderAcl(pb::SenderAclDelta {
                                 login: login.clone(),
                                 add: vec![],
                                 remove: vec![],
                             })),
                         },
+                        id,
                         steps: Vec::new(),
                     });
                     changes.ready.len() - 1
@@ -247,8 +308,10 @@ fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s> {
                 let index = *by_acl
                     .entry((owner.as_str(), grantee.as_str(), rights))
                     .or_insert_with(|| {
+                        let change = acl_change(owner, grantee, rights, delete);
                         changes.ready.push(Batch {
-                            change: acl_change(owner, grantee, rights, delete),
+                            id: change.id.clone(),
+                            change,
                             steps: Vec::new(),
                         });
                         changes.ready.len() - 1
@@ -263,7 +326,10 @@ fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s> {
             }
             (Target::AppPassword { .. } | Target::Alias { .. }, _) => {
                 if let Some(kind) = single_change(step) {
-                    changes.push(step, kind);
+                    changes.push(step, |id| pb::MailcowChange {
+                        id,
+                        kind: Some(kind),
+                    });
                 }
             }
             _ => changes.waiting.push((
@@ -275,9 +341,9 @@ fn build_changes<'s>(steps: &[&'s Step]) -> Changes<'s> {
     changes
 }
 
-fn acl_change(owner: &str, grantee: &str, rights: &[String], delete: bool) -> pb::Change {
+fn acl_change(owner: &str, grantee: &str, rights: &[String], delete: bool) -> pb::MailcowChange {
     if delete {
-        pb::Change {
+        pb::MailcowChange {
             id: format!("mailbox_acl:delete:{owner}|{grantee}"),
             kind: Some(Kind::MailboxAclDelete(pb::MailboxAclDelete {
                 owner: owner.to_owned(),
@@ -286,12 +352,12 @@ fn acl_change(owner: &str, grantee: &str, rights: &[String], delete: bool) -> pb
             })),
         }
     } else {
-        pb::Change {
+        pb::MailcowChange {
             id: format!("mailbox_acl:set:{owner}|{grantee}|{}", rights.join(" ")),
             kind: Some(Kind::MailboxAclSet(pb::MailboxAclSet {
                 owner: owner.to_owned(),
                 grantee: grantee.to_owned(),
-                rights: rights.to_vec(),
+                rights: rights.iter().map(|r| wire_right(r)).collect(),
                 folders: vec![],
             })),
         }
@@ -312,7 +378,7 @@ fn single_change(step: &Step) -> Option<Kind> {
         ) => Kind::AppPasswordCreate(pb::AppPasswordCreate {
             mailbox: mailbox.clone(),
             name: name.clone(),
-            protocols: protocols.clone(),
+            protocols: wire_protocols(protocols),
         }),
         (
             Target::AppPassword {
@@ -326,7 +392,7 @@ fn single_change(step: &Step) -> Option<Kind> {
             id: *id,
             mailbox: mailbox.clone(),
             name: name.clone(),
-            protocols: protocols.clone(),
+            protocols: wire_protocols(protocols),
         }),
         (
             Target::AppPassword {
@@ -340,7 +406,7 @@ fn single_change(step: &Step) -> Option<Kind> {
             id: *id,
             mailbox: mailbox.clone(),
             name: name.clone(),
-            protocols: protocols.clone(),
+            protocols: wire_protocols(protocols),
         }),
         (
             Target::AppPassword {
