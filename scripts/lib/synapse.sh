@@ -8,7 +8,7 @@
 #                  (default ~/.cache/authentik-reconciler/synapse-venv; the
 #                  harness reads the same variable and default)
 #   SYNAPSE_VERSION  a pip requirement specifier, e.g. "==1.163.2" (default:
-#                  the newest release, which the reference measured)
+#                  the newest release; 1.163.2 is the one tested)
 
 synapse_venv="${SYNAPSE_VENV:-$HOME/.cache/authentik-reconciler/synapse-venv}"
 

@@ -1,5 +1,5 @@
 //! matrix-agent runs beside Synapse and is the only holder of the bot's
-//! access token (issue 10). The bot must be a Synapse server admin: the
+//! access token. The bot must be a Synapse server admin: the
 //! force-join and user lookups are admin APIs.
 //!
 //! What is here so far:

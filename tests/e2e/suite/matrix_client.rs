@@ -290,6 +290,7 @@ async fn rate_limits_are_waited_out_and_the_exemption_lifts_them() {
         w.client.invite(&room, &user.user_id, None).await.unwrap();
     }
     let stats = w.client.stats();
+    eprintln!("rate limits met: {stats:?}");
     assert!(stats.rate_limit_waits >= 1, "{stats:?}");
     for user in &users[..4] {
         let membership = w.synapse.membership(&room, &user.user_id).await;

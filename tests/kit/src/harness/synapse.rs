@@ -506,7 +506,7 @@ fn check_alive(process: &mut Child, dir: &Path, start: Instant) {
     );
 }
 
-/// `homeserver.yaml` and a signing key in `dir` (reference A2's minimal
+/// `homeserver.yaml` and a signing key in `dir` (a minimal
 /// config: SQLite, one 127.0.0.1 listener with the client resource, which
 /// also serves the admin API; no federation, no key servers, no stats).
 fn write_config(dir: &Path, rate_limits: RateLimits) {
