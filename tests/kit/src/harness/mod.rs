@@ -4,6 +4,7 @@
 //! binaries announce theirs ([`Service::listeners`]); memcached's and sogod's
 //! are read from memcached and from the kernel ([`ports`]). MariaDB, which
 //! reads port 0 as 3306, is offered ports until it binds one ([`SogoPeers`]).
+//! Synapse binds port 0 and its port is read from the kernel ([`Synapse`]).
 
 pub mod dovecot;
 pub mod nextcloud;
@@ -11,6 +12,7 @@ pub mod ports;
 mod process;
 pub mod sogo;
 mod stack;
+pub mod synapse;
 
 pub use dovecot::{DovecotContainer, Imap};
 pub use nextcloud::NextcloudContainer;
@@ -18,6 +20,7 @@ pub use ports::RefusedPort;
 pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
 pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions};
+pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
 
 /// The tokens the test stack configures.
 pub mod stack_tokens {

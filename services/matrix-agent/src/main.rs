@@ -1,0 +1,11 @@
+//! matrix-agent: see the crate docs. For now it checks Synapse and exits.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    reconciler_runtime::main(
+        "matrix-agent",
+        matrix_agent::config::Config::from_env,
+        matrix_agent::run,
+    )
+    .await
+}
