@@ -173,6 +173,7 @@ mod wire {
             Action::Update => pb::Action::Update,
             Action::Delete => pb::Action::Delete,
             Action::Rotate => pb::Action::Rotate,
+            Action::Rekey => pb::Action::Rekey,
             Action::Evict => pb::Action::Evict,
             Action::Adopt => pb::Action::Adopt,
             Action::RecordForeign => pb::Action::RecordForeign,

@@ -25,7 +25,7 @@ use reconciler_proto::agent::{self as pb, Outcome};
 use super::RunReport;
 use crate::error::Result;
 use crate::ledger::{LedgerRow, LedgerState};
-use crate::plan::{Action, Resource, Step};
+use crate::plan::{Action, Step};
 use crate::store::{AuditEntry, Store};
 
 /// The longest a permanently failing change waits between attempts.
@@ -146,9 +146,8 @@ impl Books<'_> {
                 }
                 Ok(())
             }
-            // A Nextcloud account re-keyed (or adopted and re-keyed) with
-            // the secret its app password now has.
-            Action::Update if step.resource == Resource::NextcloudAccount => {
+            // Re-keyed (or adopted and re-keyed) with the secret it now has.
+            Action::Rekey => {
                 self.store
                     .ledger_put(&ledger_row(
                         step,
@@ -222,9 +221,9 @@ impl Books<'_> {
     /// A change that did not happen, or may not have. A create's intent
     /// row goes only when `made_nothing` is certain; otherwise it stays,
     /// and the next run's observation resolves it: present → ours
-    /// (adopted), absent → dropped or created again. A Nextcloud re-key
-    /// that did not happen is remembered, so the next run re-keys again
-    /// instead of leaving a dead password.
+    /// (adopted), absent → dropped or created again. A re-key that did not
+    /// happen is remembered, so the next run re-keys again instead of
+    /// leaving a dead password.
     pub async fn unsettled(&self, step: &Step, made_nothing: bool) -> Result<()> {
         match step.action {
             Action::Create if made_nothing => {
@@ -238,7 +237,7 @@ impl Books<'_> {
                         .await?;
                 }
             }
-            Action::Update if step.resource == Resource::NextcloudAccount => {
+            Action::Rekey => {
                 self.store
                     .ledger_put(&ledger_row(
                         step,

@@ -70,6 +70,10 @@ pub enum Action {
     /// A new secret for an app password we own (its secret is needed
     /// again, e.g. for a Nextcloud account, and is never stored).
     Rotate,
+    /// Give an object we own a new secret (a Nextcloud Mail account the
+    /// password of its app password). Owed until the target confirms it:
+    /// the ledger keeps an intent, so the next run re-keys again.
+    Rekey,
     /// Drop a cached copy on the target (SOGo's memcached) so it serves
     /// what was written.
     Evict,
@@ -85,6 +89,7 @@ impl Action {
             Self::RecordForeign => "record_foreign",
             Self::Forget => "forget",
             Self::Rotate => "rotate",
+            Self::Rekey => "rekey",
             Self::Evict => "evict",
         }
     }
@@ -93,7 +98,7 @@ impl Action {
     pub fn writes_target(self) -> bool {
         matches!(
             self,
-            Self::Create | Self::Update | Self::Delete | Self::Rotate | Self::Evict
+            Self::Create | Self::Update | Self::Delete | Self::Rotate | Self::Rekey | Self::Evict
         )
     }
 }

@@ -112,7 +112,7 @@ pub(super) fn plan_nextcloud_accounts(
                     // is unknown. The re-key records it as created.
                     if secret_step(plan, &app_password_key) {
                         plan.steps.push(step(
-                            Action::Update,
+                            Action::Rekey,
                             found.id,
                             "created by an interrupted run; re-key",
                         ));
@@ -122,7 +122,7 @@ pub(super) fn plan_nextcloud_accounts(
                         // A re-key that did not happen last time.
                         if secret_step(plan, &app_password_key) {
                             plan.steps.push(step(
-                                Action::Update,
+                                Action::Rekey,
                                 account.id,
                                 "re-key that did not complete",
                             ));
@@ -131,7 +131,7 @@ pub(super) fn plan_nextcloud_accounts(
                         // The app password was lost (deleted in Mailcow):
                         // its re-creation is planned; hand the new secret over.
                         plan.steps.push(step(
-                            Action::Update,
+                            Action::Rekey,
                             account.id,
                             "app password was re-created; rotate",
                         ));

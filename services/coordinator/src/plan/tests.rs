@@ -786,7 +786,7 @@ fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
         nc_and_app_password_steps(&p),
         vec![
             (Resource::AppPassword, Action::Rotate),
-            (Resource::NextcloudAccount, Action::Update)
+            (Resource::NextcloudAccount, Action::Rekey)
         ]
     );
     // A re-key that failed last time (intent with the account id) is redone.
@@ -815,7 +815,7 @@ fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
         nc_and_app_password_steps(&p),
         vec![
             (Resource::AppPassword, Action::Rotate),
-            (Resource::NextcloudAccount, Action::Update)
+            (Resource::NextcloudAccount, Action::Rekey)
         ]
     );
 }
@@ -847,7 +847,7 @@ fn a_lost_app_password_is_recreated_and_handed_to_the_account() {
         nc_and_app_password_steps(&p),
         vec![
             (Resource::AppPassword, Action::Create),
-            (Resource::NextcloudAccount, Action::Update)
+            (Resource::NextcloudAccount, Action::Rekey)
         ]
     );
     // In sync: nothing at all.

@@ -127,7 +127,7 @@ impl TargetAdapter for Nextcloud {
                         password,
                     })
                 }
-                (Action::Update, Some(password)) => {
+                (Action::Rekey, Some(password)) => {
                     Kind::AccountSetPassword(pb::NextcloudAccountSetPassword {
                         user: user.clone(),
                         id: *id,
@@ -135,7 +135,7 @@ impl TargetAdapter for Nextcloud {
                         password,
                     })
                 }
-                (Action::Create | Action::Update, None) => {
+                (Action::Create | Action::Rekey, None) => {
                     changes.waiting.push((
                         step,
                         "its app password could not be created or rotated in this run".into(),
