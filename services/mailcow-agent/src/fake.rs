@@ -22,6 +22,8 @@ struct State {
     mailboxes: Vec<Mailbox>,
     aliases: Vec<Alias>,
     app_passwords: Vec<AppPassword>,
+    /// Each app password's current secret, by id: what a login must present.
+    secrets: std::collections::BTreeMap<i64, String>,
     last_id: i64,
 }
 
@@ -53,6 +55,32 @@ impl FakeMailcow {
             private_comment: comment.to_owned(),
         });
         id
+    }
+
+    /// The current secrets of the app passwords named `name` on `mailbox`.
+    pub fn app_password_secrets(&self, mailbox: &str, name: &str) -> Vec<String> {
+        let state = lock(&self.state);
+        let ids = state
+            .app_passwords
+            .iter()
+            .filter(|p| p.mailbox == mailbox && p.name == name);
+        ids.filter_map(|p| state.secrets.get(&p.id).cloned())
+            .collect()
+    }
+
+    /// Deletes every app password on `mailbox`, as a person might in the UI.
+    pub fn delete_app_passwords_by_hand(&self, mailbox: &str) {
+        let mut state = lock(&self.state);
+        let gone: Vec<i64> = state
+            .app_passwords
+            .iter()
+            .filter(|p| p.mailbox == mailbox)
+            .map(|p| p.id)
+            .collect();
+        state.app_passwords.retain(|p| p.mailbox != mailbox);
+        for id in gone {
+            state.secrets.remove(&id);
+        }
     }
 
     pub fn aliases_now(&self) -> Vec<Alias> {
@@ -132,11 +160,12 @@ impl MailcowApi for FakeMailcow {
         &self,
         mailbox: &str,
         name: &str,
-        _secret: &str,
+        secret: &str,
         protocols: &[String],
     ) -> Result<()> {
         let mut state = self.state()?;
         let id = state.next_id();
+        state.secrets.insert(id, secret.to_owned());
         state.app_passwords.push(AppPassword {
             id,
             mailbox: mailbox.to_owned(),
@@ -156,15 +185,19 @@ impl MailcowApi for FakeMailcow {
         &self,
         id: i64,
         _mailbox: &str,
-        _secret: &str,
+        secret: &str,
         protocols: &[String],
     ) -> Result<()> {
-        self.state()?.app_password(id)?.protocols = protocols.to_vec();
+        let mut state = self.state()?;
+        state.app_password(id)?.protocols = protocols.to_vec();
+        state.secrets.insert(id, secret.to_owned());
         Ok(())
     }
 
     async fn delete_app_password(&self, id: i64) -> Result<()> {
-        self.state()?.app_passwords.retain(|p| p.id != id);
+        let mut state = self.state()?;
+        state.app_passwords.retain(|p| p.id != id);
+        state.secrets.remove(&id);
         Ok(())
     }
 

@@ -15,6 +15,9 @@ type Fault = Box<dyn Fn() -> Result<ExecOutput, ExecError> + Send + Sync>;
 pub struct FakeOcc {
     state: Mutex<State>,
     fault: Mutex<Option<Fault>>,
+    /// How many `mail:account:update` calls still fail as a container that
+    /// went away mid-run would.
+    failing_updates: Mutex<u32>,
 }
 
 #[derive(Default)]
@@ -29,6 +32,8 @@ struct Account {
     user: String,
     email: String,
     imap_host: String,
+    /// The IMAP password the account logs in with.
+    password: String,
     provisioned: bool,
 }
 
@@ -43,6 +48,11 @@ impl FakeOcc {
         *lock(&self.fault) = Some(Box::new(fault));
     }
 
+    /// The next `n` password updates fail (the container stops under them).
+    pub fn fail_next_updates(&self, n: u32) {
+        *lock(&self.failing_updates) = n;
+    }
+
     pub fn add_user(&self, user: &str) {
         lock(&self.state).users.insert(user.to_owned());
     }
@@ -53,6 +63,14 @@ impl FakeOcc {
         let mut state = lock(&self.state);
         state.users.insert(user.to_owned());
         state.add(user, email, "", provisioned)
+    }
+
+    /// The IMAP passwords of `user`'s accounts for `email`.
+    pub fn passwords(&self, user: &str, email: &str) -> Vec<String> {
+        let state = lock(&self.state);
+        let accounts = state.accounts.iter();
+        let ours = accounts.filter(|a| a.user == user && a.email == email);
+        ours.map(|a| a.password.clone()).collect()
     }
 
     /// The ids of `user`'s accounts.
@@ -71,6 +89,7 @@ impl State {
             user: user.to_owned(),
             email: email.to_owned(),
             imap_host: imap_host.to_owned(),
+            password: String::new(),
             provisioned,
         });
         self.last_id
@@ -104,13 +123,27 @@ impl State {
     /// `user name email imap-host imap-port imap-security imap-user
     /// imap-password smtp-host …`, as the agent passes them.
     fn create(&mut self, args: &[&str]) -> ExecOutput {
-        let [user, _name, email, imap_host, ..] = args else {
+        let [
+            user,
+            _name,
+            email,
+            imap_host,
+            _port,
+            _security,
+            _login,
+            password,
+            ..,
+        ] = args
+        else {
             return exited(1, "not enough arguments".into());
         };
         if !self.users.contains(*user) {
             return exited(1, format!("User {user} does not exist"));
         }
         let id = self.add(user, email, imap_host, false);
+        if let Some(account) = self.accounts.last_mut() {
+            account.password = (*password).to_owned();
+        }
         done(format!("Account {id} for {email} created"))
     }
 
@@ -127,11 +160,18 @@ impl State {
         }
     }
 
-    fn update(&self, id: &str) -> ExecOutput {
-        match self.accounts.iter().any(|a| a.id.to_string() == id) {
-            true => done(String::new()),
-            false => exited(1, "No Email Account found".into()),
+    /// `--imap-password=<p>` among the options sets the password.
+    fn update(&mut self, id: &str, options: &[&str]) -> ExecOutput {
+        let Some(account) = self.accounts.iter_mut().find(|a| a.id.to_string() == id) else {
+            return exited(1, "No Email Account found".into());
+        };
+        if let Some(password) = options
+            .iter()
+            .find_map(|o| o.strip_prefix("--imap-password="))
+        {
+            account.password = password.to_owned();
         }
+        done(String::new())
     }
 }
 
@@ -154,13 +194,20 @@ impl CommandRunner for FakeOcc {
             None => &[][..],
         };
         let first = positional.first().copied().unwrap_or_default();
+        if argv[at] == "mail:account:update" {
+            let mut failing = lock(&self.failing_updates);
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(ExecError::Unavailable("container stopped".into()));
+            }
+        }
         let mut state = lock(&self.state);
         Ok(match argv[at] {
             "mail:account:export" => state.export(first),
             "user:info" => state.user_info(first),
             "mail:account:create" => state.create(positional),
             "mail:account:delete" => state.delete(first),
-            "mail:account:update" => state.update(first),
+            "mail:account:update" => state.update(first, &argv[at + 1..]),
             other => exited(1, format!("Command \"{other}\" is not defined.")),
         })
     }

@@ -395,3 +395,139 @@ mod fourth_target {
         );
     }
 }
+
+/// The real mailcow-agent and nextcloud-agent services, in process over
+/// their in-memory targets: an app password and the Nextcloud Mail account
+/// that logs in with it, and a re-key that fails and is retried.
+mod rekey {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mailcow_agent::fake::FakeMailcow;
+    use nextcloud_agent::config::Server;
+    use nextcloud_agent::fake::FakeOcc;
+    use reconciler_proto::agent::mailcow_agent_server::MailcowAgentServer;
+    use reconciler_proto::agent::nextcloud_agent_server::NextcloudAgentServer;
+    use reconciler_proto::mailcow::markers;
+    use serde_json::json;
+
+    use super::super::{Engine, EngineConfig};
+    use super::{GROUP, INFO};
+    use crate::agents::AgentLink;
+    use crate::ledger::LedgerState;
+    use crate::store::Store;
+    use crate::subject::Subject;
+    use crate::targets::{Adapters, mailcow::Mailcow, nextcloud::Nextcloud};
+    use crate::testsuite::FakeDirectory;
+
+    struct World {
+        engine: Engine,
+        mailcow: Arc<FakeMailcow>,
+        occ: Arc<FakeOcc>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .unwrap();
+        let directory = Arc::new(FakeDirectory::default());
+        directory.add_user(1, "alice", "alice@example.com");
+        directory.add_group(
+            GROUP,
+            "desk",
+            json!({"reconciler": {"shared_mailbox": INFO, "nextcloud_mail": true}}),
+        );
+        directory.set_members(GROUP, &[1]);
+        let mailcow = Arc::new(FakeMailcow::default());
+        mailcow.add_mailbox(INFO);
+        mailcow.add_mailbox("alice@example.com");
+        let mailcow_agent =
+            mailcow_agent::service::MailcowAgent::new(mailcow.clone(), None, Duration::ZERO);
+        let occ = Arc::new(FakeOcc::default());
+        occ.add_user("alice");
+        let server = |port| Server {
+            host: "mail.example.com".into(),
+            port,
+            security: "ssl".into(),
+        };
+        let nextcloud_agent =
+            nextcloud_agent::service::NextcloudAgent::new(nextcloud_agent::occ::Occ::new(
+                occ.clone(),
+                vec!["php".into(), "occ".into()],
+                server(993),
+                server(465),
+            ));
+        let adapters = Adapters::default()
+            .with(Arc::new(Mailcow::new(AgentLink::in_process(
+                "mailcow-agent",
+                MailcowAgentServer::new(mailcow_agent),
+            ))))
+            .with(Arc::new(Nextcloud::new(AgentLink::in_process(
+                "nextcloud-agent",
+                NextcloudAgentServer::new(nextcloud_agent),
+            ))));
+        World {
+            engine: Engine::new(store, directory, adapters, EngineConfig::default()),
+            mailcow,
+            occ,
+            _dir: dir,
+        }
+    }
+
+    impl World {
+        /// The account logs in with the app password: one of each, same secret.
+        fn account_works(&self) -> bool {
+            let name = markers::app_password_name("alice", INFO);
+            let secrets = self.mailcow.app_password_secrets(INFO, &name);
+            let passwords = self.occ.passwords("alice", INFO);
+            secrets.len() == 1 && passwords == secrets && !secrets[0].is_empty()
+        }
+
+        async fn account_row(&self) -> Option<LedgerState> {
+            let key = crate::ledger::keys::nextcloud_account("alice", INFO);
+            let row = self.engine.store().ledger_get("nextcloud_account", &key);
+            row.await.unwrap().map(|r| r.state)
+        }
+
+        async fn sweep(&self) -> super::super::RunReport {
+            self.engine.run(1, &Subject::All, false).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rekey_that_fails_is_retried_until_the_account_works() {
+        let w = world().await;
+        let report = w.sweep().await;
+        assert!(w.account_works(), "{report:?}");
+        assert_eq!(w.account_row().await, Some(LedgerState::Created));
+
+        // The app password is deleted by hand; the re-key after its
+        // re-creation fails (the container stops under it).
+        w.mailcow.delete_app_passwords_by_hand(INFO);
+        w.occ.fail_next_updates(1);
+        let report = w.sweep().await;
+        assert_eq!(
+            report.outcomes["nextcloud_account.rekey.transient"], 1,
+            "{report:?}"
+        );
+        assert!(!w.account_works(), "the account still has the old password");
+        assert_eq!(
+            w.account_row().await,
+            Some(LedgerState::Intent),
+            "the re-key is owed"
+        );
+
+        // The next run rotates the app password and re-keys again.
+        let report = w.sweep().await;
+        assert_eq!(
+            report.outcomes["nextcloud_account.rekey.applied"], 1,
+            "{report:?}"
+        );
+        assert!(w.account_works());
+        assert_eq!(w.account_row().await, Some(LedgerState::Created));
+        // In sync: nothing more.
+        assert_eq!(w.sweep().await.planned, 0);
+    }
+}
