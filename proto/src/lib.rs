@@ -14,7 +14,7 @@ pub mod mailcow;
 /// The coordinator's operator service.
 pub mod coordinator {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("reconciler.coordinator.v1");
+    tonic::include_proto!("reconciler.coordinator.v2");
 }
 
 pub mod address;

@@ -13,7 +13,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const COORDINATOR: &str = "reconciler.coordinator.v1.Coordinator";
+const COORDINATOR: &str = "reconciler.coordinator.v2.Coordinator";
 const MAILCOW_AGENT: &str = "reconciler.agent.v2.MailcowAgent";
 const SOGO_AGENT: &str = "reconciler.agent.v2.SogoAgent";
 const NEXTCLOUD_AGENT: &str = "reconciler.agent.v2.NextcloudAgent";

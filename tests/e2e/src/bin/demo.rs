@@ -130,7 +130,7 @@ async fn run(once: bool) -> anyhow::Result<()> {
 
     if !once {
         println!(
-            "\nThe system keeps running (Ctrl-C stops it):\n  curl -s {}/healthz\n  grpcurl -plaintext {} list\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{}}' {} reconciler.coordinator.v1.Coordinator/Plan\n  logs and the state DB: {}",
+            "\nThe system keeps running (Ctrl-C stops it):\n  curl -s {}/healthz\n  grpcurl -plaintext {} list\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{}}' {} reconciler.coordinator.v2.Coordinator/Plan\n  logs and the state DB: {}",
             demo.stack.http_url,
             demo.stack.grpc_addr,
             reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN,
