@@ -10,7 +10,7 @@ use crate::plan::Resource;
 
 use crate::attributes::{GrantSpec, parse_group_attributes};
 use crate::directory::Directory;
-use crate::ledger::keys;
+use crate::ledger::{LedgerKey, keys};
 
 /// Knobs the desired-state function needs from configuration.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ pub struct NextcloudAccount {
     pub email: String,
     pub login: String,
     /// Ledger key of the app password whose secret the account uses.
-    pub app_password_key: String,
+    pub app_password_key: LedgerKey,
     pub groups: BTreeSet<String>,
 }
 
@@ -92,11 +92,11 @@ pub struct Alias {
 /// Everything that should exist, keyed by each resource's ledger key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DesiredState {
-    pub sender_acls: BTreeMap<String, SenderAcl>,
-    pub app_passwords: BTreeMap<String, AppPassword>,
+    pub sender_acls: BTreeMap<LedgerKey, SenderAcl>,
+    pub app_passwords: BTreeMap<LedgerKey, AppPassword>,
     pub mailbox_acls: BTreeMap<String, MailboxAcl>,
-    pub sogo_delegations: BTreeMap<String, SogoDelegation>,
-    pub nextcloud_accounts: BTreeMap<String, NextcloudAccount>,
+    pub sogo_delegations: BTreeMap<LedgerKey, SogoDelegation>,
+    pub nextcloud_accounts: BTreeMap<LedgerKey, NextcloudAccount>,
     pub aliases: BTreeMap<String, Alias>,
     /// Group UUID → why its attributes were rejected. Resources tied to these
     /// groups are held: nothing is removed because of a typo.

@@ -80,7 +80,7 @@ impl Coordinator for CoordinatorService {
             .map(|s| pb::PlannedChange {
                 action: wire::action(s.action) as i32,
                 resource: wire::resource(s.resource) as i32,
-                key: s.key.clone(),
+                key: s.key.to_string(),
                 detail: serde_json::to_string(&s.target).unwrap_or_default(),
             })
             .collect();
@@ -150,7 +150,7 @@ impl Coordinator for CoordinatorService {
             .into_iter()
             .map(|r| pb::OwnedObject {
                 resource: wire::resource_named(&r.resource) as i32,
-                key: r.key,
+                key: r.key.to_string(),
                 state: wire::ledger_state(r.state) as i32,
                 user: r.username,
                 remote_id: r.remote_id,

@@ -90,7 +90,7 @@ impl Engine {
         let now = crate::store::now_millis();
         let mut writes = Vec::new();
         for step in plan.steps.iter().filter(|s| s.action.writes_target()) {
-            let key = (step.resource.as_str().to_owned(), step.key.clone());
+            let key = (step.resource.as_str().to_owned(), step.key.to_string());
             match backoffs.get(&key) {
                 Some(b) if b.holds(&fingerprint(step), now) => {
                     report.count(step, "backing_off");

@@ -57,7 +57,7 @@ impl Books<'_> {
             }
             Action::Forget => {
                 self.store
-                    .ledger_delete(step.resource.as_str(), &step.key)
+                    .ledger_delete(step.resource.as_str(), step.key.as_str())
                     .await?
             }
             // Target writes are recorded by `record`.
@@ -137,11 +137,11 @@ impl Books<'_> {
                 let deleted = step.target.remote_id();
                 let row = self
                     .store
-                    .ledger_get(step.resource.as_str(), &step.key)
+                    .ledger_get(step.resource.as_str(), step.key.as_str())
                     .await?;
                 if row.is_some_and(|r| r.remote_id.is_empty() || r.remote_id == deleted) {
                     self.store
-                        .ledger_delete(step.resource.as_str(), &step.key)
+                        .ledger_delete(step.resource.as_str(), step.key.as_str())
                         .await?;
                 }
                 Ok(())
@@ -166,14 +166,14 @@ impl Books<'_> {
         match result.outcome() {
             Outcome::Applied | Outcome::Unchanged => {
                 self.store
-                    .backoff_clear(step.resource.as_str(), &step.key)
+                    .backoff_clear(step.resource.as_str(), step.key.as_str())
                     .await
             }
             Outcome::Permanent | Outcome::Config | Outcome::Refused => {
                 self.store
                     .backoff_failed(
                         step.resource.as_str(),
-                        &step.key,
+                        step.key.as_str(),
                         &fingerprint(step),
                         &result.message,
                         self.backoff_base,
@@ -229,11 +229,11 @@ impl Books<'_> {
             Action::Create if made_nothing => {
                 let row = self
                     .store
-                    .ledger_get(step.resource.as_str(), &step.key)
+                    .ledger_get(step.resource.as_str(), step.key.as_str())
                     .await?;
                 if row.is_some_and(|r| r.state == LedgerState::Intent && r.remote_id.is_empty()) {
                     self.store
-                        .ledger_delete(step.resource.as_str(), &step.key)
+                        .ledger_delete(step.resource.as_str(), step.key.as_str())
                         .await?;
                 }
             }
@@ -257,7 +257,7 @@ impl Books<'_> {
                 job_id: self.job_id,
                 trace_id: &self.trace_id,
                 resource: step.resource.as_str(),
-                key: &step.key,
+                key: step.key.as_str(),
                 action: step.action.as_str(),
                 outcome,
                 reason: &step.reason,

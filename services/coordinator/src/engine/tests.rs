@@ -487,7 +487,10 @@ mod rekey {
 
         async fn account_row(&self) -> Option<LedgerState> {
             let key = crate::ledger::keys::nextcloud_account("alice", INFO);
-            let row = self.engine.store().ledger_get("nextcloud_account", &key);
+            let row = self
+                .engine
+                .store()
+                .ledger_get("nextcloud_account", key.as_str());
             row.await.unwrap().map(|r| r.state)
         }
 

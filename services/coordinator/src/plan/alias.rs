@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::desired::DesiredState;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::keys;
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedAlias};
 
 /// Aliases. Ours are those the ledger says we created that still carry our
@@ -13,7 +14,7 @@ use crate::observed::{Observed, ObservedAlias};
 pub(super) fn plan_aliases(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
     plan: &mut Plan,
 ) {
     let Some(aliases) = &observed.aliases else {
@@ -24,6 +25,8 @@ pub(super) fn plan_aliases(
         }
         return;
     };
+    // Aliases are keyed by their address, in desired state and the ledger.
+    let ledger: BTreeMap<&str, &LedgerRow> = ledger.iter().map(|(k, r)| (k.as_str(), *r)).collect();
     let mut all: BTreeSet<&str> = desired.aliases.keys().map(String::as_str).collect();
     all.extend(ledger.keys().copied());
 
@@ -50,7 +53,7 @@ pub(super) fn plan_aliases(
             .unwrap_or_default();
         let step = |action, id: i64, reason: &str| Step {
             resource: Resource::Alias,
-            key: address.to_owned(),
+            key: keys::alias(address),
             action,
             username: String::new(),
             groups: groups.clone(),

@@ -8,7 +8,7 @@ use super::nextcloud_account::is_lookalike;
 use super::*;
 use crate::desired::DesiredState;
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedAppPassword};
 
 /// Whether a desired app password should exist this run. Its only use is
@@ -29,10 +29,10 @@ pub(super) enum Want {
 pub(super) fn app_password_wants(
     desired: &DesiredState,
     observed: &Observed,
-    nextcloud_ledger: &BTreeMap<&str, &LedgerRow>,
+    nextcloud_ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
     plan: &mut Plan,
-) -> BTreeMap<String, Want> {
-    let mut wants: BTreeMap<String, Want> = desired
+) -> BTreeMap<LedgerKey, Want> {
+    let mut wants: BTreeMap<LedgerKey, Want> = desired
         .app_passwords
         .keys()
         .map(|k| (k.clone(), Want::Yes))
@@ -42,7 +42,7 @@ pub(super) fn app_password_wants(
         let Some(want) = wants.get_mut(&account.app_password_key) else {
             continue;
         };
-        let row = nextcloud_ledger.get(key.as_str()).map(|r| r.state);
+        let row = nextcloud_ledger.get(key).map(|r| r.state);
         let accounts = observed
             .nextcloud
             .as_ref()
@@ -80,17 +80,17 @@ pub(super) fn app_password_wants(
 pub(super) fn plan_app_passwords(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
-    wants: &BTreeMap<String, Want>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
+    wants: &BTreeMap<LedgerKey, Want>,
     scope: &Scope,
     plan: &mut Plan,
-) -> BTreeMap<String, i64> {
+) -> BTreeMap<LedgerKey, i64> {
     let mut owned = BTreeMap::new();
     let keys = scoped_keys(
         desired
             .app_passwords
             .iter()
-            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+            .map(|(k, d)| (k, d.user.as_str())),
         ledger,
         scope,
     );
@@ -164,7 +164,7 @@ pub(super) fn plan_app_passwords(
                 }
             }
             (Some(state), Some(p)) => {
-                owned.insert(key.to_owned(), p.id);
+                owned.insert(key.clone(), p.id);
                 let known = state == LedgerState::Created
                     && row.is_some_and(|r| r.remote_id == p.id.to_string());
                 if !known {

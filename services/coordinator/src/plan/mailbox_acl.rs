@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::desired::DesiredState;
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::Observed;
 
 /// Mailbox ACLs are owned per folder: an entry a person set on one folder
@@ -14,7 +14,7 @@ use crate::observed::Observed;
 pub(super) fn plan_mailbox_acls(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
     scope: &Scope,
     plan: &mut Plan,
 ) {
@@ -51,11 +51,14 @@ pub(super) fn plan_mailbox_acls(
             .mailbox_acls
             .get(&keys::mailbox_grant(&owner, &grantee))
             .map(|d| d.rights.clone());
-        let prefix = format!("{owner}|{grantee}|");
+        // This grant's folder entries: keys sort by owner, then grantee.
+        let first = keys::mailbox_acl(&owner, &grantee, "");
         let rows: BTreeMap<&str, &LedgerRow> = ledger
-            .range::<&str, _>(prefix.as_str()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, r)| (&k[prefix.len()..], *r))
+            .range::<LedgerKey, _>(&first..)
+            .map_while(|(k, r)| match keys::parse_mailbox_acl(k) {
+                Some((o, g, folder)) if o == owner && g == grantee => Some((folder, *r)),
+                _ => None,
+            })
             .collect();
         let step = |folder: &str, action, rights: &BTreeSet<String>, reason: &str| Step {
             resource: Resource::MailboxAcl,

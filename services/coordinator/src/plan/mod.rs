@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::desired::DesiredState;
+use crate::ledger::LedgerKey;
 use crate::ledger::LedgerRow;
 use crate::observed::{Observed, Unavailable};
 
@@ -143,7 +144,7 @@ pub enum Target {
         login: String,
         /// 0 until created.
         id: i64,
-        app_password_key: String,
+        app_password_key: LedgerKey,
     },
     /// `<uid>+settings` in SOGo's memcached.
     SogoCacheEviction {
@@ -171,7 +172,7 @@ impl Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Step {
     pub resource: Resource,
-    pub key: String,
+    pub key: LedgerKey,
     pub action: Action,
     /// The Authentik username the object belongs to ("" for aliases).
     pub username: String,
@@ -278,11 +279,11 @@ pub fn plan(
     scope: &Scope,
     guards: &Guards,
 ) -> Plan {
-    let ledger_by = |resource: Resource| -> BTreeMap<&str, &LedgerRow> {
+    let ledger_by = |resource: Resource| -> BTreeMap<&LedgerKey, &LedgerRow> {
         ledger
             .iter()
             .filter(|r| r.resource == resource.as_str())
-            .map(|r| (r.key.as_str(), r))
+            .map(|r| (&r.key, r))
             .collect()
     };
     let mut plan = Plan::default();
@@ -336,10 +337,10 @@ pub fn plan(
 /// Keys a run may touch: desired entries of users in scope, plus every
 /// ledger row of such a user (so what a leaver was granted is covered).
 fn scoped_keys<'a>(
-    desired: impl Iterator<Item = (&'a str, &'a str)>,
-    ledger: &BTreeMap<&'a str, &'a LedgerRow>,
+    desired: impl Iterator<Item = (&'a LedgerKey, &'a str)>,
+    ledger: &BTreeMap<&'a LedgerKey, &'a LedgerRow>,
     scope: &Scope,
-) -> BTreeSet<&'a str> {
+) -> BTreeSet<&'a LedgerKey> {
     desired
         .filter(|(_, user)| scope.contains(user))
         .map(|(key, _)| key)

@@ -7,7 +7,7 @@ use reconciler_proto::mailcow::markers;
 use super::*;
 use crate::desired::DesiredState;
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedNextcloudAccount};
 
 /// A Nextcloud account with the address, login and server we would give
@@ -27,8 +27,8 @@ pub(super) fn is_lookalike(account: &ObservedNextcloudAccount, email: &str, logi
 pub(super) fn plan_nextcloud_accounts(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
-    owned_app_passwords: &BTreeMap<String, i64>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
+    owned_app_passwords: &BTreeMap<LedgerKey, i64>,
     scope: &Scope,
     plan: &mut Plan,
 ) {
@@ -36,7 +36,7 @@ pub(super) fn plan_nextcloud_accounts(
         desired
             .nextcloud_accounts
             .iter()
-            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+            .map(|(k, d)| (k, d.user.as_str())),
         ledger,
         scope,
     );
@@ -50,7 +50,7 @@ pub(super) fn plan_nextcloud_accounts(
         return;
     };
     let secret_step =
-        |plan: &mut Plan, key: &str| secret_step(plan, desired, owned_app_passwords, key);
+        |plan: &mut Plan, key: &LedgerKey| secret_step(plan, desired, owned_app_passwords, key);
     for key in keys {
         let Some((user, email)) = keys::parse_nextcloud_account(key) else {
             continue;
@@ -76,7 +76,7 @@ pub(super) fn plan_nextcloud_accounts(
         };
         let step = |action, id: i64, reason: &str| Step {
             resource: Resource::NextcloudAccount,
-            key: key.to_owned(),
+            key: key.clone(),
             action,
             username: username.clone(),
             groups: groups.clone(),
@@ -163,10 +163,10 @@ pub(super) fn plan_nextcloud_accounts(
 }
 
 /// Whether the plan creates (or rotates) the app password `key` in this run.
-pub(super) fn creates(plan: &Plan, key: &str) -> bool {
+pub(super) fn creates(plan: &Plan, key: &LedgerKey) -> bool {
     plan.steps.iter().any(|s| {
         s.resource == Resource::AppPassword
-            && s.key == key
+            && &s.key == key
             && matches!(s.action, Action::Create | Action::Rotate)
     })
 }
@@ -177,8 +177,8 @@ pub(super) fn creates(plan: &Plan, key: &str) -> bool {
 pub(super) fn secret_step(
     plan: &mut Plan,
     desired: &DesiredState,
-    owned_app_passwords: &BTreeMap<String, i64>,
-    key: &str,
+    owned_app_passwords: &BTreeMap<LedgerKey, i64>,
+    key: &LedgerKey,
 ) -> bool {
     if creates(plan, key) {
         return true;
@@ -192,7 +192,7 @@ pub(super) fn secret_step(
     };
     plan.steps.push(Step {
         resource: Resource::AppPassword,
-        key: key.to_owned(),
+        key: key.clone(),
         action: Action::Rotate,
         username: want.user.clone(),
         groups: want.groups.clone(),

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::desired::DesiredState;
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::Observed;
 
 pub(super) fn plan_sender_acls(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
     scope: &Scope,
     plan: &mut Plan,
 ) {
@@ -19,7 +19,7 @@ pub(super) fn plan_sender_acls(
         desired
             .sender_acls
             .iter()
-            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+            .map(|(k, d)| (k, d.user.as_str())),
         ledger,
         scope,
     );

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::{Action, Plan, Resource, Step, Target};
+use crate::ledger::keys;
 use crate::store::OwedEviction;
 
 /// Adds an eviction step per owed uid (when a sogo-agent is configured)
@@ -33,7 +34,7 @@ pub fn plan_owed_evictions(plan: &mut Plan, owed: &[OwedEviction], agent_configu
     for o in owed {
         plan.steps.push(Step {
             resource: Resource::SogoCacheEviction,
-            key: o.uid.clone(),
+            key: keys::sogo_cache_eviction(&o.uid),
             action: Action::Evict,
             username: String::new(),
             groups: BTreeSet::new(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::desired::DesiredState;
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::Observed;
 
 /// SOGo delegation follows the sender_acl rules: a delegate a person added
@@ -13,7 +13,7 @@ use crate::observed::Observed;
 pub(super) fn plan_sogo_delegations(
     desired: &DesiredState,
     observed: &Observed,
-    ledger: &BTreeMap<&str, &LedgerRow>,
+    ledger: &BTreeMap<&LedgerKey, &LedgerRow>,
     scope: &Scope,
     plan: &mut Plan,
 ) {
@@ -21,7 +21,7 @@ pub(super) fn plan_sogo_delegations(
         desired
             .sogo_delegations
             .iter()
-            .map(|(k, d)| (k.as_str(), d.user.as_str())),
+            .map(|(k, d)| (k, d.user.as_str())),
         ledger,
         scope,
     );

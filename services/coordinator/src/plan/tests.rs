@@ -6,7 +6,7 @@ use reconciler_proto::mailcow::markers;
 use crate::desired::DesiredState;
 use crate::desired::{Alias, AppPassword, MailboxAcl, NextcloudAccount, SenderAcl, SogoDelegation};
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 use crate::observed::{Observed, ObservedAlias, ObservedAppPassword, Unavailable};
 use crate::observed::{
     ObservedNextcloudAccount, ObservedOwnerAcls, ObservedSenderAcl, ObservedSogoOwner,
@@ -71,10 +71,10 @@ fn ours(id: i64) -> ObservedAppPassword {
     }
 }
 
-fn row(resource: Resource, key: &str, state: LedgerState, remote_id: &str) -> LedgerRow {
+fn row(resource: Resource, key: &LedgerKey, state: LedgerState, remote_id: &str) -> LedgerRow {
     LedgerRow {
         resource: resource.as_str().into(),
-        key: key.into(),
+        key: key.clone(),
         state,
         username: "alice".into(),
         groups: BTreeSet::from(["g1".into()]),
@@ -358,13 +358,13 @@ fn aliases_follow_members_and_only_ours_are_touched() {
     let ledger = vec![
         row(
             Resource::Alias,
-            "team@example.com",
+            &keys::alias("team@example.com"),
             LedgerState::Created,
             "1",
         ),
         row(
             Resource::Alias,
-            "old-team@example.com",
+            &keys::alias("old-team@example.com"),
             LedgerState::Created,
             "2",
         ),
@@ -425,7 +425,12 @@ fn acl_steps(p: &Plan) -> Vec<(String, Action)> {
     p.steps
         .iter()
         .filter(|s| s.resource == Resource::MailboxAcl)
-        .map(|s| (s.key.rsplit('|').next().unwrap().to_owned(), s.action))
+        .map(|s| {
+            (
+                s.key.as_str().rsplit('|').next().unwrap().to_owned(),
+                s.action,
+            )
+        })
         .collect()
 }
 
@@ -675,12 +680,14 @@ fn unreadable_sogo_settings_plan_nothing_and_warn() {
     );
 }
 
-const NC_KEY: &str = "alice|info@example.com";
+fn nc_key() -> LedgerKey {
+    keys::nextcloud_account("alice", INFO)
+}
 
 fn desired_nextcloud() -> DesiredState {
     let mut d = desired_alice();
     d.nextcloud_accounts.insert(
-        NC_KEY.into(),
+        nc_key(),
         NextcloudAccount {
             user: "alice".into(),
             email: INFO.into(),
@@ -758,7 +765,12 @@ fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
             LedgerState::Created,
             "7",
         ),
-        row(Resource::NextcloudAccount, NC_KEY, LedgerState::Intent, ""),
+        row(
+            Resource::NextcloudAccount,
+            &nc_key(),
+            LedgerState::Intent,
+            "",
+        ),
     ];
     let p = plan(
         &desired_nextcloud(),
@@ -799,7 +811,7 @@ fn after_a_crash_between_the_two_the_app_password_is_rotated_not_leaked() {
         ),
         row(
             Resource::NextcloudAccount,
-            NC_KEY,
+            &nc_key(),
             LedgerState::Intent,
             "41",
         ),
@@ -831,7 +843,7 @@ fn a_lost_app_password_is_recreated_and_handed_to_the_account() {
         ),
         row(
             Resource::NextcloudAccount,
-            NC_KEY,
+            &nc_key(),
             LedgerState::Created,
             "41",
         ),
@@ -893,7 +905,7 @@ fn a_users_own_account_is_foreign_and_leaving_deletes_only_ours() {
         ),
         row(
             Resource::NextcloudAccount,
-            NC_KEY,
+            &nc_key(),
             LedgerState::Created,
             "41",
         ),

@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::{Store, now_millis};
 use crate::error::{Error, Result};
 use crate::ledger::keys;
-use crate::ledger::{LedgerRow, LedgerState};
+use crate::ledger::{LedgerKey, LedgerRow, LedgerState};
 
 /// The ledger's resource name for Mailcow app passwords.
 const APP_PASSWORD: &str = "app_password";
@@ -46,7 +46,7 @@ impl Store {
                remote_id = excluded.remote_id, updated_at = excluded.updated_at",
         )
         .bind(&row.resource)
-        .bind(&row.key)
+        .bind(row.key.as_str())
         .bind(row.state.as_str())
         .bind(&row.username)
         .bind(groups)
@@ -77,14 +77,14 @@ impl Store {
             if canonical == name {
                 continue;
             }
-            let key = format!("{mailbox}|{canonical}");
+            let key = keys::app_password(mailbox, &canonical);
             let done = sqlx::query(
                 "UPDATE ledger SET key = ?1 WHERE resource = ?2 AND key = ?3
                  AND NOT EXISTS (SELECT 1 FROM ledger WHERE resource = ?2 AND key = ?1)",
             )
-            .bind(&key)
+            .bind(key.as_str())
             .bind(APP_PASSWORD)
-            .bind(&row.key)
+            .bind(row.key.as_str())
             .execute(&self.pool)
             .await?;
             if done.rows_affected() == 1 {
@@ -121,6 +121,8 @@ fn row_to_ledger(r: sqlx::sqlite::SqliteRow) -> Result<LedgerRow> {
         LedgerState::parse(&state).ok_or_else(|| corrupt(&format!("unknown state `{state}`")))?;
     let groups = serde_json::from_str(&r.get::<String, _>("groups"))
         .map_err(|e| corrupt(&format!("groups are not a JSON list of strings: {e}")))?;
+    let key = LedgerKey::parse(&resource, &key)
+        .ok_or_else(|| corrupt(&format!("not a {resource} key")))?;
     Ok(LedgerRow {
         state,
         username: r.get("username"),
@@ -140,7 +142,7 @@ mod tests {
     fn row(key: &str, remote_id: &str) -> LedgerRow {
         LedgerRow {
             resource: APP_PASSWORD.into(),
-            key: key.into(),
+            key: LedgerKey::parse(APP_PASSWORD, key).unwrap(),
             state: LedgerState::Created,
             username: "o'neil".into(),
             groups: BTreeSet::from(["desk".to_owned()]),
@@ -185,7 +187,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| (r.key, r.remote_id))
+            .map(|r| (r.key.to_string(), r.remote_id))
             .collect();
         assert!(
             keys.contains(&(format!("info@x.org|{current}"), "7".into())),

@@ -19,8 +19,7 @@ use reconciler_runtime::secrets::Secret;
 use crate::desired::DesiredState;
 use crate::engine::RunReport;
 use crate::error::Result;
-use crate::ledger::LedgerRow;
-use crate::ledger::keys;
+use crate::ledger::{LedgerKey, LedgerRow};
 use crate::observed::Observed;
 use crate::plan::{Plan, Resource, Scope, Step};
 use crate::store::Store;
@@ -77,7 +76,7 @@ impl Observation {
 
 /// Secrets produced by this run's changes (app passwords), by the ledger
 /// key of the step that produced them. They live only in this run's memory.
-pub type Secrets = BTreeMap<String, Secret>;
+pub type Secrets = BTreeMap<LedgerKey, Secret>;
 
 /// One change of an adapter's own type, and the planned steps it carries.
 /// `id` is the change's id on the wire: the agent's result names it.
@@ -308,7 +307,7 @@ pub fn subjects_in_scope<'a>(
                 .ledger
                 .iter()
                 .filter(|r| r.resource == resource.as_str() && input.scope.contains(&r.username))
-                .map(|r| keys::subject(&r.key).to_owned()),
+                .map(|r| r.key.subject().to_owned()),
         )
         .collect()
 }

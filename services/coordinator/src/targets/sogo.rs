@@ -160,11 +160,12 @@ impl TargetAdapter for Sogo {
         report: &mut RunReport,
     ) -> Result<()> {
         if step.resource == Resource::SogoCacheEviction {
-            let uid = std::slice::from_ref(&step.key);
+            let owed_uid = step.key.to_string();
+            let uid = std::slice::from_ref(&owed_uid);
             // One change carries every owed uid; a partial failure lists
             // the uids still owed, and the others were evicted.
             let evicted = result.outcome() == Outcome::Applied
-                || (!result.eviction_owed.is_empty() && !result.eviction_owed.contains(&step.key));
+                || (!result.eviction_owed.is_empty() && !result.eviction_owed.contains(&owed_uid));
             match result.outcome() {
                 _ if evicted => store.settle_sogo_evictions(uid).await?,
                 // Retrying will not help (the agent refused the uid).

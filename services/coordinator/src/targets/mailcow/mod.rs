@@ -448,7 +448,7 @@ mod tests {
     fn acl(folder: &str, action: Action) -> Step {
         Step {
             resource: Resource::MailboxAcl,
-            key: format!("info@x.org|bob@x.org|{folder}"),
+            key: crate::ledger::keys::mailbox_acl("info@x.org", "bob@x.org", folder),
             action,
             username: "bob".into(),
             groups: BTreeSet::new(),
