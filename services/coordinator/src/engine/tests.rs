@@ -22,11 +22,8 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
+/// alice (1) and bob (2), and the group `desk` delegating info@ in SOGo.
+fn desk() -> Arc<FakeDirectory> {
     let directory = Arc::new(FakeDirectory::default());
     directory.add_user(1, "alice", "alice@example.com");
     directory.add_user(2, "bob", "bob@example.com");
@@ -35,12 +32,28 @@ async fn world() -> World {
         "desk",
         json!({"reconciler": {"shared_mailbox": INFO, "sogo_delegate": true}}),
     );
+    directory
+}
+
+/// An engine over `directory` and `adapters`, with a fresh state DB.
+async fn engine(directory: Arc<FakeDirectory>, adapters: Adapters) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+        .await
+        .unwrap();
+    let engine = Engine::new(store, directory, adapters, EngineConfig::default());
+    (engine, dir)
+}
+
+async fn world() -> World {
+    let directory = desk();
     let sogo = Arc::new(FakeSogoAgent::default());
     let adapters = Adapters::default()
         .with(Arc::new(EmptyMailcowAgent::adapter()))
         .with(Arc::new(sogo.adapter()));
+    let (engine, dir) = engine(directory.clone(), adapters).await;
     World {
-        engine: Engine::new(store, directory.clone(), adapters, EngineConfig::default()),
+        engine,
         directory,
         sogo,
         _dir: dir,
@@ -154,20 +167,10 @@ async fn a_delegate_a_person_added_is_recorded_foreign_and_never_removed() {
 
 #[tokio::test]
 async fn without_its_adapter_a_target_is_held_and_said_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
-    let directory = Arc::new(FakeDirectory::default());
-    directory.add_user(1, "alice", "alice@example.com");
-    directory.add_group(
-        GROUP,
-        "desk",
-        json!({"reconciler": {"shared_mailbox": INFO, "sogo_delegate": true}}),
-    );
+    let directory = desk();
     directory.set_members(GROUP, &[1]);
     let adapters = Adapters::default().with(Arc::new(EmptyMailcowAgent::adapter()));
-    let engine = Engine::new(store, directory, adapters, EngineConfig::default());
+    let (engine, _dir) = engine(directory, adapters).await;
     let report = engine.run(1, &Subject::All, false).await.unwrap();
     assert!(
         report
@@ -356,23 +359,13 @@ mod fourth_target {
 
     #[tokio::test]
     async fn a_fourth_target_is_observed_planned_applied_and_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-            .await
-            .unwrap();
-        let directory = Arc::new(FakeDirectory::default());
-        directory.add_user(1, "alice", "alice@example.com");
-        directory.add_group(
-            GROUP,
-            "desk",
-            json!({"reconciler": {"shared_mailbox": INFO, "sogo_delegate": true}}),
-        );
+        let directory = desk();
         directory.set_members(GROUP, &[1]);
         let webmail = Arc::new(Webmail::default());
         let adapters = Adapters::default()
             .with(Arc::new(EmptyMailcowAgent::adapter()))
             .with(webmail.clone());
-        let engine = Engine::new(store, directory, adapters, EngineConfig::default());
+        let (engine, _dir) = super::engine(directory, adapters).await;
         let report = engine.run(1, &Subject::All, false).await.unwrap();
         assert_eq!(*webmail.observed.lock().unwrap(), 1, "observed");
         assert_eq!(report.planned, 1, "planned: {report:?}");
@@ -411,11 +404,10 @@ mod rekey {
     use reconciler_proto::mailcow::markers;
     use serde_json::json;
 
-    use super::super::{Engine, EngineConfig};
+    use super::super::Engine;
     use super::{GROUP, INFO};
     use crate::agents::AgentLink;
     use crate::ledger::LedgerState;
-    use crate::store::Store;
     use crate::subject::Subject;
     use crate::targets::{Adapters, mailcow::Mailcow, nextcloud::Nextcloud};
     use crate::testsuite::FakeDirectory;
@@ -428,10 +420,6 @@ mod rekey {
     }
 
     async fn world() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-            .await
-            .unwrap();
         let directory = Arc::new(FakeDirectory::default());
         directory.add_user(1, "alice", "alice@example.com");
         directory.add_group(
@@ -468,8 +456,9 @@ mod rekey {
                 "nextcloud-agent",
                 NextcloudAgentServer::new(nextcloud_agent),
             ))));
+        let (engine, dir) = super::engine(directory, adapters).await;
         World {
-            engine: Engine::new(store, directory, adapters, EngineConfig::default()),
+            engine,
             mailcow,
             occ,
             _dir: dir,
