@@ -11,6 +11,7 @@ use reconciler_proto::agent::{
     MatrixExternalId, MatrixForceJoin, MatrixInvite, MatrixKick, MatrixObserveRequest,
     MatrixObserveResponse, MatrixSetPowerLevel, MatrixUnban, Outcome, matrix_change::Kind,
 };
+use reconciler_testkit::harness::stack_tokens::AGENT_TOKEN;
 use reconciler_testkit::harness::{
     Authed, MatrixUser, RoomSpec, Service, Stack, Synapse, start_agent,
 };
@@ -21,6 +22,8 @@ struct World {
     /// The reconciler's bot: a server admin, creator of the test rooms.
     bot: MatrixUser,
     agent: Service,
+    /// Where the agent listens.
+    addr: String,
     client: MatrixAgentClient<Authed>,
     _dir: tempfile::TempDir,
 }
@@ -29,11 +32,12 @@ async fn world() -> World {
     let synapse = Synapse::start().await;
     let bot = synapse.register("reconciler", true).await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, client) = agent(&synapse, &bot.access_token, &[], &dir).await;
+    let (agent, addr, client) = agent(&synapse, &bot.access_token, &dir).await;
     World {
         synapse,
         bot,
         agent,
+        addr,
         client,
         _dir: dir,
     }
@@ -43,21 +47,16 @@ async fn world() -> World {
 async fn agent(
     synapse: &Synapse,
     token: &str,
-    extra: &[(&str, &str)],
     dir: &tempfile::TempDir,
-) -> (Service, MatrixAgentClient<Authed>) {
-    let mut env = vec![
+) -> (Service, String, MatrixAgentClient<Authed>) {
+    let env = [
         ("MATRIX_HOMESERVER_URL".to_owned(), synapse.url()),
         ("MATRIX_ACCESS_TOKEN".to_owned(), token.to_owned()),
     ];
-    env.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
     let (service, addr) =
         start_agent("matrix-agent", &env, dir.path(), Duration::from_secs(30)).await;
-    (service, Stack::matrix_agent_client(&addr).await)
+    let client = Stack::matrix_agent_client(&addr).await;
+    (service, addr, client)
 }
 
 /// A room the bot created (so it holds every power), with a local alias.
@@ -411,7 +410,7 @@ async fn a_refused_token_is_config_and_a_stopped_synapse_transient() {
 
     // The agent starts with a token Synapse refuses, and says so per call.
     let dir = tempfile::tempdir().unwrap();
-    let (mut wrong, mut wrong_client) = agent(&w.synapse, "syt_wrong", &[], &dir).await;
+    let (mut wrong, _, mut wrong_client) = agent(&w.synapse, "syt_wrong", &dir).await;
     let seen = observe(&mut wrong_client, MatrixObserveRequest::default()).await;
     let unavailable = seen.unavailable.expect("unavailable");
     assert_eq!(
@@ -481,4 +480,50 @@ async fn the_agent_checks_synapse_at_start_and_applies_the_exemption() {
         synapse.rate_limit_override(&bot.user_id).await,
         json!({"messages_per_second": 0, "burst_count": 0})
     );
+}
+
+/// The README's matrix-agent grpcurl lines, run as written: only the host
+/// is this agent's. Rooms and users there are example.org's, unknown here,
+/// so they come back as per-room and per-change errors inside answers that
+/// grpcurl prints: every line must succeed.
+#[tokio::test]
+async fn the_readmes_matrix_grpcurl_examples_run_as_written() {
+    let w = world().await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### matrix-agent with grpcurl")
+        .nth(1)
+        .expect("the matrix-agent grpcurl section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let lines: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("grpcurl "))
+        .collect();
+    assert!(lines.len() >= 5, "{lines:?}");
+    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let mut outputs = String::new();
+    for line in lines {
+        let command = line
+            .replacen("grpcurl", &grpcurl, 1)
+            .replace("synapse-host:50054", &w.addr);
+        let out = tokio::process::Command::new("bash")
+            .args(["-c", &command])
+            .env("AGENT", format!("authorization: Bearer {AGENT_TOKEN}"))
+            .output()
+            .await
+            .expect("run bash");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{line}\n{text}");
+        outputs.push_str(&text);
+    }
+    assert!(outputs.contains("SERVING"), "{outputs}");
+    assert!(outputs.contains(&w.bot.user_id), "whoami: {outputs}");
+    assert!(outputs.contains("OUTCOME_PERMANENT"), "{outputs}");
 }
