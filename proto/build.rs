@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/reconciler/agent/v2/mailcow.proto",
         "proto/reconciler/agent/v2/sogo.proto",
         "proto/reconciler/agent/v2/nextcloud.proto",
+        "proto/reconciler/agent/v2/matrix.proto",
         "proto/reconciler/coordinator/v2/coordinator.proto",
     ];
     for file in files {

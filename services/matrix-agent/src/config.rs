@@ -1,8 +1,11 @@
 //! Configuration from the environment. The access token is a secret:
 //! `MATRIX_ACCESS_TOKEN` or `MATRIX_ACCESS_TOKEN_FILE`, never logged
-//! ([`Secret`] redacts itself).
+//! ([`Secret`] redacts itself); so is `AGENT_TOKEN`, the bearer token the
+//! coordinator presents.
 
-use reconciler_runtime::secrets::read_secret;
+use std::net::SocketAddr;
+
+use reconciler_runtime::secrets::{Secret, read_secret};
 
 use crate::error::{Error, Result};
 use crate::synapse::{ClientConfig, RateLimitPolicy};
@@ -14,6 +17,11 @@ pub struct Config {
     /// bot at start (`override_ratelimit`); every membership event it sends
     /// otherwise counts against `rc_message`.
     pub exempt_ratelimit: bool,
+    /// Bearer token the coordinator presents (`AGENT_TOKEN`).
+    pub agent_token: Secret,
+    /// `AGENT_LISTEN`, default `0.0.0.0:50054` (the agents count up from
+    /// the mailcow-agent's 50051).
+    pub listen: SocketAddr,
 }
 
 impl Config {
@@ -40,10 +48,19 @@ impl Config {
                 )));
             }
         };
+        let agent_token = read_secret(&lookup, "AGENT_TOKEN")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
+        let listen = lookup("AGENT_LISTEN")
+            .unwrap_or_else(|| "0.0.0.0:50054".into())
+            .parse()
+            .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?;
         let client = ClientConfig::new(&homeserver, access_token, RateLimitPolicy::default())?;
         Ok(Self {
             client,
             exempt_ratelimit,
+            agent_token,
+            listen,
         })
     }
 }
@@ -66,28 +83,39 @@ mod tests {
         let c = parse(&[
             ("MATRIX_HOMESERVER_URL", "http://synapse:8008/"),
             ("MATRIX_ACCESS_TOKEN", "syt_secret"),
+            ("AGENT_TOKEN", "agent_secret"),
         ])
         .unwrap();
         assert_eq!(c.client.homeserver(), "http://synapse:8008");
         assert!(!c.exempt_ratelimit);
+        assert_eq!(c.listen.port(), 50054);
         assert!(!format!("{c:?}").contains("syt_secret"));
-        assert!(parse(&[("MATRIX_ACCESS_TOKEN", "t")]).is_err());
-        assert!(parse(&[("MATRIX_HOMESERVER_URL", "http://synapse:8008")]).is_err());
+        assert!(!format!("{c:?}").contains("agent_secret"));
+        let agent = ("AGENT_TOKEN", "a");
+        assert!(parse(&[("MATRIX_ACCESS_TOKEN", "t"), agent]).is_err());
+        assert!(parse(&[("MATRIX_HOMESERVER_URL", "http://synapse:8008"), agent]).is_err());
+        let without_agent_token = [
+            ("MATRIX_HOMESERVER_URL", "http://synapse:8008"),
+            ("MATRIX_ACCESS_TOKEN", "t"),
+        ];
+        assert!(parse(&without_agent_token).is_err());
     }
 
     #[test]
     fn bad_values_are_configuration_errors() {
         let token = ("MATRIX_ACCESS_TOKEN", "t");
+        let agent = ("AGENT_TOKEN", "a");
         for url in ["synapse:8008", "ftp://synapse", "http://"] {
-            let e = parse(&[("MATRIX_HOMESERVER_URL", url), token]).unwrap_err();
+            let e = parse(&[("MATRIX_HOMESERVER_URL", url), token, agent]).unwrap_err();
             assert!(matches!(e, Error::Config(_)), "{url}: {e}");
         }
         let url = ("MATRIX_HOMESERVER_URL", "https://matrix.example.org");
-        assert!(parse(&[url, token, ("MATRIX_EXEMPT_RATELIMIT", "yes")]).is_err());
+        assert!(parse(&[url, token, agent, ("MATRIX_EXEMPT_RATELIMIT", "yes")]).is_err());
         assert!(
-            parse(&[url, token, ("MATRIX_EXEMPT_RATELIMIT", "true")])
+            parse(&[url, token, agent, ("MATRIX_EXEMPT_RATELIMIT", "true")])
                 .unwrap()
                 .exempt_ratelimit
         );
+        assert!(parse(&[url, token, agent, ("AGENT_LISTEN", "nowhere")]).is_err());
     }
 }

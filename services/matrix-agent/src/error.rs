@@ -10,6 +10,7 @@
 //! A 429 `M_LIMIT_EXCEEDED` is not an error at first: the client waits
 //! `retry_after_ms` (bounded) and retries ([`crate::synapse::RateLimitPolicy`]).
 
+use reconciler_proto::agent::Outcome;
 use serde::Deserialize;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,6 +47,26 @@ impl Error {
         }
     }
 
+    /// A request the agent refuses before asking Synapse (an empty room, a
+    /// user ID without a server): permanent, like Synapse's own refusals.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Error::Permanent {
+            call: "request",
+            status: 0,
+            errcode: "M_INVALID_PARAM".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The contract's outcome for this class.
+    pub fn outcome(&self) -> Outcome {
+        match self.class() {
+            ErrorClass::Transient => Outcome::Transient,
+            ErrorClass::Permanent => Outcome::Permanent,
+            ErrorClass::Config => Outcome::Config,
+        }
+    }
+
     /// The Matrix error code of a refusal (`M_NOT_FOUND`, `M_FORBIDDEN`, …).
     pub fn errcode(&self) -> Option<&str> {
         match self {
@@ -64,6 +85,14 @@ impl Error {
 
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Error::Permanent { status: 404, .. })
+    }
+}
+
+/// Whole calls that fail say their class the way every agent does
+/// (`reconciler_runtime::outcome`).
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        reconciler_runtime::outcome::status(e.outcome(), e.to_string())
     }
 }
 

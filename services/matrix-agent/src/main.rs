@@ -1,4 +1,4 @@
-//! matrix-agent: see the crate docs. For now it checks Synapse and exits.
+//! matrix-agent: see the crate docs and README.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -7,7 +7,7 @@ use tokio::process::Command;
 
 use reconciler_proto::coordinator::{Action, PlanRequest, Resource, StatusRequest};
 use reconciler_testkit::harness::stack_tokens::{ADMIN_TOKEN, AGENT_TOKEN};
-use reconciler_testkit::harness::{Stack, StackOptions};
+use reconciler_testkit::harness::{Stack, StackOptions, start_agent};
 use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -17,7 +17,8 @@ const COORDINATOR: &str = "reconciler.coordinator.v2.Coordinator";
 const MAILCOW_AGENT: &str = "reconciler.agent.v2.MailcowAgent";
 const SOGO_AGENT: &str = "reconciler.agent.v2.SogoAgent";
 const NEXTCLOUD_AGENT: &str = "reconciler.agent.v2.NextcloudAgent";
-const AGENTS: [&str; 3] = [MAILCOW_AGENT, SOGO_AGENT, NEXTCLOUD_AGENT];
+const MATRIX_AGENT: &str = "reconciler.agent.v2.MatrixAgent";
+const AGENTS: [&str; 4] = [MAILCOW_AGENT, SOGO_AGENT, NEXTCLOUD_AGENT, MATRIX_AGENT];
 
 async fn channel(addr: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -277,7 +278,20 @@ async fn stack_with_every_agent() -> Stack {
 #[tokio::test]
 async fn every_agent_lists_its_own_v2_service_through_grpcurl() {
     let stack = stack_with_every_agent().await;
+    // No coordinator adapter drives the matrix-agent yet, so it runs beside
+    // the stack, at a Synapse that is not there: it serves all the same.
+    let (_matrix_agent, matrix_agent_addr) = start_agent(
+        "matrix-agent",
+        &[
+            ("MATRIX_HOMESERVER_URL".into(), "http://127.0.0.1:1".into()),
+            ("MATRIX_ACCESS_TOKEN".into(), "syt_unused".into()),
+        ],
+        stack.dir.path(),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     let agents = [
+        (matrix_agent_addr, MATRIX_AGENT),
         (stack.agent_addr.clone(), MAILCOW_AGENT),
         (
             stack.sogo_agent_addr.clone().expect("sogo-agent"),

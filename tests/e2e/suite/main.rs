@@ -13,6 +13,7 @@ mod edges;
 mod grpc;
 mod mailcow;
 mod mailcow_agent;
+mod matrix_agent;
 mod matrix_client;
 mod nextcloud;
 mod safety;

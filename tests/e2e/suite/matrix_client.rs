@@ -10,8 +10,7 @@ use matrix_agent::synapse::{
 };
 use matrix_agent::{MatrixApi, SynapseClient};
 use reconciler_runtime::secrets::Secret;
-use reconciler_testkit::harness::{MatrixUser, RateLimits, RoomSpec, Synapse, bin_dir};
-use serde_json::json;
+use reconciler_testkit::harness::{MatrixUser, RateLimits, RoomSpec, Synapse};
 
 struct World {
     synapse: Synapse,
@@ -373,68 +372,6 @@ async fn bad_tokens_are_configuration_errors_and_a_stopped_synapse_is_transient(
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");
     let error = w.client.joined_members(&room).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");
-}
-
-/// Runs the matrix-agent binary to its end with `env`; its exit status
-/// and output.
-async fn run_agent(env: &[(&str, &str)]) -> (bool, String) {
-    let binary = bin_dir().join("matrix-agent");
-    assert!(
-        binary.exists(),
-        "{} is missing; build the workspace binaries first (`cargo build --workspace --bins`)",
-        binary.display()
-    );
-    let output = tokio::process::Command::new(&binary)
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
-#[tokio::test]
-async fn the_agent_binary_checks_synapse_and_applies_the_exemption() {
-    let w = world().await;
-    let url = w.synapse.url();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("matrix-token");
-    std::fs::write(&token_file, format!("{}\n", w.bot.access_token)).unwrap();
-    let token_file = token_file.display().to_string();
-
-    let (ok, output) = run_agent(&[
-        ("MATRIX_HOMESERVER_URL", &url),
-        ("MATRIX_ACCESS_TOKEN_FILE", &token_file),
-        ("MATRIX_EXEMPT_RATELIMIT", "true"),
-    ])
-    .await;
-    assert!(ok, "{output}");
-    assert!(
-        output.contains("Synapse accepts the bot's token"),
-        "{output}"
-    );
-    assert!(
-        !output.contains(&w.bot.access_token),
-        "the token is never printed"
-    );
-    assert_eq!(
-        w.synapse.rate_limit_override(&w.bot.user_id).await,
-        json!({"messages_per_second": 0, "burst_count": 0})
-    );
-
-    let (ok, output) = run_agent(&[
-        ("MATRIX_HOMESERVER_URL", &url),
-        ("MATRIX_ACCESS_TOKEN", "syt_wrong"),
-    ])
-    .await;
-    assert!(!ok, "a rejected token stops the agent: {output}");
-    assert!(output.contains("MATRIX_ACCESS_TOKEN"), "{output}");
 }
 
 fn sorted<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Vec<String> {

@@ -96,11 +96,26 @@ pub struct RoomState {
     pub power_levels: PowerLevels,
     /// Child room IDs if the room is a space (or lists children anyway).
     pub space_children: Vec<String>,
+    /// From `m.room.create`: the room version, and its creator with any
+    /// `additional_creators`.
+    pub room_version: String,
+    pub creators: Vec<String>,
 }
 
 impl RoomState {
     pub fn membership(&self, user_id: &str) -> Option<&Membership> {
         self.members.get(user_id).map(|m| &m.membership)
+    }
+
+    /// The power that applies to `user_id`. From room version 12 on,
+    /// creators have no entry in `users` and outrank every level, so they
+    /// get `i64::MAX`.
+    pub fn power_of(&self, user_id: &str) -> i64 {
+        let v12 = self.room_version.parse::<u32>().is_ok_and(|v| v >= 12);
+        if v12 && self.creators.iter().any(|c| c == user_id) {
+            return i64::MAX;
+        }
+        self.power_levels.user_level(user_id)
     }
 
     /// Users holding `membership`.
@@ -159,6 +174,21 @@ pub(crate) fn parse_state(body: &Value) -> RoomState {
                     state.power_levels = PowerLevels(content);
                 }
             }
+            "m.room.create" if event.state_key.is_empty() => {
+                state.room_version = event
+                    .content
+                    .get("room_version")
+                    .and_then(Value::as_str)
+                    // The spec's default when the field is absent.
+                    .unwrap_or("1")
+                    .to_owned();
+                state.creators.push(event.sender);
+                let more = event.content.get("additional_creators");
+                let more = more.and_then(Value::as_array).into_iter().flatten();
+                state
+                    .creators
+                    .extend(more.filter_map(Value::as_str).map(str::to_owned));
+            }
             // A removed child is an event with empty content (no `via`).
             "m.space.child" => {
                 let has_via = event
@@ -202,6 +232,22 @@ mod tests {
         assert_eq!(state.power_levels.user_level("@a:x"), 50);
         assert_eq!(state.power_levels.user_level("@b:x"), 0);
         assert_eq!(state.space_children, vec!["!c1:x"]);
+        assert_eq!(state.power_of("@bot:x"), 0);
+    }
+
+    #[test]
+    fn room_v12_creators_outrank_every_level() {
+        let create = |version: &str| {
+            json!({"state": [
+                {"type": "m.room.create", "state_key": "", "sender": "@bot:x", "content": {"room_version": version, "additional_creators": ["@co:x"]}},
+                {"type": "m.room.power_levels", "state_key": "", "sender": "@bot:x", "content": {"users": {"@a:x": 50}}}
+            ]})
+        };
+        let v12 = parse_state(&create("12"));
+        assert_eq!(v12.power_of("@bot:x"), i64::MAX);
+        assert_eq!(v12.power_of("@co:x"), i64::MAX);
+        assert_eq!(v12.power_of("@a:x"), 50);
+        assert_eq!(parse_state(&create("10")).power_of("@bot:x"), 0);
     }
 
     #[test]

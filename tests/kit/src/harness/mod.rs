@@ -19,7 +19,7 @@ pub use nextcloud::NextcloudContainer;
 pub use ports::RefusedPort;
 pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
-pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions};
+pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, start_agent};
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
 
 /// The tokens the test stack configures.

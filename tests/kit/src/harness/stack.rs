@@ -91,8 +91,9 @@ pub struct Stack {
 }
 
 /// Starts an agent binary with `env` on a loopback port of its choosing;
-/// returns it and the address it listens on.
-async fn start_agent(
+/// returns it and the address it listens on. It is given `AGENT_TOKEN`
+/// (the stack's) and `AGENT_LISTEN`; `env` may override either.
+pub async fn start_agent(
     binary: &str,
     env: &[(String, String)],
     dir: &std::path::Path,
@@ -220,6 +221,15 @@ impl Stack {
         addr: &str,
     ) -> reconciler_proto::agent::sogo_agent_client::SogoAgentClient<Authed> {
         reconciler_proto::agent::sogo_agent_client::SogoAgentClient::new(
+            Self::agent_channel(addr).await,
+        )
+    }
+
+    /// A client for the matrix-agent at `addr`, presenting the agent token.
+    pub async fn matrix_agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::matrix_agent_client::MatrixAgentClient<Authed> {
+        reconciler_proto::agent::matrix_agent_client::MatrixAgentClient::new(
             Self::agent_channel(addr).await,
         )
     }
