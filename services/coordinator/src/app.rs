@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
             max_removal_share: config.max_removal_share,
             removal_guard_min: config.removal_guard_min,
             failure_backoff_base: config.failure_backoff_base,
+            backups: config.state_backups.clone(),
         },
     ));
     let wake = Arc::new(Notify::new());

@@ -19,6 +19,8 @@ pub struct Config {
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
     pub state_db_url: String,
+    /// Snapshots of the state DB kept before runs that remove anything.
+    pub state_backups: crate::store::BackupPolicy,
     pub authentik_url: String,
     pub authentik_token: Secret,
     pub authentik_timeout: Duration,
@@ -105,6 +107,10 @@ impl Config {
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
             state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
+            state_backups: crate::store::BackupPolicy {
+                keep: number("STATE_BACKUP_RETENTION", "3")? as usize,
+                dir: lookup("STATE_BACKUP_DIR").map(std::path::PathBuf::from),
+            },
             authentik_url: required("AUTHENTIK_URL")?,
             authentik_token: secret("AUTHENTIK_TOKEN")?,
             authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
@@ -152,6 +158,7 @@ mod tests {
         assert_eq!(c.http_listen.port(), 5000);
         assert_eq!(c.sweep_interval, Some(Duration::from_secs(900)));
         assert_eq!(c.app_password_protocols, vec!["imap_access", "smtp_access"]);
+        assert_eq!(c.state_backups.keep, 3);
     }
 
     #[test]

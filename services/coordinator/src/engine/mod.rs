@@ -13,8 +13,8 @@ use crate::authentik::DirectorySource;
 use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
 use crate::error::Result;
-use crate::plan::{Guards, Plan, Scope, implausible, plan};
-use crate::store::Store;
+use crate::plan::{Action, Guards, Plan, Scope, implausible, plan};
+use crate::store::{BackupPolicy, Store};
 use crate::targets::{Adapters, ObserveInput};
 use reconciler_runtime::locks::KeyedLocks;
 
@@ -41,6 +41,8 @@ pub struct EngineConfig {
     /// First wait before a change that failed permanently is sent again
     /// (doubling per failure, capped at [`MAX_FAILURE_BACKOFF`]).
     pub failure_backoff_base: Duration,
+    /// State DB snapshots before a run that removes anything.
+    pub backups: BackupPolicy,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +53,7 @@ impl Default for EngineConfig {
             max_removal_share: 0.5,
             removal_guard_min: 10,
             failure_backoff_base: Duration::from_secs(900),
+            backups: BackupPolicy::default(),
         }
     }
 }
@@ -180,7 +183,20 @@ impl Engine {
         // Planning happened before the lock; plan again if someone else ran
         // in between? Not needed: every step is idempotent on the agent side
         // and re-checked there (existing names, markers, current lists).
+        // A run that removes anything (from a target or from the ledger)
+        // first snapshots the state DB, so a wrong removal can be undone.
+        let removes = prepared
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Delete | Action::Forget));
+        let snapshot = if removes {
+            self.store.snapshot(&self.config.backups).await?
+        } else {
+            None
+        };
         let mut report = self.apply(job_id, &prepared.plan).await?;
+        report.state_backup = snapshot.map(|p| p.display().to_string());
         report.doveadm_execs += prepared.observe_doveadm_execs;
         if prepared.plausible {
             self.store

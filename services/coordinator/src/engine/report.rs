@@ -22,6 +22,9 @@ pub struct RunReport {
     /// Changes not sent because the same change failed permanently before
     /// and its backoff has not run out.
     pub backing_off: u64,
+    /// The state DB snapshot taken before this run's removals, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_backup: Option<String>,
 }
 
 impl RunReport {

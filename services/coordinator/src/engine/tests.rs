@@ -523,3 +523,26 @@ mod rekey {
         assert_eq!(w.sweep().await.planned, 0);
     }
 }
+
+#[tokio::test]
+async fn a_run_that_removes_anything_snapshots_the_state_db_first() {
+    let w = world().await;
+    w.directory.set_members(GROUP, &[1]);
+    let report = w.sweep().await;
+    assert_eq!(
+        report.state_backup, None,
+        "a run that only grants: no snapshot"
+    );
+
+    w.directory.set_members(GROUP, &[]);
+    let report = w.sweep().await;
+    assert!(w.delegates().is_empty());
+    let snapshot = report.state_backup.expect("a snapshot before the removal");
+    // The snapshot is the ledger as it was: alice's delegation still ours.
+    let before = Store::open(&format!("sqlite://{snapshot}")).await.unwrap();
+    let row = before
+        .ledger_get("sogo_delegation", &format!("{INFO}|alice@example.com"))
+        .await
+        .unwrap();
+    assert!(row.is_some_and(|r| r.state == LedgerState::Created));
+}

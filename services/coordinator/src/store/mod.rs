@@ -2,6 +2,7 @@
 
 mod audit;
 mod backoff;
+mod backup;
 mod jobs;
 mod ledger;
 mod sogo_evictions;
@@ -15,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use audit::AuditEntry;
 pub use backoff::Backoff;
+pub use backup::BackupPolicy;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
 pub use sogo_evictions::OwedEviction;
 
@@ -23,6 +25,8 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The DB file (`None` in memory): backups are taken next to it.
+    path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -37,12 +41,14 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
+        let path = Some(options.get_filename().to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Self { pool };
+        let store = Self { pool, path };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
             tracing::info!(moved, "app password ledger rows re-keyed to current names");
