@@ -71,6 +71,12 @@ pub async fn run(config: Config) -> Result<()> {
         retry_base: config.retry_base,
     };
     let mut tasks = workers.spawn(config.worker_concurrency, shutdown.clone());
+    tasks.push(tokio::spawn(crate::worker::prune_timer(
+        store.clone(),
+        config.retention.clone(),
+        std::time::Duration::from_secs(3600),
+        shutdown.clone(),
+    )));
     if let Some(interval) = config.sweep_interval {
         tasks.push(tokio::spawn(sweep_timer(
             store.clone(),

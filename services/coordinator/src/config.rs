@@ -19,6 +19,8 @@ pub struct Config {
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
     pub state_db_url: String,
+    /// How long finished jobs and audit rows are kept.
+    pub retention: crate::store::Retention,
     /// Snapshots of the state DB kept before runs that remove anything.
     pub state_backups: crate::store::BackupPolicy,
     pub authentik_url: String,
@@ -101,12 +103,21 @@ impl Config {
             )));
         }
         let sweep = number("SWEEP_INTERVAL_SECONDS", "900")?;
+        // 0 keeps forever.
+        let days = |name: &str, default: &str| -> Result<Option<Duration>> {
+            let n = number(name, default)?;
+            Ok((n > 0).then(|| Duration::from_secs(n * 86_400)))
+        };
         Ok(Self {
             http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
             state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
+            retention: crate::store::Retention {
+                jobs: days("JOB_RETENTION_DAYS", "30")?,
+                audit: days("AUDIT_RETENTION_DAYS", "90")?,
+            },
             state_backups: crate::store::BackupPolicy {
                 keep: number("STATE_BACKUP_RETENTION", "3")? as usize,
                 dir: lookup("STATE_BACKUP_DIR").map(std::path::PathBuf::from),
@@ -159,6 +170,8 @@ mod tests {
         assert_eq!(c.sweep_interval, Some(Duration::from_secs(900)));
         assert_eq!(c.app_password_protocols, vec!["imap_access", "smtp_access"]);
         assert_eq!(c.state_backups.keep, 3);
+        assert_eq!(c.retention.jobs, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.retention.audit, Some(Duration::from_secs(90 * 86_400)));
     }
 
     #[test]

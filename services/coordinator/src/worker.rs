@@ -162,3 +162,53 @@ pub async fn sweep_timer(
         }
     }
 }
+
+/// Prunes old finished jobs and audit rows once at start, then every
+/// `interval`, batch by batch (each a short transaction), off the hot path.
+pub async fn prune_timer(
+    store: Store,
+    retention: crate::store::Retention,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    const BATCH: i64 = 500;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let mut total = crate::store::Pruned::default();
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let now = crate::store::now_millis();
+            match store.prune_batch(&retention, now, BATCH).await {
+                Ok(pruned) => {
+                    total.jobs += pruned.jobs;
+                    total.webhook_events += pruned.webhook_events;
+                    total.audit += pruned.audit;
+                    if pruned.jobs < BATCH as u64 && pruned.audit < BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "pruning old jobs and audit rows failed");
+                    break;
+                }
+            }
+            // Let jobs take the write lock between batches.
+            tokio::task::yield_now().await;
+        }
+        if total.total() > 0 {
+            info!(
+                jobs = total.jobs,
+                webhook_events = total.webhook_events,
+                audit = total.audit,
+                "old state pruned"
+            );
+        }
+    }
+}

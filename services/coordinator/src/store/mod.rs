@@ -5,6 +5,7 @@ mod backoff;
 mod backup;
 mod jobs;
 mod ledger;
+mod retention;
 mod sogo_evictions;
 pub mod summary;
 
@@ -18,6 +19,7 @@ pub use audit::AuditEntry;
 pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
+pub use retention::{Pruned, Retention};
 pub use sogo_evictions::OwedEviction;
 
 use crate::error::{Error, Result};
