@@ -409,3 +409,35 @@ async fn a_member_whose_email_breaks_keeps_what_they_had_and_is_reported() {
     );
     assert_eq!(stack.mailcow.sender_acl(ALICE), vec![INFO.to_owned()]);
 }
+
+/// Failures with one cause are one warning with a count and the likely
+/// fix, not one line per object (issue 13): a domain whose quota is
+/// over-allocated refuses every mailbox edit.
+#[tokio::test]
+async fn failures_with_one_cause_are_one_warning_with_the_likely_fix() {
+    let stack = Stack::start(StackOptions::default()).await;
+    seed(&stack);
+    let alice = stack.authentik.add_user("alice", ALICE);
+    let bob = stack.authentik.add_user("bob", BOB);
+    let desk = stack.authentik.add_group(
+        "desk",
+        json!({"reconciler": {"shared_mailbox": INFO, "send_as": true}}),
+    );
+    stack.authentik.add_member(&desk, alice);
+    stack.authentik.add_member(&desk, bob);
+    // Five 3 GiB mailboxes in a domain now allowed 1 GiB in all.
+    stack.mailcow.set_domain_limits("example.com", 400, 1024);
+    let job = stack.sweep().await;
+    let warnings = warnings(&job);
+    let quota: Vec<&String> = warnings
+        .iter()
+        .filter(|w| w.contains("mailbox_quota_left_exceeded"))
+        .collect();
+    assert_eq!(quota.len(), 1, "one warning for one cause: {warnings:?}");
+    assert!(
+        quota[0].starts_with("2 sender_acl.create change(s) failed")
+            && quota[0].contains("the domain's quota is over-allocated"),
+        "{quota:?}"
+    );
+    assert!(stack.mailcow.sender_acl(ALICE).is_empty());
+}

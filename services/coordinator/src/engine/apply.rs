@@ -75,6 +75,7 @@ impl Engine {
         }
         // Every secret dies here: it was only ever in this run's memory.
         drop(secrets);
+        report.explain_failures(|cause| self.adapters.iter().find_map(|a| a.hint(cause)));
         Ok(report)
     }
 

@@ -95,6 +95,7 @@ impl Books<'_> {
             // create certainly did not make it.
             Outcome::Refused => {
                 report.permanent_failures += 1;
+                report.failed(step, &result.message);
                 self.unsettled(step, true).await?;
             }
             // A target can report a failure for a write it applied (Mailcow
@@ -102,6 +103,7 @@ impl Books<'_> {
             // stays, and the next observation settles it.
             _ => {
                 report.permanent_failures += 1;
+                report.failed(step, &result.message);
                 self.unsettled(step, false).await?;
             }
         }
@@ -215,6 +217,7 @@ impl Books<'_> {
         self.audit(step, label, &error.to_string()).await?;
         report.count(step, label);
         report.permanent_failures += 1;
+        report.failed(step, &error.to_string());
         self.unsettled(step, false).await
     }
 

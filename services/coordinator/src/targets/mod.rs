@@ -167,6 +167,13 @@ pub trait TargetAdapter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The likely fix for a failure cause this target is known to report
+    /// (the agent's message, addresses and numbers taken out), shown with
+    /// the run's one warning for that cause.
+    fn hint(&self, _cause: &str) -> Option<&'static str> {
+        None
+    }
+
     /// Target-specific bookkeeping for one change result, besides the
     /// ledger and audit entries the engine writes for every result.
     async fn settle(
@@ -205,6 +212,7 @@ pub trait DynAdapter: Send + Sync {
     /// [`APPLY_BATCH`] changes.
     fn prepare<'a>(&'a self, steps: &[&'a Step], secrets: &Secrets) -> Prepared<'a>;
     async fn health(&self) -> Result<()>;
+    fn hint(&self, cause: &str) -> Option<&'static str>;
     async fn extend_plan(&self, store: &Store, plan: &mut Plan) -> Result<()>;
     async fn settle(
         &self,
@@ -249,6 +257,10 @@ impl<T: TargetAdapter> DynAdapter for T {
 
     async fn health(&self) -> Result<()> {
         TargetAdapter::health(self).await
+    }
+
+    fn hint(&self, cause: &str) -> Option<&'static str> {
+        TargetAdapter::hint(self, cause)
     }
 
     async fn extend_plan(&self, store: &Store, plan: &mut Plan) -> Result<()> {

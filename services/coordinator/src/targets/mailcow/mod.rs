@@ -104,6 +104,40 @@ impl TargetAdapter for Mailcow {
     async fn health(&self) -> Result<()> {
         self.link.health().await
     }
+
+    /// Mailcow's message keys whose cause is one setting, not one object.
+    fn hint(&self, cause: &str) -> Option<&'static str> {
+        const HINTS: [(&str, &str); 6] = [
+            (
+                "mailbox_quota_left_exceeded",
+                "the domain's quota is over-allocated: raise it or lower mailbox quotas",
+            ),
+            (
+                "max_alias_exceeded",
+                "the domain allows no more aliases: raise its alias limit",
+            ),
+            (
+                "access_denied",
+                "the API key cannot do this: give the mailcow-agent a read-write key",
+            ),
+            (
+                "domain_not_found",
+                "the domain is not in Mailcow: add it, or fix the group attribute",
+            ),
+            (
+                "extra_acl_invalid_domain",
+                "Mailcow refuses send-as for addresses outside its domains",
+            ),
+            (
+                "is_alias_or_mailbox",
+                "the address is already a mailbox or an alias in Mailcow",
+            ),
+        ];
+        HINTS
+            .iter()
+            .find(|(key, _)| cause.contains(key))
+            .map(|(_, hint)| *hint)
+    }
 }
 
 /// Every login and mailbox the scope could touch, from desired state and
