@@ -463,7 +463,7 @@ impl Store {
             if key == "@type" && t == ObjectType::Account {
                 continue;
             }
-            apply_patch(t, &mut props, key, value, None)?;
+            apply_patch(t, &mut props, key, value)?;
         }
         if t == ObjectType::Account && account_type == Some("User") && self.require_password {
             let has_password = props
@@ -505,7 +505,7 @@ impl Store {
                 }
                 continue;
             }
-            apply_patch(t, &mut props, key, value, Some(&old))?;
+            apply_patch(t, &mut props, key, value)?;
         }
         self.validate(t, &mut props, Some(id), Some(&old))?;
         self.objects.insert((t, id), props);
@@ -1047,13 +1047,7 @@ fn check_tagged(props: &Props, key: &str) -> Result<(), SetError> {
 /// Applies one patch entry: a top-level property, or a JSON-pointer key
 /// (`"permissions/disabledPermissions/authenticate"`) whose parents must
 /// exist (structs_impl.rs:30927-30946: "Invalid JSON Pointer path").
-fn apply_patch(
-    t: ObjectType,
-    props: &mut Props,
-    key: &str,
-    value: &Value,
-    _old: Option<&Props>,
-) -> Result<(), SetError> {
+fn apply_patch(t: ObjectType, props: &mut Props, key: &str, value: &Value) -> Result<(), SetError> {
     let path: Vec<&str> = key.split('/').collect();
     let top = path.first().copied().unwrap_or_default();
     let account_type = props.get("@type").and_then(Value::as_str);
