@@ -1,5 +1,5 @@
 //! The HTTP face: `GET /jmap/session`, `POST /jmap` and `/jmap/` (the
-//! router accepts both, S:http/src/request.rs:86,212-231), authentication
+//! router accepts both, http/src/request.rs:86,212-231), authentication
 //! (http/src/api/mod.rs:311-341), and the `/__sim/*` side channel.
 
 use std::sync::Arc;

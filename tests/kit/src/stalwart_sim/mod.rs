@@ -1,6 +1,6 @@
 //! A Stalwart 0.16 management API simulator over real HTTP, faithful to
-//! stalwartlabs/stalwart v0.16.18 as `../shared/reference/stalwart-jmap.md`
-//! reads it: the session document (`GET /jmap/session`, the management
+//! stalwartlabs/stalwart v0.16.18 (source paths cited at each rule, relative
+//! to `crates/`): the session document (`GET /jmap/session`, the management
 //! capability `urn:stalwart:jmap` only in `primaryAccounts` and
 //! `accountCapabilities`), `POST /jmap/` with `x:Domain`, `x:Account` (User,
 //! Group) and `x:MailingList` through `/get`, `/query` and `/set`, SetErrors,
@@ -104,7 +104,7 @@ impl Shared {
     }
 
     /// The account id of the admin: the recovery admin is u32::MAX
-    /// (S:common/src/auth/mod.rs:35).
+    /// (common/src/auth/mod.rs:35).
     fn admin_account_id(&self) -> String {
         store::encode_id(u64::from(u32::MAX))
     }

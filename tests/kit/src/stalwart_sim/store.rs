@@ -33,7 +33,7 @@ impl ObjectType {
     }
 }
 
-/// Ids are opaque base32 strings (S:types/src/id.rs); this alphabet is the
+/// Ids are opaque base32 strings (types/src/id.rs); this alphabet is the
 /// one Stalwart's `Id` display uses.
 const ID_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz792013";
 
@@ -62,7 +62,7 @@ pub fn decode_id(id: &str) -> Option<u64> {
     (encode_id(n) == id).then_some(n)
 }
 
-/// A SetError (S:jmap-proto/src/error/set.rs:15-48).
+/// A SetError (jmap-proto/src/error/set.rs:15-48).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SetError {
     pub kind: &'static str,
@@ -148,7 +148,7 @@ pub struct Store {
 }
 
 /// What `x:Account` accepts besides `@type`, per type
-/// (S:registry/src/schema/structs_impl.rs:46771-46970 User, 21343-21500 Group).
+/// (registry/src/schema/structs_impl.rs:46771-46970 User, 21343-21500 Group).
 const USER_PROPS: &[&str] = &[
     "name",
     "domainId",
@@ -207,7 +207,7 @@ const LIST_PROPS: &[&str] = &[
 const LIST_SERVER_SET: &[&str] = &["id", "emailAddress"];
 
 /// Properties whose values are JSON sets (`{"key": true}`), where a patch
-/// value of `false` removes the member (S:registry/src/types/map.rs:119-198).
+/// value of `false` removes the member (registry/src/types/map.rs:119-198).
 const SET_PROPERTIES: &[&str] = &[
     "recipients",
     "memberGroupIds",
@@ -218,7 +218,7 @@ const SET_PROPERTIES: &[&str] = &[
     "events",
 ];
 
-/// Index-keyed lists (S:registry/src/types/list.rs:91-172).
+/// Index-keyed lists (registry/src/types/list.rs:91-172).
 const LIST_PROPERTIES: &[&str] = &["aliases", "credentials"];
 
 fn defaults(t: ObjectType, account_type: Option<&str>) -> Props {
@@ -284,7 +284,7 @@ fn defaults(t: ObjectType, account_type: Option<&str>) -> Props {
     }
 }
 
-/// The local-part sanitizer (S:utils/src/lib.rs:337-375): whitespace
+/// The local-part sanitizer (utils/src/lib.rs:337-375): whitespace
 /// stripped, lowercased, alphanumerics plus ``!#$%&'*+-/=?^_`{|}~`` and
 /// inner, single dots.
 pub fn sanitize_local_part(raw: &str) -> Option<String> {
@@ -301,7 +301,7 @@ pub fn sanitize_local_part(raw: &str) -> Option<String> {
         .then_some(s)
 }
 
-/// The TLDs Stalwart accepts besides public suffixes (S:utils/src/lib.rs:377-430).
+/// The TLDs Stalwart accepts besides public suffixes (utils/src/lib.rs:377-430).
 const PRIVATE_TLDS: &[&str] = &[
     "test",
     "localhost",
@@ -315,7 +315,7 @@ const PRIVATE_TLDS: &[&str] = &[
     "localdomain",
 ];
 
-/// The domain sanitizer (S:utils/src/lib.rs:377-430): lowercased, a dot
+/// The domain sanitizer (utils/src/lib.rs:377-430): lowercased, a dot
 /// required, the TLD a public suffix or one of [`PRIVATE_TLDS`]. The
 /// simulator has no public-suffix list: it takes any alphabetic TLD of two
 /// letters or more as public, and `example`-style single labels are refused.
@@ -879,7 +879,7 @@ impl Store {
             .and_then(Value::as_object)
             .ok_or_else(|| SetError::patch("Invalid value", "quotas"))?;
         for (key, value) in quotas {
-            // The StorageQuota names all start with `max` (W:ref/object/account.md).
+            // The StorageQuota names all start with `max` (stalwartlabs/website docs/ref/object/account.md, StorageQuota).
             if !key.starts_with("max") || !value.is_u64() {
                 return Err(SetError::patch("Invalid value", format!("quotas/{key}")));
             }
@@ -889,7 +889,7 @@ impl Store {
 
     /// May `login` sign in? `secret` is the password offered, or `None` for a
     /// sign-in vouched for by an external directory (OIDC), where only the
-    /// permission check runs (S:common/src/auth/authentication.rs:40-44).
+    /// permission check runs (common/src/auth/authentication.rs:40-44).
     pub fn sign_in(&self, login: &str, secret: Option<&str>) -> SignIn {
         let Some((local, domain)) = login
             .trim()
@@ -947,7 +947,8 @@ pub enum SignIn {
     /// Unknown login or wrong password: HTTP 401.
     BadCredentials,
     /// Credentials right, `authenticate` missing (suspended): HTTP 403 and
-    /// `security.unauthorized` (jmap-proto §3 of the reference).
+    /// `security.unauthorized` (common/src/auth/authentication.rs:40-44;
+    /// http/src/api/mod.rs:311-321).
     Forbidden,
 }
 
@@ -1095,7 +1096,7 @@ fn apply_patch(t: ObjectType, props: &mut Props, key: &str, value: &Value) -> Re
     Ok(())
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (S:registry/src/types/datetime.rs:206-216).
+/// `YYYY-MM-DDTHH:MM:SSZ` (registry/src/types/datetime.rs:206-216).
 pub fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,4 +1,4 @@
-//! Stalwart's webhook sender (S:crates/common/src/telemetry/webhooks/mod.rs
+//! Stalwart's webhook sender (crates/common/src/telemetry/webhooks/mod.rs
 //! v0.16.18): a batch `{"events": [...]}` POSTed as JSON, `X-Signature` the
 //! standard base64 (padded) of HMAC-SHA256 over the raw body bytes keyed with
 //! the key's UTF-8 bytes, no header when no key is set, and the batch sent
