@@ -47,7 +47,7 @@ pub async fn run(config: Config) -> Result<()> {
     )?);
     let engine = Arc::new(Engine::new(
         store.clone(),
-        directory,
+        directory.clone(),
         adapters(&config)?,
         EngineConfig {
             desired: DesiredConfig {
@@ -77,6 +77,14 @@ pub async fn run(config: Config) -> Result<()> {
         std::time::Duration::from_secs(3600),
         shutdown.clone(),
     )));
+    if let Some(interval) = config.events_catchup {
+        let catch_up = crate::catchup::CatchUp {
+            source: directory.clone(),
+            store: store.clone(),
+            wake: wake.clone(),
+        };
+        tasks.push(tokio::spawn(catch_up.run(interval, shutdown.clone())));
+    }
     if let Some(interval) = config.sweep_interval {
         tasks.push(tokio::spawn(sweep_timer(
             store.clone(),

@@ -38,6 +38,9 @@ pub struct Config {
     pub agent_token: Secret,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
+    /// How often Authentik's events API is read for lost webhooks; `None`
+    /// (`EVENTS_CATCHUP_SECONDS=0`) turns the catch-up off.
+    pub events_catchup: Option<Duration>,
     /// 0 accepts and stores jobs but runs none (maintenance).
     pub worker_concurrency: usize,
     pub job_max_attempts: i64,
@@ -103,6 +106,7 @@ impl Config {
             )));
         }
         let sweep = number("SWEEP_INTERVAL_SECONDS", "900")?;
+        let catchup = number("EVENTS_CATCHUP_SECONDS", "60")?;
         // 0 keeps forever.
         let days = |name: &str, default: &str| -> Result<Option<Duration>> {
             let n = number(name, default)?;
@@ -133,6 +137,7 @@ impl Config {
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             agent_token: secret("AGENT_TOKEN")?,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
+            events_catchup: (catchup > 0).then(|| Duration::from_secs(catchup)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,
             job_max_attempts: number("JOB_MAX_ATTEMPTS", "8")?.max(1) as i64,
             retry_base: Duration::from_millis(number("RETRY_BASE_MILLIS", "2000")?),
@@ -168,6 +173,7 @@ mod tests {
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert_eq!(c.http_listen.port(), 5000);
         assert_eq!(c.sweep_interval, Some(Duration::from_secs(900)));
+        assert_eq!(c.events_catchup, Some(Duration::from_secs(60)));
         assert_eq!(c.app_password_protocols, vec!["imap_access", "smtp_access"]);
         assert_eq!(c.state_backups.keep, 3);
         assert_eq!(c.retention.jobs, Some(Duration::from_secs(30 * 86_400)));

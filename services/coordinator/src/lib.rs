@@ -11,6 +11,7 @@ pub mod agents;
 pub mod app;
 pub mod attributes;
 pub mod authentik;
+pub mod catchup;
 pub mod config;
 pub mod desired;
 pub mod directory;

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authentik_listing;
+mod catchup;
 mod dovecot;
 mod edges;
 mod grpc;

@@ -43,7 +43,9 @@ impl AuthentikClient {
         })
     }
 
-    async fn get_page<T: DeserializeOwned>(
+    /// Page `page` of the listing at `path`. `extra` may set `ordering`;
+    /// otherwise it is `pk`.
+    pub(super) async fn get_page<T: DeserializeOwned>(
         &self,
         path: &str,
         page: u64,
@@ -52,13 +54,12 @@ impl AuthentikClient {
         let url = format!("{}{}", self.base, path);
         let page_str = page.to_string();
         let page_size = PAGE_SIZE.to_string();
-        let mut query: Vec<(&str, &str)> = vec![
-            ("page", &page_str),
-            ("page_size", &page_size),
+        let mut query: Vec<(&str, &str)> = vec![("page", &page_str), ("page_size", &page_size)];
+        if !extra.iter().any(|(k, _)| *k == "ordering") {
             // A stable order keeps offset pagination from skipping rows
             // while the directory changes underneath us.
-            ("ordering", "pk"),
-        ];
+            query.push(("ordering", "pk"));
+        }
         query.extend_from_slice(extra);
         let response = self
             .http
@@ -71,7 +72,7 @@ impl AuthentikClient {
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Config(format!(
-                "Authentik refused the API token ({status}) on {path}; it needs view_user and view_group"
+                "Authentik refused the API token ({status}) on {path}; it needs view_user, view_group and view_event"
             )));
         }
         if !status.is_success() {

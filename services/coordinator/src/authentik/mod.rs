@@ -2,8 +2,10 @@
 //! directory model (users, groups, nesting).
 
 pub mod client;
+pub mod events;
 pub mod listing;
 pub mod model;
 
 pub use client::{AuthentikClient, DirectorySource};
+pub use events::{Event, EventSource};
 pub use model::{Group, User, normalize_uuid};

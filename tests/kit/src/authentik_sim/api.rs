@@ -57,6 +57,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/api/v3/core/groups/{uuid}/remove_user/",
             post(write::remove_user),
         )
+        .route("/api/v3/events/events/", get(super::events::list_events))
         // route_layer: unknown URLs 404 before any auth check, as Django
         // resolves the URL before DRF authenticates.
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate))

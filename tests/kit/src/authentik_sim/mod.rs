@@ -2,7 +2,7 @@
 //! API (its DRF viewsets and serializers): the core users/groups API with Authentik's pagination envelope, filters and
 //! object shapes (2025.12+ `parents`, or ≤ 2025.10 `parent`), the real
 //! write endpoints, webhook notifications as our shipped body mapping sends
-//! them, and fault injection for tests and benchmarks.
+//! them, the events API that records every one of those events, and fault injection for tests and benchmarks.
 //!
 //! In-process mutators ([`AuthentikSim::add_user`] …) change state silently,
 //! like Authentik's background tasks (LDAP sync, expiry) that emit no
@@ -11,6 +11,7 @@
 mod api;
 mod control;
 mod drf;
+mod events;
 mod fault;
 mod generate;
 mod model;
@@ -72,6 +73,11 @@ pub(crate) struct Shared {
     list_faults: Mutex<BTreeMap<Listing, ListFault>>,
     total_requests: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
+    /// The audit log behind `GET /api/v3/events/events/`, oldest first.
+    events: Mutex<Vec<events::StoredEvent>>,
+    /// While set, events are recorded but no webhook is sent (a lost
+    /// delivery).
+    webhooks_paused: AtomicBool,
     http: reqwest::Client,
 }
 
@@ -147,9 +153,29 @@ impl Shared {
         };
     }
 
-    fn notify(&self, events: Vec<webhook::ModelEvent>) {
+    fn events(&self) -> MutexGuard<'_, Vec<events::StoredEvent>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the events in the audit log, then delivers them unless
+    /// deliveries are paused.
+    fn notify(&self, emitted: Vec<webhook::ModelEvent>) {
+        let recorded: Vec<events::StoredEvent> = {
+            let mut log = self.events();
+            emitted
+                .iter()
+                .map(|event| {
+                    let stored = events::StoredEvent::new(log.len() as i64, event);
+                    log.push(stored.clone());
+                    stored
+                })
+                .collect()
+        };
+        if self.webhooks_paused.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(config) = &self.config.webhook {
-            webhook::dispatch(&self.http, config, events);
+            webhook::dispatch(&self.http, config, &recorded);
         }
     }
 }
@@ -188,6 +214,8 @@ impl AuthentikSim {
             list_faults: Mutex::new(BTreeMap::new()),
             total_requests: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(Vec::new()),
+            webhooks_paused: AtomicBool::new(false),
             http,
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -309,6 +337,17 @@ impl AuthentikSim {
     /// cleared with `None`. Single-object reads and writes are unaffected.
     pub fn set_list_fault(&self, listing: Listing, fault: Option<ListFault>) {
         self.shared.set_list_fault(listing, fault);
+    }
+
+    /// While paused, API writes still record their events (the events API
+    /// lists them) but send no webhook: a lost delivery.
+    pub fn set_webhooks_paused(&self, paused: bool) {
+        self.shared.webhooks_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// The recorded events, oldest first, as the events API renders them.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.events().iter().map(|e| e.json()).collect()
     }
 
     /// API requests received since start or the last [`Self::reset_counts`],

@@ -3,10 +3,9 @@
 //! Generic Webhook transport with our shipped body mapping
 //! (`deploy/authentik/webhook-body-mapping.py`) POSTs them.
 
-use serde_json::{Value, json};
-use uuid::Uuid;
-
+use super::events::StoredEvent;
 use super::model::{Group, User, now_isoformat_python};
+use serde_json::{Value, json};
 
 /// Where and how to deliver notifications.
 #[derive(Clone, Debug, Default)]
@@ -50,15 +49,17 @@ impl ModelEvent {
             }),
         }
     }
+}
 
-    pub fn body(&self) -> Value {
-        json!({
-            "event_pk": Uuid::new_v4().to_string(),
-            "action": self.action,
-            "model": self.model,
-            "created": now_isoformat_python(),
-        })
-    }
+/// What the shipped body mapping returns for a recorded event: the same pk
+/// the events API lists, so a receiver can deduplicate the two.
+fn body(event: &StoredEvent) -> Value {
+    json!({
+        "event_pk": event.pk.to_string(),
+        "action": event.action,
+        "model": event.model,
+        "created": now_isoformat_python(),
+    })
 }
 
 /// What Authentik's worker sends as User-Agent.
@@ -67,12 +68,12 @@ const USER_AGENT: &str = "authentik@2026.8.5";
 /// Posts each event from its own task, so the API response never waits on
 /// the receiver and deliveries may arrive out of order, as with Authentik's
 /// task queue. Failed deliveries are dropped: retries are not simulated.
-pub(crate) fn dispatch(client: &reqwest::Client, config: &WebhookConfig, events: Vec<ModelEvent>) {
+pub(crate) fn dispatch(client: &reqwest::Client, config: &WebhookConfig, events: &[StoredEvent]) {
     for event in events {
         let mut request = client
             .post(&config.url)
             .header(reqwest::header::USER_AGENT, USER_AGENT)
-            .json(&event.body());
+            .json(&body(event));
         for (name, value) in &config.headers {
             request = request.header(name.as_str(), value.as_str());
         }
