@@ -28,6 +28,11 @@ pub struct Config {
     pub authentik_timeout: Duration,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STALWART_WEBHOOK_SECRET`: the WebHook's `signatureKey`; `None`
+    /// turns `/ingest/stalwart` off.
+    pub stalwart_webhook_secret: Option<Secret>,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::ingest::proxy::TrustedProxies,
     pub mailcow_agent_url: String,
     /// `None`: SOGo delegation is not reconciled (and reported so).
     pub sogo_agent_url: Option<String>,
@@ -127,6 +132,14 @@ impl Config {
             authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
             webhook_token: secret("WEBHOOK_TOKEN")?,
             admin_token: secret("ADMIN_TOKEN")?,
+            stalwart_webhook_secret: read_secret(&lookup, "STALWART_WEBHOOK_SECRET")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .filter(|s| !s.expose().is_empty()),
+            trusted_proxies: crate::ingest::proxy::TrustedProxies::parse(&get(
+                "TRUSTED_PROXIES",
+                "",
+            ))
+            .map_err(|e| Error::Config(format!("TRUSTED_PROXIES: {e}")))?,
             mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
             sogo_agent_url: lookup("SOGO_AGENT_URL"),
             nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
