@@ -18,4 +18,5 @@ mod matrix_client;
 mod nextcloud;
 mod safety;
 mod sogo;
+mod stalwart_ingest;
 mod trace_context;
