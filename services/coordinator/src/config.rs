@@ -203,4 +203,30 @@ mod tests {
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert!(!format!("{c:?}").contains("\"w\""));
     }
+
+    #[test]
+    fn stalwart_ingest_is_optional_and_its_settings_are_checked() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(c.stalwart_webhook_secret.is_none());
+        assert!(!c.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+
+        let mut env = base();
+        env.insert("STALWART_WEBHOOK_SECRET", "s3cr3t-value".into());
+        env.insert("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1".into());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(
+            c.stalwart_webhook_secret
+                .as_ref()
+                .unwrap()
+                .matches("s3cr3t-value")
+        );
+        assert!(c.trusted_proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+
+        let mut env = base();
+        env.insert("TRUSTED_PROXIES", "proxy.internal".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("TRUSTED_PROXIES"));
+    }
 }

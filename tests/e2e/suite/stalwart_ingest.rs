@@ -236,6 +236,22 @@ async fn signed_batches_become_audit_rows_once() {
 }
 
 #[tokio::test]
+async fn without_a_secret_the_endpoint_says_it_is_not_configured() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let body = WebhookSender::body(&[event("auth.success", json!({}))]);
+    let (status, answer) = post(&stack, body, Some(KEY), None, None).await;
+    assert_eq!(status, 404);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("STALWART_WEBHOOK_SECRET"),
+        "{answer}"
+    );
+    assert!(stalwart_rows(&stack).await.is_empty());
+}
+
+#[tokio::test]
 async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let stack = stack().await;
     let send = |id: &str| {

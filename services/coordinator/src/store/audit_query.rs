@@ -212,4 +212,23 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 3);
     }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_midway_leaves_nothing() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        // A storage failure on the second event of the batch.
+        sqlx::query(
+            "CREATE TRIGGER boom BEFORE INSERT ON audit WHEN NEW.external_id = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'disk on fire'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let batch = [
+            event("ok", "stalwart.login", "alice", 1),
+            event("boom", "stalwart.login", "bob", 2),
+        ];
+        assert!(store.ingest(&batch).await.is_err());
+        assert!(store.audit_page(&all()).await.unwrap().is_empty());
+    }
 }
