@@ -28,6 +28,11 @@ pub struct Config {
     pub authentik_timeout: Duration,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STALWART_WEBHOOK_SECRET`: the WebHook's `signatureKey`; `None`
+    /// turns `/ingest/stalwart` off.
+    pub stalwart_webhook_secret: Option<Secret>,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::ingest::proxy::TrustedProxies,
     pub mailcow_agent_url: String,
     /// `None`: SOGo delegation is not reconciled (and reported so).
     pub sogo_agent_url: Option<String>,
@@ -131,6 +136,14 @@ impl Config {
             authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
             webhook_token: secret("WEBHOOK_TOKEN")?,
             admin_token: secret("ADMIN_TOKEN")?,
+            stalwart_webhook_secret: read_secret(&lookup, "STALWART_WEBHOOK_SECRET")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .filter(|s| !s.expose().is_empty()),
+            trusted_proxies: crate::ingest::proxy::TrustedProxies::parse(&get(
+                "TRUSTED_PROXIES",
+                "",
+            ))
+            .map_err(|e| Error::Config(format!("TRUSTED_PROXIES: {e}")))?,
             mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
             sogo_agent_url: lookup("SOGO_AGENT_URL"),
             nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
@@ -195,5 +208,31 @@ mod tests {
         let env = base();
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert!(!format!("{c:?}").contains("\"w\""));
+    }
+
+    #[test]
+    fn stalwart_ingest_is_optional_and_its_settings_are_checked() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(c.stalwart_webhook_secret.is_none());
+        assert!(!c.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+
+        let mut env = base();
+        env.insert("STALWART_WEBHOOK_SECRET", "s3cr3t-value".into());
+        env.insert("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1".into());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(
+            c.stalwart_webhook_secret
+                .as_ref()
+                .unwrap()
+                .matches("s3cr3t-value")
+        );
+        assert!(c.trusted_proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+
+        let mut env = base();
+        env.insert("TRUSTED_PROXIES", "proxy.internal".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("TRUSTED_PROXIES"));
     }
 }

@@ -1,5 +1,5 @@
-//! The coordinator's gRPC service: reconcile, sweep, plan (dry-run), status
-//! and the ledger listing.
+//! The coordinator's gRPC service: reconcile, sweep, plan (dry-run), status,
+//! the ledger listing and the audit log.
 
 use std::sync::Arc;
 
@@ -157,6 +157,55 @@ impl Coordinator for CoordinatorService {
             })
             .collect();
         Ok(Response::new(pb::ListOwnedResponse { objects }))
+    }
+
+    async fn audit(
+        &self,
+        request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        let r = request.into_inner();
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let time = |ms: i64| (ms != 0).then(|| ms.to_string());
+        let filters = crate::audit_api::Filters {
+            source: text(r.source),
+            action: text(r.action),
+            outcome: text(r.outcome),
+            actor: text(r.actor),
+            since: time(r.since_ms),
+            before: time(r.before_ms),
+            q: text(r.q),
+            cursor: text(r.cursor),
+            limit: (r.limit != 0).then_some(i64::from(r.limit)),
+            format: None,
+        };
+        let query = filters.query().map_err(Error::InvalidInput)?;
+        let rows = self.engine.store().audit_page(&query).await?;
+        let (rows, next) = crate::audit_api::page(rows, &query);
+        let entries = rows
+            .into_iter()
+            .map(|r| pb::AuditEntry {
+                id: r.id,
+                at_ms: r.at,
+                source: r.source,
+                action: r.action,
+                outcome: r.outcome,
+                actor: r.actor,
+                remote_ip: r.remote_ip,
+                resource: r.resource,
+                key: r.key,
+                reason: r.reason,
+                detail: r.detail,
+                job_id: r.job_id,
+                trace_id: r.trace_id,
+                external_id: r.external_id.unwrap_or_default(),
+                received_from: r.received_from,
+                metadata_json: r.metadata,
+            })
+            .collect();
+        Ok(Response::new(pb::AuditResponse {
+            entries,
+            next_cursor: next.unwrap_or_default(),
+        }))
     }
 }
 

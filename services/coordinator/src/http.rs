@@ -1,5 +1,6 @@
 //! The HTTP interface (README, "Operating it"): health, webhook intake, full-sweep
-//! trigger, job lookup and metrics.
+//! trigger, job lookup, metrics, Stalwart event ingest (`ingest`) and the
+//! audit log (`audit_api`).
 //!
 //! A trigger answers 202 only after its job is committed to the state DB.
 //! Bad auth → 401 and bad bodies → 400; neither enqueues anything.
@@ -7,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::health;
+use crate::ingest::{self, proxy::TrustedProxies};
 use crate::subject::Subject;
 use crate::webhook::{self, Trigger};
 
@@ -28,6 +30,9 @@ pub struct HttpState {
     pub wake: Arc<Notify>,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `None`: `/ingest/stalwart` answers that it is not configured.
+    pub stalwart_webhook_secret: Option<Secret>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -37,10 +42,16 @@ pub fn router(state: HttpState) -> Router {
         .route("/reconcile-all", post(reconcile_all))
         .route("/jobs/{id}", get(job))
         .route("/metrics", get(metrics))
+        .route("/audit", get(crate::audit_api::http::audit))
+        .route(
+            "/ingest/stalwart",
+            post(ingest::handler::ingest_stalwart)
+                .layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES)),
+        )
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -81,7 +92,7 @@ async fn reconcile(State(state): State<HttpState>, headers: HeaderMap, body: Byt
 }
 
 /// Whether `X-Reconciler-Admin-Token` carries the admin token (constant-time).
-fn admin_authorized(state: &HttpState, headers: &HeaderMap) -> bool {
+pub(crate) fn admin_authorized(state: &HttpState, headers: &HeaderMap) -> bool {
     headers
         .get("x-reconciler-admin-token")
         .and_then(|v| v.to_str().ok())

@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod app;
 pub mod attributes;
+pub mod audit_api;
 pub mod authentik;
 pub mod catchup;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod ingest;
 pub mod ledger;
 pub mod observed;
 pub mod plan;

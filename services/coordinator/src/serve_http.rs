@@ -10,6 +10,7 @@
 use std::future::Future;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -39,11 +40,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let handle = stream.handle();
+        // Handlers that need the peer (which client delivered an ingested
+        // event) read it from the request's extensions.
+        let peer = stream.peer_addr().ok().map(ConnectInfo);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             // A complete request head arrived: this connection is in use,
             // not a candidate for eviction.
             handle.establish();
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             router.clone().oneshot(request)
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);

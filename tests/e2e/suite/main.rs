@@ -19,4 +19,5 @@ mod matrix_client;
 mod nextcloud;
 mod safety;
 mod sogo;
+mod stalwart_ingest;
 mod trace_context;

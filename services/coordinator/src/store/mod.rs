@@ -1,6 +1,7 @@
 //! The state DB: job queue, ledger, audit log. SQLite in WAL mode by default.
 
 mod audit;
+mod audit_query;
 mod backoff;
 mod backup;
 mod jobs;
@@ -15,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, Ingested, IngestedEvent};
+pub use audit_query::{AuditQuery, AuditRow};
 pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
