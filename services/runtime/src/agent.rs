@@ -13,7 +13,7 @@ use tonic::transport::server::Router;
 
 use crate::auth::RequireToken;
 use crate::grpc::{self, ServeError};
-use crate::listen::{ConnectionLimits, Establish, LimitedListener};
+use crate::listen::{ConnectionLimits, LimitedListener};
 use crate::secrets::Secret;
 
 /// Where and for whom an agent serves.
@@ -75,16 +75,7 @@ where
         token,
         limits,
     } = endpoint;
-    let listener = LimitedListener::bind(listen, limits.clone(), Establish::Http2Preface)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let (listener, addr) = grpc::bind(listen, &limits).await?;
     let service = InterceptedService::new(service, RequireToken::new(token));
     let router = grpc::server(&limits).add_service(service);
     let (router, _health) =

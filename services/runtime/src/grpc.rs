@@ -81,18 +81,28 @@ pub async fn serve(
     limits: &ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let (listener, bound) = bind(addr, limits).await?;
     crate::announce::announce("grpc", bound).map_err(ServeError::Announce)?;
     tracing::info!(addr = %bound, "gRPC listening");
     router
         .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
         .await?;
     Ok(())
+}
+
+/// A gRPC listener on `addr` under `limits`, and the address it got (the
+/// kernel's choice for port 0).
+pub(crate) async fn bind(
+    addr: SocketAddr,
+    limits: &ConnectionLimits,
+) -> Result<(LimitedListener, SocketAddr), ServeError> {
+    let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 /// Resolves on SIGINT or SIGTERM, for graceful shutdown.
