@@ -1,7 +1,7 @@
 //! The wire contract between the coordinator, its operators and the agents.
 
 /// The agent contracts, package `reconciler.agent.v2`: one service per
-/// agent (`MailcowAgent`, `SogoAgent`, `NextcloudAgent`, `MatrixAgent`),
+/// agent (`MailcowAgent`, `SogoAgent`, `NextcloudAgent`, `MatrixAgent`, ...),
 /// each observing and applying (with dry-run) its own messages, sharing
 /// `Outcome`, `ChangeResult`, `Unavailable` and `ObserveError`.
 pub mod agent {
@@ -18,6 +18,7 @@ pub mod coordinator {
 }
 
 pub mod address;
+pub mod matrix;
 
 /// Encoded `FileDescriptorSet` of every proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reconciler_descriptor");

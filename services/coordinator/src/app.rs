@@ -21,7 +21,9 @@ use crate::grpc::CoordinatorService;
 use crate::http::{HttpState, router};
 use crate::serve_http;
 use crate::store::Store;
-use crate::targets::{Adapters, mailcow::Mailcow, nextcloud::Nextcloud, sogo::Sogo};
+use crate::targets::{
+    Adapters, mailcow::Mailcow, matrix::Matrix, nextcloud::Nextcloud, sogo::Sogo,
+};
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
@@ -53,6 +55,7 @@ pub async fn run(config: Config) -> Result<()> {
             desired: DesiredConfig {
                 attribute_key: config.attribute_key.clone(),
                 app_password_protocols: config.app_password_protocols.clone(),
+                matrix: config.matrix.clone(),
             },
             max_user_drop: config.max_user_drop,
             max_removal_share: config.max_removal_share,
@@ -75,6 +78,12 @@ pub async fn run(config: Config) -> Result<()> {
         store.clone(),
         config.retention.clone(),
         std::time::Duration::from_secs(3600),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::worker::grace_timer(
+        store.clone(),
+        wake.clone(),
+        config.grace_poll,
         shutdown.clone(),
     )));
     if let Some(interval) = config.events_catchup {
@@ -167,6 +176,12 @@ fn adapters(config: &Config) -> Result<Adapters> {
     }
     if let Some(url) = &config.nextcloud_agent_url {
         adapters = adapters.with(Arc::new(Nextcloud::new(connect("nextcloud-agent", url)?)));
+    }
+    if let Some(url) = &config.matrix_agent_url {
+        adapters = adapters.with(Arc::new(Matrix::new(
+            connect("matrix-agent", url)?,
+            config.matrix_identities.clone(),
+        )));
     }
     Ok(adapters)
 }

@@ -38,11 +38,21 @@ pub struct Config {
     pub sogo_agent_url: Option<String>,
     /// `None`: Nextcloud Mail accounts are not reconciled (and reported so).
     pub nextcloud_agent_url: Option<String>,
+    /// `None`: Matrix rooms are not reconciled (and reported so).
+    pub matrix_agent_url: Option<String>,
+    /// `MATRIX_JOIN_METHOD`, `MATRIX_REMOVE_ACTION`, `MATRIX_GRACE_PERIOD`,
+    /// `MATRIX_MAPPINGS`.
+    pub matrix: crate::desired::MatrixDefaults,
+    /// `MATRIX_SERVER_NAME`, `MATRIX_OIDC_PROVIDER`, `MATRIX_CREATE_USERS`.
+    pub matrix_identities: crate::targets::matrix::MatrixIdentities,
     pub agent_timeout: Duration,
     /// Bearer token every agent requires (`AGENT_TOKEN` on both sides).
     pub agent_token: Secret,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
+    /// `GRACE_POLL_SECONDS`: how often pending removals are checked for
+    /// one that fell due.
+    pub grace_poll: Duration,
     /// How often Authentik's events API is read for lost webhooks; `None`
     /// (`EVENTS_CATCHUP_SECONDS=0`) turns the catch-up off.
     pub events_catchup: Option<Duration>,
@@ -111,6 +121,7 @@ impl Config {
             )));
         }
         let sweep = number("SWEEP_INTERVAL_SECONDS", "900")?;
+        let (matrix, matrix_identities) = matrix_settings(&lookup)?;
         let catchup = number("EVENTS_CATCHUP_SECONDS", "60")?;
         // 0 keeps forever.
         let days = |name: &str, default: &str| -> Result<Option<Duration>> {
@@ -147,9 +158,13 @@ impl Config {
             mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
             sogo_agent_url: lookup("SOGO_AGENT_URL"),
             nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
+            matrix_agent_url: lookup("MATRIX_AGENT_URL"),
+            matrix,
+            matrix_identities,
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             agent_token: secret("AGENT_TOKEN")?,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
+            grace_poll: Duration::from_secs(number("GRACE_POLL_SECONDS", "30")?.max(1)),
             events_catchup: (catchup > 0).then(|| Duration::from_secs(catchup)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,
             job_max_attempts: number("JOB_MAX_ATTEMPTS", "8")?.max(1) as i64,
@@ -162,6 +177,58 @@ impl Config {
             failure_backoff_base: Duration::from_secs(number("FAILURE_BACKOFF_SECONDS", "900")?),
         })
     }
+}
+
+/// The Matrix settings, each checked.
+fn matrix_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(
+    crate::desired::MatrixDefaults,
+    crate::targets::matrix::MatrixIdentities,
+)> {
+    use crate::attributes::{JoinMethod, LeaveAction, matrix::parse_grace};
+    let bad = |name: &str, e: String| Error::Config(format!("{name}: {e}"));
+    let mut defaults = crate::desired::MatrixDefaults::default();
+    if let Some(v) = lookup("MATRIX_JOIN_METHOD") {
+        defaults.join = JoinMethod::parse(&v).map_err(|e| bad("MATRIX_JOIN_METHOD", e))?;
+    }
+    if let Some(v) = lookup("MATRIX_REMOVE_ACTION") {
+        defaults.on_leave = LeaveAction::parse(&v).map_err(|e| bad("MATRIX_REMOVE_ACTION", e))?;
+    }
+    if let Some(v) = lookup("MATRIX_GRACE_PERIOD") {
+        defaults.grace_period = parse_grace(&serde_json::Value::String(v))
+            .map_err(|e| bad("MATRIX_GRACE_PERIOD", e))?;
+    }
+    if let Some(v) = lookup("MATRIX_MAPPINGS") {
+        defaults.mappings =
+            crate::desired::matrix::parse_mappings(&v).map_err(|e| bad("MATRIX_MAPPINGS", e))?;
+    }
+    let create_users = match lookup("MATRIX_CREATE_USERS").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(bad(
+                "MATRIX_CREATE_USERS",
+                format!("`{other}` is not true or false"),
+            ));
+        }
+    };
+    let oidc_provider = lookup("MATRIX_OIDC_PROVIDER");
+    if create_users && oidc_provider.is_none() {
+        return Err(Error::Config(
+            "MATRIX_CREATE_USERS=true needs MATRIX_OIDC_PROVIDER (e.g. oidc-authentik): \
+             accounts are created linked to the user's SSO id"
+                .into(),
+        ));
+    }
+    Ok((
+        defaults,
+        crate::targets::matrix::MatrixIdentities {
+            server_name: lookup("MATRIX_SERVER_NAME"),
+            oidc_provider,
+            create_users,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -208,6 +275,37 @@ mod tests {
         let env = base();
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert!(!format!("{c:?}").contains("\"w\""));
+    }
+
+    #[test]
+    fn matrix_settings_are_checked() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(c.matrix_agent_url.is_none());
+        assert_eq!(c.matrix.grace_period, Duration::ZERO);
+
+        let mut env = base();
+        env.insert("MATRIX_GRACE_PERIOD", "2h".into());
+        env.insert("MATRIX_REMOVE_ACTION", "ban".into());
+        env.insert(
+            "MATRIX_MAPPINGS",
+            r##"[{"group": "staff", "space": "#staff:example.com", "method": "force"}]"##.into(),
+        );
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.matrix.grace_period, Duration::from_secs(7200));
+        assert_eq!(c.matrix.mappings.len(), 1);
+
+        for (name, value) in [
+            ("MATRIX_JOIN_METHOD", "knock"),
+            ("MATRIX_GRACE_PERIOD", "soon"),
+            ("MATRIX_MAPPINGS", "[{\"group\": 1}]"),
+            ("MATRIX_CREATE_USERS", "true"),
+        ] {
+            let mut env = base();
+            env.insert(name, value.into());
+            let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub struct Person {
     pub username: String,
     /// Lower-cased; this is the Mailcow login.
     pub email: String,
+    /// Authentik's stable hashed id (the OIDC `sub`); empty when the
+    /// directory did not give one.
+    pub uid: String,
+    /// The display name.
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -165,6 +170,8 @@ fn person(user: &User) -> Option<Person> {
         pk: user.pk,
         username: user.username.clone(),
         email,
+        uid: user.uid.clone(),
+        name: user.name.clone(),
     })
 }
 

@@ -128,6 +128,21 @@ impl Coordinator for CoordinatorService {
                 detail: c.detail,
             })
             .collect();
+        let pending_removals = self
+            .engine
+            .store()
+            .pending_removals()
+            .await?
+            .into_iter()
+            .map(|p| pb::PendingRemoval {
+                resource: wire::resource_named(&p.resource) as i32,
+                key: p.key,
+                user: p.username,
+                due_at_ms: p.due_at,
+                since_ms: p.since,
+                reason: p.reason,
+            })
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             queued: counts.queued,
             running: counts.running,
@@ -136,6 +151,7 @@ impl Coordinator for CoordinatorService {
             last_sweep_finished,
             components,
             job,
+            pending_removals,
         }))
     }
 
@@ -227,6 +243,8 @@ mod wire {
             Action::Adopt => pb::Action::Adopt,
             Action::RecordForeign => pb::Action::RecordForeign,
             Action::Forget => pb::Action::Forget,
+            Action::Defer { .. } => pb::Action::Defer,
+            Action::Cancel => pb::Action::Cancel,
         }
     }
 
@@ -239,6 +257,10 @@ mod wire {
             Resource::SogoDelegation => pb::Resource::SogoDelegation,
             Resource::NextcloudAccount => pb::Resource::NextcloudAccount,
             Resource::SogoCacheEviction => pb::Resource::SogoCacheEviction,
+            Resource::MatrixMembership => pb::Resource::MatrixMembership,
+            Resource::MatrixPowerLevel => pb::Resource::MatrixPowerLevel,
+            Resource::MatrixBan => pb::Resource::MatrixBan,
+            Resource::MatrixAccount => pb::Resource::MatrixAccount,
         }
     }
 

@@ -62,9 +62,10 @@ impl LedgerKey {
     /// A key read back from the state DB, if it has `resource`'s shape.
     pub fn parse(resource: &str, text: &str) -> Option<Self> {
         let parts = match resource {
-            "alias" | "sogo_cache_eviction" => 1,
+            "alias" | "sogo_cache_eviction" | "matrix_account" => 1,
             "mailbox_acl" => 3,
-            "sender_acl" | "app_password" | "sogo_delegation" | "nextcloud_account" => 2,
+            "sender_acl" | "app_password" | "sogo_delegation" | "nextcloud_account"
+            | "matrix_membership" | "matrix_power_level" | "matrix_ban" => 2,
             _ => return None,
         };
         let mut split = text.splitn(parts, '|');
@@ -163,6 +164,21 @@ pub mod keys {
     /// ledger row: owed evictions have their own table).
     pub fn sogo_cache_eviction(uid: &str) -> LedgerKey {
         LedgerKey::of(&[uid])
+    }
+
+    /// `user_id`'s membership, power level or our ban in `room_id` (room
+    /// ids and Matrix IDs hold no `|`).
+    pub fn matrix(room_id: &str, user_id: &str) -> LedgerKey {
+        LedgerKey::of(&[room_id, user_id])
+    }
+
+    pub fn parse_matrix(key: &LedgerKey) -> Option<(&str, &str)> {
+        key.two()
+    }
+
+    /// A Matrix account we created.
+    pub fn matrix_account(user_id: &str) -> LedgerKey {
+        LedgerKey::of(&[user_id])
     }
 
     /// One grant of folder rights before it is planned per folder: desired

@@ -163,6 +163,53 @@ pub async fn sweep_timer(
     }
 }
 
+/// Queues a run for each user whose grace period ended, so a removal
+/// happens when due rather than at the next sweep; at start, every removal
+/// that fell due while the coordinator was down. It looks every `poll`
+/// (a run may start a grace period at any time) and exactly at each due
+/// time it knows of. A removal that stays due (held by a guard) is not
+/// queued again: the sweeps retry it.
+pub async fn grace_timer(
+    store: Store,
+    wake: Arc<Notify>,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut after = i64::MIN;
+    loop {
+        let now = now_millis();
+        let next = match store.pending_due(after, now).await {
+            Ok((due, next)) => {
+                for user in due {
+                    match store
+                        .enqueue(&Subject::User(user.clone()), false, "grace", None)
+                        .await
+                    {
+                        Ok(job) => {
+                            info!(job_id = job.job_id, %user, "grace period over: run queued");
+                            wake.notify_one();
+                        }
+                        Err(e) => error!(error = %e, %user, "cannot queue a due removal"),
+                    }
+                }
+                after = now;
+                next
+            }
+            Err(e) => {
+                error!(error = %e, "cannot read pending removals");
+                None
+            }
+        };
+        let until_next = next
+            .map(|due| Duration::from_millis(u64::try_from(due - now).unwrap_or(0)))
+            .unwrap_or(poll);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(until_next.min(poll)) => {}
+        }
+    }
+}
+
 /// Prunes old finished jobs and audit rows once at start, then every
 /// `interval`, batch by batch (each a short transaction), off the hot path.
 pub async fn prune_timer(

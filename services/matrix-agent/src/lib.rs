@@ -9,8 +9,6 @@
 //!   in-memory fake, [`fake`], can stand in for Synapse), with errors
 //!   classified into transient, permanent and configuration ([`Error`]),
 //!   and rate limits waited out within bounds;
-//! - [`localpart`]: Synapse's own rule for turning a username into a Matrix
-//!   ID;
 //! - [`config`]: `MATRIX_HOMESERVER_URL`, `MATRIX_ACCESS_TOKEN` (or `_FILE`),
 //!   `MATRIX_EXEMPT_RATELIMIT`, `AGENT_TOKEN`, `AGENT_LISTEN`.
 
@@ -18,7 +16,6 @@ pub mod config;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
-pub mod localpart;
 pub mod service;
 pub mod synapse;
 

@@ -187,6 +187,7 @@ mod tests {
             is_active: true,
             user_type: "internal".into(),
             groups: Vec::new(),
+            uid: String::new(),
         }
     }
 

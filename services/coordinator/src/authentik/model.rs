@@ -19,6 +19,10 @@ pub struct User {
     /// Direct group UUIDs (dashed).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The stable hashed id: the OIDC `sub` Authentik gives the user, so
+    /// the key of their SSO link in Synapse.
+    #[serde(default)]
+    pub uid: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -60,6 +60,22 @@ impl Books<'_> {
                     .ledger_delete(step.resource.as_str(), step.key.as_str())
                     .await?
             }
+            Action::Defer { due_at } => {
+                self.store
+                    .pending_put(
+                        step.resource.as_str(),
+                        step.key.as_str(),
+                        &step.username,
+                        due_at,
+                        &step.reason,
+                    )
+                    .await?
+            }
+            Action::Cancel => {
+                self.store
+                    .pending_delete(step.resource.as_str(), step.key.as_str())
+                    .await?
+            }
             // Target writes are recorded by `record`.
             _ => return Ok(()),
         }
@@ -126,14 +142,32 @@ impl Books<'_> {
     async fn applied(&self, step: &Step, result: &pb::ChangeResult) -> Result<()> {
         match step.action {
             Action::Create => {
-                // Empty when the target names no id for it.
+                // The target's id; else what the step knows (the value it
+                // set, e.g. a power level); empty when neither names one.
+                let remote_id = if result.remote_id.is_empty() {
+                    step.target.remote_id()
+                } else {
+                    result.remote_id.clone()
+                };
                 self.store
-                    .ledger_put(&ledger_row(
-                        step,
-                        LedgerState::Created,
-                        result.remote_id.clone(),
-                    ))
+                    .ledger_put(&ledger_row(step, LedgerState::Created, remote_id))
                     .await
+            }
+            // An update that changes what the ledger remembers of the
+            // object (the power level we set) keeps the ledger in step.
+            Action::Update => {
+                let remote_id = step.target.remote_id();
+                let row = self
+                    .store
+                    .ledger_get(step.resource.as_str(), step.key.as_str())
+                    .await?;
+                match row {
+                    Some(mut row) if !remote_id.is_empty() && row.remote_id != remote_id => {
+                        row.remote_id = remote_id;
+                        self.store.ledger_put(&row).await
+                    }
+                    _ => Ok(()),
+                }
             }
             Action::Delete => {
                 let deleted = step.target.remote_id();

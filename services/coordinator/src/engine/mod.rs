@@ -13,7 +13,7 @@ use crate::authentik::DirectorySource;
 use crate::desired::{DesiredConfig, DesiredState, desired_state};
 use crate::directory::Directory;
 use crate::error::Result;
-use crate::plan::{Action, Guards, Plan, Scope, implausible, plan};
+use crate::plan::{Action, GraceClock, Guards, Plan, Scope, implausible, plan_at};
 use crate::store::{BackupPolicy, Store};
 use crate::targets::{Adapters, ObserveInput};
 use reconciler_runtime::locks::KeyedLocks;
@@ -145,7 +145,11 @@ impl Engine {
                 scope: &scope,
             })
             .await;
-        let mut plan = plan(&desired, &observed, &ledger, &scope, &guards);
+        let clock = GraceClock {
+            now_millis: crate::store::now_millis(),
+            due: self.store.pending_due_times().await?,
+        };
+        let mut plan = plan_at(&desired, &observed, &ledger, &clock, &scope, &guards);
         for adapter in self.adapters.iter() {
             adapter.extend_plan(&self.store, &mut plan).await?;
         }

@@ -37,8 +37,11 @@ pub(super) fn apply_guards(
     let is_delete = |s: &Step| s.action == Action::Delete;
     // Updates that can take access away count as removals where it matters:
     // an alias losing members, folder rights narrowing.
+    // A removal put off for a grace period is one too: its clock does not
+    // start while it could not run.
     let may_shrink = |s: &Step| {
         is_delete(s)
+            || matches!(s.action, Action::Defer { .. })
             || (s.action == Action::Update
                 && matches!(s.resource, Resource::Alias | Resource::MailboxAcl))
     };

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::attributes::{JoinMethod, LeaveAction};
 use crate::desired::DesiredState;
 use crate::ledger::LedgerKey;
 use crate::ledger::LedgerRow;
@@ -27,10 +28,18 @@ pub enum Resource {
     NextcloudAccount,
     /// A SOGo user's cached settings, owed an eviction (see [`sogo_cache`]).
     SogoCacheEviction,
+    /// A user's membership of a Matrix room (invite or join).
+    MatrixMembership,
+    /// A user's entry in a room's `m.room.power_levels`.
+    MatrixPowerLevel,
+    /// A ban we set when a member left (lifted if they are entitled again).
+    MatrixBan,
+    /// A Matrix account we created, linked to the user's SSO id.
+    MatrixAccount,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 11] = [
         Self::SenderAcl,
         Self::AppPassword,
         Self::Alias,
@@ -38,6 +47,10 @@ impl Resource {
         Self::SogoDelegation,
         Self::NextcloudAccount,
         Self::SogoCacheEviction,
+        Self::MatrixMembership,
+        Self::MatrixPowerLevel,
+        Self::MatrixBan,
+        Self::MatrixAccount,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +62,10 @@ impl Resource {
             Self::SogoDelegation => "sogo_delegation",
             Self::NextcloudAccount => "nextcloud_account",
             Self::SogoCacheEviction => "sogo_cache_eviction",
+            Self::MatrixMembership => "matrix_membership",
+            Self::MatrixPowerLevel => "matrix_power_level",
+            Self::MatrixBan => "matrix_ban",
+            Self::MatrixAccount => "matrix_account",
         }
     }
 }
@@ -78,6 +95,11 @@ pub enum Action {
     /// Drop a cached copy on the target (SOGo's memcached) so it serves
     /// what was written.
     Evict,
+    /// State DB only: a removal waits out a grace period, until `due_at`
+    /// (Unix ms); a later run removes it when due.
+    Defer { due_at: i64 },
+    /// State DB only: a waiting removal is called off (entitled again).
+    Cancel,
 }
 
 impl Action {
@@ -92,6 +114,8 @@ impl Action {
             Self::Rotate => "rotate",
             Self::Rekey => "rekey",
             Self::Evict => "evict",
+            Self::Defer { .. } => "defer",
+            Self::Cancel => "cancel",
         }
     }
 
@@ -150,6 +174,34 @@ pub enum Target {
     SogoCacheEviction {
         uid: String,
     },
+    /// `user_id` in the room `room_id`: brought in by `join`, removed by
+    /// `on_leave` with `reason`.
+    MatrixMembership {
+        room_id: String,
+        user_id: String,
+        join: JoinMethod,
+        on_leave: LeaveAction,
+        reason: String,
+    },
+    /// `user_id`'s power level in `room_id`; `None` resets to the default.
+    MatrixPowerLevel {
+        room_id: String,
+        user_id: String,
+        level: Option<i64>,
+    },
+    /// A ban we set; deleting it lifts it.
+    MatrixBan {
+        room_id: String,
+        user_id: String,
+    },
+    /// `@localpart:server`, linked to `external_id` at `auth_provider`.
+    MatrixAccount {
+        user_id: String,
+        localpart: String,
+        auth_provider: String,
+        external_id: String,
+        display_name: String,
+    },
 }
 
 impl Target {
@@ -164,6 +216,10 @@ impl Target {
             {
                 id.to_string()
             }
+            // The level we set: reset later only while it is still ours.
+            Self::MatrixPowerLevel {
+                level: Some(level), ..
+            } => level.to_string(),
             _ => String::new(),
         }
     }
@@ -272,10 +328,47 @@ impl Default for Guards {
     }
 }
 
+/// Removals waiting out a grace period, and the time a plan is made at.
+#[derive(Clone, Debug, Default)]
+pub struct GraceClock {
+    /// Unix milliseconds.
+    pub now_millis: i64,
+    /// Due times (Unix ms) by `(resource, key)`.
+    pub due: BTreeMap<(String, String), i64>,
+}
+
+impl GraceClock {
+    /// When `key`'s removal is due, if one waits.
+    pub fn pending(&self, resource: Resource, key: &LedgerKey) -> Option<i64> {
+        self.due
+            .get(&(resource.as_str().to_owned(), key.to_string()))
+            .copied()
+    }
+}
+
+/// [`plan_at`] with no removal waiting, at time zero.
 pub fn plan(
     desired: &DesiredState,
     observed: &Observed,
     ledger: &[LedgerRow],
+    scope: &Scope,
+    guards: &Guards,
+) -> Plan {
+    plan_at(
+        desired,
+        observed,
+        ledger,
+        &GraceClock::default(),
+        scope,
+        guards,
+    )
+}
+
+pub fn plan_at(
+    desired: &DesiredState,
+    observed: &Observed,
+    ledger: &[LedgerRow],
+    clock: &GraceClock,
     scope: &Scope,
     guards: &Guards,
 ) -> Plan {
@@ -329,6 +422,7 @@ pub fn plan(
         scope,
         &mut plan,
     );
+    plan_matrix(desired, observed, ledger, clock, scope, &mut plan);
     apply_guards(&mut plan, desired, ledger, guards);
     warn_if_ledger_lost(&mut plan, ledger);
     plan
@@ -357,6 +451,7 @@ mod alias;
 mod app_password;
 mod guards;
 mod mailbox_acl;
+mod matrix;
 mod nextcloud_account;
 mod sender_acl;
 mod sogo_delegation;
@@ -366,6 +461,7 @@ use app_password::{app_password_wants, plan_app_passwords};
 pub use guards::implausible;
 use guards::{apply_guards, warn_if_ledger_lost};
 use mailbox_acl::plan_mailbox_acls;
+use matrix::plan_matrix;
 use nextcloud_account::plan_nextcloud_accounts;
 use sender_acl::plan_sender_acls;
 use sogo_delegation::plan_sogo_delegations;

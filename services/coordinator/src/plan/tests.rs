@@ -56,6 +56,7 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         sogo: None,
         nextcloud: None,
         nextcloud_unknown_users: BTreeSet::new(),
+        matrix: None,
         unavailable: BTreeMap::new(),
         subject_errors: BTreeMap::new(),
     }

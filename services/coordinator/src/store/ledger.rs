@@ -100,12 +100,20 @@ impl Store {
         Ok(moved)
     }
 
+    /// Drops the row, and the removal that waited for it, if one did.
     pub async fn ledger_delete(&self, resource: &str, key: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM ledger WHERE resource = ? AND key = ?")
             .bind(resource)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
+            .bind(resource)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

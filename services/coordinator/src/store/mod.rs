@@ -6,6 +6,7 @@ mod backoff;
 mod backup;
 mod jobs;
 mod ledger;
+mod pending;
 mod retention;
 mod sogo_evictions;
 pub mod summary;
@@ -21,6 +22,7 @@ pub use audit_query::{AuditQuery, AuditRow};
 pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
+pub use pending::{DueTimes, PendingRemoval};
 pub use retention::{Pruned, Retention};
 pub use sogo_evictions::OwedEviction;
 

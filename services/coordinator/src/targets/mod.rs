@@ -25,6 +25,7 @@ use crate::plan::{Plan, Resource, Scope, Step};
 use crate::store::Store;
 
 pub mod mailcow;
+pub mod matrix;
 pub mod nextcloud;
 pub mod sogo;
 
@@ -89,6 +90,10 @@ pub struct Batch<'s, C> {
 /// What an adapter made of its steps: changes to send, and steps that
 /// cannot be sent in this run (with why; they are transient).
 pub struct Changes<'s, C> {
+    /// Changes the others depend on (an account before its memberships,
+    /// an unban before the join): sent in calls of their own, first, since
+    /// an agent may apply the changes of one call concurrently.
+    pub first: Vec<Batch<'s, C>>,
     pub ready: Vec<Batch<'s, C>>,
     pub waiting: Vec<(&'s Step, String)>,
 }
@@ -96,6 +101,7 @@ pub struct Changes<'s, C> {
 impl<C> Default for Changes<'_, C> {
     fn default() -> Self {
         Self {
+            first: Vec::new(),
             ready: Vec::new(),
             waiting: Vec::new(),
         }
@@ -105,12 +111,23 @@ impl<C> Default for Changes<'_, C> {
 impl<'s, C> Changes<'s, C> {
     /// A change carrying exactly one step; `change` is given the change's id.
     pub fn push(&mut self, step: &'s Step, change: impl FnOnce(String) -> C) {
+        self.ready.push(Batch::of(step, change));
+    }
+
+    /// Like [`push`](Self::push), for a change the others wait for.
+    pub fn push_first(&mut self, step: &'s Step, change: impl FnOnce(String) -> C) {
+        self.first.push(Batch::of(step, change));
+    }
+}
+
+impl<'s, C> Batch<'s, C> {
+    fn of(step: &'s Step, change: impl FnOnce(String) -> C) -> Self {
         let id = change_id(step);
-        self.ready.push(Batch {
+        Self {
             change: change(id.clone()),
             id,
             steps: vec![step],
-        });
+        }
     }
 }
 
@@ -238,19 +255,25 @@ impl<T: TargetAdapter> DynAdapter for T {
     }
 
     fn prepare<'a>(&'a self, steps: &[&'a Step], secrets: &Secrets) -> Prepared<'a> {
-        let Changes { ready, waiting } = self.changes(steps, secrets);
+        let Changes {
+            first,
+            ready,
+            waiting,
+        } = self.changes(steps, secrets);
         let mut calls = Vec::new();
-        let mut batches = ready.into_iter().peekable();
-        while batches.peek().is_some() {
-            let (changes, sent): (Vec<_>, Vec<_>) = batches
-                .by_ref()
-                .take(APPLY_BATCH)
-                .map(|b| ((b.id, b.steps), b.change))
-                .unzip();
-            calls.push(Call {
-                changes,
-                send: Box::pin(self.apply(sent)),
-            });
+        for batches in [first, ready] {
+            let mut batches = batches.into_iter().peekable();
+            while batches.peek().is_some() {
+                let (changes, sent): (Vec<_>, Vec<_>) = batches
+                    .by_ref()
+                    .take(APPLY_BATCH)
+                    .map(|b| ((b.id, b.steps), b.change))
+                    .unzip();
+                calls.push(Call {
+                    changes,
+                    send: Box::pin(self.apply(sent)),
+                });
+            }
         }
         Prepared { calls, waiting }
     }

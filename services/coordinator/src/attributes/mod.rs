@@ -8,12 +8,17 @@
 //!   sogo_delegate: true
 //!   nextcloud_mail: true
 //!   alias: team@example.com
+//!   matrix: { rooms: ["#team:example.com"] }   # see [`matrix`]
 //! ```
 //!
 //! Validation is strict on purpose: an unknown key is usually a typo
 //! (`send-as`), and silently ignoring it would revoke access.
 
 use std::collections::BTreeSet;
+
+pub mod matrix;
+
+pub use matrix::{JoinMethod, LeaveAction, MatrixSpec};
 
 use reconciler_proto::address;
 use serde_json::Value;
@@ -33,13 +38,14 @@ pub const DOVECOT_RIGHTS: [&str; 11] = [
     "write-seen",
 ];
 
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     "shared_mailbox",
     "access",
     "send_as",
     "sogo_delegate",
     "nextcloud_mail",
     "alias",
+    "matrix",
 ];
 
 /// What one group grants its effective members.
@@ -52,6 +58,8 @@ pub struct GrantSpec {
     pub sogo_delegate: bool,
     pub nextcloud_mail: bool,
     pub alias: Option<String>,
+    /// Rooms and spaces the members are kept in.
+    pub matrix: Option<MatrixSpec>,
 }
 
 /// Reads `attributes[key]`. `Ok(None)` = the group grants nothing.
@@ -84,8 +92,12 @@ pub fn parse_group_attributes(attributes: &Value, key: &str) -> Result<Option<Gr
                 .into(),
         );
     }
-    if shared_mailbox.is_none() && alias.is_none() {
-        return Err("set at least `shared_mailbox` or `alias`".into());
+    let matrix = match map.get("matrix") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(matrix::parse_matrix(value)?),
+    };
+    if shared_mailbox.is_none() && alias.is_none() && matrix.is_none() {
+        return Err("set at least `shared_mailbox`, `alias` or `matrix`".into());
     }
     Ok(Some(GrantSpec {
         shared_mailbox,
@@ -94,6 +106,7 @@ pub fn parse_group_attributes(attributes: &Value, key: &str) -> Result<Option<Gr
         sogo_delegate,
         nextcloud_mail,
         alias,
+        matrix,
     }))
 }
 

@@ -1,4 +1,5 @@
-//! Authentik usernames as Matrix IDs, by the rule Synapse's SSO login uses
+//! Authentik usernames as Matrix IDs (shared by the coordinator, which maps
+//! users, and the matrix-agent, which creates accounts), by the rule Synapse's SSO login uses
 //! (`map_username_to_mxid_localpart` in `synapse/types/__init__.py`), so the
 //! ID we compute is the one the user's first login would get:
 //!

@@ -4,6 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::plan::Resource;
 
+pub mod matrix;
+
+pub use matrix::{AccountState, MatrixIdentity, Membership, ObservedMatrix, ObservedRoom};
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedSenderAcl {
     pub mailbox_exists: bool,
@@ -71,6 +75,8 @@ pub struct Observed {
     pub nextcloud: Option<BTreeMap<String, Vec<ObservedNextcloudAccount>>>,
     /// Users Nextcloud does not know (no account can be made for them).
     pub nextcloud_unknown_users: BTreeSet<String>,
+    /// Synapse rooms and users; `None` when not observed.
+    pub matrix: Option<ObservedMatrix>,
     /// Resources that could not be observed this run (their agent is not
     /// configured, down, or its target is), and why. Nothing is planned for
     /// them, while every other resource is reconciled as usual.

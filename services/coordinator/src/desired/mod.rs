@@ -9,8 +9,14 @@ use serde::Serialize;
 use crate::plan::Resource;
 
 use crate::attributes::{GrantSpec, parse_group_attributes};
+
+pub mod matrix;
+
 use crate::directory::Directory;
 use crate::ledger::{LedgerKey, keys};
+pub use matrix::{
+    DesiredMatrix, LeavePolicy, MatrixDefaults, MatrixGrant, MatrixMapping, MatrixPolicy,
+};
 
 /// Knobs the desired-state function needs from configuration.
 #[derive(Clone, Debug)]
@@ -19,6 +25,7 @@ pub struct DesiredConfig {
     pub attribute_key: String,
     /// Mailcow protocol flags for app passwords we create.
     pub app_password_protocols: Vec<String>,
+    pub matrix: MatrixDefaults,
 }
 
 impl Default for DesiredConfig {
@@ -26,6 +33,7 @@ impl Default for DesiredConfig {
         Self {
             attribute_key: "reconciler".into(),
             app_password_protocols: vec!["imap_access".into(), "smtp_access".into()],
+            matrix: MatrixDefaults::default(),
         }
     }
 }
@@ -107,6 +115,9 @@ pub struct DesiredState {
     /// in `groups_with_unusable_members`).
     pub unusable_members: BTreeMap<String, String>,
     pub groups_with_unusable_members: BTreeSet<String>,
+    /// Rooms and spaces, by group.
+    #[serde(skip_serializing_if = "DesiredMatrix::is_empty")]
+    pub matrix: DesiredMatrix,
 }
 
 impl DesiredState {
@@ -122,7 +133,12 @@ impl DesiredState {
             Resource::NextcloudAccount => {
                 Box::new(self.nextcloud_accounts.values().map(|d| d.user.as_str()))
             }
-            Resource::Alias | Resource::SogoCacheEviction => Box::new(std::iter::empty()),
+            Resource::MatrixMembership | Resource::MatrixPowerLevel | Resource::MatrixAccount => {
+                Box::new(self.matrix.grants.values().map(|g| g.user.as_str()))
+            }
+            Resource::Alias | Resource::SogoCacheEviction | Resource::MatrixBan => {
+                Box::new(std::iter::empty())
+            }
         }
     }
 }
@@ -130,9 +146,19 @@ impl DesiredState {
 /// Computes the desired state of the whole directory.
 pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredState {
     let mut state = DesiredState::default();
+    state.matrix.fallback_on_leave = config.matrix.on_leave;
+    state.matrix.fallback_grace_period = config.matrix.grace_period;
     for (group_id, group) in &directory.groups {
+        let mapped: Vec<_> = config
+            .matrix
+            .mappings
+            .iter()
+            .filter(|m| m.group == group.name)
+            .map(MatrixMapping::spec)
+            .collect();
         let spec = match parse_group_attributes(&group.attributes, &config.attribute_key) {
             Ok(Some(spec)) => spec,
+            Ok(None) if !mapped.is_empty() => GrantSpec::default(),
             Ok(None) => continue,
             Err(reason) => {
                 state.invalid_groups.insert(
@@ -152,6 +178,11 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
             .into_iter()
             .filter_map(|pk| directory.people.get(&pk))
             .collect();
+        for matrix in spec.matrix.iter().chain(&mapped) {
+            state
+                .matrix
+                .grant(&config.matrix, group_id, &group.name, matrix, &members);
+        }
         if let Some(address) = &spec.alias {
             let goto: BTreeSet<String> = members
                 .iter()
@@ -282,9 +313,9 @@ mod tests {
     /// group, the owner inside its own group, and an alias on a nested group.
     fn fixture() -> Directory {
         let users: Vec<User> =
-            serde_json::from_str(include_str!("../testdata/golden_users.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/golden_users.json")).unwrap();
         let groups: Vec<Group> =
-            serde_json::from_str(include_str!("../testdata/golden_groups.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/golden_groups.json")).unwrap();
         Directory::new(users, groups)
     }
 
@@ -298,9 +329,9 @@ mod tests {
     fn desired_state_is_deterministic_and_order_independent() {
         let a = desired_state(&fixture(), &DesiredConfig::default());
         let mut users: Vec<User> =
-            serde_json::from_str(include_str!("../testdata/golden_users.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/golden_users.json")).unwrap();
         let mut groups: Vec<Group> =
-            serde_json::from_str(include_str!("../testdata/golden_groups.json")).unwrap();
+            serde_json::from_str(include_str!("../../testdata/golden_groups.json")).unwrap();
         users.reverse();
         groups.reverse();
         let b = desired_state(&Directory::new(users, groups), &DesiredConfig::default());
