@@ -52,6 +52,9 @@ pub struct StackOptions {
     pub sogo_agent_env: Option<Vec<(String, String)>>,
     /// The same for a nextcloud-agent (`NEXTCLOUD_CONTAINER`, …).
     pub nextcloud_agent_env: Option<Vec<(String, String)>>,
+    /// The same for a matrix-agent (`MATRIX_HOMESERVER_URL`,
+    /// `MATRIX_ACCESS_TOKEN`, …).
+    pub matrix_agent_env: Option<Vec<(String, String)>>,
 }
 
 impl Default for StackOptions {
@@ -67,6 +70,7 @@ impl Default for StackOptions {
             start_timeout: Duration::from_secs(30),
             sogo_agent_env: None,
             nextcloud_agent_env: None,
+            matrix_agent_env: None,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Stack {
     pub sogo_agent_addr: Option<String>,
     pub nextcloud_agent: Option<Service>,
     pub nextcloud_agent_addr: Option<String>,
+    pub matrix_agent: Option<Service>,
+    pub matrix_agent_addr: Option<String>,
     pub dir: tempfile::TempDir,
     options: StackOptions,
     http: reqwest::Client,
@@ -176,6 +182,13 @@ impl Stack {
             timeout,
         )
         .await;
+        let (matrix_agent, matrix_agent_addr) = optional_agent(
+            "matrix-agent",
+            options.matrix_agent_env.as_deref(),
+            dir.path(),
+            timeout,
+        )
+        .await;
         let placeholder = Service::placeholder();
         let mut stack = Self {
             authentik,
@@ -189,6 +202,8 @@ impl Stack {
             sogo_agent_addr,
             nextcloud_agent,
             nextcloud_agent_addr,
+            matrix_agent,
+            matrix_agent_addr,
             dir,
             options,
             http: reqwest::Client::new(),
@@ -281,6 +296,9 @@ impl Stack {
         }
         if let Some(addr) = &self.nextcloud_agent_addr {
             env.push(("NEXTCLOUD_AGENT_URL".into(), format!("http://{addr}")));
+        }
+        if let Some(addr) = &self.matrix_agent_addr {
+            env.push(("MATRIX_AGENT_URL".into(), format!("http://{addr}")));
         }
         env.extend(self.options.coordinator_env.iter().cloned());
         env
