@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> Result<()> {
                 attribute_key: config.attribute_key.clone(),
                 app_password_protocols: config.app_password_protocols.clone(),
                 matrix: config.matrix.clone(),
+                stalwart: config.stalwart.clone(),
             },
             max_user_drop: config.max_user_drop,
             max_removal_share: config.max_removal_share,

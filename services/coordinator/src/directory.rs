@@ -149,6 +149,20 @@ impl Directory {
             })
     }
 
+    /// Every user (active or not, person or not) who is a direct member of
+    /// the group or of any group below it: for targets that act on
+    /// deactivation (a Stalwart account is suspended, not dropped).
+    pub fn effective_member_users(&self, group: &str) -> Vec<&User> {
+        self.descendants(group)
+            .iter()
+            .filter_map(|id| self.groups.get(id))
+            .flat_map(|g| g.users.iter().copied())
+            .collect::<BTreeSet<i64>>()
+            .into_iter()
+            .filter_map(|pk| self.all_users.get(&pk))
+            .collect()
+    }
+
     /// Finds a group by UUID (either form) or name.
     pub fn find_group(&self, needle: &str) -> Option<&Group> {
         self.groups

@@ -261,6 +261,11 @@ mod wire {
             Resource::MatrixPowerLevel => pb::Resource::MatrixPowerLevel,
             Resource::MatrixBan => pb::Resource::MatrixBan,
             Resource::MatrixAccount => pb::Resource::MatrixAccount,
+            Resource::StalwartDomain => pb::Resource::StalwartDomain,
+            Resource::StalwartAccount => pb::Resource::StalwartAccount,
+            Resource::StalwartSuspension => pb::Resource::StalwartSuspension,
+            Resource::StalwartAlias => pb::Resource::StalwartAlias,
+            Resource::StalwartList => pb::Resource::StalwartList,
         }
     }
 

@@ -42,8 +42,13 @@ pub(super) fn apply_guards(
     let may_shrink = |s: &Step| {
         is_delete(s)
             || matches!(s.action, Action::Defer { .. })
+            // A suspension refuses sign-in: access taken away.
+            || (s.action == Action::Create && s.resource == Resource::StalwartSuspension)
             || (s.action == Action::Update
-                && matches!(s.resource, Resource::Alias | Resource::MailboxAcl))
+                && matches!(
+                    s.resource,
+                    Resource::Alias | Resource::MailboxAcl | Resource::StalwartList
+                ))
     };
     if !guards.allow_removals {
         let held = plan.steps.iter().filter(|s| may_shrink(s)).count();
