@@ -7,7 +7,7 @@
 //! by index strings (list.rs:91-172), variants carry `"@type"`.
 
 mod client;
-mod wire;
+pub(crate) mod wire;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -273,6 +273,11 @@ impl AccountPatch {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The patch as sent: top-level properties and JSON-pointer keys.
+    pub fn entries(&self) -> &Map<String, Value> {
+        &self.entries
     }
 }
 
