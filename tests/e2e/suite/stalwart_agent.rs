@@ -27,7 +27,7 @@ const SETS: [&str; 3] = ["x:Domain/set", "x:Account/set", "x:MailingList/set"];
 
 struct World {
     sim: StalwartSim,
-    _agent: Service,
+    agent: Service,
     addr: String,
     client: StalwartAgentClient<Authed>,
     _dir: tempfile::TempDir,
@@ -51,7 +51,7 @@ async fn world_with(sim: StalwartSim, api_key: &str) -> World {
     let client = Stack::stalwart_agent_client(&addr).await;
     World {
         sim,
-        _agent: agent,
+        agent,
         addr,
         client,
         _dir: dir,
@@ -157,6 +157,16 @@ fn provisioning() -> Vec<Kind> {
     ]
 }
 
+/// A shared (group) account.
+fn group_create(address: &str) -> Kind {
+    Kind::AccountCreate(StalwartAccountCreate {
+        address: address.into(),
+        r#type: StalwartAccountType::Group as i32,
+        description: "Shared mailbox".into(),
+        ..Default::default()
+    })
+}
+
 #[tokio::test]
 async fn provisioning_applies_once_and_the_same_apply_again_writes_nothing() {
     let mut w = world().await;
@@ -213,6 +223,69 @@ async fn provisioning_applies_once_and_the_same_apply_again_writes_nothing() {
     assert!(seen.accounts[1].id.is_empty(), "{seen:?}");
     assert_eq!(seen.lists[0].recipients, vec![ALICE, "bob@example.net"]);
     assert_eq!(writes(&w.sim), 0);
+    let logs = w.agent.logs();
+    assert!(logs.contains("created account alice@example.com"), "{logs}");
+    assert!(
+        !logs.contains(w.sim.api_key()),
+        "the API key is never logged"
+    );
+}
+
+#[tokio::test]
+async fn a_group_account_is_created_as_a_group_once() {
+    let mut w = world().await;
+    w.sim.add_domain("example.com");
+    let created = apply_one(&mut w, group_create("staff@example.com"), Outcome::Applied).await;
+    let staff = w
+        .sim
+        .find(ObjectType::Account, "staff@example.com")
+        .unwrap();
+    assert_eq!(staff["@type"], "Group");
+    assert_eq!(staff["description"], "Shared mailbox");
+    assert_eq!(created.remote_id, staff["id"].as_str().unwrap());
+    w.sim.reset_counts();
+    apply_one(
+        &mut w,
+        group_create("staff@example.com"),
+        Outcome::Unchanged,
+    )
+    .await;
+    assert_eq!(writes(&w.sim), 0);
+    // A user asked for where a group is: not as asked, left alone.
+    let r = apply_one(
+        &mut w,
+        account_create("staff@example.com", &[], None),
+        Outcome::Permanent,
+    )
+    .await;
+    assert_eq!(r.remote_id, created.remote_id);
+    let seen = observe(
+        &mut w,
+        StalwartObserveRequest {
+            accounts: vec!["staff@example.com".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(seen.accounts[0].r#type(), StalwartAccountType::Group);
+}
+
+#[tokio::test]
+async fn a_server_demanding_a_password_gets_one_nobody_learns() {
+    let mut w = world().await;
+    w.sim.add_domain("example.com");
+    w.sim.set_require_password(true);
+    let r = apply_one(&mut w, account_create(ALICE, &[], None), Outcome::Applied).await;
+    assert!(r.secret.is_empty(), "never returned");
+    let alice = w.sim.get(ObjectType::Account, &r.remote_id).unwrap();
+    assert_eq!(alice["credentials"]["0"]["@type"], "Password");
+    // Sign-in is still the directory's: the password is known to no one.
+    assert_eq!(w.sim.sign_in(ALICE, None), SignIn::Allowed);
+    assert_eq!(w.sim.sign_in(ALICE, Some("")), SignIn::BadCredentials);
+    assert!(
+        !w.agent.logs().contains("\"secret\""),
+        "no request body in the log"
+    );
 }
 
 #[tokio::test]
@@ -221,6 +294,11 @@ async fn suspend_refuses_sign_in_keeps_the_account_and_resume_restores_it() {
     w.sim.add_domain("example.com");
     let id = w.sim.add_user(ALICE, Some("Correct-Horse-Battery-9"));
     apply_one(&mut w, suspend(&id), Outcome::Applied).await;
+    let suspended = w.sim.get(ObjectType::Account, &id).unwrap();
+    assert_eq!(
+        suspended["permissions"]["disabledPermissions"]["authenticate"],
+        true
+    );
     assert_eq!(w.sim.sign_in(ALICE, None), SignIn::Forbidden);
     assert_eq!(
         w.sim.sign_in(ALICE, Some("Correct-Horse-Battery-9")),
@@ -399,6 +477,7 @@ async fn a_refused_key_or_a_server_before_0_16_is_a_configuration_error() {
     assert!(!unavailable.reason.contains("wrong-key"), "never the key");
     let results = apply(&mut refused, provisioning(), false).await;
     assert_eq!(outcomes(&results), vec![Outcome::Config; 3], "{results:?}");
+    assert!(!refused.agent.logs().contains("wrong-key"), "never the key");
 
     let old = sim(StalwartSimConfig {
         management: false,

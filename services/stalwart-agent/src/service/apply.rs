@@ -596,13 +596,11 @@ impl Context<'_> {
         if expected_id.is_empty() || expected_id == id {
             return Ok(());
         }
-        Err(Done::new(
-            Error::NotOurs(String::new()).outcome(),
-            format!(
-                "the {what} {address} in Stalwart is {id}, not {expected_id}: not the one recorded"
-            ),
-            id,
-        ))
+        let mut done = Done::error(&Error::NotOurs(format!(
+            "the {what} {address} in Stalwart is {id}, not {expected_id}: not the one recorded"
+        )));
+        done.remote_id = id.to_owned();
+        Err(done)
     }
 
     fn alias_addresses(&self, aliases: &[Alias]) -> Vec<String> {
