@@ -5,7 +5,8 @@
 //! one address (`local@domain`, own or alias) is `primaryKeyViolation`, a
 //! domain id that does not exist `invalidForeignKey`, an unknown id
 //! `notFound`. A switch makes every call fail (Stalwart down, the key
-//! refused). Every `/set` is logged, so a test can say "nothing was sent".
+//! refused), or one method only. Every `/set` is logged, so a test can say
+//! "nothing was sent".
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -42,6 +43,8 @@ struct World {
 pub struct FakeStalwart {
     world: Mutex<World>,
     fault: Mutex<Option<Fault>>,
+    /// Faults of single methods, by trait method name.
+    call_faults: Mutex<BTreeMap<&'static str, Fault>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,8 +69,19 @@ impl FakeStalwart {
         *lock(&self.fault) = Some(Box::new(fault));
     }
 
+    /// Only the trait method `call` (`accounts`, `create_domains`, …)
+    /// fails, until [`Self::heal`].
+    pub fn break_call(
+        &self,
+        call: &'static str,
+        fault: impl Fn() -> Error + Send + Sync + 'static,
+    ) {
+        lock(&self.call_faults).insert(call, Box::new(fault));
+    }
+
     pub fn heal(&self) {
         *lock(&self.fault) = None;
+        lock(&self.call_faults).clear();
     }
 
     /// The `/set` writes so far (`create Account alice@example.com`, …).
@@ -134,6 +148,9 @@ impl FakeStalwart {
 
     fn enter(&self, call: &'static str) -> Result<MutexGuard<'_, World>> {
         if let Some(fault) = lock(&self.fault).as_ref() {
+            return Err(fault());
+        }
+        if let Some(fault) = lock(&self.call_faults).get(call) {
             return Err(fault());
         }
         let mut w = lock(&self.world);

@@ -45,6 +45,7 @@ impl Done {
         Self::new(e.outcome(), e.to_string(), "")
     }
 
+    /// A read (or a domain create) that failed, for a change that needed it.
     fn failed_read(f: &Failure) -> Self {
         Self::new(f.outcome, f.message.clone(), "")
     }
@@ -351,8 +352,22 @@ impl StalwartAgent {
                 }
             });
         }
+        // Domains this call failed to create, with why: the accounts and
+        // lists in them fail the same way, not as "no such domain".
+        let mut failed = BTreeMap::new();
         if !new_domains.is_empty() {
             self.create_domains(new_domains, &mut view, results).await;
+            for (i, op) in &ops {
+                if let (Op::DomainCreate { name }, Some(done)) = (op, &results[*i])
+                    && !view.domains.contains_key(name)
+                {
+                    let why = Failure {
+                        outcome: done.outcome,
+                        message: format!("domain {name} was not created: {}", done.message),
+                    };
+                    failed.insert(name.clone(), why);
+                }
+            }
         }
 
         let accounts: BTreeSet<String> = ops
@@ -368,6 +383,7 @@ impl StalwartAgent {
         let context = Context {
             view: &view,
             pending: &pending,
+            failed: &failed,
         };
         let mut writes: BTreeMap<&'static str, Vec<(usize, Planned)>> = BTreeMap::new();
         for (i, op) in &ops {
@@ -559,6 +575,8 @@ struct Context<'a> {
     view: &'a View,
     /// Domains a dry run would have created.
     pending: &'a BTreeSet<String>,
+    /// Domains this call failed to create, and why.
+    failed: &'a BTreeMap<String, Failure>,
 }
 
 impl Context<'_> {
@@ -570,6 +588,9 @@ impl Context<'_> {
         }
         if self.pending.contains(domain) {
             return Ok(format!("(domain {domain} to be created)"));
+        }
+        if let Some(why) = self.failed.get(domain) {
+            return Err(Done::failed_read(why));
         }
         Err(Done::error(&Error::invalid(format!(
             "Stalwart has no domain {domain}: create it first"

@@ -496,3 +496,82 @@ async fn stalwart_down_is_transient_everywhere_and_health_follows_the_session() 
     assert_eq!(status().await, ServingStatus::Serving);
     apply_one(&agent, create_account(ALICE, &[], None), Outcome::Applied).await;
 }
+
+#[tokio::test]
+async fn a_read_that_fails_fails_only_its_subjects() {
+    let (fake, agent) = setup();
+    fake.break_call("accounts", || Error::Transient("timeout".into()));
+    let seen = observe(
+        &agent,
+        StalwartObserveRequest {
+            domains: vec!["example.com".into()],
+            accounts: vec![ALICE.into()],
+            lists: vec![TEAM.into()],
+        },
+    )
+    .await;
+    assert!(seen.unavailable.is_none());
+    assert!(!seen.domains[0].id.is_empty());
+    assert!(seen.accounts.is_empty(), "{seen:?}");
+    assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+    assert_eq!(seen.errors[0].resource, "account");
+    assert_eq!(seen.errors[0].subject, ALICE);
+    assert_eq!(seen.errors[0].outcome(), Outcome::Transient);
+    assert!(
+        seen.lists[0].id.is_empty(),
+        "the list is absent, and said so"
+    );
+
+    // Apply: the accounts cannot be diffed, the list goes ahead.
+    let results = apply(
+        &agent,
+        vec![
+            create_account(ALICE, &[], None),
+            create_list(TEAM, &[ALICE]),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        outcomes(&results),
+        vec![Outcome::Transient, Outcome::Applied],
+        "{results:?}"
+    );
+    assert!(fake.account(ALICE).is_none() && fake.list(TEAM).is_some());
+}
+
+#[tokio::test]
+async fn a_write_batch_that_fails_fails_only_its_changes() {
+    let (fake, agent) = setup();
+    fake.break_call("create_domains", || Error::Transient("502".into()));
+    fake.break_call("create_lists", || Error::Config("forbidden".into()));
+    let results = apply(
+        &agent,
+        vec![
+            Kind::DomainCreate(StalwartDomainCreate {
+                name: "example.org".into(),
+            }),
+            create_account("bob@example.org", &[], None),
+            create_account(ALICE, &[], None),
+            create_list(TEAM, &[ALICE]),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        outcomes(&results),
+        vec![
+            Outcome::Transient,
+            // Its domain was not created: the same class, not "no domain".
+            Outcome::Transient,
+            Outcome::Applied,
+            Outcome::Config,
+        ],
+        "{results:?}"
+    );
+    assert!(results[1].message.contains("example.org"), "{results:?}");
+    assert!(fake.account(ALICE).is_some());
+    fake.heal();
+    let again = apply(&agent, vec![create_account(ALICE, &[], None)], false).await;
+    assert_eq!(outcomes(&again), vec![Outcome::Unchanged]);
+}
