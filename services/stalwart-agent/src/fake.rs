@@ -418,6 +418,20 @@ impl StalwartApi for FakeStalwart {
         parsed(matching(&w, filter).cloned().collect(), wire::account)
     }
 
+    async fn accounts_named(&self, names: &[(String, String)]) -> Result<Vec<Account>> {
+        let w = self.enter("accounts_named")?;
+        let found = w
+            .all(Kind::Account)
+            .filter(|a| {
+                names
+                    .iter()
+                    .any(|(n, d)| a["name"] == n.as_str() && a["domainId"] == d.as_str())
+            })
+            .cloned()
+            .collect();
+        parsed(found, wire::account)
+    }
+
     async fn create_accounts(&self, new: &[NewAccount]) -> Result<Vec<ItemResult<String>>> {
         let mut w = self.enter("create_accounts")?;
         let mut out = Vec::new();

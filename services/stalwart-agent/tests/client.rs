@@ -400,6 +400,45 @@ async fn a_sync_of_many_accounts_costs_few_requests() {
     assert_eq!(groups, [group]);
 }
 
+#[tokio::test]
+async fn a_few_accounts_are_found_by_name_in_one_request() {
+    let sim = start(StalwartSimConfig::default()).await;
+    let domain = sim.add_domain("example.com");
+    let other = sim.add_domain("example.org");
+    let alice = sim.add_user("alice@example.com", None);
+    let bob = sim.add_user("bob@example.org", None);
+    let staff = sim.add_group("staff@example.com");
+    let c = client(&sim);
+    c.session().await.unwrap();
+    sim.reset_counts();
+    let names: Vec<(String, String)> = [
+        ("alice", &domain),
+        ("bob", &domain), // bob is in the other domain
+        ("bob", &other),
+        ("staff", &domain),
+        ("nobody", &domain),
+    ]
+    .iter()
+    .map(|(n, d)| ((*n).to_owned(), (*d).clone()))
+    .collect();
+    let found = c.accounts_named(&names).await.unwrap();
+    let mut ids: Vec<String> = found.iter().map(|a| a.id.clone()).collect();
+    ids.sort();
+    let mut expected = vec![alice, bob, staff];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(sim.count("POST /jmap"), 1, "{:?}", sim.counts());
+    assert_eq!(sim.count("x:Account/query"), 5);
+
+    // Eight names per request.
+    sim.reset_counts();
+    let many: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("user{i}"), domain.clone()))
+        .collect();
+    assert!(c.accounts_named(&many).await.unwrap().is_empty());
+    assert_eq!(sim.count("POST /jmap"), 3, "{:?}", sim.counts());
+}
+
 /// The binary refuses to start on a configuration error it can see
 /// without Stalwart (no `AGENT_TOKEN`, a URL that is not one), exiting
 /// non-zero with the reason and without the key. A Stalwart that is down,

@@ -1,7 +1,7 @@
 //! Observe: what Stalwart holds for the domains, accounts and lists asked
 //! about, read in few requests: every domain at once (there are few), the
-//! accounts of each domain by name when few are asked for, all of the
-//! domain's otherwise, and every list at once (Stalwart cannot filter lists
+//! accounts of each domain by name when few are asked for (in one
+//! request), all of the domain's otherwise, and every list at once (Stalwart cannot filter lists
 //! by name, crates/jmap/src/registry/query.rs). Apply reads through the
 //! same [`View`], so a dry run sees exactly what the real run would.
 
@@ -17,8 +17,9 @@ use crate::error::{Error, Result};
 use crate::jmap::{Account, AccountFilter, AccountKind, Alias, Domain, MailingList, StalwartApi};
 
 /// Up to this many accounts of one domain are looked up by name (a query
-/// and a get each); more, and the whole domain is listed (500 per get).
-const BY_NAME: usize = 4;
+/// and a get each, all in one request); more, and the whole domain is
+/// listed (500 per get, 4000 per request).
+const BY_NAME: usize = 8;
 
 /// What Stalwart showed for the objects of one call.
 #[derive(Default)]
@@ -93,23 +94,11 @@ impl View {
         }
         for (domain_id, names) in by_domain {
             let read = if names.len() <= BY_NAME {
-                let mut found = Vec::new();
-                let mut failed = None;
-                for name in &names {
-                    let filter = AccountFilter {
-                        name: Some(name.clone()),
-                        domain_id: Some(domain_id.clone()),
-                        ..AccountFilter::default()
-                    };
-                    match api.accounts(&filter).await {
-                        Ok(accounts) => found.extend(accounts),
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                failed.map_or(Ok(found), Err)
+                let named: Vec<(String, String)> = names
+                    .iter()
+                    .map(|name| (name.clone(), domain_id.clone()))
+                    .collect();
+                api.accounts_named(&named).await
             } else {
                 let filter = AccountFilter {
                     domain_id: Some(domain_id.clone()),

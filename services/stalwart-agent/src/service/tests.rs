@@ -367,6 +367,24 @@ async fn many_creates_are_one_batched_call() {
     // 50 accounts of one domain: the domain is listed once, not 50 lookups.
     let reads = fake.calls().iter().filter(|c| **c == "accounts").count();
     assert_eq!(reads, 1, "{:?}", fake.calls());
+    assert!(
+        !fake.calls().contains(&"accounts_named"),
+        "{:?}",
+        fake.calls()
+    );
+    // A few: looked up by name, together.
+    let before = fake.calls().len();
+    let kinds = (0..3)
+        .map(|i| suspend(&format!("user{i}@example.com"), ""))
+        .collect();
+    let results = apply(&agent, kinds, false).await;
+    assert!(results.iter().all(|r| r.outcome() == Outcome::Applied));
+    let calls = fake.calls()[before..].to_vec();
+    assert_eq!(
+        calls,
+        vec!["domains", "accounts_named", "update_accounts"],
+        "one read of the three, one write of the three"
+    );
 }
 
 #[tokio::test]
@@ -500,7 +518,7 @@ async fn stalwart_down_is_transient_everywhere_and_health_follows_the_session() 
 #[tokio::test]
 async fn a_read_that_fails_fails_only_its_subjects() {
     let (fake, agent) = setup();
-    fake.break_call("accounts", || Error::Transient("timeout".into()));
+    fake.break_call("accounts_named", || Error::Transient("timeout".into()));
     let seen = observe(
         &agent,
         StalwartObserveRequest {
