@@ -19,5 +19,6 @@ mod matrix_client;
 mod nextcloud;
 mod safety;
 mod sogo;
+mod stalwart_agent;
 mod stalwart_ingest;
 mod trace_context;
