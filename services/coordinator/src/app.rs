@@ -23,6 +23,7 @@ use crate::serve_http;
 use crate::store::Store;
 use crate::targets::{
     Adapters, mailcow::Mailcow, matrix::Matrix, nextcloud::Nextcloud, sogo::Sogo,
+    stalwart::Stalwart,
 };
 use crate::worker::{Workers, sweep_timer};
 
@@ -183,6 +184,9 @@ fn adapters(config: &Config) -> Result<Adapters> {
             connect("matrix-agent", url)?,
             config.matrix_identities.clone(),
         )));
+    }
+    if let Some(url) = &config.stalwart_agent_url {
+        adapters = adapters.with(Arc::new(Stalwart::new(connect("stalwart-agent", url)?)));
     }
     Ok(adapters)
 }
