@@ -28,6 +28,7 @@ use crate::targets::{
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
+    crate::metrics::install();
     let store = Store::open(&config.state_db_url).await?;
     let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
     if interrupted.requeued > 0 {

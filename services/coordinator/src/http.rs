@@ -170,33 +170,15 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let store = state.engine.store();
-    let counts = store.job_counts().await.unwrap_or_default();
-    let last_sweep: i64 = store
-        .get_meta("last_sweep_finished")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let body = format!(
-        "# HELP reconciler_jobs Jobs in the queue by state.\n\
-         # TYPE reconciler_jobs gauge\n\
-         reconciler_jobs{{state=\"queued\"}} {}\n\
-         reconciler_jobs{{state=\"running\"}} {}\n\
-         reconciler_jobs{{state=\"done\"}} {}\n\
-         reconciler_jobs{{state=\"failed\"}} {}\n\
-         # HELP reconciler_last_sweep_finished_seconds Unix time of the last finished sweep.\n\
-         # TYPE reconciler_last_sweep_finished_seconds gauge\n\
-         reconciler_last_sweep_finished_seconds {}\n",
-        counts.queued, counts.running, counts.done, counts.failed, last_sweep
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
-        .into_response()
+    match crate::metrics::render(state.engine.store()).await {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }

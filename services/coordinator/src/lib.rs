@@ -23,6 +23,7 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
+pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod serve_http;

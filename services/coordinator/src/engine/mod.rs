@@ -28,7 +28,7 @@ use crate::subject::Subject;
 
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
 use observe::Observation;
-pub use report::RunReport;
+pub use report::{RunReport, cause as failure_cause};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {

@@ -295,6 +295,9 @@ pub struct Plan {
     /// planned for them (neither grants nor removals). The rest of the
     /// plan is unaffected: one target down never holds back the others.
     pub held: Vec<Held>,
+    /// Removals the safety guards dropped from this plan.
+    #[serde(skip)]
+    pub removals_held: usize,
 }
 
 /// A part of the world this plan leaves alone because it could not be read.

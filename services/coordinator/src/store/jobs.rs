@@ -24,6 +24,8 @@ pub struct ClaimedJob {
     pub subject: String,
     pub force: bool,
     pub attempts: i64,
+    /// What queued it (`webhook`, `timer`, `grace`, `catchup`, …).
+    pub trigger: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -151,7 +153,7 @@ impl Store {
                                   AND (r.subject = j.subject OR r.subject = ?2 OR j.subject = ?2))
                 ORDER BY j.not_before, j.id LIMIT 1)
              AND state = 'queued'
-             RETURNING id, subject, force, attempts",
+             RETURNING id, subject, force, attempts, trigger",
         )
         .bind(now)
         .bind(Subject::SWEEP)
@@ -162,6 +164,7 @@ impl Store {
             subject: r.get("subject"),
             force: r.get::<i64, _>("force") != 0,
             attempts: r.get("attempts"),
+            trigger: r.get("trigger"),
         }))
     }
 
@@ -291,6 +294,15 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// When the oldest queued job was queued (unix ms), if any is.
+    pub async fn oldest_queued_job(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// When the next queued job becomes due (unix ms), for the worker's sleep.
