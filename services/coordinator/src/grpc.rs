@@ -77,16 +77,12 @@ impl Coordinator for CoordinatorService {
             .plan
             .steps
             .iter()
-            .map(|s| pb::PlannedChange {
-                action: wire::action(s.action) as i32,
-                resource: wire::resource(s.resource) as i32,
-                key: s.key.to_string(),
-                detail: serde_json::to_string(&s.target).unwrap_or_default(),
-            })
+            .map(|s| crate::explain::planned_change(s, &prepared.directory, self.engine.adapters()))
             .collect();
         Ok(Response::new(pb::PlanResponse {
             changes,
             warnings: prepared.plan.warnings,
+            removals_held: prepared.plan.removals_held as i64,
         }))
     }
 
@@ -153,6 +149,16 @@ impl Coordinator for CoordinatorService {
             job,
             pending_removals,
         }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let user = request.into_inner().user;
+        Ok(Response::new(
+            crate::explain::explain(&self.engine, &user).await?,
+        ))
     }
 
     async fn list_owned(
@@ -226,7 +232,7 @@ impl Coordinator for CoordinatorService {
 }
 
 /// The operator contract's enums for the planner's and the ledger's types.
-mod wire {
+pub(crate) mod wire {
     use reconciler_proto::coordinator as pb;
 
     use crate::ledger::LedgerState;

@@ -9,6 +9,7 @@
 
 mod authentik_listing;
 mod catchup;
+mod cli;
 mod dovecot;
 mod edges;
 mod grpc;
