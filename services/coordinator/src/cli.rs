@@ -79,7 +79,7 @@ type Client = CoordinatorClient<
 
 async fn connect(connect: &Connect) -> Result<Client, String> {
     let lookup = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let token = read_secret(&lookup, "ADMIN_TOKEN")
+    let token = read_secret(lookup, "ADMIN_TOKEN")
         .map_err(|e| e.to_string())?
         .ok_or("ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is required")?;
     let channel = tonic::transport::Endpoint::from_shared(connect.url.clone())
