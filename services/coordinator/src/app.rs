@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
         wake: wake.clone(),
         webhook_token: config.webhook_token.clone(),
         admin_token: config.admin_token.clone(),
+        status_token: config.status_token.clone(),
         stalwart_webhook_secret: config.stalwart_webhook_secret.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
     });

@@ -30,6 +30,8 @@ pub struct HttpState {
     pub wake: Arc<Notify>,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STATUS_TOKEN`: reads `/status` only.
+    pub status_token: Option<Secret>,
     /// `None`: `/ingest/stalwart` answers that it is not configured.
     pub stalwart_webhook_secret: Option<Secret>,
     pub trusted_proxies: TrustedProxies,
@@ -42,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/reconcile-all", post(reconcile_all))
         .route("/jobs/{id}", get(job))
         .route("/metrics", get(metrics))
+        .route("/status", get(crate::status_page::status))
         .route("/audit", get(crate::audit_api::http::audit))
         .route(
             "/ingest/stalwart",

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod observed;
 pub mod plan;
 pub mod serve_http;
+pub mod status_page;
 pub mod store;
 pub mod subject;
 pub mod targets;

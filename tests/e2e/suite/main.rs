@@ -23,4 +23,5 @@ mod safety;
 mod sogo;
 mod stalwart_agent;
 mod stalwart_ingest;
+mod status_page;
 mod trace_context;

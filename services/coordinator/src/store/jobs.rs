@@ -278,6 +278,21 @@ impl Store {
         }))
     }
 
+    /// The most recent sweep that finished (done or failed).
+    pub async fn last_finished_sweep(&self) -> Result<Option<JobRow>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE subject = ? AND state IN ('done', 'failed')
+             ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(Subject::SWEEP)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => self.job(id).await,
+            None => Ok(None),
+        }
+    }
+
     pub async fn job_counts(&self) -> Result<JobCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.pool)
