@@ -139,6 +139,19 @@ impl Coordinator for CoordinatorService {
                 reason: p.reason,
             })
             .collect();
+        let mut failing: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for ((resource, _), b) in store.backoffs().await? {
+            let cause = crate::engine::failure_cause(&b.last_error);
+            *failing.entry((resource, cause)).or_default() += 1;
+        }
+        let failing = failing
+            .into_iter()
+            .map(|((resource, cause), objects)| pb::FailingCause {
+                resource: wire::resource_named(&resource) as i32,
+                cause,
+                objects,
+            })
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             queued: counts.queued,
             running: counts.running,
@@ -148,6 +161,7 @@ impl Coordinator for CoordinatorService {
             components,
             job,
             pending_removals,
+            failing,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! `GET /metrics` of the real coordinator, scraped after a run and parsed
 //! as Prometheus text: every family the README lists is there with its
-//! HELP and TYPE, and the numbers are what the run did.
+//! HELP and TYPE, and the numbers are what the run did; the failing
+//! cause is in gRPC `Status` too.
 
 use std::collections::BTreeMap;
 
