@@ -19,6 +19,7 @@ mod matrix_agent;
 mod matrix_client;
 mod metrics;
 mod nextcloud;
+mod request_floor;
 mod safety;
 mod sogo;
 mod stalwart_agent;

@@ -166,6 +166,37 @@ impl MailcowApi for HttpMailcow {
         }))
     }
 
+    async fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+        let call = "get/mailbox/all";
+        let items = match self.get(call, &["get", "mailbox", "all"]).await? {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(Error::Protocol {
+                    call: call.into(),
+                    detail: format!("expected a list, got {}", kind(&other)),
+                });
+            }
+        };
+        items
+            .iter()
+            .map(|value| {
+                let username = value
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::Protocol {
+                        call: call.into(),
+                        detail: "mailbox without username".into(),
+                    })?
+                    .to_owned();
+                Ok(Mailbox {
+                    username,
+                    sender_acl: value.get("sender_acl").map(strings),
+                })
+            })
+            .collect()
+    }
+
     async fn aliases(&self) -> Result<Vec<Alias>> {
         let call = "get/alias/all";
         match self.get(call, &["get", "alias", "all"]).await? {
