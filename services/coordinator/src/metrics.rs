@@ -7,11 +7,11 @@
 //! stale after a restart.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::RunReport;
 use crate::error::Result;
@@ -30,37 +30,14 @@ pub const PENDING_REMOVALS: &str = "reconciler_pending_removals";
 pub const FAILING_OBJECTS: &str = "reconciler_failing_objects";
 pub const LAST_SWEEP_FINISHED: &str = "reconciler_last_sweep_finished_timestamp_seconds";
 
-/// Request latencies: a local API answers in milliseconds, a busy
-/// Authentik page or a big agent apply in seconds.
-const REQUEST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
-/// Runs: a one-user webhook in a fraction of a second, a sweep of 10,000
-/// users in minutes.
-const RUN_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-];
-
-/// The process's exporter, installed on first use. `None` if another
-/// recorder was installed first (nothing is then exported).
+/// The process's exporter (the runtime's, shared with the agents' setup).
 fn handle() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("request_duration_seconds".into()),
-                    REQUEST_BUCKETS,
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), RUN_BUCKETS)
-                })
-                .ok()?;
-            let handle = builder.install_recorder().ok()?;
-            describe();
-            Some(handle)
-        })
-        .as_ref()
+    let handle = reconciler_runtime::metrics::handle();
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    if handle.is_some() {
+        DESCRIBED.call_once(describe);
+    }
+    handle
 }
 
 /// Installs the exporter; call once at start so every series is described

@@ -284,6 +284,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
                 "dovecot batch"
             );
         }
+        reconciler_runtime::metrics::changes("mailcow-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(MailcowApplyResponse {
             results,
             doveadm_execs: execs,

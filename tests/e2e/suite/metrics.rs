@@ -1,7 +1,8 @@
 //! `GET /metrics` of the real coordinator, scraped after a run and parsed
 //! as Prometheus text: every family the README lists is there with its
 //! HELP and TYPE, and the numbers are what the run did; the failing
-//! cause is in gRPC `Status` too.
+//! cause is in gRPC `Status` too, and the mailcow-agent serves its own
+//! metrics on `METRICS_LISTEN`.
 
 use std::collections::BTreeMap;
 
@@ -93,7 +94,11 @@ fn labels(text: &str) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
-    let stack = Stack::start(StackOptions::default()).await;
+    let mut stack = Stack::start(StackOptions {
+        agent_env: vec![("METRICS_LISTEN".into(), "127.0.0.1:0".into())],
+        ..StackOptions::default()
+    })
+    .await;
     stack.mailcow.add_domain("example.com");
     stack.mailcow.add_mailbox("alice@example.com");
     let a = &stack.authentik;

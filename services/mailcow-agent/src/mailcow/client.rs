@@ -54,12 +54,14 @@ impl HttpMailcow {
     /// Sends a request and returns the body of a 200; maps every other
     /// status to the error class the coordinator acts on.
     async fn send(&self, call: &str, request: reqwest::RequestBuilder) -> Result<String> {
+        let started = std::time::Instant::now();
         let response = request
             .header("X-API-Key", self.api_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
-            .await
-            .map_err(|e| transport_error(call, "", &e))?;
+            .await;
+        reconciler_runtime::metrics::target_request("mailcow-agent", call, started.elapsed());
+        let response = response.map_err(|e| transport_error(call, "", &e))?;
         let status = response.status();
         let body = response
             .text()
