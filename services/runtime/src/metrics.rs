@@ -151,7 +151,7 @@ pub async fn serve(
             |request: hyper::Request<hyper::body::Incoming>| async move {
                 let found =
                     request.method() == hyper::Method::GET && request.uri().path() == "/metrics";
-                let response = if found {
+                if found {
                     hyper::Response::builder()
                         .header("content-type", "text/plain; version=0.0.4")
                         .body(Full::new(Bytes::from(render())))
@@ -159,8 +159,7 @@ pub async fn serve(
                     hyper::Response::builder()
                         .status(404)
                         .body(Full::new(Bytes::from_static(b"not found\n")))
-                };
-                response
+                }
             },
         );
         tokio::spawn(async move {
