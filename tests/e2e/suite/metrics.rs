@@ -179,4 +179,60 @@ async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
         failing[0].1["cause"].contains("domain_not_found"),
         "{failing:?}"
     );
+
+    // The same cause, counted, in gRPC Status.
+    let status = stack
+        .coordinator_client()
+        .await
+        .status(reconciler_proto::coordinator::StatusRequest { job_id: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.failing.len(), 1, "{:?}", status.failing);
+    assert_eq!(
+        status.failing[0].resource(),
+        reconciler_proto::coordinator::Resource::Alias
+    );
+    assert!(status.failing[0].cause.contains("domain_not_found"));
+    assert_eq!(status.failing[0].objects, 1);
+
+    // The mailcow-agent's own metrics, on METRICS_LISTEN.
+    let agent_metrics = stack
+        .agent
+        .listener("metrics", std::time::Duration::from_secs(10))
+        .await;
+    let body = reqwest::get(format!("http://{agent_metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let agent = Scrape::parse(&body);
+    assert_eq!(
+        agent
+            .types
+            .get("reconciler_agent_changes_total")
+            .map(String::as_str),
+        Some("counter"),
+        "{body}"
+    );
+    let changes = |outcome: &str| {
+        agent.value(
+            "reconciler_agent_changes_total",
+            &[("agent", "mailcow-agent"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(changes("applied"), 1.0, "{body}");
+    assert_eq!(changes("permanent"), 1.0, "{body}");
+    assert!(
+        agent.value(
+            "reconciler_agent_target_request_duration_seconds_count",
+            &[("agent", "mailcow-agent"), ("call", "add/alias")]
+        ) >= 2.0,
+        "{body}"
+    );
+    let missing = reqwest::get(format!("http://{agent_metrics}/other"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }
