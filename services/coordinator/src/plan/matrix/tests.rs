@@ -316,6 +316,10 @@ fn power_levels_are_set_and_reset_only_while_ours() {
     with_level.power_levels.insert(ALICE.into(), 50);
     let p = run(&gone, &observed(with_level), &set, &at(0, None));
     assert_eq!(actions(&p), [(Resource::MatrixPowerLevel, Action::Delete)]);
+    // The reset names the level it removes, as the ledger row recorded it:
+    // the bookkeeping drops the row whose remote id the delete names, so a
+    // reset naming none would leave our row behind.
+    assert_eq!(p.steps[0].target.remote_id(), set[0].remote_id);
     // A room admin changed it since: theirs, left as it is.
     let mut changed = joined;
     changed.power_levels.insert(ALICE.into(), 100);
