@@ -16,6 +16,7 @@ mod mailcow;
 mod mailcow_agent;
 mod matrix_agent;
 mod matrix_client;
+mod matrix_coordinator;
 mod nextcloud;
 mod safety;
 mod sogo;
