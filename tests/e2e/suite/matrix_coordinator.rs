@@ -298,6 +298,22 @@ async fn join_by_force_or_invite_and_a_second_sweep_sends_nothing() {
         ["invite"],
         "one invite, ever"
     );
+
+    // She accepts the invite: still in line, nothing is sent.
+    w.synapse.join(&w.alice_mx, &invited).await;
+    let before = w.synapse.state_event_ids(&invited).await;
+    let job = w.sweep().await;
+    assert_eq!(w.synapse.state_event_ids(&invited).await, before, "{job}");
+    assert_eq!(summary(&job)["planned"], 0, "{job}");
+
+    // She leaves the invite group only (grace period 0, the default): out
+    // of that room, still in the other.
+    w.remove(&invite_group, w.alice, "evt-leave-invite").await;
+    assert_eq!(
+        w.membership(&invited, alice).await.as_deref(),
+        Some("leave")
+    );
+    assert!(w.is_joined(&forced, alice).await);
 }
 
 #[tokio::test]
@@ -370,6 +386,45 @@ async fn leaving_waits_out_the_grace_period_and_a_restart_mid_grace_removes_once
         w.synapse.membership_history(&room, &alice).await,
         ["invite", "join", "leave"],
         "force-joined (Synapse invites first), kicked once"
+    );
+}
+
+#[tokio::test]
+async fn a_removal_that_fell_due_while_the_coordinator_was_down_happens_at_start() {
+    let mut w = world().await;
+    let room = w.room("team").await;
+    let group = w.group(
+        "team",
+        json!({"rooms": [room], "join": "force", "grace_period": "2s"}),
+    );
+    let alice = w.alice_mx.user_id.clone();
+    w.add(&group, w.alice, "evt-join").await;
+    w.remove(&group, w.alice, "evt-leave").await;
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let due = pending[0].due_at_ms;
+
+    w.stack.coordinator.kill();
+    w.until(
+        "the due time passed while the coordinator is down",
+        || async move { now_ms() > due },
+    )
+    .await;
+    assert!(w.is_joined(&room, &alice).await);
+    // Started again: no webhook, no sweep; the grace timer finds it due.
+    w.stack.start_coordinator(2).await;
+    let (world, room_ref, alice_ref) = (&w, &room, &alice);
+    w.until("alice kicked after the start", || async move {
+        world.membership(room_ref, alice_ref).await.as_deref() == Some("leave")
+    })
+    .await;
+    w.until("the pending removal gone", || async move {
+        world.pending().await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        w.synapse.membership_history(&room, &alice).await,
+        ["invite", "join", "leave"]
     );
 }
 
@@ -729,7 +784,7 @@ async fn an_unknown_room_and_a_room_without_power_fail_alone() {
 }
 
 #[tokio::test]
-async fn synapse_stopped_mid_run_is_transient_and_converges_after_restart() {
+async fn synapse_down_is_transient_and_the_run_converges_after_restart() {
     let mut w = world_with(RateLimits::Generous, 100, &[]).await;
     let room = w.room("team").await;
     let group = w.group("team", json!({"rooms": [room], "join": "force"}));
@@ -762,6 +817,82 @@ async fn synapse_stopped_mid_run_is_transient_and_converges_after_restart() {
     assert!(w.is_joined(&room, &alice).await, "{job}");
 }
 
+/// The users holding an invite to `room`, as its state shows.
+async fn invited(synapse: &Synapse, room: &str) -> Vec<String> {
+    let mut users: Vec<String> = synapse
+        .state(room)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite")
+        .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+        .collect();
+    users.sort();
+    users
+}
+
+#[tokio::test]
+async fn synapse_stopped_mid_sweep_is_transient_and_converges_after_restart() {
+    // Tight limits space the run's invites out (2 at once, then 1 a
+    // second), so Synapse can be stopped between two of them.
+    let mut w = world_with(
+        RateLimits::TightMessages {
+            per_second: 1.0,
+            burst_count: 2,
+        },
+        100,
+        &[],
+    )
+    .await;
+    let room = w.room("crowd").await;
+    let group = w.group("crowd", json!({"rooms": [room], "join": "invite"}));
+    let mut people = vec![w.alice_mx.user_id.clone()];
+    w.stack.authentik.add_member(&group, w.alice);
+    for n in 0..5 {
+        let name = format!("user{n}");
+        people.push(w.synapse.register(&name, false).await.user_id);
+        let pk = w
+            .stack
+            .authentik
+            .add_user(&name, &format!("{name}@example.com"));
+        w.stack.authentik.add_member(&group, pk);
+    }
+    people.sort();
+
+    let id = w.stack.request_sweep().await;
+    let (synapse, room_ref) = (&w.synapse, &room);
+    w.until("the sweep's first invite in the room", || async move {
+        !invited(synapse, room_ref).await.is_empty()
+    })
+    .await;
+    w.synapse.stop();
+    let failed = w
+        .stack
+        .wait_for_failed_attempt(id, "Synapse stopped mid-sweep")
+        .await;
+    let done: Vec<OwnedObject> = w
+        .owned(Resource::MatrixMembership)
+        .await
+        .into_iter()
+        .filter(|o| o.state() == LedgerState::Created)
+        .collect();
+    assert!(
+        !done.is_empty() && done.len() < people.len(),
+        "stopped mid-sweep: some invites done, some not: {done:?}\n{failed}"
+    );
+
+    w.synapse.restart().await;
+    let job = w.stack.wait_job(id).await;
+    w.expect_done(&job);
+    assert_eq!(invited(&w.synapse, &room).await, people, "{job}");
+    for user in &people {
+        assert_eq!(
+            w.synapse.membership_history(&room, user).await,
+            ["invite"],
+            "{user}: invited once, the retry sent only what was missing"
+        );
+    }
+}
+
 #[tokio::test]
 async fn users_are_found_by_their_sso_link_and_created_linked_when_missing() {
     const PROVIDER: &str = "oidc-authentik";
@@ -786,6 +917,9 @@ async fn users_are_found_by_their_sso_link_and_created_linked_when_missing() {
         .create_linked_user("carol.m", PROVIDER, &carol_uid)
         .await;
     let carol_other = w.synapse.register("carol", false).await;
+    // Unlinked, by Synapse's localpart rule: `Dora.Smith` is `@dora.smith`.
+    let dora = w.stack.authentik.add_user("Dora.Smith", "dora@example.com");
+    let dora_mx = w.synapse.register("dora.smith", false).await;
     assert_eq!(
         w.synapse.external_ids(&w.synapse.user_id("dave")).await,
         None
@@ -794,6 +928,7 @@ async fn users_are_found_by_their_sso_link_and_created_linked_when_missing() {
     let group = w.group("team", json!({"rooms": [room], "join": "force"}));
     w.stack.authentik.add_member(&group, carol);
     w.stack.authentik.add_member(&group, dave);
+    w.stack.authentik.add_member(&group, dora);
     w.add(&group, w.alice, "evt-join").await;
 
     let members = w.synapse.joined_members(&room).await;
@@ -806,8 +941,8 @@ async fn users_are_found_by_their_sso_link_and_created_linked_when_missing() {
         "not the unlinked namesake: {members:?}"
     );
     assert!(
-        members.contains(&w.alice_mx.user_id),
-        "alice, unlinked, by her username"
+        members.contains(&w.alice_mx.user_id) && members.contains(&dora_mx.user_id),
+        "alice and dora, unlinked, by their usernames: {members:?}"
     );
     let dave_id = w.synapse.user_id("dave");
     assert!(
@@ -845,9 +980,16 @@ async fn authentik_looking_wrong_kicks_nobody() {
     w.add(&group, w.alice, "evt-join").await;
     assert!(w.is_joined(&room, &alice).await);
 
-    // An empty user list after a full one (a token that lost view_user).
+    // An empty user list after a full one (a token that lost view_user):
+    // a sweep, and a webhook for alice, whom Authentik now says it does
+    // not know.
     w.stack.authentik.set_hide_users(true);
     let job = w.stack.sweep().await;
+    assert!(w.is_joined(&room, &alice).await, "{job}");
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::user_event(w.alice, "evt-hidden"))
+        .await;
     assert!(w.is_joined(&room, &alice).await, "{job}");
     assert!(w.pending().await.is_empty(), "no removal waits either");
     w.stack.authentik.set_hide_users(false);
@@ -855,6 +997,11 @@ async fn authentik_looking_wrong_kicks_nobody() {
     // Authentik answering 5xx, for every attempt.
     w.stack.authentik.fail_next(1_000);
     let job = w.stack.sweep().await;
+    assert!(w.is_joined(&room, &alice).await, "{job}");
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&group, "evt-5xx"))
+        .await;
     assert!(w.is_joined(&room, &alice).await, "{job}");
     assert!(w.pending().await.is_empty());
     assert_eq!(
@@ -865,6 +1012,39 @@ async fn authentik_looking_wrong_kicks_nobody() {
     assert_eq!(
         w.owned(Resource::MatrixMembership).await[0].state(),
         LedgerState::Created
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_matrix_attribute_breaks_keeps_what_it_granted() {
+    let w = world().await;
+    let room = w.room("team").await;
+    let group = w.group(
+        "team",
+        json!({"rooms": [room], "join": "force", "grace_period": 0}),
+    );
+    let alice = w.alice_mx.user_id.clone();
+    w.add(&group, w.alice, "evt-join").await;
+    assert!(w.is_joined(&room, &alice).await);
+
+    w.stack.authentik.set_group_attributes(
+        &group,
+        json!({"reconciler": {"matrix": {"rooms": [room], "join": "knock"}}}),
+    );
+    let job = w.deliver(&group, "evt-broken").await;
+    let warnings = warnings(&job);
+    assert!(
+        warnings.iter().any(|w| w.contains("not a join method")),
+        "the error is reported: {warnings:#?}"
+    );
+    assert!(w.is_joined(&room, &alice).await, "kept: {job}");
+    assert!(w.pending().await.is_empty(), "no removal waits either");
+    w.sweep().await;
+    assert!(w.is_joined(&room, &alice).await);
+    assert_eq!(
+        w.owned(Resource::MatrixMembership).await[0].state(),
+        LedgerState::Created,
+        "still ours, for when the group is fixed"
     );
 }
 
