@@ -509,6 +509,29 @@ async fn on_leave_ban_is_recorded_and_lifted_when_entitled_again() {
 }
 
 #[tokio::test]
+async fn a_member_without_an_account_waits_quietly_until_it_exists() {
+    let w = world().await;
+    let room = w.room("team").await;
+    let group = w.group("team", json!({"rooms": [room], "join": "force"}));
+    // Bob has never logged in to Matrix: no `@bob` yet.
+    let bob = w.stack.authentik.add_user("bob", "bob@example.com");
+    w.stack.authentik.add_member(&group, bob);
+    let job = w.add(&group, w.alice, "evt-join").await;
+    assert!(w.is_joined(&room, &w.alice_mx.user_id).await);
+    assert_eq!(failures(&job), (0, 0), "{job}");
+    assert_eq!(warnings(&job), Vec::<String>::new(), "quietly: {job}");
+    assert_eq!(
+        w.synapse.external_ids(&w.synapse.user_id("bob")).await,
+        None
+    );
+
+    // His first login makes the account; the next sweep brings him in.
+    let bob_mx = w.synapse.register("bob", false).await;
+    w.sweep().await;
+    assert!(w.is_joined(&room, &bob_mx.user_id).await);
+}
+
+#[tokio::test]
 async fn a_member_a_room_admin_invited_by_hand_survives_join_leave_and_sweep() {
     let w = world().await;
     let room = w.room("team").await;
