@@ -1046,6 +1046,63 @@ async fn authentik_looking_wrong_kicks_nobody() {
 }
 
 #[tokio::test]
+async fn a_mass_leave_with_a_grace_period_is_held_like_one_without() {
+    // The removal guard trips above 2 removals (and half of what we own).
+    let w = world_with(RateLimits::Generous, 3, &[("REMOVAL_GUARD_MIN", "2")]).await;
+    let room = w.room("team").await;
+    let group = w.group(
+        "team",
+        json!({"rooms": [room], "join": "force", "grace_period": "2s"}),
+    );
+    let mut members = vec![(w.alice, w.alice_mx.user_id.clone())];
+    for n in 0..3 {
+        let name = format!("user{n}");
+        let user_id = w.synapse.register(&name, false).await.user_id;
+        let pk = w
+            .stack
+            .authentik
+            .add_user(&name, &format!("{name}@example.com"));
+        members.push((pk, user_id));
+    }
+    for (pk, _) in &members {
+        w.stack.authentik.add_member(&group, *pk);
+    }
+    w.deliver(&group, "evt-join").await;
+    for (_, user_id) in &members {
+        assert!(w.is_joined(&room, user_id).await, "{user_id}");
+    }
+
+    // The whole group emptied at once (a mistake in Authentik): four
+    // removals, put off or not, are held.
+    for (pk, _) in &members {
+        w.stack.authentik.remove_member(&group, *pk);
+    }
+    let left_at = now_ms();
+    let job = w.deliver(&group, "evt-emptied").await;
+    let warnings = warnings(&job);
+    assert!(
+        warnings.iter().any(|w| w.contains("exceed the guard")),
+        "held: {warnings:#?}"
+    );
+    assert_eq!(w.pending().await, vec![], "no grace period started: {job}");
+    // Past the time the grace period would have ended, and a sweep: still
+    // nobody removed.
+    w.until("the grace period would have ended", || async move {
+        now_ms() > left_at + 3_000
+    })
+    .await;
+    w.sweep().await;
+    for (_, user_id) in &members {
+        assert!(w.is_joined(&room, user_id).await, "{user_id}");
+        assert_eq!(
+            w.synapse.membership_history(&room, user_id).await,
+            ["invite", "join"],
+            "{user_id}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_group_whose_matrix_attribute_breaks_keeps_what_it_granted() {
     let w = world().await;
     let room = w.room("team").await;
