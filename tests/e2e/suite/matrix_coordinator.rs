@@ -11,7 +11,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reconciler_proto::coordinator::{
-    LedgerState, ListOwnedRequest, OwnedObject, PendingRemoval, Resource, StatusRequest,
+    Action, LedgerState, ListOwnedRequest, OwnedObject, PendingRemoval, PlanRequest, Resource,
+    StatusRequest,
 };
 use reconciler_testkit::harness::{MatrixUser, RateLimits, RoomSpec, Stack, StackOptions, Synapse};
 use serde_json::{Value, json};
@@ -251,14 +252,45 @@ async fn join_by_force_or_invite_and_a_second_sweep_sends_nothing() {
     );
     let alice = &w.alice_mx.user_id;
 
-    let job = w.add(&force_group, w.alice, "evt-join-force").await;
+    // A dry run first (gRPC Plan): both memberships planned, nothing sent.
+    w.stack.authentik.add_member(&force_group, w.alice);
+    w.stack.authentik.add_member(&invite_group, w.alice);
+    let before = w.synapse.state_event_ids(&forced).await;
+    let mut client = w.stack.coordinator_client().await;
+    let plan = client
+        .plan(PlanRequest { subject: None })
+        .await
+        .expect("plan")
+        .into_inner();
+    let mut planned: Vec<(Action, Resource, String)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action(), c.resource(), c.key.clone()))
+        .collect();
+    planned.sort();
+    let mut expected = vec![
+        (
+            Action::Create,
+            Resource::MatrixMembership,
+            key_of(&forced, alice),
+        ),
+        (
+            Action::Create,
+            Resource::MatrixMembership,
+            key_of(&invited, alice),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(planned, expected, "{plan:?}");
+    assert_eq!(w.synapse.state_event_ids(&forced).await, before);
+    assert_eq!(w.membership(&invited, alice).await, None);
+
+    let job = w.deliver(&force_group, "evt-join-force").await;
     assert!(
         w.is_joined(&forced, alice).await,
-        "forced: {:?}\n{job}\n{}",
+        "forced: {:?}\n{job}",
         w.synapse.joined_members(&forced).await,
-        w.stack.coordinator.logs()
     );
-    w.add(&invite_group, w.alice, "evt-join-invite").await;
     assert_eq!(
         w.membership(&invited, alice).await.as_deref(),
         Some("invite")
