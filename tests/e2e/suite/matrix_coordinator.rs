@@ -685,6 +685,23 @@ async fn power_levels_are_granted_and_reset_only_when_ours() {
     }
     assert_eq!(w.owned(Resource::MatrixPowerLevel).await.len(), 2);
 
+    // The group's level changes: ours follows, and the ledger with it.
+    w.stack.authentik.set_group_attributes(
+        &mods,
+        json!({"reconciler": {"matrix": {"rooms": [kept, changed], "power_level": 60}}}),
+    );
+    w.deliver(&mods, "evt-raise").await;
+    for room in [&kept, &changed] {
+        assert_eq!(w.power_level(room, &alice).await, Some(60), "{room}");
+    }
+    let levels: Vec<String> = w
+        .owned(Resource::MatrixPowerLevel)
+        .await
+        .into_iter()
+        .map(|o| o.remote_id)
+        .collect();
+    assert_eq!(levels, ["60", "60"]);
+
     // A room admin raises her by hand in one room: that level is theirs.
     w.synapse
         .set_power_level(&w.bot, &changed, &alice, 75)
