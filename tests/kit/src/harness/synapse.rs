@@ -368,27 +368,6 @@ impl Synapse {
         user_id
     }
 
-    /// Logs `user_id` in through the admin API (`/users/<id>/login`), for
-    /// acting as a user the harness did not register.
-    pub async fn login_as(&self, user_id: &str) -> MatrixUser {
-        let path = format!("/_synapse/admin/v1/users/{}/login", seg(user_id));
-        let answer = self
-            .expect_ok(
-                &self.observer.access_token,
-                reqwest::Method::POST,
-                &path,
-                Some(json!({})),
-            )
-            .await;
-        MatrixUser {
-            user_id: user_id.to_owned(),
-            access_token: answer["access_token"]
-                .as_str()
-                .expect("access_token")
-                .to_owned(),
-        }
-    }
-
     // What Synapse holds, read as the harness's admin.
 
     /// Every event of the room's timeline, oldest first (admin room
