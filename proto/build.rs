@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/reconciler/agent/v2/sogo.proto",
         "proto/reconciler/agent/v2/nextcloud.proto",
         "proto/reconciler/agent/v2/matrix.proto",
+        "proto/reconciler/agent/v2/stalwart.proto",
         "proto/reconciler/coordinator/v2/coordinator.proto",
     ];
     for file in files {

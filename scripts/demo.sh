@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system locally and shows reconciles happen: the real
-# coordinator, mailcow-agent, sogo-agent and nextcloud-agent; a real Dovecot
+# coordinator, mailcow-agent, sogo-agent, nextcloud-agent and matrix-agent; a real Dovecot
 # (container), real MariaDB + memcached holding SOGo's tables, an occ
-# container, and simulators for the Mailcow and Authentik APIs (which cannot
+# container, a real Synapse, and simulators for the Mailcow and Authentik APIs (which cannot
 # run here). A sweep, alice joining and leaving a group, and a second sweep;
 # after each step it prints what every target holds.
 #

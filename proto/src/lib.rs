@@ -1,9 +1,10 @@
 //! The wire contract between the coordinator, its operators and the agents.
 
 /// The agent contracts, package `reconciler.agent.v2`: one service per
-/// agent (`MailcowAgent`, `SogoAgent`, `NextcloudAgent`, `MatrixAgent`, ...),
-/// each observing and applying (with dry-run) its own messages, sharing
-/// `Outcome`, `ChangeResult`, `Unavailable` and `ObserveError`.
+/// agent (`MailcowAgent`, `SogoAgent`, `NextcloudAgent`, `MatrixAgent`,
+/// `StalwartAgent`), each observing and applying (with dry-run) its own
+/// messages, sharing `Outcome`, `ChangeResult`, `Unavailable` and
+/// `ObserveError`.
 pub mod agent {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("reconciler.agent.v2");

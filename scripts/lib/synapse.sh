@@ -12,6 +12,12 @@
 
 synapse_venv="${SYNAPSE_VENV:-$HOME/.cache/authentik-reconciler/synapse-venv}"
 
+# One install at a time: two test runs starting together would otherwise
+# delete each other's half-made venv.
+mkdir -p "$(dirname "$synapse_venv")"
+exec {synapse_lock}>"$synapse_venv.lock"
+flock "$synapse_lock"
+
 # The venv is usable when its Python can import Synapse's entry point; a
 # half-made venv (an interrupted install) is made again.
 if ! "$synapse_venv/bin/python" -c 'import synapse.app.homeserver' >/dev/null 2>&1; then
@@ -23,9 +29,10 @@ if ! "$synapse_venv/bin/python" -c 'import synapse.app.homeserver' >/dev/null 2>
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   fi
   rm -rf "$synapse_venv"
-  mkdir -p "$(dirname "$synapse_venv")"
   python3 -m venv "$synapse_venv"
   "$synapse_venv/bin/pip" install --quiet --disable-pip-version-check "matrix-synapse${SYNAPSE_VERSION:-}"
   "$synapse_venv/bin/python" -c 'import synapse.app.homeserver'
 fi
-unset synapse_venv
+flock -u "$synapse_lock"
+exec {synapse_lock}>&-
+unset synapse_venv synapse_lock

@@ -23,10 +23,12 @@ use crate::serve_http;
 use crate::store::Store;
 use crate::targets::{
     Adapters, mailcow::Mailcow, matrix::Matrix, nextcloud::Nextcloud, sogo::Sogo,
+    stalwart::Stalwart,
 };
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
+    crate::metrics::install();
     let store = Store::open(&config.state_db_url).await?;
     let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
     if interrupted.requeued > 0 {
@@ -56,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
                 attribute_key: config.attribute_key.clone(),
                 app_password_protocols: config.app_password_protocols.clone(),
                 matrix: config.matrix.clone(),
+                stalwart: config.stalwart.clone(),
             },
             max_user_drop: config.max_user_drop,
             max_removal_share: config.max_removal_share,
@@ -108,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
         wake: wake.clone(),
         webhook_token: config.webhook_token.clone(),
         admin_token: config.admin_token.clone(),
+        status_token: config.status_token.clone(),
         stalwart_webhook_secret: config.stalwart_webhook_secret.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
     });
@@ -182,6 +186,9 @@ fn adapters(config: &Config) -> Result<Adapters> {
             connect("matrix-agent", url)?,
             config.matrix_identities.clone(),
         )));
+    }
+    if let Some(url) = &config.stalwart_agent_url {
+        adapters = adapters.with(Arc::new(Stalwart::new(connect("stalwart-agent", url)?)));
     }
     Ok(adapters)
 }

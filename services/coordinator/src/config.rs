@@ -28,6 +28,8 @@ pub struct Config {
     pub authentik_timeout: Duration,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STATUS_TOKEN`: a read-only token for the status page.
+    pub status_token: Option<Secret>,
     /// `STALWART_WEBHOOK_SECRET`: the WebHook's `signatureKey`; `None`
     /// turns `/ingest/stalwart` off.
     pub stalwart_webhook_secret: Option<Secret>,
@@ -45,6 +47,10 @@ pub struct Config {
     pub matrix: crate::desired::MatrixDefaults,
     /// `MATRIX_SERVER_NAME`, `MATRIX_OIDC_PROVIDER`, `MATRIX_CREATE_USERS`.
     pub matrix_identities: crate::targets::matrix::MatrixIdentities,
+    /// `None`: Stalwart is not provisioned (and reported so).
+    pub stalwart_agent_url: Option<String>,
+    /// `STALWART_DOMAINS`, `STALWART_DELETE_AFTER`, `STALWART_ADOPT_EXISTING`.
+    pub stalwart: crate::desired::StalwartSettings,
     pub agent_timeout: Duration,
     /// Bearer token every agent requires (`AGENT_TOKEN` on both sides).
     pub agent_token: Secret,
@@ -147,6 +153,9 @@ impl Config {
             authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
             webhook_token: secret("WEBHOOK_TOKEN")?,
             admin_token: secret("ADMIN_TOKEN")?,
+            status_token: read_secret(&lookup, "STATUS_TOKEN")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .filter(|s| !s.expose().is_empty()),
             stalwart_webhook_secret: read_secret(&lookup, "STALWART_WEBHOOK_SECRET")
                 .map_err(|e| Error::Config(e.to_string()))?
                 .filter(|s| !s.expose().is_empty()),
@@ -161,6 +170,8 @@ impl Config {
             matrix_agent_url: lookup("MATRIX_AGENT_URL"),
             matrix,
             matrix_identities,
+            stalwart_agent_url: lookup("STALWART_AGENT_URL"),
+            stalwart: stalwart_settings(&lookup)?,
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             agent_token: secret("AGENT_TOKEN")?,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
@@ -177,6 +188,44 @@ impl Config {
             failure_backoff_base: Duration::from_secs(number("FAILURE_BACKOFF_SECONDS", "900")?),
         })
     }
+}
+
+/// The Stalwart provisioning settings, each checked.
+fn stalwart_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::desired::StalwartSettings> {
+    let mut domains = std::collections::BTreeSet::new();
+    for raw in lookup("STALWART_DOMAINS").unwrap_or_default().split(',') {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        // A domain is an address's domain part: checked the same way.
+        let domain = reconciler_proto::address::normalize(&format!("x@{raw}"))
+            .map_err(|e| Error::Config(format!("STALWART_DOMAINS: `{raw}`: {e}")))?;
+        domains.insert(domain.trim_start_matches("x@").to_owned());
+    }
+    let delete_after = match lookup("STALWART_DELETE_AFTER") {
+        None => None,
+        Some(v) => Some(
+            crate::attributes::matrix::parse_grace(&serde_json::Value::String(v))
+                .map_err(|e| Error::Config(format!("STALWART_DELETE_AFTER: {e}")))?,
+        ),
+    };
+    let adopt_existing = match lookup("STALWART_ADOPT_EXISTING").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "STALWART_ADOPT_EXISTING: `{other}` is not true or false"
+            )));
+        }
+    };
+    Ok(crate::desired::StalwartSettings {
+        domains,
+        delete_after,
+        adopt_existing,
+    })
 }
 
 /// The Matrix settings, each checked.
@@ -300,6 +349,31 @@ mod tests {
             ("MATRIX_GRACE_PERIOD", "soon"),
             ("MATRIX_MAPPINGS", "[{\"group\": 1}]"),
             ("MATRIX_CREATE_USERS", "true"),
+        ] {
+            let mut env = base();
+            env.insert(name, value.into());
+            let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn stalwart_provisioning_settings_are_checked() {
+        let mut env = base();
+        env.insert("STALWART_DOMAINS", "Example.com, bücher.example".into());
+        env.insert("STALWART_DELETE_AFTER", "30d".into());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert!(c.stalwart.domains.contains("example.com"));
+        assert!(c.stalwart.domains.contains("xn--bcher-kva.example"));
+        assert_eq!(
+            c.stalwart.delete_after,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(!c.stalwart.adopt_existing);
+        for (name, value) in [
+            ("STALWART_DOMAINS", "not a domain"),
+            ("STALWART_DELETE_AFTER", "later"),
+            ("STALWART_ADOPT_EXISTING", "yes"),
         ] {
             let mut env = base();
             env.insert(name, value.into());

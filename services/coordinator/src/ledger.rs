@@ -62,10 +62,16 @@ impl LedgerKey {
     /// A key read back from the state DB, if it has `resource`'s shape.
     pub fn parse(resource: &str, text: &str) -> Option<Self> {
         let parts = match resource {
-            "alias" | "sogo_cache_eviction" | "matrix_account" => 1,
+            "alias"
+            | "sogo_cache_eviction"
+            | "matrix_account"
+            | "stalwart_domain"
+            | "stalwart_account"
+            | "stalwart_suspension"
+            | "stalwart_list" => 1,
             "mailbox_acl" => 3,
             "sender_acl" | "app_password" | "sogo_delegation" | "nextcloud_account"
-            | "matrix_membership" | "matrix_power_level" | "matrix_ban" => 2,
+            | "matrix_membership" | "matrix_power_level" | "matrix_ban" | "stalwart_alias" => 2,
             _ => return None,
         };
         let mut split = text.splitn(parts, '|');
@@ -173,6 +179,20 @@ pub mod keys {
     }
 
     pub fn parse_matrix(key: &LedgerKey) -> Option<(&str, &str)> {
+        key.two()
+    }
+
+    /// A Stalwart domain, account, suspension or list, by name or address.
+    pub fn stalwart(name: &str) -> LedgerKey {
+        LedgerKey::of(&[name])
+    }
+
+    /// An alias we added to the Stalwart account `address`.
+    pub fn stalwart_alias(address: &str, alias: &str) -> LedgerKey {
+        LedgerKey::of(&[address, alias])
+    }
+
+    pub fn parse_stalwart_alias(key: &LedgerKey) -> Option<(&str, &str)> {
         key.two()
     }
 

@@ -10,6 +10,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
 
 use crate::auth::RequireToken;
 use crate::grpc::{self, ServeError};
@@ -34,6 +35,7 @@ pub struct BoundAgent {
     addr: SocketAddr,
     listener: LimitedListener,
     router: Router,
+    health: HealthReporter,
 }
 
 /// Serves `service` as the agent `name` until SIGINT or SIGTERM, with the
@@ -78,13 +80,14 @@ where
     let (listener, addr) = grpc::bind(listen, &limits).await?;
     let service = InterceptedService::new(service, RequireToken::new(token));
     let router = grpc::server(&limits).add_service(service);
-    let (router, _health) =
+    let (router, health) =
         grpc::with_standard_services::<InterceptedService<S, RequireToken>>(router).await?;
     Ok(BoundAgent {
         name,
         addr,
         listener,
         router,
+        health,
     })
 }
 
@@ -92,6 +95,13 @@ impl BoundAgent {
     /// The address bound, with the port the system chose for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The agent's `grpc.health.v1` status, SERVING from the start, for an
+    /// agent whose health follows its target (the stalwart-agent reports
+    /// NOT_SERVING while Stalwart's session cannot be discovered).
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone()
     }
 
     /// Serves until `shutdown` resolves, then finishes the calls in flight.

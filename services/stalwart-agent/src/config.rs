@@ -1,7 +1,9 @@
 //! Configuration from the environment. The API key is a secret:
 //! `STALWART_API_KEY` or `STALWART_API_KEY_FILE`, never logged ([`Secret`]
-//! redacts itself).
+//! redacts itself); so is `AGENT_TOKEN`, the bearer token the coordinator
+//! presents.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use reconciler_runtime::secrets::{Secret, read_secret};
@@ -11,6 +13,11 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub client: ClientConfig,
+    /// Bearer token the coordinator presents (`AGENT_TOKEN` or `_FILE`).
+    pub agent_token: Secret,
+    /// `AGENT_LISTEN`, default `0.0.0.0:50055` (the agents count up from
+    /// the mailcow-agent's 50051; the matrix-agent has 50054).
+    pub listen: SocketAddr,
 }
 
 /// Where Stalwart is and how to reach it.
@@ -54,8 +61,17 @@ impl Config {
             .ok_or_else(|| {
                 Error::Config("STALWART_API_KEY (or STALWART_API_KEY_FILE) is required".into())
             })?;
+        let agent_token = read_secret(&lookup, "AGENT_TOKEN")
+            .map_err(|e| Error::Config(e.to_string()))?
+            .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
+        let listen = lookup("AGENT_LISTEN")
+            .unwrap_or_else(|| "0.0.0.0:50055".into())
+            .parse()
+            .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?;
         Ok(Self {
             client: ClientConfig::new(&url, api_key)?,
+            agent_token,
+            listen,
         })
     }
 }
@@ -73,21 +89,37 @@ mod tests {
         Config::from_lookup(|k| env.get(k).cloned())
     }
 
+    const AGENT: (&str, &str) = ("AGENT_TOKEN", "agent_secret");
+
     #[test]
-    fn url_and_key_are_required_and_the_key_never_prints() {
+    fn url_key_and_token_are_required_and_no_secret_prints() {
         let c = parse(&[
             ("STALWART_URL", "https://mail.example.com/"),
             ("STALWART_API_KEY", "api_secret"),
+            AGENT,
         ])
         .unwrap();
         assert_eq!(c.client.url, "https://mail.example.com");
+        assert_eq!(c.listen.port(), 50055);
         assert!(!format!("{c:?}").contains("api_secret"));
-        assert!(parse(&[("STALWART_API_KEY", "k")]).is_err());
-        assert!(parse(&[("STALWART_URL", "https://mail.example.com")]).is_err());
+        assert!(!format!("{c:?}").contains("agent_secret"));
+        assert!(parse(&[("STALWART_API_KEY", "k"), AGENT]).is_err());
+        assert!(parse(&[("STALWART_URL", "https://mail.example.com"), AGENT]).is_err());
+        let without_token = [
+            ("STALWART_URL", "https://mail.example.com"),
+            ("STALWART_API_KEY", "k"),
+        ];
+        assert!(matches!(parse(&without_token), Err(Error::Config(_))));
         for url in ["mail.example.com", "ftp://x", "http://"] {
-            let e = parse(&[("STALWART_URL", url), ("STALWART_API_KEY", "k")]).unwrap_err();
+            let e = parse(&[("STALWART_URL", url), ("STALWART_API_KEY", "k"), AGENT]).unwrap_err();
             assert!(matches!(e, Error::Config(_)), "{url}: {e}");
         }
+        let listen = ("AGENT_LISTEN", "127.0.0.1:0");
+        let url = ("STALWART_URL", "http://stalwart:8080");
+        let c = parse(&[url, ("STALWART_API_KEY", "k"), AGENT, listen]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        let bad = ("AGENT_LISTEN", "nowhere");
+        assert!(parse(&[url, ("STALWART_API_KEY", "k"), AGENT, bad]).is_err());
     }
 
     #[test]
@@ -99,6 +131,7 @@ mod tests {
         let c = parse(&[
             ("STALWART_URL", "http://stalwart:8080"),
             ("STALWART_API_KEY_FILE", file.to_str().unwrap()),
+            AGENT,
         ])
         .unwrap();
         assert_eq!(c.client.api_key.expose(), "from-file");

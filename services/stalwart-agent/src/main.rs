@@ -1,7 +1,4 @@
-//! stalwart-agent: for now it loads its configuration, discovers Stalwart's
-//! JMAP session (which proves the URL, the API key and a 0.16+ server) and
-//! exits; a configuration error exits non-zero. The gRPC service comes with
-//! its contract (issue 11).
+//! stalwart-agent: see the crate docs and README.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

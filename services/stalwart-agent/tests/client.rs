@@ -400,32 +400,73 @@ async fn a_sync_of_many_accounts_costs_few_requests() {
     assert_eq!(groups, [group]);
 }
 
-/// The binary: exit 0 after discovering a 0.16 session, non-zero on a
-/// configuration error (here a server before 0.16).
+#[tokio::test]
+async fn a_few_accounts_are_found_by_name_in_one_request() {
+    let sim = start(StalwartSimConfig::default()).await;
+    let domain = sim.add_domain("example.com");
+    let other = sim.add_domain("example.org");
+    let alice = sim.add_user("alice@example.com", None);
+    let bob = sim.add_user("bob@example.org", None);
+    let staff = sim.add_group("staff@example.com");
+    let c = client(&sim);
+    c.session().await.unwrap();
+    sim.reset_counts();
+    let names: Vec<(String, String)> = [
+        ("alice", &domain),
+        ("bob", &domain), // bob is in the other domain
+        ("bob", &other),
+        ("staff", &domain),
+        ("nobody", &domain),
+    ]
+    .iter()
+    .map(|(n, d)| ((*n).to_owned(), (*d).clone()))
+    .collect();
+    let found = c.accounts_named(&names).await.unwrap();
+    let mut ids: Vec<String> = found.iter().map(|a| a.id.clone()).collect();
+    ids.sort();
+    let mut expected = vec![alice, bob, staff];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(sim.count("POST /jmap"), 1, "{:?}", sim.counts());
+    assert_eq!(sim.count("x:Account/query"), 5);
+
+    // Eight names per request.
+    sim.reset_counts();
+    let many: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("user{i}"), domain.clone()))
+        .collect();
+    assert!(c.accounts_named(&many).await.unwrap().is_empty());
+    assert_eq!(sim.count("POST /jmap"), 3, "{:?}", sim.counts());
+}
+
+/// The binary refuses to start on a configuration error it can see
+/// without Stalwart (no `AGENT_TOKEN`, a URL that is not one), exiting
+/// non-zero with the reason and without the key. A Stalwart that is down,
+/// refuses the key or predates 0.16 does not stop it: the running agent
+/// reports that (tests/e2e/suite/stalwart_agent.rs).
 #[tokio::test]
 async fn the_binary_exits_non_zero_on_a_configuration_error() {
-    let good = start(StalwartSimConfig::default()).await;
-    let old = start(StalwartSimConfig {
-        management: false,
-        ..Default::default()
-    })
-    .await;
-    let run = |sim: &StalwartSim| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_stalwart-agent"))
+    let sim = start(StalwartSimConfig::default()).await;
+    let run = |url: String, token: Option<&str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stalwart-agent"));
+        command
             .env_clear()
-            .env("STALWART_URL", sim.base_url())
+            .env("STALWART_URL", url)
             .env("STALWART_API_KEY", sim.api_key())
-            .output()
+            .env("AGENT_LISTEN", "127.0.0.1:0");
+        if let Some(token) = token {
+            command.env("AGENT_TOKEN", token);
+        }
+        command.output()
     };
-    let ok = run(&good).await.unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let refused = run(&old).await.unwrap();
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("0.16"), "{stderr}");
-    assert!(!stderr.contains(old.api_key()), "the key never shows");
+    let no_token = run(sim.base_url(), None).await.unwrap();
+    assert!(!no_token.status.success());
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(stderr.contains("AGENT_TOKEN"), "{stderr}");
+    assert!(!stderr.contains(sim.api_key()), "the key never shows");
+    let bad_url = run("stalwart:8080".into(), Some("token")).await.unwrap();
+    assert!(!bad_url.status.success());
+    let stderr = String::from_utf8_lossy(&bad_url.stderr);
+    assert!(stderr.contains("STALWART_URL"), "{stderr}");
+    assert!(!stderr.contains(sim.api_key()), "the key never shows");
 }

@@ -17,8 +17,10 @@
 use std::collections::BTreeSet;
 
 pub mod matrix;
+pub mod stalwart;
 
 pub use matrix::{JoinMethod, LeaveAction, MatrixSpec};
+pub use stalwart::StalwartSpec;
 
 use reconciler_proto::address;
 use serde_json::Value;
@@ -38,7 +40,7 @@ pub const DOVECOT_RIGHTS: [&str; 11] = [
     "write-seen",
 ];
 
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 8] = [
     "shared_mailbox",
     "access",
     "send_as",
@@ -46,6 +48,7 @@ const KNOWN_KEYS: [&str; 7] = [
     "nextcloud_mail",
     "alias",
     "matrix",
+    "stalwart",
 ];
 
 /// What one group grants its effective members.
@@ -60,6 +63,8 @@ pub struct GrantSpec {
     pub alias: Option<String>,
     /// Rooms and spaces the members are kept in.
     pub matrix: Option<MatrixSpec>,
+    /// Stalwart accounts and a list for the members.
+    pub stalwart: Option<StalwartSpec>,
 }
 
 /// Reads `attributes[key]`. `Ok(None)` = the group grants nothing.
@@ -96,8 +101,12 @@ pub fn parse_group_attributes(attributes: &Value, key: &str) -> Result<Option<Gr
         None | Some(Value::Null) => None,
         Some(value) => Some(matrix::parse_matrix(value)?),
     };
-    if shared_mailbox.is_none() && alias.is_none() && matrix.is_none() {
-        return Err("set at least `shared_mailbox`, `alias` or `matrix`".into());
+    let stalwart = match map.get("stalwart") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(stalwart::parse_stalwart(value)?),
+    };
+    if shared_mailbox.is_none() && alias.is_none() && matrix.is_none() && stalwart.is_none() {
+        return Err("set at least `shared_mailbox`, `alias`, `matrix` or `stalwart`".into());
     }
     Ok(Some(GrantSpec {
         shared_mailbox,
@@ -107,6 +116,7 @@ pub fn parse_group_attributes(attributes: &Value, key: &str) -> Result<Option<Gr
         nextcloud_mail,
         alias,
         matrix,
+        stalwart,
     }))
 }
 

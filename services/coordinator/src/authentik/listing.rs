@@ -188,6 +188,7 @@ mod tests {
             user_type: "internal".into(),
             groups: Vec::new(),
             uid: String::new(),
+            attributes: serde_json::Value::Null,
         }
     }
 

@@ -23,6 +23,9 @@ pub struct User {
     /// the key of their SSO link in Synapse.
     #[serde(default)]
     pub uid: String,
+    /// The user's attributes (`reconciler.mail_aliases`).
+    #[serde(default)]
+    pub attributes: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

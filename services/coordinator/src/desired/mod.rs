@@ -11,12 +11,14 @@ use crate::plan::Resource;
 use crate::attributes::{GrantSpec, parse_group_attributes};
 
 pub mod matrix;
+pub mod stalwart;
 
 use crate::directory::Directory;
 use crate::ledger::{LedgerKey, keys};
 pub use matrix::{
     DesiredMatrix, LeavePolicy, MatrixDefaults, MatrixGrant, MatrixMapping, MatrixPolicy,
 };
+pub use stalwart::{DesiredStalwart, StalwartAccountWant, StalwartListWant, StalwartSettings};
 
 /// Knobs the desired-state function needs from configuration.
 #[derive(Clone, Debug)]
@@ -26,6 +28,7 @@ pub struct DesiredConfig {
     /// Mailcow protocol flags for app passwords we create.
     pub app_password_protocols: Vec<String>,
     pub matrix: MatrixDefaults,
+    pub stalwart: StalwartSettings,
 }
 
 impl Default for DesiredConfig {
@@ -34,6 +37,7 @@ impl Default for DesiredConfig {
             attribute_key: "reconciler".into(),
             app_password_protocols: vec!["imap_access".into(), "smtp_access".into()],
             matrix: MatrixDefaults::default(),
+            stalwart: StalwartSettings::default(),
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct DesiredState {
     /// Rooms and spaces, by group.
     #[serde(skip_serializing_if = "DesiredMatrix::is_empty")]
     pub matrix: DesiredMatrix,
+    /// Stalwart accounts and lists.
+    #[serde(skip_serializing_if = "DesiredStalwart::is_empty")]
+    pub stalwart: DesiredStalwart,
 }
 
 impl DesiredState {
@@ -136,9 +143,14 @@ impl DesiredState {
             Resource::MatrixMembership | Resource::MatrixPowerLevel | Resource::MatrixAccount => {
                 Box::new(self.matrix.grants.values().map(|g| g.user.as_str()))
             }
-            Resource::Alias | Resource::SogoCacheEviction | Resource::MatrixBan => {
-                Box::new(std::iter::empty())
+            Resource::StalwartAccount | Resource::StalwartSuspension | Resource::StalwartAlias => {
+                Box::new(self.stalwart.accounts.values().map(|a| a.user.as_str()))
             }
+            Resource::Alias
+            | Resource::SogoCacheEviction
+            | Resource::MatrixBan
+            | Resource::StalwartDomain
+            | Resource::StalwartList => Box::new(std::iter::empty()),
         }
     }
 }
@@ -148,6 +160,8 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
     let mut state = DesiredState::default();
     state.matrix.fallback_on_leave = config.matrix.on_leave;
     state.matrix.fallback_grace_period = config.matrix.grace_period;
+    state.stalwart.delete_after = config.stalwart.delete_after;
+    state.stalwart.adopt_existing = config.stalwart.adopt_existing;
     for (group_id, group) in &directory.groups {
         let mapped: Vec<_> = config
             .matrix
@@ -178,6 +192,17 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
             .into_iter()
             .filter_map(|pk| directory.people.get(&pk))
             .collect();
+        if let Some(stalwart) = &spec.stalwart {
+            // Deactivated members too: their account is suspended, not dropped.
+            let users = directory.effective_member_users(group_id);
+            state.stalwart.grant(
+                &config.stalwart,
+                &config.attribute_key,
+                group_id,
+                stalwart,
+                &users,
+            );
+        }
         for matrix in spec.matrix.iter().chain(&mapped) {
             state
                 .matrix

@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::plan::Resource;
 
 pub mod matrix;
+pub mod stalwart;
 
 pub use matrix::{AccountState, MatrixIdentity, Membership, ObservedMatrix, ObservedRoom};
+pub use stalwart::{ObservedStalwart, ObservedStalwartAccount, ObservedStalwartList};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedSenderAcl {
@@ -77,6 +79,8 @@ pub struct Observed {
     pub nextcloud_unknown_users: BTreeSet<String>,
     /// Synapse rooms and users; `None` when not observed.
     pub matrix: Option<ObservedMatrix>,
+    /// Stalwart domains, accounts and lists; `None` when not observed.
+    pub stalwart: Option<ObservedStalwart>,
     /// Resources that could not be observed this run (their agent is not
     /// configured, down, or its target is), and why. Nothing is planned for
     /// them, while every other resource is reconciled as usual.

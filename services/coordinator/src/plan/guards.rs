@@ -42,8 +42,13 @@ pub(super) fn apply_guards(
     let may_shrink = |s: &Step| {
         is_delete(s)
             || matches!(s.action, Action::Defer { .. })
+            // A suspension refuses sign-in: access taken away.
+            || (s.action == Action::Create && s.resource == Resource::StalwartSuspension)
             || (s.action == Action::Update
-                && matches!(s.resource, Resource::Alias | Resource::MailboxAcl))
+                && matches!(
+                    s.resource,
+                    Resource::Alias | Resource::MailboxAcl | Resource::StalwartList
+                ))
     };
     if !guards.allow_removals {
         let held = plan.steps.iter().filter(|s| may_shrink(s)).count();
@@ -52,6 +57,7 @@ pub(super) fn apply_guards(
                 .push(format!("{held} removal(s) held: {}", guards.hold_reason));
         }
         plan.steps.retain(|s| !may_shrink(s));
+        plan.removals_held += held;
         return;
     }
     // A group whose attributes no longer parse keeps what it granted.
@@ -64,6 +70,7 @@ pub(super) fn apply_guards(
                     .any(|g| desired.invalid_groups.contains_key(g)))
         });
         let held = before - plan.steps.len();
+        plan.removals_held += held;
         if held > 0 {
             plan.warnings.push(format!(
                 "{held} removal(s) held because a granting group has invalid attributes"
@@ -84,6 +91,7 @@ pub(super) fn apply_guards(
                             .any(|g| desired.groups_with_unusable_members.contains(g)))))
         });
         let held = before - plan.steps.len();
+        plan.removals_held += held;
         for (username, why) in &desired.unusable_members {
             plan.warnings.push(format!(
                 "user `{username}`: the Authentik email is not a usable address ({why}); \
@@ -115,6 +123,7 @@ pub(super) fn apply_guards(
             guards.removal_guard_min
         ));
         plan.steps.retain(|s| !is_removal(s));
+        plan.removals_held += removals;
     }
     for w in desired.invalid_groups.values() {
         plan.warnings.push(w.clone());

@@ -36,10 +36,20 @@ pub enum Resource {
     MatrixBan,
     /// A Matrix account we created, linked to the user's SSO id.
     MatrixAccount,
+    /// A Stalwart domain we created (never destroyed).
+    StalwartDomain,
+    /// A Stalwart account `local@domain`.
+    StalwartAccount,
+    /// A suspension we set on a Stalwart account (lifted only if ours).
+    StalwartSuspension,
+    /// An alias we added to a Stalwart account.
+    StalwartAlias,
+    /// A Stalwart mailing list.
+    StalwartList,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 11] = [
+    pub const ALL: [Resource; 16] = [
         Self::SenderAcl,
         Self::AppPassword,
         Self::Alias,
@@ -51,6 +61,11 @@ impl Resource {
         Self::MatrixPowerLevel,
         Self::MatrixBan,
         Self::MatrixAccount,
+        Self::StalwartDomain,
+        Self::StalwartAccount,
+        Self::StalwartSuspension,
+        Self::StalwartAlias,
+        Self::StalwartList,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +81,11 @@ impl Resource {
             Self::MatrixPowerLevel => "matrix_power_level",
             Self::MatrixBan => "matrix_ban",
             Self::MatrixAccount => "matrix_account",
+            Self::StalwartDomain => "stalwart_domain",
+            Self::StalwartAccount => "stalwart_account",
+            Self::StalwartSuspension => "stalwart_suspension",
+            Self::StalwartAlias => "stalwart_alias",
+            Self::StalwartList => "stalwart_list",
         }
     }
 }
@@ -197,6 +217,31 @@ pub enum Target {
         room_id: String,
         user_id: String,
     },
+    StalwartDomain {
+        name: String,
+    },
+    /// An account; `id` is Stalwart's, once known ("" before). A create
+    /// carries the quota; an update sets it.
+    StalwartAccount {
+        address: String,
+        id: String,
+        quota: Option<u64>,
+    },
+    /// Create = suspend (sign-in refused), delete = resume.
+    StalwartSuspension {
+        address: String,
+        id: String,
+    },
+    /// `alias` on the account `address`.
+    StalwartAlias {
+        address: String,
+        alias: String,
+    },
+    StalwartList {
+        address: String,
+        id: String,
+        recipients: Vec<String>,
+    },
     /// `@localpart:server`, linked to `external_id` at `auth_provider`.
     MatrixAccount {
         user_id: String,
@@ -218,6 +263,9 @@ impl Target {
                 if *id != 0 =>
             {
                 id.to_string()
+            }
+            Self::StalwartAccount { id, .. } | Self::StalwartList { id, .. } if !id.is_empty() => {
+                id.clone()
             }
             // The level we set: reset later only while it is still ours.
             Self::MatrixPowerLevel {
@@ -250,6 +298,9 @@ pub struct Plan {
     /// planned for them (neither grants nor removals). The rest of the
     /// plan is unaffected: one target down never holds back the others.
     pub held: Vec<Held>,
+    /// Removals the safety guards dropped from this plan.
+    #[serde(skip)]
+    pub removals_held: usize,
 }
 
 /// A part of the world this plan leaves alone because it could not be read.
@@ -426,6 +477,7 @@ pub fn plan_at(
         &mut plan,
     );
     plan_matrix(desired, observed, ledger, clock, scope, &mut plan);
+    plan_stalwart(desired, observed, ledger, clock, scope, &mut plan);
     apply_guards(&mut plan, desired, ledger, guards);
     warn_if_ledger_lost(&mut plan, ledger);
     plan
@@ -458,6 +510,7 @@ mod matrix;
 mod nextcloud_account;
 mod sender_acl;
 mod sogo_delegation;
+mod stalwart;
 
 use alias::plan_aliases;
 use app_password::{app_password_wants, plan_app_passwords};
@@ -468,6 +521,7 @@ use matrix::plan_matrix;
 use nextcloud_account::plan_nextcloud_accounts;
 use sender_acl::plan_sender_acls;
 use sogo_delegation::plan_sogo_delegations;
+use stalwart::plan_stalwart;
 pub mod sogo_cache;
 
 #[cfg(test)]

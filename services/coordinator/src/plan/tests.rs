@@ -57,6 +57,7 @@ fn observed(send_as: &[&str], app_passwords: Vec<ObservedAppPassword>) -> Observ
         nextcloud: None,
         nextcloud_unknown_users: BTreeSet::new(),
         matrix: None,
+        stalwart: None,
         unavailable: BTreeMap::new(),
         subject_errors: BTreeMap::new(),
     }

@@ -69,7 +69,9 @@ impl Matrix {
         &self,
         request: MatrixObserveRequest,
     ) -> Result<MatrixObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 
     /// The server name, asked of Synapse (through the bot's ID) once.
@@ -226,15 +228,16 @@ impl TargetAdapter for Matrix {
     }
 
     async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
-        let response = self.link.answer(
-            self.client
-                .clone()
-                .apply(pb::MatrixApplyRequest {
+        let response = self
+            .link
+            .call(
+                "apply",
+                self.client.clone().apply(pb::MatrixApplyRequest {
                     changes,
                     dry_run: false,
-                })
-                .await,
-        )?;
+                }),
+            )
+            .await?;
         Ok(Applied {
             results: response.results,
             cost: Cost::default(),

@@ -28,6 +28,7 @@ pub mod mailcow;
 pub mod matrix;
 pub mod nextcloud;
 pub mod sogo;
+pub mod stalwart;
 
 /// How many changes go to an agent in one Apply call.
 const APPLY_BATCH: usize = 200;

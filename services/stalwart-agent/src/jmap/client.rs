@@ -264,6 +264,36 @@ impl StalwartClient {
         Ok(list)
     }
 
+    /// One query and one get of its `#ids` per filter, [`MAX_CALLS`] / 2
+    /// filters per POST, for filters matching one object at most (a name
+    /// in a domain is unique: Stalwart's one address key).
+    async fn find(&self, object: &str, filters: Vec<Value>) -> Result<Vec<Value>> {
+        let query = method_name(object, "query");
+        let get = method_name(object, "get");
+        let mut list = Vec::new();
+        for chunk in filters.chunks(MAX_CALLS / 2) {
+            let calls: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .flat_map(|(i, filter)| {
+                    [
+                        (query, json!({"filter": filter, "limit": MAX_GET})),
+                        (
+                            get,
+                            json!({"#ids": {"resultOf": format!("c{}", i * 2), "name": query,
+                                            "path": "/ids"}}),
+                        ),
+                    ]
+                })
+                .collect();
+            let answers = self.request(&calls).await?;
+            for answer in answers.iter().skip(1).step_by(2) {
+                list.extend(answer["list"].as_array().cloned().unwrap_or_default());
+            }
+        }
+        Ok(list)
+    }
+
     /// One `/set` per [`MAX_SET`] items, [`MAX_CALLS`] per POST. Each item's
     /// result: the new id for a create, nothing for an update or destroy.
     async fn set(&self, object: &str, op: SetOp) -> Result<Vec<ItemResult<Option<String>>>> {
@@ -467,6 +497,18 @@ impl StalwartApi for StalwartClient {
 
     async fn accounts(&self, filter: &AccountFilter) -> Result<Vec<Account>> {
         self.list("Account", filter.to_json())
+            .await?
+            .iter()
+            .map(wire::account)
+            .collect()
+    }
+
+    async fn accounts_named(&self, names: &[(String, String)]) -> Result<Vec<Account>> {
+        let filters = names
+            .iter()
+            .map(|(name, domain_id)| json!({"name": name, "domainId": domain_id}))
+            .collect();
+        self.find("Account", filters)
             .await?
             .iter()
             .map(wire::account)

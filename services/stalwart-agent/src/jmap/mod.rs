@@ -7,7 +7,7 @@
 //! by index strings (list.rs:91-172), variants carry `"@type"`.
 
 mod client;
-mod wire;
+pub(crate) mod wire;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -274,6 +274,11 @@ impl AccountPatch {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The patch as sent: top-level properties and JSON-pointer keys.
+    pub fn entries(&self) -> &Map<String, Value> {
+        &self.entries
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,6 +317,10 @@ pub trait StalwartApi: Send + Sync {
     async fn get_accounts(&self, ids: &[String]) -> Result<Vec<Account>>;
     /// The accounts matching `filter`, query and get in one request where possible.
     async fn accounts(&self, filter: &AccountFilter) -> Result<Vec<Account>>;
+    /// The accounts named `(local part, domain id)`, each name a query
+    /// and a get of its `#ids`, 8 names per request: the way to look up a
+    /// few addresses (there is no address filter).
+    async fn accounts_named(&self, names: &[(String, String)]) -> Result<Vec<Account>>;
     async fn create_accounts(&self, new: &[NewAccount]) -> Result<Vec<ItemResult<String>>>;
     async fn update_accounts(&self, patches: &[AccountPatch]) -> Result<Vec<ItemResult<()>>>;
     /// Destroying an account erases all its mail.

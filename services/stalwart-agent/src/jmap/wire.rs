@@ -8,7 +8,7 @@ use super::{Account, AccountKind, Alias, Domain, MailingList, NewAccount, NewLis
 use crate::error::{Error, Result};
 
 /// `{"0": {name, domainId, enabled, description}}` (structs.rs:2794-2803).
-pub(super) fn aliases_json(aliases: &[Alias]) -> Value {
+pub(crate) fn aliases_json(aliases: &[Alias]) -> Value {
     let map: Map<String, Value> = aliases
         .iter()
         .enumerate()
@@ -77,7 +77,7 @@ fn aliases_of(v: &Value) -> Vec<Alias> {
         .collect()
 }
 
-pub(super) fn domain(v: &Value) -> Result<Domain> {
+pub(crate) fn domain(v: &Value) -> Result<Domain> {
     Ok(Domain {
         id: required(v, "id", "Domain")?,
         name: required(v, "name", "Domain")?,
@@ -85,7 +85,7 @@ pub(super) fn domain(v: &Value) -> Result<Domain> {
     })
 }
 
-pub(super) fn account(v: &Value) -> Result<Account> {
+pub(crate) fn account(v: &Value) -> Result<Account> {
     let kind = match v.get("@type").and_then(Value::as_str) {
         Some("User") => AccountKind::User,
         Some("Group") => AccountKind::Group,
@@ -112,7 +112,7 @@ pub(super) fn account(v: &Value) -> Result<Account> {
     })
 }
 
-pub(super) fn list(v: &Value) -> Result<MailingList> {
+pub(crate) fn list(v: &Value) -> Result<MailingList> {
     Ok(MailingList {
         id: required(v, "id", "MailingList")?,
         name: required(v, "name", "MailingList")?,
@@ -127,7 +127,7 @@ pub(super) fn list(v: &Value) -> Result<MailingList> {
 /// The create map of an account. `@type` is required on create
 /// (crates/registry/src/jmap/patch.rs:420-435). A user gets no
 /// credentials unless `password` is given.
-pub(super) fn new_account(a: &NewAccount, password: Option<&str>) -> Value {
+pub(crate) fn new_account(a: &NewAccount, password: Option<&str>) -> Value {
     let mut v = json!({
         "@type": a.kind.as_str(),
         "name": a.name,
@@ -144,7 +144,7 @@ pub(super) fn new_account(a: &NewAccount, password: Option<&str>) -> Value {
     v
 }
 
-pub(super) fn new_list(l: &NewList) -> Value {
+pub(crate) fn new_list(l: &NewList) -> Value {
     json!({
         "name": l.name,
         "domainId": l.domain_id,
@@ -153,14 +153,14 @@ pub(super) fn new_list(l: &NewList) -> Value {
     })
 }
 
-pub(super) fn recipients(r: &[String]) -> Value {
+pub(crate) fn recipients(r: &[String]) -> Value {
     set_json(r)
 }
 
 /// A SetError (crates/jmap-proto/src/error/set.rs:15-48). The properties
 /// of `validationErrors` (`validationFailed`, registry/src/types/error.rs:14-23)
 /// join `properties`.
-pub(super) fn set_failure(v: &Value) -> SetFailure {
+pub(crate) fn set_failure(v: &Value) -> SetFailure {
     let mut properties: Vec<String> = v
         .get("properties")
         .and_then(Value::as_array)

@@ -1,7 +1,8 @@
 //! The whole system on this machine, for `scripts/demo.sh`: the real
-//! coordinator, mailcow-agent, sogo-agent and nextcloud-agent, against a
-//! real Dovecot (container), real MariaDB + memcached (SOGo's tables), an
-//! occ container, and the Mailcow and Authentik API simulators. It plays a
+//! coordinator, mailcow-agent, sogo-agent, nextcloud-agent and matrix-agent,
+//! against a real Dovecot (container), real MariaDB + memcached (SOGo's
+//! tables), an occ container, a real Synapse, and the Mailcow and Authentik
+//! API simulators. It plays a
 //! short story and prints what each target holds after every step.
 //!
 //! target/debug/demo [--once]
@@ -9,7 +10,7 @@
 use std::time::Duration;
 
 use reconciler_testkit::harness::{
-    DovecotContainer, NextcloudContainer, SogoPeers, Stack, StackOptions,
+    DovecotContainer, NextcloudContainer, RoomSpec, SogoPeers, Stack, StackOptions, Synapse,
 };
 use serde_json::{Value, json};
 
@@ -31,6 +32,9 @@ struct Demo {
     dovecot: DovecotContainer,
     sogo: SogoPeers,
     nextcloud: NextcloudContainer,
+    synapse: Synapse,
+    /// The `support` room's id.
+    room: String,
     stack: Stack,
 }
 
@@ -47,6 +51,22 @@ async fn run(once: bool) -> anyhow::Result<()> {
         sogo.add_user(m, m.split('@').next().unwrap_or(m)).await;
     }
     let nextcloud = NextcloudContainer::start(&["alice", "bob", "carol"]).await;
+    // Synapse with the reconciler's bot (a server admin, creator of the
+    // support room) and an account for each person.
+    let synapse = Synapse::start().await;
+    let bot = synapse.register("reconciler", true).await;
+    let room = synapse
+        .create_room(
+            &bot,
+            RoomSpec {
+                alias: Some("support".into()),
+                ..RoomSpec::default()
+            },
+        )
+        .await;
+    for person in ["alice", "bob", "carol"] {
+        synapse.register(person, false).await;
+    }
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
         job_timeout: Duration::from_secs(300),
@@ -60,6 +80,10 @@ async fn run(once: bool) -> anyhow::Result<()> {
             ("MAIL_IMAP_HOST".into(), "mail.example.com".into()),
             ("MAIL_SMTP_HOST".into(), "mail.example.com".into()),
         ]),
+        matrix_agent_env: Some(vec![
+            ("MATRIX_HOMESERVER_URL".into(), synapse.url()),
+            ("MATRIX_ACCESS_TOKEN".into(), bot.access_token.clone()),
+        ]),
         ..StackOptions::default()
     })
     .await;
@@ -67,6 +91,8 @@ async fn run(once: bool) -> anyhow::Result<()> {
         dovecot,
         sogo,
         nextcloud,
+        synapse,
+        room,
         stack,
     };
 
@@ -88,7 +114,8 @@ async fn run(once: bool) -> anyhow::Result<()> {
         "support",
         json!({"reconciler": {
             "shared_mailbox": INFO, "access": "readwrite", "send_as": true,
-            "sogo_delegate": true, "nextcloud_mail": true, "alias": "support-team@example.com"
+            "sogo_delegate": true, "nextcloud_mail": true, "alias": "support-team@example.com",
+            "matrix": {"rooms": ["#support:matrix.test"], "join": "force"}
         }}),
     );
     let tier2 = a.add_group("support-tier2", json!({}));
@@ -188,5 +215,8 @@ impl Demo {
             .map(|a| format!("{} -> {} (id {})", a.user_id, a.email, a.id))
             .collect();
         println!("  Nextcloud Mail accounts: {accounts:?}");
+        let mut members = self.synapse.joined_members(&self.room).await;
+        members.sort();
+        println!("  Synapse #support:matrix.test joined: {members:?}");
     }
 }

@@ -249,6 +249,15 @@ impl Stack {
         )
     }
 
+    /// A client for the stalwart-agent at `addr`, presenting the agent token.
+    pub async fn stalwart_agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::stalwart_agent_client::StalwartAgentClient<Authed> {
+        reconciler_proto::agent::stalwart_agent_client::StalwartAgentClient::new(
+            Self::agent_channel(addr).await,
+        )
+    }
+
     /// A client for the coordinator's operator service (admin token).
     pub async fn coordinator_client(
         &self,
