@@ -17,6 +17,7 @@ mod mailcow;
 mod mailcow_agent;
 mod matrix_agent;
 mod matrix_client;
+mod matrix_coordinator;
 mod metrics;
 mod nextcloud;
 mod request_floor;

@@ -104,7 +104,12 @@ pub(super) fn apply_guards(
             ));
         }
     }
-    let removals = plan.steps.iter().filter(|s| is_delete(s)).count();
+    // A removal put off for a grace period counts here too: once its grace
+    // period is over, the grace timer runs each member's removal as a run
+    // of its own, one or two removals each, which this guard would never
+    // stop. A mass leave is held when it is first seen, deferred or not.
+    let is_removal = |s: &Step| is_delete(s) || matches!(s.action, Action::Defer { .. });
+    let removals = plan.steps.iter().filter(|s| is_removal(s)).count();
     let owned = ledger
         .iter()
         .filter(|r| r.state != LedgerState::Foreign)
@@ -117,7 +122,7 @@ pub(super) fn apply_guards(
             guards.max_removal_share * 100.0,
             guards.removal_guard_min
         ));
-        plan.steps.retain(|s| !is_delete(s));
+        plan.steps.retain(|s| !is_removal(s));
         plan.removals_held += removals;
     }
     for w in desired.invalid_groups.values() {

@@ -203,7 +203,10 @@ pub enum Target {
         on_leave: LeaveAction,
         reason: String,
     },
-    /// `user_id`'s power level in `room_id`; `None` resets to the default.
+    /// `user_id`'s power level in `room_id`: the level set (create,
+    /// update), or for a delete the level of ours that is removed, so the
+    /// entry falls back to the room's default. `None` only in ledger-only
+    /// steps (forget, record foreign) that know no level.
     MatrixPowerLevel {
         room_id: String,
         user_id: String,
