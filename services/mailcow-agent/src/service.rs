@@ -265,18 +265,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
             slots[i] = Some(r);
         }
         let results: Vec<ChangeResult> = slots.into_iter().flatten().collect();
-        for r in &results {
-            let outcome = Outcome::try_from(r.outcome).unwrap_or(Outcome::Unspecified);
-            // The secret field is never logged; only id, outcome and message.
-            match outcome {
-                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
-                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
-                }
-                _ => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
-                }
-            }
-        }
+        reconciler_runtime::agent::report_results("mailcow-agent", &results);
         if execs > 0 {
             info!(
                 doveadm_execs = execs,
@@ -284,7 +273,6 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
                 "dovecot batch"
             );
         }
-        reconciler_runtime::metrics::changes("mailcow-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(MailcowApplyResponse {
             results,
             doveadm_execs: execs,

@@ -8,7 +8,7 @@ use reconciler_proto::agent::{
 };
 use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::occ::{Deleted, Occ};
@@ -238,19 +238,7 @@ impl nextcloud_agent_server::NextcloudAgent for NextcloudAgent {
         for change in changes {
             results.push(self.apply_one(change.id, change.kind, dry_run).await);
         }
-        for r in &results {
-            let outcome = r.outcome();
-            // Messages never carry the password; the request is never logged.
-            match outcome {
-                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
-                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
-                }
-                _ => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
-                }
-            }
-        }
-        reconciler_runtime::metrics::changes("nextcloud-agent", results.iter().map(|r| r.outcome));
+        reconciler_runtime::agent::report_results("nextcloud-agent", &results);
         Ok(Response::new(NextcloudApplyResponse { results }))
     }
 }

@@ -149,3 +149,22 @@ impl<S> AgentService for S where
         + 'static
 {
 }
+
+/// Logs each change an Apply call made (never a secret: only its id,
+/// outcome and message) and counts the outcomes
+/// (`reconciler_agent_changes_total`): the same for every agent.
+pub fn report_results(agent: &'static str, results: &[reconciler_proto::agent::ChangeResult]) {
+    use reconciler_proto::agent::Outcome;
+    for r in results {
+        let outcome = Outcome::try_from(r.outcome).unwrap_or(Outcome::Unspecified);
+        match outcome {
+            Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
+                tracing::info!(agent, change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
+            }
+            _ => {
+                tracing::warn!(agent, change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
+            }
+        }
+    }
+    crate::metrics::changes(agent, results.iter().map(|r| r.outcome));
+}

@@ -11,7 +11,7 @@ use reconciler_proto::agent::{
 };
 use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::cache::{EvictionFailed, SettingsCache, valid_key_part};
 use crate::error::{Error, Result};
@@ -264,21 +264,10 @@ impl sogo_agent_server::SogoAgent for SogoAgent {
             .buffered(APPLY_CONCURRENCY)
             .collect()
             .await;
-        for r in &results {
-            let outcome = r.outcome();
-            match outcome {
-                Outcome::Applied | Outcome::Unchanged if !r.eviction_owed.is_empty() => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change applied; cache eviction owed")
-                }
-                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
-                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
-                }
-                _ => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
-                }
-            }
+        for r in results.iter().filter(|r| !r.eviction_owed.is_empty()) {
+            warn!(change = %r.id, message = %r.message, "cache eviction owed");
         }
-        reconciler_runtime::metrics::changes("sogo-agent", results.iter().map(|r| r.outcome));
+        reconciler_runtime::agent::report_results("sogo-agent", &results);
         Ok(Response::new(SogoApplyResponse { results }))
     }
 }

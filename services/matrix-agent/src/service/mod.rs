@@ -10,12 +10,12 @@ use std::sync::Arc;
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
     ChangeResult, MatrixApplyRequest, MatrixApplyResponse, MatrixObserveRequest,
-    MatrixObserveResponse, Outcome, matrix_agent_server,
+    MatrixObserveResponse, matrix_agent_server,
 };
 use reconciler_runtime::locks::KeyedLocks;
 use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::error::Result;
 use crate::synapse::MatrixApi;
@@ -78,18 +78,7 @@ impl matrix_agent_server::MatrixAgent for MatrixAgent {
             .buffered(APPLY_CONCURRENCY)
             .collect()
             .await;
-        for r in &results {
-            let outcome = r.outcome();
-            match outcome {
-                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
-                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
-                }
-                _ => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
-                }
-            }
-        }
-        reconciler_runtime::metrics::changes("matrix-agent", results.iter().map(|r| r.outcome));
+        reconciler_runtime::agent::report_results("matrix-agent", &results);
         Ok(Response::new(MatrixApplyResponse { results }))
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use reconciler_proto::agent::stalwart_agent_server::{self, StalwartAgentServer};
 use reconciler_proto::agent::{
-    ChangeResult, Outcome, StalwartApplyRequest, StalwartApplyResponse, StalwartObserveRequest,
+    ChangeResult, StalwartApplyRequest, StalwartApplyResponse, StalwartObserveRequest,
     StalwartObserveResponse,
 };
 use reconciler_runtime::locks::KeyedLocks;
@@ -17,7 +17,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::error::Result;
 use crate::jmap::{Session, StalwartApi};
@@ -109,18 +109,7 @@ impl stalwart_agent_server::StalwartAgent for StalwartAgent {
     ) -> Result<Response<StalwartApplyResponse>, Status> {
         let StalwartApplyRequest { changes, dry_run } = request.into_inner();
         let results: Vec<ChangeResult> = self.apply_all(changes, dry_run).await;
-        for r in &results {
-            let outcome = r.outcome();
-            match outcome {
-                Outcome::Applied | Outcome::DryRun | Outcome::Unchanged => {
-                    info!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change")
-                }
-                _ => {
-                    warn!(change = %r.id, outcome = outcome.as_str_name(), message = %r.message, "change failed")
-                }
-            }
-        }
-        reconciler_runtime::metrics::changes("stalwart-agent", results.iter().map(|r| r.outcome));
+        reconciler_runtime::agent::report_results("stalwart-agent", &results);
         Ok(Response::new(StalwartApplyResponse { results }))
     }
 }
