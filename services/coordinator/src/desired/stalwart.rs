@@ -133,6 +133,12 @@ impl DesiredStalwart {
                 }
             };
             self.domains.insert(domain);
+            // An alias in another managed domain needs that domain too.
+            self.domains.extend(
+                aliases
+                    .iter()
+                    .filter_map(|a: &String| managed_domain(settings, a)),
+            );
             let want = self
                 .accounts
                 .entry(email.clone())
@@ -205,5 +211,29 @@ mod tests {
             BTreeSet::from(["alice@example.com".into(), "eve@elsewhere.org".into()])
         );
         assert_eq!(d.domains, BTreeSet::from(["example.com".into()]));
+    }
+
+    #[test]
+    fn an_alias_in_another_managed_domain_needs_that_domain() {
+        let settings = StalwartSettings {
+            domains: BTreeSet::from(["example.com".into(), "example.org".into()]),
+            ..StalwartSettings::default()
+        };
+        let alice = user(
+            "alice",
+            "alice@example.com",
+            true,
+            json!({"reconciler": {"mail_aliases": ["alice@example.org"]}}),
+        );
+        let spec = StalwartSpec {
+            mailbox: true,
+            ..StalwartSpec::default()
+        };
+        let mut d = DesiredStalwart::default();
+        d.grant(&settings, "reconciler", "g1", &spec, &[&alice]);
+        assert_eq!(
+            d.domains,
+            BTreeSet::from(["example.com".into(), "example.org".into()])
+        );
     }
 }

@@ -345,3 +345,45 @@ fn nothing_is_suspended_or_destroyed_when_authentik_looks_wrong() {
         );
     }
 }
+
+#[test]
+fn a_resume_and_an_alias_removal_name_the_account_the_ledger_recorded() {
+    // Bookkeeping drops a row on a delete only when the ids agree: the
+    // suspension and the alias are kept under their account's id.
+    let mut ledger = owned(true);
+    for r in &mut ledger {
+        r.remote_id = "acc1".into();
+    }
+    let mut d = desired(Some(true));
+    d.stalwart.accounts.get_mut(ALICE).unwrap().aliases.clear();
+    let p = run(&d, &observed(account(true, IN_SYNC)), &ledger, &at(0, None));
+    assert_eq!(
+        actions(&p),
+        [
+            (Resource::StalwartSuspension, Action::Delete),
+            (Resource::StalwartAlias, Action::Delete),
+        ]
+    );
+    for s in &p.steps {
+        assert_eq!(s.target.remote_id(), "acc1", "{s:?}");
+    }
+}
+
+#[test]
+fn the_suspension_and_aliases_of_a_destroyed_account_are_forgotten() {
+    // We destroyed the account (its row went); its suspension and alias
+    // rows are left: forgotten, with nothing sent to Stalwart.
+    let ledger: Vec<LedgerRow> = owned(true)
+        .into_iter()
+        .filter(|r| r.resource != Resource::StalwartAccount.as_str())
+        .collect();
+    let p = run(&desired(None), &observed(None), &ledger, &at(0, None));
+    assert_eq!(
+        actions(&p),
+        [
+            (Resource::StalwartSuspension, Action::Forget),
+            (Resource::StalwartAlias, Action::Forget),
+        ]
+    );
+    assert_eq!(p.target_writes(), 0);
+}
