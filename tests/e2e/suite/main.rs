@@ -20,5 +20,6 @@ mod nextcloud;
 mod safety;
 mod sogo;
 mod stalwart_agent;
+mod stalwart_coordinator;
 mod stalwart_ingest;
 mod trace_context;
