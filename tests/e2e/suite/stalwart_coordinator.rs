@@ -450,6 +450,41 @@ async fn a_leaver_is_suspended_at_once_and_destroyed_after_the_delete_after_peri
 }
 
 #[tokio::test]
+async fn a_user_deleted_in_authentik_is_suspended_and_without_delete_after_never_destroyed() {
+    let w = world().await;
+    let a = &w.stack.authentik;
+    let alice = a.add_user("alice", ALICE);
+    let bob = a.add_user("bob", BOB);
+    // Enough people that one deletion is not a drop the guard distrusts.
+    for name in ["carol", "dave", "erin"] {
+        a.add_user(name, &format!("{name}@example.com"));
+    }
+    let mail = a.add_group("mail", mailbox_group(None));
+    a.add_member(&mail, alice);
+    a.add_member(&mail, bob);
+    w.sweep_done().await;
+    let id = w.account(ALICE).unwrap()["id"].clone();
+
+    a.delete_user(alice);
+    let job = w.user_changed(alice, "evt-deleted").await;
+    assert_eq!(
+        w.sim.sign_in(ALICE, None),
+        SignIn::Forbidden,
+        "suspended: {job}"
+    );
+    assert!(w.pending().await.is_empty(), "STALWART_DELETE_AFTER unset");
+    // Sweeps after that keep the account, suspended, and write nothing.
+    w.sim.reset_counts();
+    w.sweep_done().await;
+    w.sweep_done().await;
+    assert_eq!(w.writes(), 0, "{:?}", w.sim.counts());
+    let account = w.account(ALICE).expect("never destroyed");
+    assert_eq!(account["id"], id);
+    assert_eq!(w.sim.sign_in(ALICE, None), SignIn::Forbidden);
+    assert!(w.signs_in(BOB));
+}
+
+#[tokio::test]
 async fn a_member_entitled_again_before_the_period_ends_is_resumed_and_never_destroyed() {
     let w = world_with(
         Setup {
