@@ -323,6 +323,23 @@ async fn members_get_accounts_with_their_aliases_lists_their_effective_members_a
     assert_eq!(w.writes(), 0, "{:?}\n{again}", w.sim.counts());
     assert_eq!(again["summary"]["planned"], 0, "{again}");
 
+    // A broken `mail_aliases` is reported and takes nothing away.
+    a.set_user_attributes(
+        alice,
+        json!({"reconciler": {"mail_aliases": "a.smith@example.com"}}),
+    );
+    let job = w.user_changed(alice, "evt-broken-aliases").await;
+    assert!(
+        warnings(&job)
+            .iter()
+            .any(|m| m.contains("mail_aliases") && m.contains("stay")),
+        "{job}"
+    );
+    assert_eq!(
+        w.aliases(ALICE),
+        ["a.smith@example.com", "alice.s@example.org"]
+    );
+
     // A new member of the child group joins the list; nothing else moves.
     a.add_member(&backend, alice);
     w.group_changed(&backend, "evt-backend").await;

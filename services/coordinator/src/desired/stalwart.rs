@@ -37,6 +37,10 @@ pub struct StalwartAccountWant {
     pub quota: Option<u64>,
     pub aliases: BTreeSet<String>,
     pub groups: BTreeSet<String>,
+    /// The user's `mail_aliases` do not parse: the aliases we added stay
+    /// until it is fixed (a typo in a profile is not a wish to lose them).
+    #[serde(skip)]
+    pub keep_aliases: bool,
 }
 
 /// A list and its recipients.
@@ -122,14 +126,21 @@ impl DesiredStalwart {
                 );
                 continue;
             };
-            let aliases = match parse_mail_aliases(&user.attributes, attribute_key) {
-                Ok(aliases) => aliases
-                    .into_iter()
-                    .filter(|a| *a != email && managed_domain(settings, a).is_some())
-                    .collect(),
+            let (aliases, keep_aliases) = match parse_mail_aliases(&user.attributes, attribute_key)
+            {
+                Ok(aliases) => (
+                    aliases
+                        .into_iter()
+                        .filter(|a| *a != email && managed_domain(settings, a).is_some())
+                        .collect(),
+                    false,
+                ),
                 Err(e) => {
-                    self.problems.insert(user.username.clone(), e);
-                    BTreeSet::new()
+                    self.problems.insert(
+                        user.username.clone(),
+                        format!("{e}; the aliases we added stay until it is fixed"),
+                    );
+                    (BTreeSet::new(), true)
                 }
             };
             self.domains.insert(domain);
@@ -149,6 +160,7 @@ impl DesiredStalwart {
                     quota: None,
                     aliases,
                     groups: BTreeSet::new(),
+                    keep_aliases,
                 });
             want.quota = want.quota.max(spec.quota);
             want.groups.insert(group_id.to_owned());

@@ -462,9 +462,13 @@ impl Planner<'_, '_> {
             })
             .collect();
         let all: BTreeSet<&str> = wanted.iter().copied().chain(ours.keys().copied()).collect();
+        let keep = want.is_some_and(|w| w.keep_aliases);
         for alias in all {
             let present = account.is_some_and(|a| a.aliases.contains(alias));
             let row = ours.get(alias).map(|r| r.state);
+            if keep && present && !wanted.contains(alias) {
+                continue;
+            }
             let action = match (wanted.contains(alias), present, row) {
                 (true, false, _) => Action::Create,
                 (true, true, None) => Action::RecordForeign,

@@ -24,6 +24,7 @@ fn desired(active: Option<bool>) -> DesiredState {
                 quota: Some(1 << 30),
                 aliases: BTreeSet::from(["a.smith@example.com".into()]),
                 groups: BTreeSet::from(["g1".into()]),
+                keep_aliases: false,
             },
         );
     }
@@ -386,4 +387,28 @@ fn the_suspension_and_aliases_of_a_destroyed_account_are_forgotten() {
         ]
     );
     assert_eq!(p.target_writes(), 0);
+}
+
+#[test]
+fn aliases_we_added_stay_while_the_users_mail_aliases_do_not_parse() {
+    let mut d = desired(Some(true));
+    let want = d.stalwart.accounts.get_mut(ALICE).unwrap();
+    want.aliases.clear();
+    want.keep_aliases = true;
+    let p = run(
+        &d,
+        &observed(account(false, IN_SYNC)),
+        &owned(false),
+        &at(0, None),
+    );
+    assert_eq!(actions(&p), []);
+    // Fixed (to an empty list): ours goes.
+    d.stalwart.accounts.get_mut(ALICE).unwrap().keep_aliases = false;
+    let p = run(
+        &d,
+        &observed(account(false, IN_SYNC)),
+        &owned(false),
+        &at(0, None),
+    );
+    assert_eq!(actions(&p), [(Resource::StalwartAlias, Action::Delete)]);
 }
