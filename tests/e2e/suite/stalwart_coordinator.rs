@@ -348,6 +348,13 @@ async fn members_get_accounts_with_their_aliases_lists_their_effective_members_a
         list["recipients"],
         json!({ALICE: true, BOB: true, CAROL: true})
     );
+
+    // The group stops naming the list: ours is destroyed, the domain stays.
+    a.set_group_attributes(&team, json!({}));
+    w.group_changed(&team, "evt-no-list").await;
+    assert!(w.list(TEAM).is_none());
+    assert!(w.owned_row(Resource::StalwartList, TEAM).await.is_none());
+    assert_eq!(w.domain_names().len(), 2);
 }
 
 #[tokio::test]
@@ -464,6 +471,40 @@ async fn a_leaver_is_suspended_at_once_and_destroyed_after_the_delete_after_peri
     // Bob, still a member, is untouched; the domain stays.
     assert!(w.signs_in(BOB));
     assert_eq!(w.domain_names(), ["example.com"]);
+}
+
+#[tokio::test]
+async fn a_pending_destroy_survives_a_coordinator_restart() {
+    let mut w = world_with(
+        Setup {
+            coordinator: vec![("STALWART_DELETE_AFTER", "2s")],
+            ..Setup::default()
+        },
+        |_| {},
+    )
+    .await;
+    let a = &w.stack.authentik;
+    let alice = a.add_user("alice", ALICE);
+    let mail = a.add_group("mail", mailbox_group(None));
+    a.add_member(&mail, alice);
+    w.sweep_done().await;
+    a.remove_member(&mail, alice);
+    w.group_changed(&mail, "evt-leave").await;
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let due = pending[0].due_at_ms;
+
+    // The coordinator is down when the removal falls due.
+    w.stack.coordinator.kill();
+    while now_ms() < due + 500 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(w.account(ALICE).is_some(), "nobody destroyed it meanwhile");
+    w.stack.start_coordinator(2).await;
+    w.until("destroyed after the restart", |w| {
+        w.account(ALICE).is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
