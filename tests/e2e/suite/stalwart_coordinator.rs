@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reconciler_proto::coordinator::{
     LedgerState, ListOwnedRequest, OwnedObject, PendingRemoval, Resource, StatusRequest,
 };
+use reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN;
 use reconciler_testkit::harness::{Stack, StackOptions};
 use reconciler_testkit::stalwart_sim::{ObjectType, SignIn, StalwartSim, StalwartSimConfig};
 use serde_json::{Value, json};
@@ -647,6 +648,59 @@ async fn an_empty_user_list_after_a_full_one_suspends_and_destroys_nothing() {
     w.sweep_done().await;
     assert_eq!(w.writes(), 0, "{:?}", w.sim.counts());
     assert_eq!(w.sim.state(), before);
+}
+
+#[tokio::test]
+async fn a_mass_leave_suspends_nothing_until_a_forced_sweep() {
+    let w = world_with(
+        Setup {
+            coordinator: vec![("STALWART_DELETE_AFTER", "1h")],
+            ..Setup::default()
+        },
+        |_| {},
+    )
+    .await;
+    let a = &w.stack.authentik;
+    let mail = a.add_group("mail", mailbox_group(None));
+    let people: Vec<String> = (0..12).map(|n| format!("user{n}@example.com")).collect();
+    for address in &people {
+        let pk = a.add_user(address.split('@').next().unwrap(), address);
+        a.add_member(&mail, pk);
+    }
+    w.sweep_done().await;
+    assert!(people.iter().all(|p| w.signs_in(p)));
+
+    // The group's attribute is dropped by mistake: every account would go.
+    a.set_group_attributes(&mail, json!({}));
+    w.sim.reset_counts();
+    let job = w.group_changed(&mail, "evt-attribute-dropped").await;
+    assert!(
+        warnings(&job)
+            .iter()
+            .any(|m| m.contains("exceed the guard")),
+        "{job}"
+    );
+    assert_eq!(w.writes(), 0, "{:?}", w.sim.counts());
+    assert!(people.iter().all(|p| w.signs_in(p)));
+    assert!(w.pending().await.is_empty(), "no destroy clock started");
+
+    // An operator who means it forces a sweep.
+    let (status, body) = w
+        .stack
+        .post(
+            "/reconcile-all",
+            &[
+                ("X-Reconciler-Admin-Token", ADMIN_TOKEN),
+                ("X-Reconciler-Force", "true"),
+            ],
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let job = w.stack.wait_job(body["job_id"].as_i64().unwrap()).await;
+    w.expect_done(&job);
+    assert!(people.iter().all(|p| !w.signs_in(p)), "{job}");
+    assert_eq!(w.pending().await.len(), people.len());
 }
 
 #[tokio::test]

@@ -101,7 +101,15 @@ pub(super) fn apply_guards(
             ));
         }
     }
-    let removals = plan.steps.iter().filter(|s| is_delete(s)).count();
+    // A Stalwart suspension refuses sign-in at once, and a leaver's deferred
+    // destroy later runs one user at a time (each too small for this
+    // guard): both count here, so a mass leave is held before either.
+    let mass_removal = |s: &Step| {
+        is_delete(s)
+            || (s.resource == Resource::StalwartSuspension && s.action == Action::Create)
+            || (s.resource == Resource::StalwartAccount && matches!(s.action, Action::Defer { .. }))
+    };
+    let removals = plan.steps.iter().filter(|s| mass_removal(s)).count();
     let owned = ledger
         .iter()
         .filter(|r| r.state != LedgerState::Foreign)
@@ -114,7 +122,7 @@ pub(super) fn apply_guards(
             guards.max_removal_share * 100.0,
             guards.removal_guard_min
         ));
-        plan.steps.retain(|s| !is_delete(s));
+        plan.steps.retain(|s| !mass_removal(s));
     }
     for w in desired.invalid_groups.values() {
         plan.warnings.push(w.clone());

@@ -412,3 +412,66 @@ fn aliases_we_added_stay_while_the_users_mail_aliases_do_not_parse() {
     );
     assert_eq!(actions(&p), [(Resource::StalwartAlias, Action::Delete)]);
 }
+
+#[test]
+fn a_mass_leave_is_held_by_the_removal_guard_before_any_suspension() {
+    // Twenty members of ours left at once (a group's attribute dropped):
+    // suspending them all, and starting their destroy clocks, waits for a
+    // forced sweep.
+    let mut ledger = Vec::new();
+    let mut accounts = BTreeMap::new();
+    for n in 0..20 {
+        let address = format!("user{n}@example.com");
+        let mut r = row(
+            Resource::StalwartAccount,
+            keys::stalwart(&address),
+            LedgerState::Created,
+        );
+        r.username = format!("user{n}");
+        r.remote_id = format!("acc{n}");
+        ledger.push(r);
+        accounts.insert(
+            address,
+            Some(ObservedStalwartAccount {
+                id: format!("acc{n}"),
+                suspended: false,
+                aliases: BTreeSet::new(),
+                quota: None,
+            }),
+        );
+    }
+    let o = Observed {
+        stalwart: Some(ObservedStalwart {
+            domains: BTreeMap::from([("example.com".to_owned(), Some("d1".to_owned()))]),
+            accounts,
+            lists: BTreeMap::new(),
+        }),
+        ..Observed::default()
+    };
+    let p = run(&desired(None), &o, &ledger, &at(0, None));
+    assert_eq!(actions(&p), [], "{:?}", p.warnings);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("exceed the guard")),
+        "{:?}",
+        p.warnings
+    );
+    let forced = Guards {
+        force: true,
+        ..Guards::default()
+    };
+    let p = plan_at(
+        &desired(None),
+        &o,
+        &ledger,
+        &at(0, None),
+        &Scope::All,
+        &forced,
+    );
+    assert_eq!(
+        p.steps
+            .iter()
+            .filter(|s| s.resource == Resource::StalwartSuspension)
+            .count(),
+        20
+    );
+}
