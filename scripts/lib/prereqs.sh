@@ -23,6 +23,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sogo mariadb-server mariadb-client memcached util-linux >/dev/null
 fi
 
+# Chromium, the real headless browser the status page is tested in.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    chromium >/dev/null
+fi
+
 # Synapse (PyPI matrix-synapse) in a cached virtualenv, for the Matrix tests
 # and the demo.
 source scripts/lib/synapse.sh

@@ -122,6 +122,21 @@ impl AgentLink {
 
     /// The message of a call's answer, or its failure classed by the table
     /// every agent sends by (`reconciler_runtime::outcome`).
+    /// One call to the agent, timed (`reconciler_agent_request_duration_seconds`)
+    /// and its failure classed.
+    pub async fn call<T>(
+        &self,
+        call: &'static str,
+        request: impl std::future::Future<
+            Output = std::result::Result<tonic::Response<T>, tonic::Status>,
+        >,
+    ) -> Result<T> {
+        let started = std::time::Instant::now();
+        let answer = request.await;
+        crate::metrics::agent_request(&self.name, call, started.elapsed());
+        self.answer(answer)
+    }
+
     pub fn answer<T>(
         &self,
         answer: std::result::Result<tonic::Response<T>, tonic::Status>,

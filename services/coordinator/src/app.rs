@@ -28,6 +28,7 @@ use crate::targets::{
 use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
+    crate::metrics::install();
     let store = Store::open(&config.state_db_url).await?;
     let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
     if interrupted.requeued > 0 {
@@ -110,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
         wake: wake.clone(),
         webhook_token: config.webhook_token.clone(),
         admin_token: config.admin_token.clone(),
+        status_token: config.status_token.clone(),
         stalwart_webhook_secret: config.stalwart_webhook_secret.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
     });

@@ -28,6 +28,8 @@ pub struct Config {
     pub authentik_timeout: Duration,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STATUS_TOKEN`: a read-only token for the status page.
+    pub status_token: Option<Secret>,
     /// `STALWART_WEBHOOK_SECRET`: the WebHook's `signatureKey`; `None`
     /// turns `/ingest/stalwart` off.
     pub stalwart_webhook_secret: Option<Secret>,
@@ -151,6 +153,9 @@ impl Config {
             authentik_timeout: Duration::from_secs(number("AUTHENTIK_TIMEOUT_SECONDS", "30")?),
             webhook_token: secret("WEBHOOK_TOKEN")?,
             admin_token: secret("ADMIN_TOKEN")?,
+            status_token: read_secret(&lookup, "STATUS_TOKEN")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .filter(|s| !s.expose().is_empty()),
             stalwart_webhook_secret: read_secret(&lookup, "STALWART_WEBHOOK_SECRET")
                 .map_err(|e| Error::Config(e.to_string()))?
                 .filter(|s| !s.expose().is_empty()),

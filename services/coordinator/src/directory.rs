@@ -113,6 +113,50 @@ impl Directory {
         direct.iter().flat_map(|g| self.ancestors(g)).collect()
     }
 
+    /// How `user` comes to be in `granting`: the group names from
+    /// `granting` down to a group the user is directly in (`support`,
+    /// `support-emea`), the shortest such chain; `None` when they are not.
+    pub fn group_chain(&self, user: &User, granting: &str) -> Option<Vec<String>> {
+        let target = normalize_uuid(granting);
+        let mut direct: BTreeSet<String> = user.groups.iter().map(|g| normalize_uuid(g)).collect();
+        for (id, group) in &self.groups {
+            if group.users.contains(&user.pk) {
+                direct.insert(id.clone());
+            }
+        }
+        // Breadth first up the parents, remembering where each came from.
+        let mut came_from: BTreeMap<String, Option<String>> =
+            direct.iter().map(|g| (g.clone(), None)).collect();
+        let mut queue: std::collections::VecDeque<String> = direct.into_iter().collect();
+        while let Some(id) = queue.pop_front() {
+            if id == target {
+                let mut chain = Vec::new();
+                let mut at = Some(id);
+                while let Some(g) = at {
+                    let name = self
+                        .groups
+                        .get(&g)
+                        .map_or_else(|| g.clone(), |x| x.name.clone());
+                    chain.push(name);
+                    at = came_from.get(&g).cloned().flatten();
+                }
+                return Some(chain);
+            }
+            let parents = self
+                .groups
+                .get(&id)
+                .map(|g| g.parent_ids())
+                .unwrap_or_default();
+            for parent in parents {
+                if !came_from.contains_key(&parent) {
+                    came_from.insert(parent.clone(), Some(id.clone()));
+                    queue.push_back(parent);
+                }
+            }
+        }
+        None
+    }
+
     /// Active people in `group` or below whose Authentik email is set but
     /// is not an address we can manage: username → why.
     pub fn unusable_members(&self, group: &str) -> BTreeMap<String, String> {
@@ -226,6 +270,23 @@ mod tests {
             dir.effective_groups(alice),
             BTreeSet::from(["a".into(), "b".into(), "c".into()])
         );
+    }
+
+    #[test]
+    fn the_group_chain_runs_from_the_granting_group_down_to_the_users_own() {
+        let dir = Directory::new(
+            vec![user(1, "alice", true, &["c"])],
+            vec![
+                group("a", &[], &[]),
+                group("b", &["a"], &[]),
+                group("c", &["b"], &[1]),
+                group("z", &[], &[]),
+            ],
+        );
+        let alice = dir.find_user("alice").unwrap();
+        assert_eq!(dir.group_chain(alice, "a").unwrap(), ["a", "b", "c"]);
+        assert_eq!(dir.group_chain(alice, "c").unwrap(), ["c"]);
+        assert_eq!(dir.group_chain(alice, "z"), None);
     }
 
     #[test]

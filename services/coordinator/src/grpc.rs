@@ -77,16 +77,12 @@ impl Coordinator for CoordinatorService {
             .plan
             .steps
             .iter()
-            .map(|s| pb::PlannedChange {
-                action: wire::action(s.action) as i32,
-                resource: wire::resource(s.resource) as i32,
-                key: s.key.to_string(),
-                detail: serde_json::to_string(&s.target).unwrap_or_default(),
-            })
+            .map(|s| crate::explain::planned_change(s, &prepared.directory, self.engine.adapters()))
             .collect();
         Ok(Response::new(pb::PlanResponse {
             changes,
             warnings: prepared.plan.warnings,
+            removals_held: prepared.plan.removals_held as i64,
         }))
     }
 
@@ -143,6 +139,19 @@ impl Coordinator for CoordinatorService {
                 reason: p.reason,
             })
             .collect();
+        let mut failing: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for ((resource, _), b) in store.backoffs().await? {
+            let cause = crate::engine::failure_cause(&b.last_error);
+            *failing.entry((resource, cause)).or_default() += 1;
+        }
+        let failing = failing
+            .into_iter()
+            .map(|((resource, cause), objects)| pb::FailingCause {
+                resource: wire::resource_named(&resource) as i32,
+                cause,
+                objects,
+            })
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             queued: counts.queued,
             running: counts.running,
@@ -152,7 +161,18 @@ impl Coordinator for CoordinatorService {
             components,
             job,
             pending_removals,
+            failing,
         }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let user = request.into_inner().user;
+        Ok(Response::new(
+            crate::explain::explain(&self.engine, &user).await?,
+        ))
     }
 
     async fn list_owned(
@@ -226,7 +246,7 @@ impl Coordinator for CoordinatorService {
 }
 
 /// The operator contract's enums for the planner's and the ledger's types.
-mod wire {
+pub(crate) mod wire {
     use reconciler_proto::coordinator as pb;
 
     use crate::ledger::LedgerState;

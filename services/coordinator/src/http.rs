@@ -30,6 +30,8 @@ pub struct HttpState {
     pub wake: Arc<Notify>,
     pub webhook_token: Secret,
     pub admin_token: Secret,
+    /// `STATUS_TOKEN`: reads `/status` only.
+    pub status_token: Option<Secret>,
     /// `None`: `/ingest/stalwart` answers that it is not configured.
     pub stalwart_webhook_secret: Option<Secret>,
     pub trusted_proxies: TrustedProxies,
@@ -42,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/reconcile-all", post(reconcile_all))
         .route("/jobs/{id}", get(job))
         .route("/metrics", get(metrics))
+        .route("/status", get(crate::status_page::status))
         .route("/audit", get(crate::audit_api::http::audit))
         .route(
             "/ingest/stalwart",
@@ -170,33 +173,15 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let store = state.engine.store();
-    let counts = store.job_counts().await.unwrap_or_default();
-    let last_sweep: i64 = store
-        .get_meta("last_sweep_finished")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let body = format!(
-        "# HELP reconciler_jobs Jobs in the queue by state.\n\
-         # TYPE reconciler_jobs gauge\n\
-         reconciler_jobs{{state=\"queued\"}} {}\n\
-         reconciler_jobs{{state=\"running\"}} {}\n\
-         reconciler_jobs{{state=\"done\"}} {}\n\
-         reconciler_jobs{{state=\"failed\"}} {}\n\
-         # HELP reconciler_last_sweep_finished_seconds Unix time of the last finished sweep.\n\
-         # TYPE reconciler_last_sweep_finished_seconds gauge\n\
-         reconciler_last_sweep_finished_seconds {}\n",
-        counts.queued, counts.running, counts.done, counts.failed, last_sweep
-    );
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
-        .into_response()
+    match crate::metrics::render(state.engine.store()).await {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }

@@ -1,11 +1,23 @@
-//! coordinator: see the crate docs and README.
+//! coordinator: serves (README), or with `plan` / `explain` asks a running
+//! coordinator (`coordinator --help`).
+
+use clap::Parser;
+use coordinator::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    reconciler_runtime::main(
-        "coordinator",
-        coordinator::config::Config::from_env,
-        coordinator::app::run,
-    )
-    .await
+    match Cli::parse().command {
+        None | Some(Command::Serve) => {
+            reconciler_runtime::main(
+                "coordinator",
+                coordinator::config::Config::from_env,
+                coordinator::app::run,
+            )
+            .await
+        }
+        Some(command) => {
+            reconciler_runtime::install_crypto_provider();
+            coordinator::cli::run(command).await
+        }
+    }
 }

@@ -50,9 +50,7 @@ impl Workers {
                     // Another job may be runnable too; let a sibling look.
                     self.wake.notify_one();
                     let span = tracing::info_span!("job", id = job.id, subject = %job.subject, attempt = job.attempts, worker);
-                    self.execute(job.id, &job.subject, job.force, job.attempts)
-                        .instrument(span)
-                        .await;
+                    self.execute(&job).instrument(span).await;
                     self.wake.notify_one();
                 }
                 Ok(None) => {
@@ -85,7 +83,9 @@ impl Workers {
         }
     }
 
-    async fn execute(&self, id: i64, subject: &str, force: bool, attempts: i64) {
+    async fn execute(&self, job: &crate::store::ClaimedJob) {
+        let (id, force, attempts) = (job.id, job.force, job.attempts);
+        let subject = job.subject.as_str();
         let store = self.engine.store();
         let subject = match Subject::parse(subject) {
             Ok(s) => s,
@@ -94,7 +94,16 @@ impl Workers {
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let result = self.engine.run(id, &subject, force).await;
+        if let Ok(report) = &result {
+            let trigger = if job.trigger.is_empty() {
+                "unknown"
+            } else {
+                &job.trigger
+            };
+            crate::metrics::record_run(trigger, started.elapsed(), report, self.engine.adapters());
+        }
         let outcome = match result {
             Ok(report) if report.transient_failures == 0 => {
                 store.finish(id, &report.summary()).await

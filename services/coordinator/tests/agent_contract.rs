@@ -19,17 +19,23 @@ use std::time::Duration;
 use coordinator::agents::AgentLink;
 use coordinator::targets::TargetAdapter;
 use coordinator::targets::{
-    mailcow::Mailcow, nextcloud::Nextcloud, sogo::Sogo, stalwart::Stalwart,
+    mailcow::Mailcow,
+    matrix::{Matrix, MatrixIdentities},
+    nextcloud::Nextcloud,
+    sogo::Sogo,
+    stalwart::Stalwart,
 };
 use futures::future::BoxFuture;
 use reconciler_proto::agent::{
-    AliasCreate, AliasDelete, ChangeResult, MailcowChange, MailcowObserveRequest,
-    NextcloudAccountCreate, NextcloudAccountDelete, NextcloudChange, NextcloudObserveRequest,
-    Outcome, SogoChange, SogoDelegateAdd, SogoObserveRequest,
-    mailcow_agent_client::MailcowAgentClient, mailcow_agent_server::MailcowAgentServer,
-    mailcow_change, nextcloud_agent_client::NextcloudAgentClient,
-    nextcloud_agent_server::NextcloudAgentServer, nextcloud_change,
-    sogo_agent_client::SogoAgentClient, sogo_agent_server::SogoAgentServer, sogo_change,
+    AliasCreate, AliasDelete, ChangeResult, MailcowChange, MailcowObserveRequest, MatrixChange,
+    MatrixInvite, MatrixObserveRequest, NextcloudAccountCreate, NextcloudAccountDelete,
+    NextcloudChange, NextcloudObserveRequest, Outcome, SogoChange, SogoDelegateAdd,
+    SogoObserveRequest, mailcow_agent_client::MailcowAgentClient,
+    mailcow_agent_server::MailcowAgentServer, mailcow_change,
+    matrix_agent_client::MatrixAgentClient, matrix_agent_server::MatrixAgentServer, matrix_change,
+    nextcloud_agent_client::NextcloudAgentClient, nextcloud_agent_server::NextcloudAgentServer,
+    nextcloud_change, sogo_agent_client::SogoAgentClient, sogo_agent_server::SogoAgentServer,
+    sogo_change,
 };
 use reconciler_proto::agent::{
     StalwartAccountCreate, StalwartAccountDestroy, StalwartAccountType, StalwartChange,
@@ -352,6 +358,73 @@ async fn nextcloud() -> Subject {
     }
 }
 
+async fn matrix() -> Subject {
+    use matrix_agent::error::Error;
+    use matrix_agent::fake::FakeMatrix;
+    use matrix_change::Kind;
+
+    const NAME: &str = "matrix-agent";
+    const ROOM: &str = "!team:example.org";
+    const ALICE: &str = "@alice:example.org";
+    let target = Arc::new(FakeMatrix::new("@reconciler:example.org"));
+    target.add_room(ROOM, Some("#team:example.org"));
+    target.add_account(ALICE);
+    let agent = matrix_agent::service::MatrixAgent::new(target.clone());
+    let (addr, stop) = serve(NAME, MatrixAgentServer::new(agent)).await;
+    let request = || MatrixObserveRequest {
+        rooms: vec!["#team:example.org".into()],
+        users: vec![ALICE.into()],
+        ..MatrixObserveRequest::default()
+    };
+    let adapter =
+        move |token: &str| Matrix::new(link(NAME, addr, token), MatrixIdentities::default());
+    Subject {
+        name: NAME,
+        addr,
+        apply: Box::new(move |token, case| {
+            // Room memberships carry no marker: the coordinator's ledger
+            // alone knows which are ours, so the agent has nothing to refuse on.
+            assert!(matches!(case, Case::Applies), "Matrix has no not-ours case");
+            let adapter = adapter(&token);
+            Box::pin(async move {
+                let change = MatrixChange {
+                    id: "c1".into(),
+                    kind: Some(Kind::Invite(MatrixInvite {
+                        room: ROOM.into(),
+                        user_id: ALICE.into(),
+                        reason: String::new(),
+                    })),
+                };
+                Ok(TargetAdapter::apply(&adapter, vec![change]).await?.results)
+            })
+        }),
+        not_ours_still_there: None,
+        // Synapse that cannot be asked is reported inside the answer.
+        observe: Box::new(move |token| {
+            let adapter = adapter(&token);
+            Box::pin(async move {
+                let response = adapter.observe_agent(request()).await?;
+                Ok(response.unavailable.map(|u| u.outcome()))
+            })
+        }),
+        observe_plainly: Box::new(move |token| {
+            Box::pin(async move {
+                let mut client = MatrixAgentClient::new(plain_channel(addr, &token).await);
+                client.observe(request()).await.map(drop)
+            })
+        }),
+        trouble: Box::new(move |trouble| match trouble {
+            Trouble::Down => target.fail_with(|| {
+                Error::Transient("GET whoami: cannot connect: connection refused".into())
+            }),
+            Trouble::Misconfigured => target.fail_with(|| {
+                Error::Config("401 M_UNKNOWN_TOKEN: Invalid access token passed.".into())
+            }),
+        }),
+        _stop: stop,
+    }
+}
+
 async fn stalwart() -> Subject {
     use stalwart_agent::error::Error;
     use stalwart_agent::fake::FakeStalwart;
@@ -426,11 +499,12 @@ async fn stalwart() -> Subject {
     }
 }
 
-async fn every_agent() -> [Subject; 4] {
+async fn every_agent() -> [Subject; 5] {
     [
         mailcow().await,
         sogo().await,
         nextcloud().await,
+        matrix().await,
         stalwart().await,
     ]
 }
@@ -501,10 +575,7 @@ async fn an_object_that_is_not_ours_is_refused_by_every_agent_that_can_tell() {
         assert!(still_there(), "{}", agent.name);
         asked.push(agent.name);
     }
-    assert_eq!(
-        asked,
-        ["mailcow-agent", "nextcloud-agent", "stalwart-agent"]
-    );
+    assert_eq!(asked, ["mailcow-agent", "nextcloud-agent", "stalwart-agent"]);
 }
 
 #[tokio::test]
@@ -600,6 +671,7 @@ async fn every_agent_answers_health_without_a_token() {
 #[test]
 fn every_agents_errors_become_statuses_by_the_one_table() {
     use mailcow_agent::error::Error as Mailcow;
+    use matrix_agent::error::Error as Matrix;
     use nextcloud_agent::error::Error as Nextcloud;
     use sogo_agent::error::Error as Sogo;
     use stalwart_agent::error::Error as Stalwart;
@@ -664,6 +736,27 @@ fn every_agents_errors_become_statuses_by_the_one_table() {
             "nextcloud-agent",
             Outcome::Config,
             Nextcloud::Config(text()).into(),
+        ),
+        (
+            "matrix-agent",
+            Outcome::Transient,
+            Matrix::Transient(text()).into(),
+        ),
+        (
+            "matrix-agent",
+            Outcome::Permanent,
+            Matrix::Permanent {
+                call: "invite",
+                status: 403,
+                errcode: "M_FORBIDDEN".into(),
+                reason: text(),
+            }
+            .into(),
+        ),
+        (
+            "matrix-agent",
+            Outcome::Config,
+            Matrix::Config(text()).into(),
         ),
         (
             "stalwart-agent",

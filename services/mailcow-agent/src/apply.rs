@@ -80,6 +80,13 @@ impl Applier<'_> {
                 "mailbox ACL changes are applied in per-owner batches".into(),
             )),
         };
+        change_result(id, result)
+    }
+}
+
+/// The wire result of one change.
+pub fn change_result(id: String, result: Result<Done>) -> ChangeResult {
+    {
         let done = result.unwrap_or_else(|e| Done::new(e.outcome(), e.to_string()));
         ChangeResult {
             id,
@@ -98,7 +105,9 @@ impl Applier<'_> {
             ..Default::default()
         }
     }
+}
 
+impl Applier<'_> {
     /// Holds `object` (a login, mailbox or address) against other changes
     /// to it; Mailcow ignores case in these, so the lock does too.
     async fn lock(&self, object: &str) -> KeyGuard {
@@ -229,6 +238,132 @@ impl Applier<'_> {
         let mut done = Done::new(Outcome::Applied, "app password created").with_id(id);
         done.secret = Some(secret);
         Ok(done)
+    }
+
+    /// Several creates on one mailbox: one listing before and one after the
+    /// whole group, instead of two per create, so a mailbox's thousandth
+    /// app password costs what its first did. Each create still gets its
+    /// own outcome, secret and id; a lost answer is settled as for one.
+    pub async fn app_password_creates(
+        &self,
+        mailbox: &str,
+        creates: Vec<(usize, String, AppPasswordCreate)>,
+    ) -> Vec<(usize, ChangeResult)> {
+        let mut results = Vec::new();
+        if let Err(e) = address::plain("mailbox", mailbox) {
+            let (outcome, message) = (e.outcome(), e.to_string());
+            return creates
+                .into_iter()
+                .map(|(i, id, _)| {
+                    (
+                        i,
+                        change_result(id, Ok(Done::new(outcome, message.clone()))),
+                    )
+                })
+                .collect();
+        }
+        let _guard = self.lock(mailbox).await;
+        let before = match self.api.app_passwords(mailbox).await {
+            Ok(before) => before,
+            Err(e) => {
+                let (outcome, message) = (e.outcome(), e.to_string());
+                return creates
+                    .into_iter()
+                    .map(|(i, id, _)| {
+                        (
+                            i,
+                            change_result(id, Ok(Done::new(outcome, message.clone()))),
+                        )
+                    })
+                    .collect();
+            }
+        };
+        let known: BTreeSet<i64> = before.iter().map(|p| p.id).collect();
+        // Added (or maybe added: the answer was lost), waiting for their ids.
+        let mut added = Vec::new();
+        for (i, id, c) in creates {
+            let checked = ours(&c.name).and_then(|w| Ok((w, mailcow_flags(&c.protocols)?)));
+            let (wanted, protocols) = match checked {
+                Ok(checked) => checked,
+                Err(e) => {
+                    results.push((i, change_result(id, Err(e))));
+                    continue;
+                }
+            };
+            if let Some(existing) = before.iter().find(|p| same_name(&p.name, &wanted)) {
+                let done = Done::new(Outcome::Unchanged, "app password already exists")
+                    .with_id(existing.id);
+                results.push((i, change_result(id, Ok(done))));
+                continue;
+            }
+            if let Some(done) = self.dry(format!("create app password {} on {}", c.name, mailbox)) {
+                results.push((i, change_result(id, Ok(done))));
+                continue;
+            }
+            let secret = password::generate();
+            let lost = match self
+                .api
+                .add_app_password(mailbox, &c.name, secret.expose(), &protocols)
+                .await
+            {
+                Ok(()) => None,
+                Err(e) if e.write_may_have_happened() => Some(e),
+                Err(e) => {
+                    results.push((i, change_result(id, Err(e))));
+                    continue;
+                }
+            };
+            added.push((i, id, c, wanted, protocols, secret, lost));
+        }
+        if added.is_empty() {
+            return results;
+        }
+        let after = self.api.app_passwords(mailbox).await;
+        for (i, id, c, wanted, protocols, secret, lost) in added {
+            let found = match &after {
+                Ok(after) => after
+                    .iter()
+                    .filter(|p| same_name(&p.name, &wanted) && !known.contains(&p.id))
+                    .map(|p| p.id)
+                    .max(),
+                Err(_) => None,
+            };
+            let result = match (found, lost, &after) {
+                (Some(new), None, _) => {
+                    let mut done = Done::new(Outcome::Applied, "app password created").with_id(new);
+                    done.secret = Some(secret);
+                    Ok(done)
+                }
+                // Mailcow made it but the answer was lost: set the secret
+                // anew so the one returned is certainly the one it has.
+                (Some(new), Some(e), _) => {
+                    tracing::warn!(%mailbox, id = new, error = %e, "add/app-passwd answer lost; adopting the app password it made");
+                    self.api
+                        .set_app_password_secret(new, mailbox, secret.expose(), &protocols)
+                        .await
+                        .map(|()| {
+                            let mut done = Done::new(
+                                Outcome::Applied,
+                                "app password created (Mailcow's answer was lost; found and adopted)",
+                            )
+                            .with_id(new);
+                            done.secret = Some(secret);
+                            done
+                        })
+                }
+                (None, Some(e), _) => {
+                    self.adopt_after_lost_answer(&c, &protocols, &wanted, &known, secret, e)
+                        .await
+                }
+                (None, None, Err(e)) => Ok(Done::new(e.outcome(), e.to_string())),
+                (None, None, Ok(_)) => Err(Error::Permanent(format!(
+                    "Mailcow confirmed app password {} on {mailbox} but does not list it",
+                    c.name
+                ))),
+            };
+            results.push((i, change_result(id, result)));
+        }
+        results
     }
 
     /// The newest app password named `wanted` on `mailbox` that is not in

@@ -130,6 +130,10 @@ impl MailcowApi for FakeMailcow {
         Ok(found.cloned())
     }
 
+    async fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+        Ok(self.state()?.mailboxes.clone())
+    }
+
     async fn aliases(&self) -> Result<Vec<Alias>> {
         Ok(self.state()?.aliases.clone())
     }

@@ -39,12 +39,19 @@ pub async fn observe(
     // for that mailbox) is reported in `errors` and left out; it never
     // fails the whole observation, nor hides the other subjects.
     let mut errors = Vec::new();
-    let sender_acls = stream::iter(unique(&request.sender_acl_logins))
+    let logins = unique(&request.sender_acl_logins);
+    let listed = listed_mailboxes(api.as_ref(), logins.len()).await?;
+    let sender_acls = stream::iter(logins)
         .map(|login| {
             let api = api.clone();
             let aliases = &aliases;
+            let listed = &listed;
             async move {
-                let state = sender_acl_state(api.as_ref(), aliases, login.clone()).await;
+                let state = match listed {
+                    Some(listed) => crate::address::plain("login", &login)
+                        .map(|_| listed_state(listed, aliases, login.clone())),
+                    None => sender_acl_state(api.as_ref(), aliases, login.clone()).await,
+                };
                 (login, state)
             }
         })
@@ -206,6 +213,55 @@ pub fn not_configured() -> Error {
         "mailbox ACLs need DOVECOT_CONTAINER (docker exec) or DOVEADM_MODE=local on the mailcow-agent"
             .into(),
     )
+}
+
+/// Above this many logins, one `get/mailbox/all` is cheaper than a
+/// `get/mailbox/{login}` each: a sweep reads at the floor (one listing),
+/// a webhook about one user still reads only their mailbox.
+pub const PER_MAILBOX_READS_MAX: usize = 8;
+
+/// Every mailbox by lower-cased login, when `logins` is many and this
+/// Mailcow lists `sender_acl` (2026-07a and later); `None`: read per
+/// mailbox instead (few logins, or an older server, which then says it
+/// needs 2026-07a on the first read).
+async fn listed_mailboxes(
+    api: &dyn MailcowApi,
+    logins: usize,
+) -> Result<Option<std::collections::BTreeMap<String, crate::mailcow::Mailbox>>> {
+    if logins <= PER_MAILBOX_READS_MAX {
+        return Ok(None);
+    }
+    let mailboxes = api.mailboxes().await?;
+    if mailboxes.iter().any(|m| m.sender_acl.is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        mailboxes
+            .into_iter()
+            .map(|m| (m.username.to_ascii_lowercase(), m))
+            .collect(),
+    ))
+}
+
+/// A login's state from the mailbox listing.
+fn listed_state(
+    listed: &std::collections::BTreeMap<String, crate::mailcow::Mailbox>,
+    aliases: &[Alias],
+    login: String,
+) -> SenderAclState {
+    match listed.get(&login.to_ascii_lowercase()) {
+        None => SenderAclState {
+            login,
+            mailbox_exists: false,
+            ..Default::default()
+        },
+        Some(mailbox) => SenderAclState {
+            implicitly_allowed: implicitly_allowed(&login, aliases),
+            send_as: mailbox.sender_acl.clone().unwrap_or_default(),
+            login,
+            mailbox_exists: true,
+        },
+    }
 }
 
 async fn sender_acl_state(

@@ -103,6 +103,50 @@ type Split = (
     Vec<(usize, ChangeResult)>,
 );
 
+/// App password creates, by mailbox, for mailboxes with more than one in
+/// this call (applied as a group: one listing before, one after); the
+/// other changes as they were.
+#[allow(clippy::type_complexity)]
+fn group_app_password_creates(
+    rest: Vec<(usize, MailcowChange)>,
+) -> (
+    BTreeMap<String, Vec<(usize, String, reconciler_proto::agent::AppPasswordCreate)>>,
+    Vec<(usize, MailcowChange)>,
+) {
+    let mut per_mailbox: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, change) in &rest {
+        if let Some(Kind::AppPasswordCreate(c)) = &change.kind {
+            *per_mailbox
+                .entry(c.mailbox.to_ascii_lowercase())
+                .or_default() += 1;
+        }
+    }
+    let mut groups: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut others = Vec::new();
+    for (i, change) in rest {
+        match change.kind {
+            Some(Kind::AppPasswordCreate(c))
+                if per_mailbox
+                    .get(&c.mailbox.to_ascii_lowercase())
+                    .is_some_and(|n| *n > 1) =>
+            {
+                groups
+                    .entry(c.mailbox.to_ascii_lowercase())
+                    .or_default()
+                    .push((i, change.id, c));
+            }
+            kind => others.push((
+                i,
+                MailcowChange {
+                    id: change.id,
+                    kind,
+                },
+            )),
+        }
+    }
+    (groups, others)
+}
+
 fn split(changes: Vec<MailcowChange>) -> Split {
     let (mut acls, mut rest, mut invalid) = (BTreeMap::new(), Vec::new(), Vec::new());
     for (i, change) in changes.into_iter().enumerate() {
@@ -186,6 +230,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
         let MailcowApplyRequest { changes, dry_run } = request.into_inner();
         let count = changes.len();
         let (acls, rest, invalid) = split(changes);
+        let (creates, rest) = group_app_password_creates(rest);
         let applier = Applier {
             api: self.api.as_ref(),
             locks: &self.locks,
@@ -199,11 +244,24 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
             })
             .buffered(APPLY_CONCURRENCY)
             .collect::<Vec<_>>();
-        let (rest_results, (acl_results, execs, writes)) =
-            tokio::join!(rest_results, self.apply_acls(acls, dry_run));
+        let create_results = stream::iter(creates)
+            .map(|(mailbox, group)| {
+                let applier = &applier;
+                async move { applier.app_password_creates(&mailbox, group).await }
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect::<Vec<_>>();
+        let (rest_results, create_results, (acl_results, execs, writes)) =
+            tokio::join!(rest_results, create_results, self.apply_acls(acls, dry_run));
 
         let mut slots: Vec<Option<ChangeResult>> = vec![None; count];
-        for (i, r) in rest_results.into_iter().chain(acl_results).chain(invalid) {
+        let create_results = create_results.into_iter().flatten();
+        for (i, r) in rest_results
+            .into_iter()
+            .chain(create_results)
+            .chain(acl_results)
+            .chain(invalid)
+        {
             slots[i] = Some(r);
         }
         let results: Vec<ChangeResult> = slots.into_iter().flatten().collect();
@@ -226,6 +284,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
                 "dovecot batch"
             );
         }
+        reconciler_runtime::metrics::changes("mailcow-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(MailcowApplyResponse {
             results,
             doveadm_execs: execs,

@@ -250,6 +250,7 @@ impl nextcloud_agent_server::NextcloudAgent for NextcloudAgent {
                 }
             }
         }
+        reconciler_runtime::metrics::changes("nextcloud-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(NextcloudApplyResponse { results }))
     }
 }

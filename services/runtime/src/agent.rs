@@ -105,8 +105,18 @@ impl BoundAgent {
     }
 
     /// Serves until `shutdown` resolves, then finishes the calls in flight.
+    /// With `METRICS_LISTEN` set, the agent's metrics are served there too
+    /// (`GET /metrics`, see [`crate::metrics`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let addr = self.addr;
+        if let Some(metrics) = crate::metrics::listen_from_env().map_err(ServeError::Limits)? {
+            let name = self.name;
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(metrics, std::future::pending()).await {
+                    tracing::error!(%metrics, error = %e, "{name}: metrics not served");
+                }
+            });
+        }
         crate::announce::announce("grpc", addr).map_err(ServeError::Announce)?;
         tracing::info!(%addr, "{} listening", self.name);
         // For people starting the binary by hand, who read stdout.

@@ -69,6 +69,15 @@ impl DockerExec {
 #[async_trait]
 impl CommandRunner for DockerExec {
     async fn run(&self, argv: &[String]) -> Result<ExecOutput> {
+        let started = std::time::Instant::now();
+        let ran = self.run_in_container(argv).await;
+        crate::metrics::process(argv, started.elapsed());
+        ran
+    }
+}
+
+impl DockerExec {
+    async fn run_in_container(&self, argv: &[String]) -> Result<ExecOutput> {
         let unavailable = |e: bollard::errors::Error| {
             ExecError::Unavailable(format!("docker exec in {}: {e}", self.container))
         };
@@ -138,12 +147,15 @@ impl CommandRunner for LocalExec {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| ExecError::Config("empty command".into()))?;
+        let started = std::time::Instant::now();
         let output = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
-            .await
-            .map_err(|e| ExecError::Unavailable(format!("running {program}: {e}")))?;
+            .await;
+        crate::metrics::process(argv, started.elapsed());
+        let output =
+            output.map_err(|e| ExecError::Unavailable(format!("running {program}: {e}")))?;
         Ok(ExecOutput {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

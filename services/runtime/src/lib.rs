@@ -19,6 +19,7 @@ pub mod exec;
 pub mod grpc;
 pub mod listen;
 pub mod locks;
+pub mod metrics;
 pub mod outcome;
 pub mod propagation;
 pub mod secrets;

@@ -278,6 +278,7 @@ impl sogo_agent_server::SogoAgent for SogoAgent {
                 }
             }
         }
+        reconciler_runtime::metrics::changes("sogo-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(SogoApplyResponse { results }))
     }
 }

@@ -669,3 +669,52 @@ async fn an_add_whose_answer_is_lost_is_adopted_with_a_working_secret() {
             .verify_app_password(INFO, OURS, &first[0].secret)
     );
 }
+
+/// Many creates on one mailbox list its app passwords twice in all (before
+/// and after the group), not twice per create: the cost stays linear as
+/// the mailbox fills up. Every create still gets its own id and secret.
+#[tokio::test]
+async fn creates_on_one_mailbox_list_it_twice_in_all() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let existing = stack.mailcow.add_app_password(
+        INFO,
+        "authentik-sync:user0:info@example.com",
+        "some-Secret-1",
+    );
+    let names: Vec<String> = (0..25)
+        .map(|i| format!("authentik-sync:user{i}:info@example.com"))
+        .collect();
+    stack.mailcow.reset_counts();
+    let results = apply(
+        &mut client,
+        false,
+        names.iter().map(|n| create_app_password(n)).collect(),
+    )
+    .await;
+    let counts = stack.mailcow.counts();
+    assert_eq!(counts.get("read get/app-passwd"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("write add/app-passwd"), Some(&24), "{counts:?}");
+    assert_eq!(outcome(&results[0]), Outcome::Unchanged);
+    assert_eq!(remote_id(&results[0]), existing);
+    let listed = stack.mailcow.app_passwords(INFO);
+    let mut ids = std::collections::BTreeSet::new();
+    for (name, result) in names.iter().zip(&results).skip(1) {
+        assert_eq!(outcome(result), Outcome::Applied, "{}", result.message);
+        assert!(!result.secret.is_empty());
+        let id = remote_id(result);
+        assert!(ids.insert(id), "each create names its own app password");
+        let stored = listed.iter().find(|p| p.id == id).expect("listed");
+        assert_eq!(&stored.name, name, "the id is the one made for this name");
+    }
+    // The same again: nothing written, one listing.
+    stack.mailcow.reset_counts();
+    let again = apply(
+        &mut client,
+        false,
+        names.iter().map(|n| create_app_password(n)).collect(),
+    )
+    .await;
+    assert!(again.iter().all(|r| outcome(r) == Outcome::Unchanged));
+    assert_eq!(stack.mailcow.write_count(), 0);
+    assert_eq!(stack.mailcow.counts().get("read get/app-passwd"), Some(&1));
+}

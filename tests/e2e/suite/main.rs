@@ -9,6 +9,7 @@
 
 mod authentik_listing;
 mod catchup;
+mod cli;
 mod dovecot;
 mod edges;
 mod grpc;
@@ -16,10 +17,14 @@ mod mailcow;
 mod mailcow_agent;
 mod matrix_agent;
 mod matrix_client;
+mod matrix_coordinator;
+mod metrics;
 mod nextcloud;
+mod request_floor;
 mod safety;
 mod sogo;
 mod stalwart_agent;
 mod stalwart_coordinator;
 mod stalwart_ingest;
+mod status_page;
 mod trace_context;

@@ -172,17 +172,26 @@ pub fn parse_matrix(value: &Value) -> Result<MatrixSpec, String> {
     })
 }
 
-/// A room id or alias: a sigil, a local part and a server name. Synapse
-/// judges the rest; this only keeps obvious mistakes (a bare name, a user
-/// ID) out of the ledger and the agent's requests.
+/// A room id or alias. An alias is `#local:server`. A room id is
+/// `!opaque:server` up to room version 11, and from room version 12 (what
+/// Synapse creates by default since 1.16x) `!` and the create event's hash
+/// alone, with no server part. Synapse judges the rest; this only keeps
+/// obvious mistakes (a bare name, a user ID) out of the ledger and the
+/// agent's requests.
 pub fn room_reference(room: &str) -> Result<String, String> {
     let room = room.trim();
-    let shaped = (room.starts_with('!') || room.starts_with('#'))
-        && room.len() <= 255
-        && room
-            .split_once(':')
-            .is_some_and(|(local, server)| local.len() > 1 && !server.is_empty())
-        && !room.contains(['|', ' ', '\n']);
+    let with_server = |rest: &str| {
+        rest.split_once(':')
+            .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty())
+    };
+    let well_formed = match (room.strip_prefix('#'), room.strip_prefix('!')) {
+        (Some(alias), _) => with_server(alias),
+        (_, Some(id)) if id.contains(':') => with_server(id),
+        // Room version 12: no server part.
+        (_, Some(id)) => !id.is_empty(),
+        _ => false,
+    };
+    let shaped = well_formed && room.len() <= 255 && !room.contains(['|', ' ', '\n']);
     if shaped {
         Ok(room.to_owned())
     } else {
@@ -227,6 +236,22 @@ mod tests {
     }
 
     #[test]
+    fn room_ids_of_every_room_version_are_accepted() {
+        // Up to room version 11 the id names a server; from version 12
+        // (Synapse's default room version now) it is the create event's
+        // hash alone.
+        for room in [
+            "!abc:example.com",
+            "!C3PRI2zxFwPcs8djZorHLYm9NjfXy8I5e-vog6q1oSw",
+            "#team:example.com",
+        ] {
+            assert_eq!(room_reference(room).as_deref(), Ok(room));
+            let spec = parse_matrix(&json!({ "rooms": [room] })).unwrap();
+            assert_eq!(spec.rooms, [room]);
+        }
+    }
+
+    #[test]
     fn unset_policies_are_left_to_the_defaults() {
         let spec = parse_matrix(&json!({"rooms": ["#team:example.com"]})).unwrap();
         assert_eq!(
@@ -252,6 +277,9 @@ mod tests {
             (json!({"rooms": []}), "names no room"),
             (json!({"rooms": ["team"]}), "is not a room id"),
             (json!({"rooms": ["@alice:example.com"]}), "is not a room id"),
+            (json!({"rooms": ["#team"]}), "is not a room id"),
+            (json!({"rooms": ["!"]}), "is not a room id"),
+            (json!({"rooms": ["!abc:"]}), "is not a room id"),
             (
                 json!({"rooms": ["#a:b"], "join": "knock"}),
                 "not a join method",

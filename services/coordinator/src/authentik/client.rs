@@ -61,14 +61,17 @@ impl AuthentikClient {
             query.push(("ordering", "pk"));
         }
         query.extend_from_slice(extra);
+        let started = std::time::Instant::now();
         let response = self
             .http
             .get(&url)
             .bearer_auth(self.token.expose())
             .query(&query)
             .send()
-            .await
-            .map_err(|e| Error::Authentik(format!("GET {path}: {}", without_url(&e))))?;
+            .await;
+        crate::metrics::authentik_request(path, started.elapsed());
+        let response =
+            response.map_err(|e| Error::Authentik(format!("GET {path}: {}", without_url(&e))))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Config(format!(

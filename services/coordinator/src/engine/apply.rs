@@ -24,6 +24,7 @@ impl Engine {
         let mut report = RunReport {
             planned: plan.steps.len(),
             warnings: plan.warnings.clone(),
+            removals_held: plan.removals_held,
             ..RunReport::default()
         };
         for w in &plan.warnings {

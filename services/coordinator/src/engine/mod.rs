@@ -28,7 +28,7 @@ use crate::subject::Subject;
 
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
 use observe::Observation;
-pub use report::RunReport;
+pub use report::{RunReport, cause as failure_cause};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -69,6 +69,8 @@ pub struct Engine {
 /// What a run decided, before applying.
 pub struct Prepared {
     pub plan: Plan,
+    /// The directory the plan was made from (group names, nesting).
+    pub directory: Directory,
     scope_users: BTreeSet<String>,
     people: Vec<(i64, String, String)>,
     user_count: usize,
@@ -160,6 +162,7 @@ impl Engine {
         let people = people_with_grants(&directory, &desired);
         Ok(Prepared {
             plan,
+            directory,
             scope_users,
             people,
             user_count,

@@ -26,6 +26,9 @@ pub struct RunReport {
     /// warning per cause at the end of the run.
     #[serde(skip)]
     pub(crate) failure_causes: BTreeMap<(String, String), u64>,
+    /// Removals the plan's guards held back.
+    #[serde(skip)]
+    pub removals_held: usize,
     /// The state DB snapshot taken before this run's removals, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_backup: Option<String>,
@@ -80,7 +83,7 @@ impl RunReport {
 }
 
 /// A failure message without what differs from object to object.
-fn cause(message: &str) -> String {
+pub fn cause(message: &str) -> String {
     message
         .split_whitespace()
         .map(|word| {

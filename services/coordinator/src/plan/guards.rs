@@ -57,6 +57,7 @@ pub(super) fn apply_guards(
                 .push(format!("{held} removal(s) held: {}", guards.hold_reason));
         }
         plan.steps.retain(|s| !may_shrink(s));
+        plan.removals_held += held;
         return;
     }
     // A group whose attributes no longer parse keeps what it granted.
@@ -69,6 +70,7 @@ pub(super) fn apply_guards(
                     .any(|g| desired.invalid_groups.contains_key(g)))
         });
         let held = before - plan.steps.len();
+        plan.removals_held += held;
         if held > 0 {
             plan.warnings.push(format!(
                 "{held} removal(s) held because a granting group has invalid attributes"
@@ -89,6 +91,7 @@ pub(super) fn apply_guards(
                             .any(|g| desired.groups_with_unusable_members.contains(g)))))
         });
         let held = before - plan.steps.len();
+        plan.removals_held += held;
         for (username, why) in &desired.unusable_members {
             plan.warnings.push(format!(
                 "user `{username}`: the Authentik email is not a usable address ({why}); \
@@ -101,15 +104,17 @@ pub(super) fn apply_guards(
             ));
         }
     }
-    // A Stalwart suspension refuses sign-in at once, and a leaver's deferred
-    // destroy later runs one user at a time (each too small for this
-    // guard): both count here, so a mass leave is held before either.
-    let mass_removal = |s: &Step| {
+    // A removal put off for a grace period counts here too: once its grace
+    // period is over, the grace timer runs each member's removal as a run
+    // of its own, one or two removals each, which this guard would never
+    // stop. A mass leave is held when it is first seen, deferred or not.
+    // A Stalwart suspension refuses sign-in at once: it counts as well.
+    let is_removal = |s: &Step| {
         is_delete(s)
+            || matches!(s.action, Action::Defer { .. })
             || (s.resource == Resource::StalwartSuspension && s.action == Action::Create)
-            || (s.resource == Resource::StalwartAccount && matches!(s.action, Action::Defer { .. }))
     };
-    let removals = plan.steps.iter().filter(|s| mass_removal(s)).count();
+    let removals = plan.steps.iter().filter(|s| is_removal(s)).count();
     let owned = ledger
         .iter()
         .filter(|r| r.state != LedgerState::Foreign)
@@ -122,7 +127,8 @@ pub(super) fn apply_guards(
             guards.max_removal_share * 100.0,
             guards.removal_guard_min
         ));
-        plan.steps.retain(|s| !mass_removal(s));
+        plan.steps.retain(|s| !is_removal(s));
+        plan.removals_held += removals;
     }
     for w in desired.invalid_groups.values() {
         plan.warnings.push(w.clone());

@@ -203,7 +203,10 @@ pub enum Target {
         on_leave: LeaveAction,
         reason: String,
     },
-    /// `user_id`'s power level in `room_id`; `None` resets to the default.
+    /// `user_id`'s power level in `room_id`: the level set (create,
+    /// update), or for a delete the level of ours that is removed, so the
+    /// entry falls back to the room's default. `None` only in ledger-only
+    /// steps (forget, record foreign) that know no level.
     MatrixPowerLevel {
         room_id: String,
         user_id: String,
@@ -303,6 +306,9 @@ pub struct Plan {
     /// planned for them (neither grants nor removals). The rest of the
     /// plan is unaffected: one target down never holds back the others.
     pub held: Vec<Held>,
+    /// Removals the safety guards dropped from this plan.
+    #[serde(skip)]
+    pub removals_held: usize,
 }
 
 /// A part of the world this plan leaves alone because it could not be read.

@@ -24,6 +24,8 @@ pub struct ClaimedJob {
     pub subject: String,
     pub force: bool,
     pub attempts: i64,
+    /// What queued it (`webhook`, `timer`, `grace`, `catchup`, …).
+    pub trigger: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -151,7 +153,7 @@ impl Store {
                                   AND (r.subject = j.subject OR r.subject = ?2 OR j.subject = ?2))
                 ORDER BY j.not_before, j.id LIMIT 1)
              AND state = 'queued'
-             RETURNING id, subject, force, attempts",
+             RETURNING id, subject, force, attempts, trigger",
         )
         .bind(now)
         .bind(Subject::SWEEP)
@@ -162,6 +164,7 @@ impl Store {
             subject: r.get("subject"),
             force: r.get::<i64, _>("force") != 0,
             attempts: r.get("attempts"),
+            trigger: r.get("trigger"),
         }))
     }
 
@@ -275,6 +278,21 @@ impl Store {
         }))
     }
 
+    /// The most recent sweep that finished (done or failed).
+    pub async fn last_finished_sweep(&self) -> Result<Option<JobRow>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE subject = ? AND state IN ('done', 'failed')
+             ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(Subject::SWEEP)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => self.job(id).await,
+            None => Ok(None),
+        }
+    }
+
     pub async fn job_counts(&self) -> Result<JobCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.pool)
@@ -291,6 +309,15 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// When the oldest queued job was queued (unix ms), if any is.
+    pub async fn oldest_queued_job(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// When the next queued job becomes due (unix ms), for the worker's sleep.

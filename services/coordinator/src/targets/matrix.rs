@@ -69,7 +69,9 @@ impl Matrix {
         &self,
         request: MatrixObserveRequest,
     ) -> Result<MatrixObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 
     /// The server name, asked of Synapse (through the bot's ID) once.
@@ -226,15 +228,16 @@ impl TargetAdapter for Matrix {
     }
 
     async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
-        let response = self.link.answer(
-            self.client
-                .clone()
-                .apply(pb::MatrixApplyRequest {
+        let response = self
+            .link
+            .call(
+                "apply",
+                self.client.clone().apply(pb::MatrixApplyRequest {
                     changes,
                     dry_run: false,
-                })
-                .await,
-        )?;
+                }),
+            )
+            .await?;
         Ok(Applied {
             results: response.results,
             cost: Cost::default(),
@@ -352,11 +355,23 @@ fn change_kind(step: &Step) -> Option<(Kind, bool)> {
                 user_id,
                 level,
             },
-            Action::Create | Action::Update | Action::Delete,
+            Action::Create | Action::Update,
         ) => Kind::SetPowerLevel(pb::MatrixSetPowerLevel {
             room: room_id.clone(),
             user_id: user_id.clone(),
             level: *level,
+        }),
+        // A reset: the entry goes, so the room's default applies. The step
+        // names the level removed (ours) for the ledger, never the agent.
+        (
+            Target::MatrixPowerLevel {
+                room_id, user_id, ..
+            },
+            Action::Delete,
+        ) => Kind::SetPowerLevel(pb::MatrixSetPowerLevel {
+            room: room_id.clone(),
+            user_id: user_id.clone(),
+            level: None,
         }),
         (
             Target::MatrixAccount {
@@ -478,4 +493,41 @@ fn absorb(
         identities,
         create_users,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn power_step(action: Action, level: Option<i64>) -> Step {
+        Step {
+            resource: Resource::MatrixPowerLevel,
+            key: keys::matrix("!room", "@alice:example.org"),
+            action,
+            username: "alice".into(),
+            groups: std::collections::BTreeSet::new(),
+            target: Target::MatrixPowerLevel {
+                room_id: "!room".into(),
+                user_id: "@alice:example.org".into(),
+                level,
+            },
+            reason: String::new(),
+        }
+    }
+
+    fn sent_level(step: &Step) -> Option<i64> {
+        match change_kind(step) {
+            Some((Kind::SetPowerLevel(set), false)) => set.level,
+            other => panic!("not a power level change: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_power_level_reset_removes_the_entry() {
+        assert_eq!(sent_level(&power_step(Action::Create, Some(50))), Some(50));
+        assert_eq!(sent_level(&power_step(Action::Update, Some(60))), Some(60));
+        // The delete names the level it takes away (ours, for the ledger);
+        // the agent is asked to remove the entry.
+        assert_eq!(sent_level(&power_step(Action::Delete, Some(50))), None);
+    }
 }

@@ -30,7 +30,9 @@ impl Nextcloud {
         &self,
         request: NextcloudObserveRequest,
     ) -> Result<NextcloudObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 
     /// One Apply call, its failure classed.
@@ -38,7 +40,9 @@ impl Nextcloud {
         &self,
         request: pb::NextcloudApplyRequest,
     ) -> Result<pb::NextcloudApplyResponse> {
-        self.link.answer(self.client.clone().apply(request).await)
+        self.link
+            .call("apply", self.client.clone().apply(request))
+            .await
     }
 }
 

@@ -30,7 +30,9 @@ impl Sogo {
 
     /// One Observe call, its failure classed.
     pub async fn observe_agent(&self, request: SogoObserveRequest) -> Result<SogoObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 
     /// One Apply call, its failure classed.
@@ -38,7 +40,9 @@ impl Sogo {
         &self,
         request: pb::SogoApplyRequest,
     ) -> Result<pb::SogoApplyResponse> {
-        self.link.answer(self.client.clone().apply(request).await)
+        self.link
+            .call("apply", self.client.clone().apply(request))
+            .await
     }
 }
 

@@ -43,7 +43,9 @@ impl Stalwart {
         &self,
         request: StalwartObserveRequest,
     ) -> Result<StalwartObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 }
 
@@ -131,15 +133,16 @@ impl TargetAdapter for Stalwart {
     }
 
     async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
-        let response = self.link.answer(
-            self.client
-                .clone()
-                .apply(pb::StalwartApplyRequest {
+        let response = self
+            .link
+            .call(
+                "apply",
+                self.client.clone().apply(pb::StalwartApplyRequest {
                     changes,
                     dry_run: false,
-                })
-                .await,
-        )?;
+                }),
+            )
+            .await?;
         Ok(Applied {
             results: response.results,
             cost: Cost::default(),

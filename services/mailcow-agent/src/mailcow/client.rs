@@ -54,12 +54,14 @@ impl HttpMailcow {
     /// Sends a request and returns the body of a 200; maps every other
     /// status to the error class the coordinator acts on.
     async fn send(&self, call: &str, request: reqwest::RequestBuilder) -> Result<String> {
+        let started = std::time::Instant::now();
         let response = request
             .header("X-API-Key", self.api_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .send()
-            .await
-            .map_err(|e| transport_error(call, "", &e))?;
+            .await;
+        reconciler_runtime::metrics::target_request("mailcow-agent", call, started.elapsed());
+        let response = response.map_err(|e| transport_error(call, "", &e))?;
         let status = response.status();
         let body = response
             .text()
@@ -164,6 +166,37 @@ impl MailcowApi for HttpMailcow {
             username,
             sender_acl,
         }))
+    }
+
+    async fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+        let call = "get/mailbox/all";
+        let items = match self.get(call, &["get", "mailbox", "all"]).await? {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(Error::Protocol {
+                    call: call.into(),
+                    detail: format!("expected a list, got {}", kind(&other)),
+                });
+            }
+        };
+        items
+            .iter()
+            .map(|value| {
+                let username = value
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::Protocol {
+                        call: call.into(),
+                        detail: "mailbox without username".into(),
+                    })?
+                    .to_owned();
+                Ok(Mailbox {
+                    username,
+                    sender_acl: value.get("sender_acl").map(strings),
+                })
+            })
+            .collect()
     }
 
     async fn aliases(&self) -> Result<Vec<Alias>> {

@@ -60,6 +60,9 @@ pub enum AliasAdded {
 pub trait MailcowApi: Send + Sync {
     /// `get/mailbox/{login}`; `None` when no such mailbox.
     async fn mailbox(&self, login: &str) -> Result<Option<Mailbox>>;
+    /// `get/mailbox/all`: every mailbox in one request (with `sender_acl`
+    /// from 2026-07a on).
+    async fn mailboxes(&self) -> Result<Vec<Mailbox>>;
     /// `get/alias/all` (excludes mailbox self-aliases).
     async fn aliases(&self) -> Result<Vec<Alias>>;
     /// `get/alias/{id or address}`; `None` when unknown.

@@ -137,8 +137,8 @@ impl MatrixAgent {
     ) -> Result<Done> {
         let room_id = self.room_for(room, user_id).await?;
         let _room = self.objects.lock(&room_id).await;
-        let state = self.api.room_state(&room_id).await?;
-        if let Some(why) = action.settled(state.membership(user_id)) {
+        let membership = self.api.membership_of(&room_id, user_id).await?;
+        if let Some(why) = action.settled(membership.as_ref()) {
             return Ok(Done::new(
                 Outcome::Unchanged,
                 format!("{user_id} {why} in {room_id}"),

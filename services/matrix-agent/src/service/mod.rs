@@ -89,6 +89,7 @@ impl matrix_agent_server::MatrixAgent for MatrixAgent {
                 }
             }
         }
+        reconciler_runtime::metrics::changes("matrix-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(MatrixApplyResponse { results }))
     }
 }

@@ -2,7 +2,7 @@
 //! about. Each room, user and link stands alone: one that cannot be read
 //! carries its error and the others are still answered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
@@ -80,38 +80,69 @@ fn unavailable(e: &Error) -> Unavailable {
     }
 }
 
-/// `(room as asked, parent space id)` pairs, read in order.
+/// `(room as asked, parent space id)` pairs, answered in order. Names are
+/// resolved first, so a room asked for by alias and by id (the coordinator
+/// asks for a group's alias and for the ids in its ledger) is read once.
 async fn read_rooms(
     api: &dyn MatrixApi,
     bot: &str,
     rooms: impl Iterator<Item = (String, String)>,
 ) -> Vec<MatrixRoom> {
-    stream::iter(rooms)
-        .map(|(room, parent)| async move {
-            match read_room(api, bot, &room).await {
+    let rooms: Vec<(String, String)> = rooms.collect();
+    let names: Vec<String> = rooms.iter().map(|(room, _)| room.clone()).collect();
+    let ids: Vec<std::result::Result<String, Unavailable>> = stream::iter(names)
+        .map(|room| async move { resolve(api, &room).await.map_err(|e| unavailable(&e)) })
+        .buffered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    let distinct: BTreeSet<String> = ids.iter().filter_map(|id| id.clone().ok()).collect();
+    let reads: BTreeMap<String, std::result::Result<MatrixRoom, Unavailable>> =
+        stream::iter(distinct)
+            .map(|room_id| async move {
+                let read = read_room(api, bot, &room_id).await;
+                (room_id, read.map_err(|e| unavailable(&e)))
+            })
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
+    rooms
+        .into_iter()
+        .zip(&ids)
+        .map(|((room, parent), id)| {
+            let read = id.as_deref().map_err(Clone::clone).and_then(|id| {
+                reads
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| Err(Unavailable::default()))
+            });
+            match read {
                 Ok(read) => MatrixRoom {
                     room,
                     parent_space: parent,
                     ..read
                 },
-                Err(e) => MatrixRoom {
+                Err(error) => MatrixRoom {
                     room,
                     parent_space: parent,
-                    error: Some(unavailable(&e)),
+                    error: Some(error),
                     ..Default::default()
                 },
             }
         })
-        .buffered(READ_CONCURRENCY)
         .collect()
-        .await
 }
 
-async fn read_room(api: &dyn MatrixApi, bot: &str, room: &str) -> Result<MatrixRoom> {
+/// The room id of a room asked for by id or alias.
+async fn resolve(api: &dyn MatrixApi, room: &str) -> Result<String> {
     if room.trim().is_empty() {
         return Err(Error::invalid("an empty room"));
     }
-    let room_id = api.room_id(room).await?;
+    api.room_id(room).await
+}
+
+/// Members, levels and children of the room `room_id`.
+async fn read_room(api: &dyn MatrixApi, bot: &str, room_id: &str) -> Result<MatrixRoom> {
+    let room_id = room_id.to_owned();
     let joined = api.joined_members(&room_id).await?;
     let state = api.room_state(&room_id).await?;
     let levels = &state.power_levels;

@@ -8,7 +8,7 @@ use super::http::{ClientConfig, Http};
 use super::paths::seg;
 use super::state::{PowerLevels, RoomState, parse_state};
 use super::stats::CallStats;
-use super::{Account, Change, ForceJoin, Kick, LinkedAccount, MatrixApi};
+use super::{Account, Change, ForceJoin, Kick, LinkedAccount, MatrixApi, Membership};
 use crate::error::{Error, Result};
 
 const CLIENT: &str = "/_matrix/client/v3";
@@ -129,6 +129,25 @@ impl MatrixApi for SynapseClient {
         let path = format!("{ADMIN_V1}/rooms/{}/state", seg(room_id));
         let body = self.get("room_state", &path).await?;
         Ok(parse_state(&body))
+    }
+
+    /// The client API's single state event, as the bot (which is in every
+    /// room it can change); not found: no membership yet.
+    async fn membership_of(&self, room_id: &str, user_id: &str) -> Result<Option<Membership>> {
+        const CALL: &str = "member_state";
+        let path = format!(
+            "{CLIENT}/rooms/{}/state/m.room.member/{}",
+            seg(room_id),
+            seg(user_id)
+        );
+        match self.get(CALL, &path).await {
+            Ok(body) => Ok(body
+                .get("membership")
+                .and_then(Value::as_str)
+                .map(Membership::parse)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn invite(&self, room_id: &str, user_id: &str, reason: Option<&str>) -> Result<()> {

@@ -120,10 +120,11 @@ impl Http {
                 request = request.json(body);
             }
             self.counters.call(call);
-            let response = request
-                .send()
-                .await
-                .map_err(|e| Error::Transient(format!("{call}: {}", without_url(&e))))?;
+            let started = std::time::Instant::now();
+            let response = request.send().await;
+            reconciler_runtime::metrics::target_request("matrix-agent", call, started.elapsed());
+            let response =
+                response.map_err(|e| Error::Transient(format!("{call}: {}", without_url(&e))))?;
             let status = response.status();
             let retry_after_header = response
                 .headers()

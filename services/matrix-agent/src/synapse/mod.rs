@@ -83,6 +83,13 @@ pub trait MatrixApi: Send + Sync {
     /// Memberships of every kind, power levels and space children.
     async fn room_state(&self, room_id: &str) -> Result<RoomState>;
 
+    /// `user_id`'s membership in `room_id` (their one `m.room.member`
+    /// event), `None` when they never had one. What a change diffs
+    /// against: one event, however many members the room has.
+    async fn membership_of(&self, room_id: &str, user_id: &str) -> Result<Option<Membership>> {
+        Ok(self.room_state(room_id).await?.membership(user_id).cloned())
+    }
+
     /// The rooms a space lists as children (`m.space.child` state events
     /// that still have `via`), direct children only.
     async fn space_children(&self, space_id: &str) -> Result<Vec<String>> {

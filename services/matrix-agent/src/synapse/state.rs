@@ -17,7 +17,7 @@ pub enum Membership {
 }
 
 impl Membership {
-    fn parse(value: &str) -> Self {
+    pub(crate) fn parse(value: &str) -> Self {
         match value {
             "join" => Self::Join,
             "invite" => Self::Invite,

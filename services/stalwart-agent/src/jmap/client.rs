@@ -82,11 +82,13 @@ impl StalwartClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+        let started = std::time::Instant::now();
         let response = request
             .header(AUTHORIZATION, self.authorization.clone())
             .send()
-            .await
-            .map_err(|e| Error::Transient(format!("{what}: {e}")))?;
+            .await;
+        reconciler_runtime::metrics::target_request("stalwart-agent", what, started.elapsed());
+        let response = response.map_err(|e| Error::Transient(format!("{what}: {e}")))?;
         let status = response.status();
         let text = response
             .text()

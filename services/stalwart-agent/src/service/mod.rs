@@ -120,6 +120,7 @@ impl stalwart_agent_server::StalwartAgent for StalwartAgent {
                 }
             }
         }
+        reconciler_runtime::metrics::changes("stalwart-agent", results.iter().map(|r| r.outcome));
         Ok(Response::new(StalwartApplyResponse { results }))
     }
 }

@@ -387,6 +387,17 @@ impl AuthentikSim {
             .map(|u| u.pk)
     }
 
+    /// A user's `uid` (what Authentik serves as `uid`: the OIDC subject of
+    /// the default "hashed user id" mode).
+    pub fn user_uid(&self, pk: i64) -> String {
+        self.shared
+            .directory()
+            .users
+            .get(&pk)
+            .map(|u| u.uid.clone())
+            .unwrap_or_else(|| panic!("authentik-sim: unknown user pk {pk}"))
+    }
+
     /// A group's dashed UUID by name.
     pub fn group_uuid(&self, name: &str) -> Option<String> {
         self.shared

@@ -100,17 +100,8 @@ impl Synapse {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         write_config(dir.path(), rate_limits);
-        let log = dir.path().join("synapse.log");
         let start = Instant::now();
-        let mut process = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(dir.path().join("homeserver.yaml"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(dir.path().join("synapse.stderr")).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
+        let mut process = spawn(dir.path());
         let port = wait_for_port(&mut process, dir.path(), start).await;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let http = reqwest::Client::builder()
@@ -164,6 +155,27 @@ impl Synapse {
             let _ = process.kill();
             let _ = process.wait();
         }
+    }
+
+    /// Starts Synapse again after [`Synapse::stop`] (or a crash), on the
+    /// same port with the same data (SQLite database, signing key), and
+    /// returns once it serves: every token and room is still there.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let config = self.dir.path().join("homeserver.yaml");
+        let text = std::fs::read_to_string(&config).expect("homeserver.yaml");
+        // The first start let the kernel pick the port; keep that one, so
+        // the URL the agents were given stays right.
+        let pinned = text.replacen(
+            "  - port: 0\n",
+            &format!("  - port: {}\n", self.addr.port()),
+            1,
+        );
+        std::fs::write(&config, pinned).expect("homeserver.yaml");
+        let start = Instant::now();
+        let mut process = spawn(self.dir.path());
+        wait_until_serving(&self.http, &mut process, self.dir.path(), self.addr, start).await;
+        self.process = Some(process);
     }
 
     /// A `METHOD path` as `token`; the JSON answer and status.
@@ -329,7 +341,78 @@ impl Synapse {
         .await;
     }
 
+    /// Creates `@<localpart>:<server>` through the admin user API (`PUT
+    /// /_synapse/admin/v2/users/<id>`), linked to `external_id` at
+    /// `auth_provider`, as an SSO login or a provisioner would have made
+    /// it. Returns the user ID.
+    pub async fn create_linked_user(
+        &self,
+        localpart: &str,
+        auth_provider: &str,
+        external_id: &str,
+    ) -> String {
+        let user_id = self.user_id(localpart);
+        let path = format!("/_synapse/admin/v2/users/{}", seg(&user_id));
+        let body = json!({
+            "external_ids": [{"auth_provider": auth_provider, "external_id": external_id}],
+        });
+        let (status, answer) = self
+            .request(
+                &self.observer.access_token,
+                reqwest::Method::PUT,
+                &path,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "create {user_id}: {answer}");
+        user_id
+    }
+
     // What Synapse holds, read as the harness's admin.
+
+    /// Every event of the room's timeline, oldest first (admin room
+    /// messages API, paged): what was sent, not only what stands.
+    pub async fn timeline(&self, room: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_synapse/admin/v1/rooms/{}/messages?dir=f&limit=100",
+                seg(room)
+            );
+            if let Some(token) = &from {
+                path.push_str(&format!("&from={}", seg(token)));
+            }
+            let answer = self
+                .expect_ok(
+                    &self.observer.access_token,
+                    reqwest::Method::GET,
+                    &path,
+                    None,
+                )
+                .await;
+            let chunk = answer["chunk"].as_array().cloned().unwrap_or_default();
+            if chunk.is_empty() {
+                return events;
+            }
+            events.extend(chunk);
+            match answer["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => return events,
+            }
+        }
+    }
+
+    /// The `membership` of each `m.room.member` event about `user_id` the
+    /// room ever saw, oldest first (`invite`, `join`, `leave`, `ban`, …).
+    pub async fn membership_history(&self, room: &str, user_id: &str) -> Vec<String> {
+        self.timeline(room)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "m.room.member" && e["state_key"] == user_id)
+            .filter_map(|e| e["content"]["membership"].as_str().map(str::to_owned))
+            .collect()
+    }
 
     /// `user_id`'s rate-limit override (`{}` when none is set).
     pub async fn rate_limit_override(&self, user_id: &str) -> Value {
@@ -420,6 +503,33 @@ impl Synapse {
             .expect("m.room.power_levels")
     }
 
+    /// The Matrix ID Synapse links to `external_id` at `auth_provider`
+    /// (admin external-ID lookup); `None` when nothing is linked.
+    pub async fn user_by_external_id(
+        &self,
+        auth_provider: &str,
+        external_id: &str,
+    ) -> Option<String> {
+        let path = format!(
+            "/_synapse/admin/v1/auth_providers/{}/users/{}",
+            seg(auth_provider),
+            seg(external_id)
+        );
+        let (status, answer) = self
+            .request(
+                &self.observer.access_token,
+                reqwest::Method::GET,
+                &path,
+                None,
+            )
+            .await;
+        if status == 404 {
+            return None;
+        }
+        assert_eq!(status, 200, "external id {external_id}: {answer}");
+        answer["user_id"].as_str().map(str::to_owned)
+    }
+
     /// The external IDs Synapse links to `user_id` (admin user API), as
     /// `(auth_provider, external_id)`; `None` when the user does not exist.
     pub async fn external_ids(&self, user_id: &str) -> Option<Vec<(String, String)>> {
@@ -455,6 +565,28 @@ impl Drop for Synapse {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs Synapse on the config in `dir`, its output in `dir`'s log files
+/// (appended to, so a restart keeps the earlier run's lines).
+fn spawn(dir: &Path) -> Child {
+    let python = venv().join("bin/python");
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    Command::new(&python)
+        .args(["-m", "synapse.app.homeserver", "-c"])
+        .arg(dir.join("homeserver.yaml"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log("synapse.log"))
+        .stderr(log("synapse.stderr"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", python.display()))
 }
 
 /// The port Synapse bound (its listener asks for port 0), from the kernel.

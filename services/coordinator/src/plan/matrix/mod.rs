@@ -420,10 +420,12 @@ impl Planner<'_, '_> {
                 explicit,
                 "changed by a room admin; left as they set it",
             )),
+            // The step names the level it takes away (ours), so the ledger
+            // row that recorded it is the one the reset removes.
             (None, Some(LedgerState::Created)) if explicit.is_some() && explicit == ours => steps
                 .push(step(
                     Action::Delete,
-                    None,
+                    ours,
                     "no longer granted: room default",
                 )),
             (None, Some(_)) => steps.push(step(

@@ -316,6 +316,10 @@ fn power_levels_are_set_and_reset_only_while_ours() {
     with_level.power_levels.insert(ALICE.into(), 50);
     let p = run(&gone, &observed(with_level), &set, &at(0, None));
     assert_eq!(actions(&p), [(Resource::MatrixPowerLevel, Action::Delete)]);
+    // The reset names the level it removes, as the ledger row recorded it:
+    // the bookkeeping drops the row whose remote id the delete names, so a
+    // reset naming none would leave our row behind.
+    assert_eq!(p.steps[0].target.remote_id(), set[0].remote_id);
     // A room admin changed it since: theirs, left as it is.
     let mut changed = joined;
     changed.power_levels.insert(ALICE.into(), 100);
@@ -379,4 +383,51 @@ fn a_user_without_an_account_waits_or_gets_one_linked() {
         Target::MatrixAccount { localpart, auth_provider, external_id, .. }
             if localpart == "alice" && auth_provider == "oidc-authentik" && external_id == "uid-alice"
     ));
+}
+
+#[test]
+fn a_mass_leave_is_held_whether_or_not_it_waits_out_a_grace_period() {
+    // Twelve members of the room, all gone from the group at once.
+    let members: Vec<String> = (0..12).map(|n| format!("@user{n}:example.org")).collect();
+    let ledger: Vec<LedgerRow> = members
+        .iter()
+        .enumerate()
+        .map(|(n, user_id)| LedgerRow {
+            key: keys::matrix(ROOM_ID, user_id),
+            username: format!("user{n}"),
+            ..row(Resource::MatrixMembership, LedgerState::Created, "")
+        })
+        .collect();
+    let joined: Vec<&str> = members.iter().map(String::as_str).collect();
+    let in_room = observed(room(&joined, &[], &[]));
+    for grace in [Duration::ZERO, Duration::from_secs(7200)] {
+        let gone = desired(false, grace, LeaveAction::Kick);
+        let p = run(&gone, &in_room, &ledger, &at(1_000, None));
+        assert_eq!(actions(&p), [], "grace {grace:?}: {:?}", p.steps);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("exceed the guard")),
+            "grace {grace:?}: {:?}",
+            p.warnings
+        );
+    }
+    // A forced sweep starts the grace periods.
+    let gone = desired(false, Duration::from_secs(7200), LeaveAction::Kick);
+    let forced = Guards {
+        force: true,
+        ..Guards::default()
+    };
+    let p = plan_at(
+        &gone,
+        &in_room,
+        &ledger,
+        &at(1_000, None),
+        &Scope::All,
+        &forced,
+    );
+    assert_eq!(p.steps.len(), 12);
+    assert!(
+        p.steps
+            .iter()
+            .all(|s| matches!(s.action, Action::Defer { .. }))
+    );
 }

@@ -38,7 +38,9 @@ impl Mailcow {
         &self,
         request: MailcowObserveRequest,
     ) -> Result<MailcowObserveResponse> {
-        self.link.answer(self.client.clone().observe(request).await)
+        self.link
+            .call("observe", self.client.clone().observe(request))
+            .await
     }
 
     /// One Apply call, its failure classed.
@@ -46,7 +48,9 @@ impl Mailcow {
         &self,
         request: pb::MailcowApplyRequest,
     ) -> Result<pb::MailcowApplyResponse> {
-        self.link.answer(self.client.clone().apply(request).await)
+        self.link
+            .call("apply", self.client.clone().apply(request))
+            .await
     }
 }
 
