@@ -575,7 +575,10 @@ async fn an_object_that_is_not_ours_is_refused_by_every_agent_that_can_tell() {
         assert!(still_there(), "{}", agent.name);
         asked.push(agent.name);
     }
-    assert_eq!(asked, ["mailcow-agent", "nextcloud-agent", "stalwart-agent"]);
+    assert_eq!(
+        asked,
+        ["mailcow-agent", "nextcloud-agent", "stalwart-agent"]
+    );
 }
 
 #[tokio::test]
