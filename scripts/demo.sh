@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole system locally and shows reconciles happen: the real
-# coordinator, mailcow-agent, sogo-agent, nextcloud-agent and matrix-agent; a real Dovecot
-# (container), real MariaDB + memcached holding SOGo's tables, an occ
-# container, a real Synapse, and simulators for the Mailcow and Authentik APIs (which cannot
-# run here). A sweep, alice joining and leaving a group, and a second sweep;
+# coordinator, mailcow-agent, sogo-agent, nextcloud-agent, matrix-agent and stalwart-agent;
+# a real Dovecot (container), real MariaDB + memcached holding SOGo's tables, an occ
+# container, a real Synapse, and simulators for the Mailcow, Authentik and Stalwart APIs
+# (which cannot run here). A sweep, alice joining and leaving a group, and a second sweep;
 # after each step it prints what every target holds.
 #
 #   scripts/demo.sh            run the story, then keep running until Ctrl-C

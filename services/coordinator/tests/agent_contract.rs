@@ -23,6 +23,7 @@ use coordinator::targets::{
     matrix::{Matrix, MatrixIdentities},
     nextcloud::Nextcloud,
     sogo::Sogo,
+    stalwart::Stalwart,
 };
 use futures::future::BoxFuture;
 use reconciler_proto::agent::{
@@ -35,6 +36,11 @@ use reconciler_proto::agent::{
     nextcloud_agent_client::NextcloudAgentClient, nextcloud_agent_server::NextcloudAgentServer,
     nextcloud_change, sogo_agent_client::SogoAgentClient, sogo_agent_server::SogoAgentServer,
     sogo_change,
+};
+use reconciler_proto::agent::{
+    StalwartAccountCreate, StalwartAccountDestroy, StalwartAccountType, StalwartChange,
+    StalwartObserveRequest, stalwart_agent_client::StalwartAgentClient,
+    stalwart_agent_server::StalwartAgentServer, stalwart_change,
 };
 use reconciler_runtime::agent::{AgentEndpoint, AgentService, bind_agent};
 use reconciler_runtime::auth::SendToken;
@@ -419,12 +425,87 @@ async fn matrix() -> Subject {
     }
 }
 
-async fn every_agent() -> [Subject; 4] {
+async fn stalwart() -> Subject {
+    use stalwart_agent::error::Error;
+    use stalwart_agent::fake::FakeStalwart;
+    use stalwart_change::Kind;
+
+    const NAME: &str = "stalwart-agent";
+    let target = Arc::new(FakeStalwart::new());
+    target.add_domain("example.org");
+    // A person's account at the address; the coordinator recorded another
+    // id for it (ours was destroyed and the address reused).
+    target.add_user("alice@example.org");
+    let agent = stalwart_agent::service::StalwartAgent::new(target.clone());
+    let (addr, stop) = serve(NAME, StalwartAgentServer::new(agent)).await;
+    let request = || StalwartObserveRequest {
+        domains: vec!["example.org".into()],
+        accounts: vec!["alice@example.org".into()],
+        lists: Vec::new(),
+    };
+    Subject {
+        name: NAME,
+        addr,
+        apply: Box::new(move |token, case| {
+            let kind = match case {
+                Case::Applies => Kind::AccountCreate(StalwartAccountCreate {
+                    address: "bob@example.org".into(),
+                    r#type: StalwartAccountType::User as i32,
+                    ..Default::default()
+                }),
+                Case::NotOurs => Kind::AccountDestroy(StalwartAccountDestroy {
+                    address: "alice@example.org".into(),
+                    expected_id: "the-id-we-recorded".into(),
+                }),
+            };
+            let adapter = Stalwart::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let change = StalwartChange {
+                    id: "c1".into(),
+                    kind: Some(kind),
+                };
+                Ok(TargetAdapter::apply(&adapter, vec![change]).await?.results)
+            })
+        }),
+        not_ours_still_there: Some(Box::new({
+            let target = target.clone();
+            move || target.account("alice@example.org").is_some()
+        })),
+        // Stalwart that cannot be read is reported inside the answer.
+        observe: Box::new(move |token| {
+            let adapter = Stalwart::new(link(NAME, addr, &token));
+            Box::pin(async move {
+                let response = adapter.observe_agent(request()).await?;
+                Ok(response.unavailable.map(|u| u.outcome()))
+            })
+        }),
+        observe_plainly: Box::new(move |token| {
+            Box::pin(async move {
+                let mut client = StalwartAgentClient::new(plain_channel(addr, &token).await);
+                client.observe(request()).await.map(drop)
+            })
+        }),
+        trouble: Box::new(move |trouble| match trouble {
+            Trouble::Down => target.break_with(|| {
+                Error::Transient("error sending request: connection refused".into())
+            }),
+            Trouble::Misconfigured => target.break_with(|| {
+                Error::Config(
+                    "Stalwart refused the credentials (401): check STALWART_API_KEY".into(),
+                )
+            }),
+        }),
+        _stop: stop,
+    }
+}
+
+async fn every_agent() -> [Subject; 5] {
     [
         mailcow().await,
         sogo().await,
         nextcloud().await,
         matrix().await,
+        stalwart().await,
     ]
 }
 
@@ -494,7 +575,10 @@ async fn an_object_that_is_not_ours_is_refused_by_every_agent_that_can_tell() {
         assert!(still_there(), "{}", agent.name);
         asked.push(agent.name);
     }
-    assert_eq!(asked, ["mailcow-agent", "nextcloud-agent"]);
+    assert_eq!(
+        asked,
+        ["mailcow-agent", "nextcloud-agent", "stalwart-agent"]
+    );
 }
 
 #[tokio::test]
@@ -593,6 +677,7 @@ fn every_agents_errors_become_statuses_by_the_one_table() {
     use matrix_agent::error::Error as Matrix;
     use nextcloud_agent::error::Error as Nextcloud;
     use sogo_agent::error::Error as Sogo;
+    use stalwart_agent::error::Error as Stalwart;
 
     let text = || "why".to_owned();
     let cases: Vec<(&str, Outcome, tonic::Status)> = vec![
@@ -675,6 +760,31 @@ fn every_agents_errors_become_statuses_by_the_one_table() {
             "matrix-agent",
             Outcome::Config,
             Matrix::Config(text()).into(),
+        ),
+        (
+            "stalwart-agent",
+            Outcome::Transient,
+            Stalwart::Transient(text()).into(),
+        ),
+        (
+            "stalwart-agent",
+            Outcome::Permanent,
+            Stalwart::Permanent(text()).into(),
+        ),
+        (
+            "stalwart-agent",
+            Outcome::Permanent,
+            Stalwart::Invalid(text()).into(),
+        ),
+        (
+            "stalwart-agent",
+            Outcome::Refused,
+            Stalwart::NotOurs(text()).into(),
+        ),
+        (
+            "stalwart-agent",
+            Outcome::Config,
+            Stalwart::Config(text()).into(),
         ),
     ];
     for (agent, class, status) in cases {

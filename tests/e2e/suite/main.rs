@@ -24,6 +24,7 @@ mod request_floor;
 mod safety;
 mod sogo;
 mod stalwart_agent;
+mod stalwart_coordinator;
 mod stalwart_ingest;
 mod status_page;
 mod trace_context;

@@ -37,6 +37,10 @@ pub struct StalwartAccountWant {
     pub quota: Option<u64>,
     pub aliases: BTreeSet<String>,
     pub groups: BTreeSet<String>,
+    /// The user's `mail_aliases` do not parse: the aliases we added stay
+    /// until it is fixed (a typo in a profile is not a wish to lose them).
+    #[serde(skip)]
+    pub keep_aliases: bool,
 }
 
 /// A list and its recipients.
@@ -122,17 +126,30 @@ impl DesiredStalwart {
                 );
                 continue;
             };
-            let aliases = match parse_mail_aliases(&user.attributes, attribute_key) {
-                Ok(aliases) => aliases
-                    .into_iter()
-                    .filter(|a| *a != email && managed_domain(settings, a).is_some())
-                    .collect(),
+            let (aliases, keep_aliases) = match parse_mail_aliases(&user.attributes, attribute_key)
+            {
+                Ok(aliases) => (
+                    aliases
+                        .into_iter()
+                        .filter(|a| *a != email && managed_domain(settings, a).is_some())
+                        .collect(),
+                    false,
+                ),
                 Err(e) => {
-                    self.problems.insert(user.username.clone(), e);
-                    BTreeSet::new()
+                    self.problems.insert(
+                        user.username.clone(),
+                        format!("{e}; the aliases we added stay until it is fixed"),
+                    );
+                    (BTreeSet::new(), true)
                 }
             };
             self.domains.insert(domain);
+            // An alias in another managed domain needs that domain too.
+            self.domains.extend(
+                aliases
+                    .iter()
+                    .filter_map(|a: &String| managed_domain(settings, a)),
+            );
             let want = self
                 .accounts
                 .entry(email.clone())
@@ -143,6 +160,7 @@ impl DesiredStalwart {
                     quota: None,
                     aliases,
                     groups: BTreeSet::new(),
+                    keep_aliases,
                 });
             want.quota = want.quota.max(spec.quota);
             want.groups.insert(group_id.to_owned());
@@ -205,5 +223,29 @@ mod tests {
             BTreeSet::from(["alice@example.com".into(), "eve@elsewhere.org".into()])
         );
         assert_eq!(d.domains, BTreeSet::from(["example.com".into()]));
+    }
+
+    #[test]
+    fn an_alias_in_another_managed_domain_needs_that_domain() {
+        let settings = StalwartSettings {
+            domains: BTreeSet::from(["example.com".into(), "example.org".into()]),
+            ..StalwartSettings::default()
+        };
+        let alice = user(
+            "alice",
+            "alice@example.com",
+            true,
+            json!({"reconciler": {"mail_aliases": ["alice@example.org"]}}),
+        );
+        let spec = StalwartSpec {
+            mailbox: true,
+            ..StalwartSpec::default()
+        };
+        let mut d = DesiredStalwart::default();
+        d.grant(&settings, "reconciler", "g1", &spec, &[&alice]);
+        assert_eq!(
+            d.domains,
+            BTreeSet::from(["example.com".into(), "example.org".into()])
+        );
     }
 }

@@ -229,13 +229,12 @@ impl Engine {
     }
 }
 
+/// Everyone granted anything on any target, remembered so a webhook about
+/// them still finds who they were once Authentik deleted them.
 fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64, String, String)> {
-    let granted: BTreeSet<&str> = desired
-        .sender_acls
-        .values()
-        .map(|d| d.user.as_str())
-        .chain(desired.app_passwords.values().map(|d| d.user.as_str()))
-        .chain(desired.mailbox_acls.values().map(|d| d.user.as_str()))
+    let granted: BTreeSet<&str> = crate::plan::Resource::ALL
+        .into_iter()
+        .flat_map(|r| desired.users_of(r))
         .collect();
     directory
         .people

@@ -108,7 +108,12 @@ pub(super) fn apply_guards(
     // period is over, the grace timer runs each member's removal as a run
     // of its own, one or two removals each, which this guard would never
     // stop. A mass leave is held when it is first seen, deferred or not.
-    let is_removal = |s: &Step| is_delete(s) || matches!(s.action, Action::Defer { .. });
+    // A Stalwart suspension refuses sign-in at once: it counts as well.
+    let is_removal = |s: &Step| {
+        is_delete(s)
+            || matches!(s.action, Action::Defer { .. })
+            || (s.resource == Resource::StalwartSuspension && s.action == Action::Create)
+    };
     let removals = plan.steps.iter().filter(|s| is_removal(s)).count();
     let owned = ledger
         .iter()

@@ -232,10 +232,12 @@ pub enum Target {
         address: String,
         id: String,
     },
-    /// `alias` on the account `address`.
+    /// `alias` on the account `address`, whose `id` is Stalwart's once
+    /// known ("" while the account is being created).
     StalwartAlias {
         address: String,
         alias: String,
+        id: String,
     },
     StalwartList {
         address: String,
@@ -264,7 +266,13 @@ impl Target {
             {
                 id.to_string()
             }
-            Self::StalwartAccount { id, .. } | Self::StalwartList { id, .. } if !id.is_empty() => {
+            // A suspension and an alias are kept under their account's id.
+            Self::StalwartAccount { id, .. }
+            | Self::StalwartList { id, .. }
+            | Self::StalwartSuspension { id, .. }
+            | Self::StalwartAlias { id, .. }
+                if !id.is_empty() =>
+            {
                 id.clone()
             }
             // The level we set: reset later only while it is still ours.

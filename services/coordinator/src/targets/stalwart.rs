@@ -209,7 +209,7 @@ fn change_kind(step: &Step) -> Option<Kind> {
                 expected_id: id.clone(),
             })
         }
-        (Target::StalwartAlias { address, alias }, Action::Create | Action::Delete) => {
+        (Target::StalwartAlias { address, alias, id }, Action::Create | Action::Delete) => {
             let alias = vec![alias.clone()];
             let (add_aliases, remove_aliases) = if step.action == Action::Create {
                 (alias, Vec::new())
@@ -218,6 +218,7 @@ fn change_kind(step: &Step) -> Option<Kind> {
             };
             Kind::AccountUpdate(pb::StalwartAccountUpdate {
                 address: address.clone(),
+                expected_id: id.clone(),
                 add_aliases,
                 remove_aliases,
                 ..Default::default()

@@ -1,8 +1,8 @@
 //! The whole system on this machine, for `scripts/demo.sh`: the real
-//! coordinator, mailcow-agent, sogo-agent, nextcloud-agent and matrix-agent,
-//! against a real Dovecot (container), real MariaDB + memcached (SOGo's
-//! tables), an occ container, a real Synapse, and the Mailcow and Authentik
-//! API simulators. It plays a
+//! coordinator, mailcow-agent, sogo-agent, nextcloud-agent, matrix-agent and
+//! stalwart-agent, against a real Dovecot (container), real MariaDB +
+//! memcached (SOGo's tables), an occ container, a real Synapse, and the
+//! Mailcow, Authentik and Stalwart API simulators. It plays a
 //! short story and prints what each target holds after every step.
 //!
 //! target/debug/demo [--once]
@@ -12,6 +12,7 @@ use std::time::Duration;
 use reconciler_testkit::harness::{
     DovecotContainer, NextcloudContainer, RoomSpec, SogoPeers, Stack, StackOptions, Synapse,
 };
+use reconciler_testkit::stalwart_sim::{ObjectType, StalwartSim, StalwartSimConfig};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";
@@ -35,6 +36,7 @@ struct Demo {
     synapse: Synapse,
     /// The `support` room's id.
     room: String,
+    stalwart: StalwartSim,
     stack: Stack,
 }
 
@@ -67,6 +69,12 @@ async fn run(once: bool) -> anyhow::Result<()> {
     for person in ["alice", "bob", "carol"] {
         synapse.register(person, false).await;
     }
+    // Stalwart's management API (simulated), where the people get accounts.
+    let stalwart = StalwartSim::start(
+        StalwartSimConfig::default(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
         job_timeout: Duration::from_secs(300),
@@ -84,6 +92,11 @@ async fn run(once: bool) -> anyhow::Result<()> {
             ("MATRIX_HOMESERVER_URL".into(), synapse.url()),
             ("MATRIX_ACCESS_TOKEN".into(), bot.access_token.clone()),
         ]),
+        stalwart_agent_env: Some(vec![
+            ("STALWART_URL".into(), stalwart.base_url()),
+            ("STALWART_API_KEY".into(), stalwart.api_key().to_owned()),
+        ]),
+        coordinator_env: vec![("STALWART_DOMAINS".into(), "example.com".into())],
         ..StackOptions::default()
     })
     .await;
@@ -93,6 +106,7 @@ async fn run(once: bool) -> anyhow::Result<()> {
         nextcloud,
         synapse,
         room,
+        stalwart,
         stack,
     };
 
@@ -115,7 +129,8 @@ async fn run(once: bool) -> anyhow::Result<()> {
         json!({"reconciler": {
             "shared_mailbox": INFO, "access": "readwrite", "send_as": true,
             "sogo_delegate": true, "nextcloud_mail": true, "alias": "support-team@example.com",
-            "matrix": {"rooms": ["#support:matrix.test"], "join": "force"}
+            "matrix": {"rooms": ["#support:matrix.test"], "join": "force"},
+            "stalwart": {"mailbox": true, "quota": "5G"}
         }}),
     );
     let tier2 = a.add_group("support-tier2", json!({}));
@@ -151,9 +166,15 @@ async fn run(once: bool) -> anyhow::Result<()> {
 
     println!("\n==> another sweep over the in-sync world");
     demo.stack.mailcow.reset_counts();
+    demo.stalwart.reset_counts();
     let job = demo.stack.sweep().await;
     demo.report(&job);
     println!("  Mailcow writes: {}", demo.stack.mailcow.write_count());
+    let stalwart_writes: u64 = ["x:Domain/set", "x:Account/set", "x:MailingList/set"]
+        .iter()
+        .map(|m| demo.stalwart.count(m))
+        .sum();
+    println!("  Stalwart writes: {stalwart_writes}");
 
     if !once {
         println!(
@@ -218,5 +239,21 @@ impl Demo {
         let mut members = self.synapse.joined_members(&self.room).await;
         members.sort();
         println!("  Synapse #support:matrix.test joined: {members:?}");
+        for login in [ALICE, BOB, CAROL] {
+            let state = match self.stalwart.find(ObjectType::Account, login) {
+                None => "no account".to_owned(),
+                Some(account) => {
+                    let suspended =
+                        account["permissions"]["disabledPermissions"]["authenticate"] == true;
+                    format!(
+                        "account {} ({}), sign-in: {:?}",
+                        account["id"].as_str().unwrap_or_default(),
+                        if suspended { "suspended" } else { "active" },
+                        self.stalwart.sign_in(login, None)
+                    )
+                }
+            };
+            println!("  Stalwart {login}: {state}");
+        }
     }
 }

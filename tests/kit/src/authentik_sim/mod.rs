@@ -264,6 +264,11 @@ impl AuthentikSim {
         self.with_user(pk, |user| user.email = email.to_owned());
     }
 
+    /// Replaces the user's `attributes` (a JSON object).
+    pub fn set_user_attributes(&self, pk: i64, attributes: Value) {
+        self.with_user(pk, |user| user.attributes = attributes);
+    }
+
     /// Removes the user and its memberships; unknown pks are ignored.
     pub fn delete_user(&self, pk: i64) {
         self.shared.directory().delete_user(pk);

@@ -55,6 +55,9 @@ pub struct StackOptions {
     /// The same for a matrix-agent (`MATRIX_HOMESERVER_URL`,
     /// `MATRIX_ACCESS_TOKEN`, …).
     pub matrix_agent_env: Option<Vec<(String, String)>>,
+    /// The same for a stalwart-agent (`STALWART_URL`, `STALWART_API_KEY`):
+    /// the coordinator gets `STALWART_AGENT_URL`.
+    pub stalwart_agent_env: Option<Vec<(String, String)>>,
 }
 
 impl Default for StackOptions {
@@ -71,6 +74,7 @@ impl Default for StackOptions {
             sogo_agent_env: None,
             nextcloud_agent_env: None,
             matrix_agent_env: None,
+            stalwart_agent_env: None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Stack {
     pub nextcloud_agent_addr: Option<String>,
     pub matrix_agent: Option<Service>,
     pub matrix_agent_addr: Option<String>,
+    pub stalwart_agent: Option<Service>,
+    pub stalwart_agent_addr: Option<String>,
     pub dir: tempfile::TempDir,
     options: StackOptions,
     http: reqwest::Client,
@@ -189,6 +195,13 @@ impl Stack {
             timeout,
         )
         .await;
+        let (stalwart_agent, stalwart_agent_addr) = optional_agent(
+            "stalwart-agent",
+            options.stalwart_agent_env.as_deref(),
+            dir.path(),
+            timeout,
+        )
+        .await;
         let placeholder = Service::placeholder();
         let mut stack = Self {
             authentik,
@@ -204,6 +217,8 @@ impl Stack {
             nextcloud_agent_addr,
             matrix_agent,
             matrix_agent_addr,
+            stalwart_agent,
+            stalwart_agent_addr,
             dir,
             options,
             http: reqwest::Client::new(),
@@ -308,6 +323,9 @@ impl Stack {
         }
         if let Some(addr) = &self.matrix_agent_addr {
             env.push(("MATRIX_AGENT_URL".into(), format!("http://{addr}")));
+        }
+        if let Some(addr) = &self.stalwart_agent_addr {
+            env.push(("STALWART_AGENT_URL".into(), format!("http://{addr}")));
         }
         env.extend(self.options.coordinator_env.iter().cloned());
         env

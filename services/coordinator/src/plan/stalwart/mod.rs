@@ -67,6 +67,8 @@ pub(super) fn plan_stalwart(
     let nothing = accounts.is_empty()
         && want.lists.is_empty()
         && rows.accounts.is_empty()
+        && rows.suspensions.is_empty()
+        && rows.aliases.is_empty()
         && rows.lists.is_empty();
     if nothing {
         return;
@@ -91,10 +93,18 @@ pub(super) fn plan_stalwart(
         plan,
     };
     planner.domains();
+    // Suspension and alias rows name their account: left over when the
+    // account went (destroyed by us, or forgotten), they are forgotten too.
     let keys: BTreeSet<&str> = accounts
         .keys()
         .copied()
         .chain(rows.accounts.keys().map(|k| k.as_str()))
+        .chain(rows.suspensions.keys().map(|k| k.as_str()))
+        .chain(
+            rows.aliases
+                .keys()
+                .filter_map(|k| keys::parse_stalwart_alias(k).map(|(owner, _)| owner)),
+        )
         .collect();
     for address in keys {
         planner.account(address, accounts.get(address).copied());
@@ -173,7 +183,10 @@ impl Planner<'_, '_> {
         let (username, groups) = match (want, row) {
             (Some(w), _) => (w.user.clone(), w.groups.clone()),
             (None, Some(r)) => (r.username.clone(), r.groups.clone()),
-            (None, None) => return,
+            (None, None) => {
+                self.leftovers(address);
+                return;
+            }
         };
         let who = (username.as_str(), &groups);
         let id = observed.as_ref().map(|a| a.id.clone()).unwrap_or_default();
@@ -299,7 +312,7 @@ impl Planner<'_, '_> {
                 target,
                 "already gone",
             ));
-            self.aliases(address, None, None, who);
+            self.leftovers(address);
             return;
         };
         if row.state == LedgerState::Foreign {
@@ -348,6 +361,35 @@ impl Planner<'_, '_> {
             target,
             reason,
         ));
+    }
+
+    /// The suspension and alias rows of an account that is no longer ours
+    /// to plan (no account row: we destroyed it, or forgot it): forgotten.
+    /// Nothing is sent to Stalwart.
+    fn leftovers(&mut self, address: &str) {
+        let key = keys::stalwart(address);
+        if let Some(row) = self.rows.suspensions.get(&key).copied() {
+            self.plan.steps.push(step(
+                Resource::StalwartSuspension,
+                key,
+                Action::Forget,
+                (&row.username, &row.groups),
+                Target::StalwartSuspension {
+                    address: address.to_owned(),
+                    id: String::new(),
+                },
+                "the account is gone",
+            ));
+        }
+        let owner = self
+            .rows
+            .aliases
+            .iter()
+            .find(|(k, _)| keys::parse_stalwart_alias(k).is_some_and(|(o, _)| o == address))
+            .map(|(_, r)| (r.username.clone(), r.groups.clone()));
+        if let Some((username, groups)) = owner {
+            self.aliases(address, None, None, (&username, &groups));
+        }
     }
 
     /// Suspends our account when it should be, and lifts a suspension we
@@ -420,9 +462,13 @@ impl Planner<'_, '_> {
             })
             .collect();
         let all: BTreeSet<&str> = wanted.iter().copied().chain(ours.keys().copied()).collect();
+        let keep = want.is_some_and(|w| w.keep_aliases);
         for alias in all {
             let present = account.is_some_and(|a| a.aliases.contains(alias));
             let row = ours.get(alias).map(|r| r.state);
+            if keep && present && !wanted.contains(alias) {
+                continue;
+            }
             let action = match (wanted.contains(alias), present, row) {
                 (true, false, _) => Action::Create,
                 (true, true, None) => Action::RecordForeign,
@@ -440,6 +486,7 @@ impl Planner<'_, '_> {
                 Target::StalwartAlias {
                     address: address.to_owned(),
                     alias: alias.to_owned(),
+                    id: account.map(|a| a.id.clone()).unwrap_or_default(),
                 },
                 match action {
                     Action::Create => "in the user's mail_aliases",

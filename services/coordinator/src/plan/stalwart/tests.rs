@@ -24,6 +24,7 @@ fn desired(active: Option<bool>) -> DesiredState {
                 quota: Some(1 << 30),
                 aliases: BTreeSet::from(["a.smith@example.com".into()]),
                 groups: BTreeSet::from(["g1".into()]),
+                keep_aliases: false,
             },
         );
     }
@@ -344,4 +345,133 @@ fn nothing_is_suspended_or_destroyed_when_authentik_looks_wrong() {
             actions(&p)
         );
     }
+}
+
+#[test]
+fn a_resume_and_an_alias_removal_name_the_account_the_ledger_recorded() {
+    // Bookkeeping drops a row on a delete only when the ids agree: the
+    // suspension and the alias are kept under their account's id.
+    let mut ledger = owned(true);
+    for r in &mut ledger {
+        r.remote_id = "acc1".into();
+    }
+    let mut d = desired(Some(true));
+    d.stalwart.accounts.get_mut(ALICE).unwrap().aliases.clear();
+    let p = run(&d, &observed(account(true, IN_SYNC)), &ledger, &at(0, None));
+    assert_eq!(
+        actions(&p),
+        [
+            (Resource::StalwartSuspension, Action::Delete),
+            (Resource::StalwartAlias, Action::Delete),
+        ]
+    );
+    for s in &p.steps {
+        assert_eq!(s.target.remote_id(), "acc1", "{s:?}");
+    }
+}
+
+#[test]
+fn the_suspension_and_aliases_of_a_destroyed_account_are_forgotten() {
+    // We destroyed the account (its row went); its suspension and alias
+    // rows are left: forgotten, with nothing sent to Stalwart.
+    let ledger: Vec<LedgerRow> = owned(true)
+        .into_iter()
+        .filter(|r| r.resource != Resource::StalwartAccount.as_str())
+        .collect();
+    let p = run(&desired(None), &observed(None), &ledger, &at(0, None));
+    assert_eq!(
+        actions(&p),
+        [
+            (Resource::StalwartSuspension, Action::Forget),
+            (Resource::StalwartAlias, Action::Forget),
+        ]
+    );
+    assert_eq!(p.target_writes(), 0);
+}
+
+#[test]
+fn aliases_we_added_stay_while_the_users_mail_aliases_do_not_parse() {
+    let mut d = desired(Some(true));
+    let want = d.stalwart.accounts.get_mut(ALICE).unwrap();
+    want.aliases.clear();
+    want.keep_aliases = true;
+    let p = run(
+        &d,
+        &observed(account(false, IN_SYNC)),
+        &owned(false),
+        &at(0, None),
+    );
+    assert_eq!(actions(&p), []);
+    // Fixed (to an empty list): ours goes.
+    d.stalwart.accounts.get_mut(ALICE).unwrap().keep_aliases = false;
+    let p = run(
+        &d,
+        &observed(account(false, IN_SYNC)),
+        &owned(false),
+        &at(0, None),
+    );
+    assert_eq!(actions(&p), [(Resource::StalwartAlias, Action::Delete)]);
+}
+
+#[test]
+fn a_mass_leave_is_held_by_the_removal_guard_before_any_suspension() {
+    // Twenty members of ours left at once (a group's attribute dropped):
+    // suspending them all, and starting their destroy clocks, waits for a
+    // forced sweep.
+    let mut ledger = Vec::new();
+    let mut accounts = BTreeMap::new();
+    for n in 0..20 {
+        let address = format!("user{n}@example.com");
+        let mut r = row(
+            Resource::StalwartAccount,
+            keys::stalwart(&address),
+            LedgerState::Created,
+        );
+        r.username = format!("user{n}");
+        r.remote_id = format!("acc{n}");
+        ledger.push(r);
+        accounts.insert(
+            address,
+            Some(ObservedStalwartAccount {
+                id: format!("acc{n}"),
+                suspended: false,
+                aliases: BTreeSet::new(),
+                quota: None,
+            }),
+        );
+    }
+    let o = Observed {
+        stalwart: Some(ObservedStalwart {
+            domains: BTreeMap::from([("example.com".to_owned(), Some("d1".to_owned()))]),
+            accounts,
+            lists: BTreeMap::new(),
+        }),
+        ..Observed::default()
+    };
+    let p = run(&desired(None), &o, &ledger, &at(0, None));
+    assert_eq!(actions(&p), [], "{:?}", p.warnings);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("exceed the guard")),
+        "{:?}",
+        p.warnings
+    );
+    let forced = Guards {
+        force: true,
+        ..Guards::default()
+    };
+    let p = plan_at(
+        &desired(None),
+        &o,
+        &ledger,
+        &at(0, None),
+        &Scope::All,
+        &forced,
+    );
+    assert_eq!(
+        p.steps
+            .iter()
+            .filter(|s| s.resource == Resource::StalwartSuspension)
+            .count(),
+        20
+    );
 }
