@@ -1,0 +1,130 @@
+//! Benchmark: webhook intake. `--rate` Authentik notifications a second
+//! for `--seconds`, each about one of `--users` users, sent on a fixed
+//! schedule (an open loop: a slow answer does not slow the sender down),
+//! to the real coordinator's `POST /reconcile`. Reports accept latency
+//! (p50, p99, max) and checks that nothing was lost: every 202 names a job
+//! that exists in the state DB, new or deduplicated into a queued one.
+//!
+//! cargo build --release --workspace --bins
+//! target/release/bench-webhook [--rate 500 --seconds 30 --users 1000]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN;
+use reconciler_testkit::harness::{Stack, StackOptions};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+/// One request's answer: latency, status, job id and whether it joined a
+/// queued job.
+type Answer = (Duration, u16, Option<i64>);
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        authentik_max_page_size: 100,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    let pks: Vec<i64> = (0..args.users)
+        .map(|i| {
+            stack
+                .authentik
+                .add_user(&format!("user{i}"), &format!("user{i}@example.com"))
+        })
+        .collect();
+    let url = format!("{}/reconcile", stack.http_url);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
+    let total = args.rate * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        // The schedule, not the answers, sets the pace.
+        let due = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let body =
+            Stack::user_event(pks[n as usize % pks.len()], &format!("bench-{n}")).to_string();
+        let (client, url, answers) = (client.clone(), url.clone(), answers.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = client
+                .post(&url)
+                .header("X-Authentik-Webhook-Token", WEBHOOK_TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let took = sent.elapsed();
+            let (status, job) = match response {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let value: serde_json::Value = r.json().await.unwrap_or_default();
+                    (status, value["job_id"].as_i64())
+                }
+                Err(_) => (0, None),
+            };
+            answers.lock().await.push((took, status, job));
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let sending = start.elapsed();
+    let answers = answers.lock().await.clone();
+    let mut latencies: Vec<Duration> = answers.iter().map(|a| a.0).collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let accepted = answers.iter().filter(|a| a.1 == 202).count();
+    let jobs: BTreeSet<i64> = answers.iter().filter_map(|a| a.2).collect();
+    // Nothing lost: every job a 202 named is in the state DB.
+    let mut missing = 0;
+    for id in &jobs {
+        if stack.job(*id).await["id"].as_i64() != Some(*id) {
+            missing += 1;
+        }
+    }
+    println!("## Webhook intake\n");
+    println!(
+        "{} notifications at {}/s for {} s about {} users (sent in {:.1} s)\n",
+        total,
+        args.rate,
+        args.seconds,
+        args.users,
+        sending.as_secs_f64()
+    );
+    println!("| accepted (202) | other answers | distinct jobs | jobs missing | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {accepted} | {} | {} | {missing} | {:.2} ms | {:.2} ms | {:.2} ms |",
+        answers.len() - accepted,
+        jobs.len(),
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+    Ok(())
+}
