@@ -25,6 +25,9 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 1000)]
     users: usize,
+    /// Coordinator workers running the jobs meanwhile (0: accept only).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ type Answer = (Duration, u16, Option<i64>);
 async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
+        workers: args.workers,
         ..StackOptions::default()
     })
     .await;
@@ -109,11 +113,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("## Webhook intake\n");
     println!(
-        "{} notifications at {}/s for {} s about {} users (sent in {:.1} s)\n",
+        "{} notifications at {}/s for {} s about {} users, {} workers running jobs (sent in {:.1} s)\n",
         total,
         args.rate,
         args.seconds,
         args.users,
+        args.workers,
         sending.as_secs_f64()
     );
     println!("| accepted (202) | other answers | distinct jobs | jobs missing | p50 | p99 | max |");
