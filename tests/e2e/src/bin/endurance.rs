@@ -1,10 +1,12 @@
 //! Endurance: kill -9 at random moments during sweeps, and check the world
-//! converges. The real coordinator, mailcow-agent, sogo-agent and
-//! nextcloud-agent against a real Dovecot (container), SOGo's MariaDB and
-//! memcached, the occ container and the Mailcow and Authentik simulators.
+//! converges. Every target configured: the real coordinator and all five
+//! agents against a real Dovecot (container), SOGo's MariaDB and memcached,
+//! the occ container, a real Synapse, and the Mailcow, Authentik and
+//! Stalwart simulators.
 //!
 //! Each trial changes who is in the `support` group (shared mailbox with
-//! send-as, folder rights, SOGo delegation and Nextcloud Mail), asks for a
+//! send-as, folder rights, SOGo delegation and Nextcloud Mail, a Matrix
+//! room, a Stalwart account), asks for a
 //! sweep, SIGKILLs the coordinator (or the mailcow-agent) after a random
 //! delay, starts it again, and sweeps until nothing is left to do. Then:
 //! no duplicate app passwords or Nextcloud accounts, nothing of ours left
@@ -19,8 +21,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use reconciler_testkit::harness::{
-    DovecotContainer, NextcloudContainer, SogoPeers, Stack, StackOptions, start_agent,
+    DovecotContainer, NextcloudContainer, RoomSpec, SogoPeers, Stack, StackOptions, Synapse,
+    start_agent,
 };
+use reconciler_testkit::stalwart_sim::{ObjectType, StalwartSim, StalwartSimConfig};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";
@@ -52,6 +56,10 @@ struct World {
     dovecot: DovecotContainer,
     sogo: SogoPeers,
     nextcloud: NextcloudContainer,
+    synapse: Synapse,
+    /// The support room's id.
+    room: String,
+    stalwart: StalwartSim,
     support: String,
     pks: Vec<i64>,
 }
@@ -72,6 +80,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let names: Vec<String> = (0..USERS).map(|i| user(i).0).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let nextcloud = NextcloudContainer::start(&name_refs).await;
+    let synapse = Synapse::start().await;
+    let bot = synapse.register("reconciler", true).await;
+    let room = synapse
+        .create_room(
+            &bot,
+            RoomSpec {
+                alias: Some("support".into()),
+                ..RoomSpec::default()
+            },
+        )
+        .await;
+    for name in &names {
+        synapse.register(name, false).await;
+    }
+    let stalwart = StalwartSim::start(
+        StalwartSimConfig::default(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
         job_timeout: Duration::from_secs(600),
@@ -79,7 +106,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Half the group flips every trial: more removals at once than the
         // removal guard lets through unforced. The campaign is about
         // crashes, so the guard stands aside.
-        coordinator_env: vec![("REMOVAL_GUARD_MIN".into(), "100000".into())],
+        coordinator_env: vec![
+            ("REMOVAL_GUARD_MIN".into(), "100000".into()),
+            ("STALWART_DOMAINS".into(), "example.com".into()),
+        ],
+        matrix_agent_env: Some(vec![
+            ("MATRIX_HOMESERVER_URL".into(), synapse.url()),
+            ("MATRIX_ACCESS_TOKEN".into(), bot.access_token.clone()),
+        ]),
+        stalwart_agent_env: Some(vec![
+            ("STALWART_URL".into(), stalwart.base_url()),
+            ("STALWART_API_KEY".into(), stalwart.api_key().to_owned()),
+        ]),
         sogo_agent_env: Some(vec![
             ("SOGO_DB_URL".into(), sogo.db_url()),
             ("MEMCACHED_ADDR".into(), sogo.memcached_addr()),
@@ -99,7 +137,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let support = stack.authentik.add_group(
         "support",
         json!({"reconciler": {"shared_mailbox": INFO, "access": "readwrite", "send_as": true,
-                              "sogo_delegate": true, "nextcloud_mail": true}}),
+                              "sogo_delegate": true, "nextcloud_mail": true,
+                              "matrix": {"rooms": ["#support:matrix.test"], "join": "force"},
+                              "stalwart": {"mailbox": true}}}),
     );
     let pks = (0..USERS)
         .map(|i| {
@@ -112,6 +152,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dovecot,
         sogo,
         nextcloud,
+        synapse,
+        room,
+        stalwart,
         support,
         pks,
     };
@@ -246,6 +289,7 @@ async fn check(world: &World, members: &[bool]) -> anyhow::Result<()> {
     let accounts = world.nextcloud.state().await.accounts;
     let acl = world.dovecot.acl(INFO, "INBOX").await;
     let delegates = world.sogo.settings_json(INFO).await["Mail"]["DelegateTo"].clone();
+    let joined = world.synapse.joined_members(&world.room).await;
     for (i, member) in members.iter().enumerate() {
         let (name, email) = user(i);
         let sends_as = stack.mailcow.sender_acl(&email).contains(&INFO.to_owned());
@@ -259,16 +303,26 @@ async fn check(world: &World, members: &[bool]) -> anyhow::Result<()> {
         let delegated = delegates
             .as_array()
             .is_some_and(|d| d.iter().any(|x| x == email.as_str()));
+        let in_room = joined.iter().any(|u| u == &format!("@{name}:matrix.test"));
+        // Members have an active account; a leaver's is suspended (kept:
+        // no STALWART_DELETE_AFTER); one never granted has none.
+        let account = world.stalwart.find(ObjectType::Account, &email);
+        let signs_in = account
+            .as_ref()
+            .is_some_and(|a| a["permissions"]["disabledPermissions"]["authenticate"] != true);
         let want = usize::from(*member);
         let ok = sends_as == *member
             && app_passwords == want
             && nextcloud == want
             && rights == *member
-            && delegated == *member;
+            && delegated == *member
+            && in_room == *member
+            && signs_in == *member;
         if !ok {
             anyhow::bail!(
                 "{name} (member: {member}): send-as {sends_as}, app passwords {app_passwords}, \
-                 Nextcloud accounts {nextcloud}, folder rights {rights}, SOGo delegate {delegated}"
+                 Nextcloud accounts {nextcloud}, folder rights {rights}, SOGo delegate {delegated}, \
+                 in the Matrix room {in_room}, Stalwart sign-in {signs_in}"
             );
         }
     }
