@@ -111,6 +111,16 @@ async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
     );
     a.add_member(&team, alice);
     a.add_member(&broken, alice);
+    // Before any run: nothing counted yet.
+    let before = reqwest::get(format!("{}/metrics", stack.http_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let before = Scrape::parse(&before);
+    assert_eq!(before.value("reconciler_changes_total", &[]), 0.0);
+    assert_eq!(before.value("reconciler_jobs", &[("state", "done")]), 0.0);
     let job = stack.sweep().await;
     assert_eq!(job["state"], "done", "{job}");
 
