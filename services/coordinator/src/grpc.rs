@@ -148,6 +148,13 @@ impl Coordinator for CoordinatorService {
             .into_iter()
             .map(|((resource, cause), objects)| pb::FailingCause {
                 resource: wire::resource_named(&resource) as i32,
+                hint: self
+                    .engine
+                    .adapters()
+                    .iter()
+                    .find_map(|a| a.hint(&cause))
+                    .unwrap_or_default()
+                    .to_owned(),
                 cause,
                 objects,
             })

@@ -75,7 +75,8 @@ struct Facts {
     counts: crate::store::JobCounts,
     oldest_queued_ms: Option<i64>,
     last_sweep: Option<crate::store::JobRow>,
-    failing: BTreeMap<(String, String), u64>,
+    /// By (resource, cause): how many objects, and the likely fix.
+    failing: BTreeMap<(String, String), (u64, Option<&'static str>)>,
     pending: Vec<PendingRemoval>,
 }
 
@@ -90,7 +91,8 @@ async fn page(state: &HttpState) -> Result<Markup> {
             let mut by_cause = BTreeMap::new();
             for ((resource, _), b) in store.backoffs().await? {
                 let cause = crate::engine::failure_cause(&b.last_error);
-                *by_cause.entry((resource, cause)).or_default() += 1;
+                let hint = state.engine.adapters().iter().find_map(|a| a.hint(&cause));
+                by_cause.entry((resource, cause)).or_insert((0, hint)).0 += 1;
             }
             by_cause
         },
@@ -191,9 +193,11 @@ fn render(f: &Facts) -> Markup {
                     p id="failing" { "none" }
                 } @else {
                     table id="failing" {
-                        tr { th { "resource" } th { "cause" } th { "objects" } }
-                        @for ((resource, cause), n) in &f.failing {
-                            tr class="down" { td { (resource) } td { (cause) } td { (n) } }
+                        tr { th { "resource" } th { "cause" } th { "objects" } th { "likely fix" } }
+                        @for ((resource, cause), (n, hint)) in &f.failing {
+                            tr class="down" {
+                                td { (resource) } td { (cause) } td { (n) } td { (hint.unwrap_or("")) }
+                            }
                         }
                     }
                 }

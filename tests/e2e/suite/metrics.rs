@@ -205,6 +205,13 @@ async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
     );
     assert!(status.failing[0].cause.contains("domain_not_found"));
     assert_eq!(status.failing[0].objects, 1);
+    assert!(
+        status.failing[0]
+            .hint
+            .contains("the domain is not in Mailcow"),
+        "the likely fix: {:?}",
+        status.failing[0]
+    );
 
     // The mailcow-agent's own metrics, on METRICS_LISTEN.
     let agent_metrics = stack
