@@ -201,30 +201,15 @@ impl TargetAdapter for Matrix {
     }
 
     fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s, Self::Change> {
-        let mut changes = Changes::default();
-        for step in steps {
-            let Some((kind, first)) = change_kind(step) else {
-                changes.waiting.push((
-                    step,
-                    format!(
-                        "{} {} is not a Matrix change",
-                        step.resource.as_str(),
-                        step.action.as_str()
-                    ),
-                ));
-                continue;
-            };
-            let change = |id| pb::MatrixChange {
-                id,
-                kind: Some(kind),
-            };
-            if first {
-                changes.push_first(step, change);
-            } else {
-                changes.push(step, change);
-            }
-        }
-        changes
+        Changes::one_per_step(steps, "Matrix", |step, id| {
+            change_kind(step).map(|(kind, first)| {
+                let change = pb::MatrixChange {
+                    id,
+                    kind: Some(kind),
+                };
+                (change, first)
+            })
+        })
     }
 
     async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {

@@ -119,6 +119,43 @@ impl<'s, C> Changes<'s, C> {
     pub fn push_first(&mut self, step: &'s Step, change: impl FnOnce(String) -> C) {
         self.first.push(Batch::of(step, change));
     }
+
+    /// One change per step: `change` makes it from the step and its id,
+    /// and says whether others wait for it; a step it cannot make waits,
+    /// as not a change of `target`.
+    pub fn one_per_step(
+        steps: &[&'s Step],
+        target: &str,
+        change: impl Fn(&Step, String) -> Option<(C, bool)>,
+    ) -> Self {
+        let mut changes = Self::default();
+        for step in steps {
+            let id = change_id(step);
+            match change(step, id.clone()) {
+                Some((made, first)) => {
+                    let batch = Batch {
+                        id,
+                        change: made,
+                        steps: vec![*step],
+                    };
+                    if first {
+                        changes.first.push(batch);
+                    } else {
+                        changes.ready.push(batch);
+                    }
+                }
+                None => changes.waiting.push((
+                    step,
+                    format!(
+                        "{} {} is not a {target} change",
+                        step.resource.as_str(),
+                        step.action.as_str()
+                    ),
+                )),
+            }
+        }
+        changes
+    }
 }
 
 impl<'s, C> Batch<'s, C> {

@@ -105,31 +105,16 @@ impl TargetAdapter for Stalwart {
     /// Domains and accounts are created in a call of their own, before the
     /// aliases, suspensions and lists that need them.
     fn changes<'s>(&self, steps: &[&'s Step], _secrets: &Secrets) -> Changes<'s, Self::Change> {
-        let mut changes = Changes::default();
-        for step in steps {
-            let Some(kind) = change_kind(step) else {
-                changes.waiting.push((
-                    step,
-                    format!(
-                        "{} {} is not a Stalwart change",
-                        step.resource.as_str(),
-                        step.action.as_str()
-                    ),
-                ));
-                continue;
-            };
-            let first = matches!(kind, Kind::DomainCreate(_) | Kind::AccountCreate(_));
-            let change = |id| pb::StalwartChange {
-                id,
-                kind: Some(kind),
-            };
-            if first {
-                changes.push_first(step, change);
-            } else {
-                changes.push(step, change);
-            }
-        }
-        changes
+        Changes::one_per_step(steps, "Stalwart", |step, id| {
+            change_kind(step).map(|kind| {
+                let first = matches!(kind, Kind::DomainCreate(_) | Kind::AccountCreate(_));
+                let change = pb::StalwartChange {
+                    id,
+                    kind: Some(kind),
+                };
+                (change, first)
+            })
+        })
     }
 
     async fn apply(&self, changes: Vec<Self::Change>) -> Result<Applied> {
