@@ -239,16 +239,6 @@ fn plan_json(plan: &pb::PlanResponse) -> serde_json::Value {
     })
 }
 
-fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
 pub fn render_explain(e: &pb::ExplainResponse) -> String {
     let mut out = format!(
         "{}{}\n",
@@ -294,7 +284,7 @@ pub fn render_explain(e: &pb::ExplainResponse) -> String {
             "pending removal: {} {} due {} ({})\n",
             resource_name(p.resource),
             p.key.replace('|', " → "),
-            when(p.due_at_ms),
+            crate::audit_api::format_time(p.due_at_ms),
             p.reason
         ));
     }
@@ -304,7 +294,7 @@ pub fn render_explain(e: &pb::ExplainResponse) -> String {
             resource_name(f.resource),
             f.key.replace('|', " → "),
             f.failures,
-            when(f.next_attempt_ms),
+            crate::audit_api::format_time(f.next_attempt_ms),
             f.last_error
         ));
     }

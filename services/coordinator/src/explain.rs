@@ -117,14 +117,7 @@ pub async fn explain(engine: &Engine, needle: &str) -> Result<pb::ExplainRespons
         .await?
         .into_iter()
         .filter(|p| p.username == username)
-        .map(|p| pb::PendingRemoval {
-            resource: wire::resource_named(&p.resource) as i32,
-            key: p.key,
-            user: p.username,
-            due_at_ms: p.due_at,
-            since_ms: p.since,
-            reason: p.reason,
-        })
+        .map(wire::pending_removal)
         .collect();
     let keys: std::collections::BTreeSet<(String, String)> = rows
         .iter()

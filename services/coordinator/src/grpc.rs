@@ -130,33 +130,18 @@ impl Coordinator for CoordinatorService {
             .pending_removals()
             .await?
             .into_iter()
-            .map(|p| pb::PendingRemoval {
-                resource: wire::resource_named(&p.resource) as i32,
-                key: p.key,
-                user: p.username,
-                due_at_ms: p.due_at,
-                since_ms: p.since,
-                reason: p.reason,
-            })
+            .map(wire::pending_removal)
             .collect();
-        let mut failing: std::collections::BTreeMap<(String, String), i64> = Default::default();
-        for ((resource, _), b) in store.backoffs().await? {
-            let cause = crate::engine::failure_cause(&b.last_error);
-            *failing.entry((resource, cause)).or_default() += 1;
-        }
-        let failing = failing
+        let failing = self
+            .engine
+            .failing_causes()
+            .await?
             .into_iter()
-            .map(|((resource, cause), objects)| pb::FailingCause {
-                resource: wire::resource_named(&resource) as i32,
-                hint: self
-                    .engine
-                    .adapters()
-                    .iter()
-                    .find_map(|a| a.hint(&cause))
-                    .unwrap_or_default()
-                    .to_owned(),
-                cause,
-                objects,
+            .map(|f| pb::FailingCause {
+                resource: wire::resource_named(&f.resource) as i32,
+                hint: f.hint.unwrap_or_default().to_owned(),
+                cause: f.cause,
+                objects: f.objects as i64,
             })
             .collect();
         Ok(Response::new(pb::StatusResponse {
@@ -293,6 +278,18 @@ pub(crate) mod wire {
             Resource::StalwartSuspension => pb::Resource::StalwartSuspension,
             Resource::StalwartAlias => pb::Resource::StalwartAlias,
             Resource::StalwartList => pb::Resource::StalwartList,
+        }
+    }
+
+    /// A removal waiting out its grace period, as `Status` and `Explain` show it.
+    pub fn pending_removal(p: crate::store::PendingRemoval) -> pb::PendingRemoval {
+        pb::PendingRemoval {
+            resource: resource_named(&p.resource) as i32,
+            key: p.key,
+            user: p.username,
+            due_at_ms: p.due_at,
+            since_ms: p.since,
+            reason: p.reason,
         }
     }
 

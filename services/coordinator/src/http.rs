@@ -173,7 +173,7 @@ async fn healthz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    match crate::metrics::render(state.engine.store()).await {
+    match crate::metrics::render(&state.engine).await {
         Ok(body) => (
             [(
                 axum::http::header::CONTENT_TYPE,

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::engine::RunReport;
 use crate::error::Result;
 use crate::plan::Resource;
-use crate::store::{Store, now_millis};
+use crate::store::now_millis;
 use crate::targets::Adapters;
 
 pub const CHANGES: &str = "reconciler_changes_total";
@@ -135,10 +135,11 @@ pub fn authentik_request(endpoint: &str, took: Duration) {
 static SCRAPED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
 /// The exposition text: the state DB's gauges read now, then everything.
-pub async fn render(store: &Store) -> Result<String> {
+pub async fn render(engine: &crate::engine::Engine) -> Result<String> {
     let Some(handle) = handle() else {
         return Ok(String::new());
     };
+    let store = engine.store();
     let counts = store.job_counts().await?;
     for (state, n) in [
         ("queued", counts.queued),
@@ -163,12 +164,9 @@ pub async fn render(store: &Store) -> Result<String> {
         *now.entry((PENDING_REMOVALS.into(), p.resource))
             .or_default() += 1.0;
     }
-    for ((resource, _), b) in store.backoffs().await? {
-        let label = format!(
-            "{resource}\u{0}{}",
-            crate::engine::failure_cause(&b.last_error)
-        );
-        *now.entry((FAILING_OBJECTS.into(), label)).or_default() += 1.0;
+    for failing in engine.failing_causes().await? {
+        let label = format!("{}\u{0}{}", failing.resource, failing.cause);
+        *now.entry((FAILING_OBJECTS.into(), label)).or_default() += failing.objects as f64;
     }
     let mut scraped = SCRAPED.lock().unwrap_or_else(|p| p.into_inner());
     for key in scraped.iter().filter(|k| !now.contains_key(*k)) {

@@ -76,7 +76,7 @@ struct Facts {
     oldest_queued_ms: Option<i64>,
     last_sweep: Option<crate::store::JobRow>,
     /// By (resource, cause): how many objects, and the likely fix.
-    failing: BTreeMap<(String, String), (u64, Option<&'static str>)>,
+    failing: Vec<crate::engine::FailingCause>,
     pending: Vec<PendingRemoval>,
 }
 
@@ -87,28 +87,10 @@ async fn page(state: &HttpState) -> Result<Markup> {
         counts: store.job_counts().await?,
         oldest_queued_ms: store.oldest_queued_job().await?,
         last_sweep: store.last_finished_sweep().await?,
-        failing: {
-            let mut by_cause = BTreeMap::new();
-            for ((resource, _), b) in store.backoffs().await? {
-                let cause = crate::engine::failure_cause(&b.last_error);
-                let hint = state.engine.adapters().iter().find_map(|a| a.hint(&cause));
-                by_cause.entry((resource, cause)).or_insert((0, hint)).0 += 1;
-            }
-            by_cause
-        },
+        failing: state.engine.failing_causes().await?,
         pending: store.pending_removals().await?,
     };
     Ok(render(&facts))
-}
-
-fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
@@ -194,9 +176,10 @@ fn render(f: &Facts) -> Markup {
                 } @else {
                     table id="failing" {
                         tr { th { "resource" } th { "cause" } th { "objects" } th { "likely fix" } }
-                        @for ((resource, cause), (n, hint)) in &f.failing {
+                        @for failing in &f.failing {
                             tr class="down" {
-                                td { (resource) } td { (cause) } td { (n) } td { (hint.unwrap_or("")) }
+                                td { (failing.resource) } td { (failing.cause) } td { (failing.objects) }
+                                td { (failing.hint.unwrap_or("")) }
                             }
                         }
                     }
@@ -210,7 +193,7 @@ fn render(f: &Facts) -> Markup {
                         @for p in &f.pending {
                             tr {
                                 td { (p.resource) } td { (p.key.replace('|', " → ")) }
-                                td { (p.username) } td { (when(p.due_at)) } td { (p.reason) }
+                                td { (p.username) } td { (crate::audit_api::format_time(p.due_at)) } td { (p.reason) }
                             }
                         }
                     }
@@ -251,7 +234,7 @@ mod tests {
             counts: Default::default(),
             oldest_queued_ms: None,
             last_sweep: None,
-            failing: BTreeMap::new(),
+            failing: Vec::new(),
             pending: Vec::new(),
         };
         let html = render(&facts).into_string();

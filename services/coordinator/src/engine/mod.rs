@@ -28,7 +28,7 @@ use crate::subject::Subject;
 
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
 use observe::Observation;
-pub use report::{RunReport, cause as failure_cause};
+pub use report::RunReport;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -78,7 +78,37 @@ pub struct Prepared {
     observe_doveadm_execs: u64,
 }
 
+/// Objects whose change failed for good and waits out its backoff, for
+/// one resource and cause: how many, and the fix a target knows for it.
+#[derive(Clone, Debug)]
+pub struct FailingCause {
+    pub resource: String,
+    /// The agent's message, addresses and numbers taken out.
+    pub cause: String,
+    pub objects: u64,
+    pub hint: Option<&'static str>,
+}
+
 impl Engine {
+    /// What keeps failing, by resource and cause (gRPC `Status`, the
+    /// status page, the metrics).
+    pub async fn failing_causes(&self) -> Result<Vec<FailingCause>> {
+        let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for ((resource, _), backoff) in self.store.backoffs().await? {
+            let cause = report::cause(&backoff.last_error);
+            *counts.entry((resource, cause)).or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((resource, cause), objects)| FailingCause {
+                hint: self.adapters.iter().find_map(|a| a.hint(&cause)),
+                resource,
+                cause,
+                objects,
+            })
+            .collect())
+    }
+
     pub fn new(
         store: Store,
         directory: Arc<dyn DirectorySource>,
