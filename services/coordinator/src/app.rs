@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> Result<()> {
             removal_guard_min: config.removal_guard_min,
             failure_backoff_base: config.failure_backoff_base,
             backups: config.state_backups.clone(),
+            directory_max_age: config.directory_max_age,
         },
     ));
     let wake = Arc::new(Notify::new());

@@ -56,6 +56,9 @@ pub struct Config {
     pub agent_token: Secret,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
+    /// How long webhooks may patch the last whole directory read (`None`:
+    /// every run reads the whole directory).
+    pub directory_max_age: Option<Duration>,
     /// `GRACE_POLL_SECONDS`: how often pending removals are checked for
     /// one that fell due.
     pub grace_poll: Duration,
@@ -127,6 +130,12 @@ impl Config {
             )));
         }
         let sweep = number("SWEEP_INTERVAL_SECONDS", "900")?;
+        // A webhook patches the last whole read while it is younger than
+        // this; by default the sweep interval (a sweep reads it whole).
+        let directory_max_age = number(
+            "DIRECTORY_MAX_AGE_SECONDS",
+            &if sweep > 0 { sweep } else { 900 }.to_string(),
+        )?;
         let (matrix, matrix_identities) = matrix_settings(&lookup)?;
         let catchup = number("EVENTS_CATCHUP_SECONDS", "60")?;
         // 0 keeps forever.
@@ -175,6 +184,8 @@ impl Config {
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             agent_token: secret("AGENT_TOKEN")?,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
+            directory_max_age: (directory_max_age > 0)
+                .then(|| Duration::from_secs(directory_max_age)),
             grace_poll: Duration::from_secs(number("GRACE_POLL_SECONDS", "30")?.max(1)),
             events_catchup: (catchup > 0).then(|| Duration::from_secs(catchup)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,

@@ -19,15 +19,18 @@ use reconciler_runtime::outcome;
 use tonic::{Request, Response, Status};
 
 use crate::agents::AgentLink;
-use crate::authentik::{DirectorySource, Group, User};
+use crate::authentik::{DirectorySource, Group, User, UserField};
 use crate::error::Result;
 use crate::targets::{mailcow::Mailcow, sogo::Sogo};
 
-/// Authentik as a list of users and groups, changed by the test.
+/// Authentik as a list of users and groups, changed by the test. Every
+/// call is recorded (`users`, `user:42`, `group:<uuid>`, …) so tests can
+/// pin what a run asked for.
 #[derive(Default)]
 pub struct FakeDirectory {
     pub users: Mutex<Vec<User>>,
     pub groups: Mutex<Vec<Group>>,
+    pub calls: Mutex<Vec<String>>,
 }
 
 impl FakeDirectory {
@@ -48,6 +51,15 @@ impl FakeDirectory {
         lock(&self.groups).push(group);
     }
 
+    /// The calls made since the last `take_calls`.
+    pub fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.calls))
+    }
+
+    fn record(&self, call: String) {
+        lock(&self.calls).push(call);
+    }
+
     pub fn set_members(&self, uuid: &str, members: &[i64]) {
         for group in lock(&self.groups).iter_mut().filter(|g| g.pk == uuid) {
             group.users = members.to_vec();
@@ -64,11 +76,49 @@ impl FakeDirectory {
 #[async_trait::async_trait]
 impl DirectorySource for FakeDirectory {
     async fn users(&self) -> Result<Vec<User>> {
+        self.record("users".into());
         Ok(lock(&self.users).clone())
     }
 
     async fn groups(&self) -> Result<Vec<Group>> {
+        self.record("groups".into());
         Ok(lock(&self.groups).clone())
+    }
+
+    async fn user(&self, pk: i64) -> Result<Option<User>> {
+        self.record(format!("user:{pk}"));
+        Ok(lock(&self.users).iter().find(|u| u.pk == pk).cloned())
+    }
+
+    async fn users_by(&self, field: UserField, value: &str) -> Result<Vec<User>> {
+        self.record(format!("users_by:{}={value}", field.query_key()));
+        Ok(lock(&self.users)
+            .iter()
+            .filter(|u| match field {
+                UserField::Username => u.username == value,
+                UserField::Email => u.email == value,
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn group(&self, uuid: &str) -> Result<Option<Group>> {
+        self.record(format!("group:{uuid}"));
+        Ok(lock(&self.groups).iter().find(|g| g.pk == uuid).cloned())
+    }
+
+    async fn group_members(&self, uuid: &str) -> Result<Vec<User>> {
+        self.record(format!("group_members:{uuid}"));
+        let members: Vec<i64> = lock(&self.groups)
+            .iter()
+            .filter(|g| g.pk == uuid)
+            .flat_map(|g| g.users.clone())
+            .collect();
+        Ok(lock(&self.users)
+            .iter()
+            .filter(|u| members.contains(&u.pk))
+            .cloned()
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -19,8 +19,32 @@ const PAGE_SIZE: u32 = 100;
 pub trait DirectorySource: Send + Sync {
     async fn users(&self) -> Result<Vec<User>>;
     async fn groups(&self) -> Result<Vec<Group>>;
+    /// One user by pk; `None` when Authentik says there is none (404).
+    async fn user(&self, pk: i64) -> Result<Option<User>>;
+    /// The users whose username or email is exactly `value`.
+    async fn users_by(&self, field: UserField, value: &str) -> Result<Vec<User>>;
+    /// One group by dashed UUID; `None` when Authentik says there is none.
+    async fn group(&self, uuid: &str) -> Result<Option<Group>>;
+    /// The direct members of a group, as user objects.
+    async fn group_members(&self, uuid: &str) -> Result<Vec<User>>;
     /// A cheap authenticated call for `/healthz`.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The exact-match user filters a webhook's subject can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserField {
+    Username,
+    Email,
+}
+
+impl UserField {
+    pub fn query_key(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::Email => "email",
+        }
+    }
 }
 
 pub struct AuthentikClient {
@@ -51,7 +75,6 @@ impl AuthentikClient {
         page: u64,
         extra: &[(&str, &str)],
     ) -> Result<Page<T>> {
-        let url = format!("{}{}", self.base, path);
         let page_str = page.to_string();
         let page_size = PAGE_SIZE.to_string();
         let mut query: Vec<(&str, &str)> = vec![("page", &page_str), ("page_size", &page_size)];
@@ -61,12 +84,35 @@ impl AuthentikClient {
             query.push(("ordering", "pk"));
         }
         query.extend_from_slice(extra);
+        let what = format!("GET {path} page {page}");
+        self.get_json(path, &query, &what)
+            .await?
+            .ok_or_else(|| Error::Authentik(format!("{what}: HTTP 404 Not Found")))
+    }
+
+    /// One object at `path`; `None` on 404.
+    async fn get_object<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>> {
+        self.get_json(path, query, &format!("GET {path}")).await
+    }
+
+    /// GET with the token; `None` on 404, the error taxonomy otherwise.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Option<T>> {
+        let url = format!("{}{}", self.base, path);
         let started = std::time::Instant::now();
         let response = self
             .http
             .get(&url)
             .bearer_auth(self.token.expose())
-            .query(&query)
+            .query(query)
             .send()
             .await;
         crate::metrics::authentik_request(path, started.elapsed());
@@ -78,15 +124,17 @@ impl AuthentikClient {
                 "Authentik refused the API token ({status}) on {path}; it needs view_user, view_group and view_event"
             )));
         }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
-            return Err(Error::Authentik(format!(
-                "GET {path} page {page}: HTTP {status}"
-            )));
+            return Err(Error::Authentik(format!("{what}: HTTP {status}")));
         }
         response
-            .json::<Page<T>>()
+            .json::<T>()
             .await
-            .map_err(|e| Error::Authentik(format!("GET {path} page {page}: bad body: {e}")))
+            .map(Some)
+            .map_err(|e| Error::Authentik(format!("{what}: bad body: {e}")))
     }
 
     /// Every page of a listing, checked to add up to exactly what
@@ -142,6 +190,45 @@ impl DirectorySource for AuthentikClient {
             "/api/v3/core/groups/",
             "groups",
             &[("include_users", "false")],
+        )
+        .await
+    }
+
+    async fn user(&self, pk: i64) -> Result<Option<User>> {
+        self.get_object(
+            &format!("/api/v3/core/users/{pk}/"),
+            &[("include_groups", "false")],
+        )
+        .await
+    }
+
+    async fn users_by(&self, field: UserField, value: &str) -> Result<Vec<User>> {
+        self.all_pages(
+            "/api/v3/core/users/",
+            "users",
+            &[(field.query_key(), value), ("include_groups", "false")],
+        )
+        .await
+    }
+
+    async fn group(&self, uuid: &str) -> Result<Option<Group>> {
+        // A name or anything else that is not a UUID would be a 404 (or a
+        // 400 on some versions): only ask for what can exist.
+        if !super::model::is_uuid(uuid) {
+            return Ok(None);
+        }
+        self.get_object(
+            &format!("/api/v3/core/groups/{uuid}/"),
+            &[("include_users", "false")],
+        )
+        .await
+    }
+
+    async fn group_members(&self, uuid: &str) -> Result<Vec<User>> {
+        self.all_pages(
+            "/api/v3/core/users/",
+            "users",
+            &[("groups_by_pk", uuid), ("include_groups", "false")],
         )
         .await
     }

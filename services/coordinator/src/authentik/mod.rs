@@ -6,6 +6,6 @@ pub mod events;
 pub mod listing;
 pub mod model;
 
-pub use client::{AuthentikClient, DirectorySource};
+pub use client::{AuthentikClient, DirectorySource, UserField};
 pub use events::{Event, EventSource};
-pub use model::{Group, User, normalize_uuid};
+pub use model::{Group, User, is_uuid, normalize_uuid};

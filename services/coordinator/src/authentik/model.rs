@@ -1,9 +1,11 @@
 //! The parts of Authentik's user and group objects the reconciler reads.
 //! Unknown fields are ignored so newer Authentik versions keep working.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// Serialize writes the same field names back, so the directory snapshot
+/// in the state DB reads as Authentik's own JSON.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 pub struct User {
     pub pk: i64,
     pub username: String,
@@ -28,7 +30,7 @@ pub struct User {
     pub attributes: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 pub struct Group {
     /// UUID, dashed.
     pub pk: String,
@@ -77,6 +79,12 @@ pub struct Pagination {
     /// listing; both 0 for an empty listing.
     pub start_index: u64,
     pub end_index: u64,
+}
+
+/// Whether `raw` is a UUID in either form Authentik uses.
+pub fn is_uuid(raw: &str) -> bool {
+    let hex: Vec<char> = raw.chars().filter(|c| *c != '-').collect();
+    hex.len() == 32 && hex.iter().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Group UUIDs arrive dashed from the API and undashed (hex) in event

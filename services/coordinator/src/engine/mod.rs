@@ -20,6 +20,7 @@ use reconciler_runtime::locks::KeyedLocks;
 
 mod apply;
 mod bookkeeping;
+mod directory_read;
 mod observe;
 mod report;
 mod scope;
@@ -27,6 +28,7 @@ mod scope;
 use crate::subject::Subject;
 
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
+use directory_read::{DirectoryRead, Snapshot};
 use observe::Observation;
 pub use report::RunReport;
 
@@ -43,6 +45,9 @@ pub struct EngineConfig {
     pub failure_backoff_base: Duration,
     /// State DB snapshots before a run that removes anything.
     pub backups: BackupPolicy,
+    /// How long a whole read of the directory may be patched by webhooks
+    /// instead of read again (`None`: every run reads it whole).
+    pub directory_max_age: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +59,7 @@ impl Default for EngineConfig {
             removal_guard_min: 10,
             failure_backoff_base: Duration::from_secs(900),
             backups: BackupPolicy::default(),
+            directory_max_age: Some(Duration::from_secs(900)),
         }
     }
 }
@@ -64,13 +70,15 @@ pub struct Engine {
     adapters: Adapters,
     config: EngineConfig,
     locks: KeyedLocks,
+    /// The last whole directory read, patched by webhooks since.
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
 }
 
 /// What a run decided, before applying.
 pub struct Prepared {
     pub plan: Plan,
     /// The directory the plan was made from (group names, nesting).
-    pub directory: Directory,
+    pub directory: Arc<Directory>,
     scope_users: BTreeSet<String>,
     people: Vec<(i64, String, String)>,
     user_count: usize,
@@ -121,6 +129,7 @@ impl Engine {
             adapters,
             config,
             locks: KeyedLocks::default(),
+            snapshot: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -139,12 +148,9 @@ impl Engine {
     /// Reads, observes and plans without changing anything.
     #[tracing::instrument(skip_all, fields(subject = %subject))]
     pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
-        // Fetch both lists before anything else: an Authentik error ends the
-        // run here, before a single change (and so before any removal).
-        let (users, groups) = tokio::try_join!(self.directory.users(), self.directory.groups())?;
-        let user_count = users.len();
-        let group_count = groups.len();
-        let directory = Directory::new(users, groups);
+        let (directory, read) = self.read_directory(subject).await?;
+        let user_count = directory.all_users.len();
+        let group_count = directory.groups.len();
         let desired = desired_state(&directory, &self.config.desired);
         let mut guards = Guards {
             max_removal_share: self.config.max_removal_share,
@@ -165,6 +171,11 @@ impl Engine {
             guards.hold_reason = reason;
         }
         let plausible = guards.allow_removals;
+        if let DirectoryRead::Whole { read_at_millis } = read
+            && plausible
+        {
+            self.keep_snapshot(&directory, read_at_millis).await?;
+        }
         let ledger = self.store.ledger_rows(None).await?;
         let scope = self.scope(subject, &directory, &ledger).await?;
         let Observation {
@@ -189,7 +200,7 @@ impl Engine {
             Scope::All => BTreeSet::new(),
             Scope::Users(users) => users.clone(),
         };
-        let people = people_with_grants(&directory, &desired);
+        let people = people_with_grants(&directory, &desired, &scope);
         Ok(Prepared {
             plan,
             directory,
@@ -259,9 +270,14 @@ impl Engine {
     }
 }
 
-/// Everyone granted anything on any target, remembered so a webhook about
-/// them still finds who they were once Authentik deleted them.
-fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64, String, String)> {
+/// Everyone granted anything on any target (of `scope`, when the run has
+/// one), remembered so a webhook about them still finds who they were once
+/// Authentik deleted them.
+fn people_with_grants(
+    directory: &Directory,
+    desired: &DesiredState,
+    scope: &Scope,
+) -> Vec<(i64, String, String)> {
     let granted: BTreeSet<&str> = crate::plan::Resource::ALL
         .into_iter()
         .flat_map(|r| desired.users_of(r))
@@ -270,6 +286,10 @@ fn people_with_grants(directory: &Directory, desired: &DesiredState) -> Vec<(i64
         .people
         .values()
         .filter(|p| granted.contains(p.username.as_str()))
+        .filter(|p| match scope {
+            Scope::All => true,
+            Scope::Users(users) => users.contains(&p.username),
+        })
         .map(|p| (p.pk, p.username.clone(), p.email.clone()))
         .collect()
 }

@@ -546,3 +546,5 @@ async fn a_run_that_removes_anything_snapshots_the_state_db_first() {
         .unwrap();
     assert!(row.is_some_and(|r| r.state == LedgerState::Created));
 }
+
+mod incremental_directory;

@@ -8,10 +8,10 @@
 //! target/release/bench-sweep [--users N --groups N --mailboxes N]
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use reconciler_testkit::authentik_sim::generate_directory;
+use reconciler_testkit::authentik_sim::{GeneratedDirectory, generate_directory};
 use reconciler_testkit::harness::{Stack, StackOptions};
 
 #[derive(Parser)]
@@ -26,6 +26,10 @@ struct Args {
     depth: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Single-user webhooks sent one after another after the in-sync
+    /// sweep, each after moving its user into one more group.
+    #[arg(long, default_value_t = 100)]
+    webhooks: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             stack.authentik.request_count(),
         );
     }
+    webhooks(&stack, &generated, args.webhooks).await;
     println!();
     println!("| process | peak RSS (VmHWM) |");
     println!("|---|---|");
@@ -104,4 +109,54 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Webhook to applied: each user joins one more group, then one webhook
+/// names them; the time runs from the POST to the job being done. Jobs are
+/// polled every 2 ms, so the figures carry up to 2 ms of polling.
+async fn webhooks(stack: &Stack, generated: &GeneratedDirectory, count: usize) {
+    if count == 0 {
+        return;
+    }
+    stack.authentik.reset_counts();
+    stack.mailcow.reset_counts();
+    let mut latencies = Vec::with_capacity(count);
+    let users = &generated.user_pks;
+    let groups = &generated.group_uuids;
+    for i in 0..count {
+        let pk = users[(i * 7919) % users.len()];
+        let group = &groups[(i * 104_729) % groups.len()];
+        stack.authentik.add_member(group, pk);
+        let start = Instant::now();
+        let (status, reply) = stack
+            .webhook(&Stack::user_event(pk, &format!("bench-{i}")))
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        let id = reply["job_id"].as_i64().expect("job_id");
+        loop {
+            let job = stack.job(id).await;
+            match job["state"].as_str() {
+                Some("done") => break,
+                Some("failed") => panic!("webhook job failed: {job}"),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    let requests = stack.authentik.request_count();
+    println!();
+    println!(
+        "| webhooks | Authentik requests (per webhook) | Mailcow writes | webhook to applied p50 | p99 | max |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {count} | {requests} ({:.2}) | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        requests as f64 / count as f64,
+        stack.mailcow.write_count(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+        latencies.last().expect("one").as_secs_f64() * 1000.0,
+    );
 }

@@ -36,28 +36,72 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// A directory from whole listings. Authentik states membership on both
+    /// sides (a user's `groups`, a group's `users`); either side is
+    /// trusted, and both are made to agree, so a later [`Patch`] can
+    /// replace one object's side and keep the other in step.
     pub fn new(users: Vec<User>, groups: Vec<Group>) -> Self {
-        let groups: BTreeMap<String, Group> = groups
+        let mut groups: BTreeMap<String, Group> = groups
             .into_iter()
-            .map(|g| (normalize_uuid(&g.pk), g))
+            .map(|mut g| {
+                g.pk = normalize_uuid(&g.pk);
+                (g.pk.clone(), g)
+            })
             .collect();
-        let mut children: HashMap<String, Vec<String>> = HashMap::new();
-        for (id, group) in &groups {
-            for parent in group.parent_ids() {
-                children.entry(parent).or_default().push(id.clone());
+        let mut all_users: BTreeMap<i64, User> = users
+            .into_iter()
+            .map(|mut u| {
+                u.groups = u.groups.iter().map(|g| normalize_uuid(g)).collect();
+                (u.pk, u)
+            })
+            .collect();
+        let mut members: BTreeMap<String, BTreeSet<i64>> = groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.users.iter().copied().collect()))
+            .collect();
+        for user in all_users.values() {
+            for id in &user.groups {
+                members.entry(id.clone()).or_default().insert(user.pk);
             }
         }
-        let people = users
-            .iter()
+        for (id, pks) in &members {
+            if let Some(group) = groups.get_mut(id) {
+                group.users = pks.iter().copied().collect();
+            }
+            for pk in pks {
+                if let Some(user) = all_users.get_mut(pk)
+                    && !user.groups.contains(id)
+                {
+                    user.groups.push(id.clone());
+                }
+            }
+        }
+        let people = all_users
+            .values()
             .filter_map(|u| person(u).map(|p| (u.pk, p)))
             .collect();
-        let all_users = users.into_iter().map(|u| (u.pk, u)).collect();
-        Self {
+        let mut directory = Self {
             all_users,
             groups,
             people,
-            children,
+            children: HashMap::new(),
+        };
+        directory.index_children();
+        directory
+    }
+
+    fn index_children(&mut self) {
+        self.children.clear();
+        for (id, group) in &self.groups {
+            for parent in group.parent_ids() {
+                self.children.entry(parent).or_default().push(id.clone());
+            }
         }
+    }
+
+    /// Every user and group, for writing the snapshot whole.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.all_users.values()
     }
 
     /// The group itself and every group below it, each once, cycles included.
@@ -103,14 +147,19 @@ impl Directory {
     /// Every group that grants `group`'s members, i.e. `group` and its
     /// ancestors, for the groups a user is directly in.
     pub fn effective_groups(&self, user: &User) -> BTreeSet<String> {
-        let mut direct: BTreeSet<String> = user.groups.iter().map(|g| normalize_uuid(g)).collect();
-        // Group objects list members too; trust either side of the relation.
-        for (id, group) in &self.groups {
-            if group.users.contains(&user.pk) {
-                direct.insert(id.clone());
-            }
+        self.direct_groups(user)
+            .iter()
+            .flat_map(|g| self.ancestors(g))
+            .collect()
+    }
+
+    /// The groups a user is directly in. Both sides of the relation agree
+    /// inside a [`Directory`]; a `User` from elsewhere is read as it says.
+    fn direct_groups(&self, user: &User) -> BTreeSet<String> {
+        match self.all_users.get(&user.pk) {
+            Some(known) => known.groups.iter().cloned().collect(),
+            None => user.groups.iter().map(|g| normalize_uuid(g)).collect(),
         }
-        direct.iter().flat_map(|g| self.ancestors(g)).collect()
     }
 
     /// How `user` comes to be in `granting`: the group names from
@@ -118,12 +167,7 @@ impl Directory {
     /// `support-emea`), the shortest such chain; `None` when they are not.
     pub fn group_chain(&self, user: &User, granting: &str) -> Option<Vec<String>> {
         let target = normalize_uuid(granting);
-        let mut direct: BTreeSet<String> = user.groups.iter().map(|g| normalize_uuid(g)).collect();
-        for (id, group) in &self.groups {
-            if group.users.contains(&user.pk) {
-                direct.insert(id.clone());
-            }
-        }
+        let direct = self.direct_groups(user);
         // Breadth first up the parents, remembering where each came from.
         let mut came_from: BTreeMap<String, Option<String>> =
             direct.iter().map(|g| (g.clone(), None)).collect();
@@ -214,6 +258,9 @@ impl Directory {
             .or_else(|| self.groups.values().find(|g| g.name == needle))
     }
 }
+
+mod patch;
+pub use patch::{Patch, Touched};
 
 fn person(user: &User) -> Option<Person> {
     let is_service = matches!(
