@@ -16,7 +16,6 @@ use crate::targets::{Call, DynAdapter, Secrets};
 impl Engine {
     pub(super) async fn apply(&self, job_id: i64, plan: &Plan) -> Result<RunReport> {
         let books = Books {
-            store: &self.store,
             job_id,
             trace_id: reconciler_runtime::telemetry::current_trace_id(),
             backoff_base: self.config.failure_backoff_base,
@@ -37,12 +36,26 @@ impl Engine {
             report.count_as(&format!("{}.observe", held.resource.as_str()), "transient");
         }
         // Ledger-only steps first: they need no agent.
-        for step in plan.steps.iter().filter(|s| !s.action.writes_target()) {
-            books.ledger_only(step, &mut report).await?;
+        let ledger_only: Vec<&Step> = plan
+            .steps
+            .iter()
+            .filter(|s| !s.action.writes_target())
+            .collect();
+        if !ledger_only.is_empty() {
+            let mut db = self.store.batch().await?;
+            for step in ledger_only {
+                books.ledger_only(&mut db, step, &mut report).await?;
+            }
+            db.commit().await?;
         }
         let writes = self.past_backoff(plan, &mut report).await?;
-        for step in writes.iter().filter(|s| s.action == Action::Create) {
-            books.intent(step).await?;
+        // Every intent is durable before the first call is sent.
+        if writes.iter().any(|s| s.action == Action::Create) {
+            let mut db = self.store.batch().await?;
+            for step in writes.iter().filter(|s| s.action == Action::Create) {
+                books.intent(&mut db, step).await?;
+            }
+            db.commit().await?;
         }
         // Adapters in order, so secrets reach the adapters that use them.
         let mut secrets = Secrets::new();
@@ -56,9 +69,15 @@ impl Engine {
                 continue;
             }
             let prepared = adapter.prepare(&steps, &secrets);
-            for (step, why) in prepared.waiting {
-                // Never sent: nothing was made.
-                books.not_sent(step, &why, true, &mut report).await?;
+            if !prepared.waiting.is_empty() {
+                let mut db = self.store.batch().await?;
+                for (step, why) in prepared.waiting {
+                    // Never sent: nothing was made.
+                    books
+                        .not_sent(&mut db, step, &why, true, &mut report)
+                        .await?;
+                }
+                db.commit().await?;
             }
             let made = self
                 .send(&books, adapter.as_ref(), prepared.calls, &mut report)
@@ -67,12 +86,19 @@ impl Engine {
         }
         // Planned only when observed, so only reachable if an adapter went
         // away mid-run: retry later.
-        for step in writes
+        let orphaned: Vec<&&Step> = writes
             .iter()
             .filter(|s| self.adapters.owner(s.resource).is_none())
-        {
-            let why = format!("no agent is configured for {}", step.resource.as_str());
-            books.not_sent(step, &why, true, &mut report).await?;
+            .collect();
+        if !orphaned.is_empty() {
+            let mut db = self.store.batch().await?;
+            for step in orphaned {
+                let why = format!("no agent is configured for {}", step.resource.as_str());
+                books
+                    .not_sent(&mut db, step, &why, true, &mut report)
+                    .await?;
+            }
+            db.commit().await?;
         }
         // Every secret dies here: it was only ever in this run's memory.
         drop(secrets);
@@ -112,11 +138,11 @@ impl Engine {
     }
 
     /// Sends the adapter's calls one after another, recording every
-    /// outcome of a call before the next is sent. Returns the secrets the
-    /// agent produced, by step key.
+    /// outcome of a call (in one transaction) before the next is sent.
+    /// Returns the secrets the agent produced, by step key.
     async fn send(
         &self,
-        books: &Books<'_>,
+        books: &Books,
         adapter: &dyn DynAdapter,
         calls: Vec<Call<'_>>,
         report: &mut RunReport,
@@ -131,19 +157,31 @@ impl Engine {
                 }
                 Err(e) => {
                     // The whole call failed: nothing is recorded as done.
+                    let mut db = self.store.batch().await?;
                     for step in changes.iter().flat_map(|(_, steps)| steps) {
-                        books.call_failed(step, &e, report).await?;
+                        books.call_failed(&mut db, step, &e, report).await?;
                     }
+                    db.commit().await?;
                     continue;
                 }
             };
             let by_id: BTreeMap<&str, &ChangeResult> =
                 results.iter().map(|r| (r.id.as_str(), r)).collect();
+            // Adapters record what they need through the store themselves,
+            // so before the batch takes the write lock.
+            for (id, steps) in &changes {
+                if let Some(result) = by_id.get(id.as_str()) {
+                    for step in steps {
+                        adapter.settle(&self.store, step, result, report).await?;
+                    }
+                }
+            }
+            let mut db = self.store.batch().await?;
             for (id, steps) in changes {
                 let Some(result) = by_id.get(id.as_str()) else {
                     for step in steps {
                         books
-                            .not_sent(step, "agent returned no result", false, report)
+                            .not_sent(&mut db, step, "agent returned no result", false, report)
                             .await?;
                     }
                     continue;
@@ -152,10 +190,10 @@ impl Engine {
                     if !result.secret.is_empty() {
                         secrets.insert(step.key.clone(), Secret::new(result.secret.clone()));
                     }
-                    adapter.settle(&self.store, step, result, report).await?;
-                    books.record(step, result, report).await?;
+                    books.record(&mut db, step, result, report).await?;
                 }
             }
+            db.commit().await?;
         }
         Ok(secrets)
     }

@@ -26,68 +26,67 @@ use super::RunReport;
 use crate::error::Result;
 use crate::ledger::{LedgerRow, LedgerState};
 use crate::plan::{Action, Step};
-use crate::store::{AuditEntry, Store};
+use crate::store::{AuditEntry, Batch};
 
 /// The longest a permanently failing change waits between attempts.
 pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(86_400);
 
-/// One run's bookkeeping.
-pub(super) struct Books<'a> {
-    pub store: &'a Store,
+/// One run's bookkeeping, written through a [`Batch`] the caller opens
+/// and commits (one transaction per group of outcomes).
+pub(super) struct Books {
     pub job_id: i64,
     pub trace_id: String,
     /// First wait before a permanently failed change is sent again.
     pub backoff_base: Duration,
 }
 
-impl Books<'_> {
+impl Books {
     /// A step that needs no agent: adopt, record foreign, forget.
-    pub async fn ledger_only(&self, step: &Step, report: &mut RunReport) -> Result<()> {
+    pub async fn ledger_only(
+        &self,
+        db: &mut Batch,
+        step: &Step,
+        report: &mut RunReport,
+    ) -> Result<()> {
         let remote_id = step.target.remote_id();
         match step.action {
             Action::Adopt => {
-                self.store
-                    .ledger_put(&ledger_row(step, LedgerState::Created, remote_id))
+                db.ledger_put(&ledger_row(step, LedgerState::Created, remote_id))
                     .await?
             }
             Action::RecordForeign => {
-                self.store
-                    .ledger_put(&ledger_row(step, LedgerState::Foreign, remote_id))
+                db.ledger_put(&ledger_row(step, LedgerState::Foreign, remote_id))
                     .await?
             }
             Action::Forget => {
-                self.store
-                    .ledger_delete(step.resource.as_str(), step.key.as_str())
+                db.ledger_delete(step.resource.as_str(), step.key.as_str())
                     .await?
             }
             Action::Defer { due_at } => {
-                self.store
-                    .pending_put(
-                        step.resource.as_str(),
-                        step.key.as_str(),
-                        &step.username,
-                        due_at,
-                        &step.reason,
-                    )
-                    .await?
+                db.pending_put(
+                    step.resource.as_str(),
+                    step.key.as_str(),
+                    &step.username,
+                    due_at,
+                    &step.reason,
+                )
+                .await?
             }
             Action::Cancel => {
-                self.store
-                    .pending_delete(step.resource.as_str(), step.key.as_str())
+                db.pending_delete(step.resource.as_str(), step.key.as_str())
                     .await?
             }
             // Target writes are recorded by `record`.
             _ => return Ok(()),
         }
-        self.audit(step, "ok", "").await?;
+        self.audit(db, step, "ok", "").await?;
         report.count(step, "ok");
         Ok(())
     }
 
     /// Writes the intent of a create, before the agent is asked.
-    pub async fn intent(&self, step: &Step) -> Result<()> {
-        self.store
-            .ledger_put(&ledger_row(step, LedgerState::Intent, String::new()))
+    pub async fn intent(&self, db: &mut Batch, step: &Step) -> Result<()> {
+        db.ledger_put(&ledger_row(step, LedgerState::Intent, String::new()))
             .await
     }
 
@@ -96,23 +95,24 @@ impl Books<'_> {
     /// nothing in this path may format `result` as a whole.
     pub async fn record(
         &self,
+        db: &mut Batch,
         step: &Step,
         result: &pb::ChangeResult,
         report: &mut RunReport,
     ) -> Result<()> {
         let outcome = result.outcome();
         match outcome {
-            Outcome::Applied | Outcome::Unchanged => self.applied(step, result).await?,
+            Outcome::Applied | Outcome::Unchanged => self.applied(db, step, result).await?,
             Outcome::Transient => {
                 report.transient_failures += 1;
-                self.unsettled(step, false).await?;
+                self.unsettled(db, step, false).await?;
             }
             // The agent found the object there already and left it: our
             // create certainly did not make it.
             Outcome::Refused => {
                 report.permanent_failures += 1;
                 report.failed(step, &result.message);
-                self.unsettled(step, true).await?;
+                self.unsettled(db, step, true).await?;
             }
             // A target can report a failure for a write it applied (Mailcow
             // answers an error message for a change it made): the intent
@@ -120,10 +120,10 @@ impl Books<'_> {
             _ => {
                 report.permanent_failures += 1;
                 report.failed(step, &result.message);
-                self.unsettled(step, false).await?;
+                self.unsettled(db, step, false).await?;
             }
         }
-        self.backoff(step, result).await?;
+        self.backoff(db, step, result).await?;
         let detail = if result.implicitly_allowed.is_empty() {
             result.message.clone()
         } else {
@@ -134,12 +134,12 @@ impl Books<'_> {
             )
         };
         let label = outcome_label(outcome);
-        self.audit(step, label, &detail).await?;
+        self.audit(db, step, label, &detail).await?;
         report.count(step, label);
         Ok(())
     }
 
-    async fn applied(&self, step: &Step, result: &pb::ChangeResult) -> Result<()> {
+    async fn applied(&self, db: &mut Batch, step: &Step, result: &pb::ChangeResult) -> Result<()> {
         match step.action {
             Action::Create => {
                 // The target's id; else what the step knows (the value it
@@ -149,48 +149,43 @@ impl Books<'_> {
                 } else {
                     result.remote_id.clone()
                 };
-                self.store
-                    .ledger_put(&ledger_row(step, LedgerState::Created, remote_id))
+                db.ledger_put(&ledger_row(step, LedgerState::Created, remote_id))
                     .await
             }
             // An update that changes what the ledger remembers of the
             // object (the power level we set) keeps the ledger in step.
             Action::Update => {
                 let remote_id = step.target.remote_id();
-                let row = self
-                    .store
+                let row = db
                     .ledger_get(step.resource.as_str(), step.key.as_str())
                     .await?;
                 match row {
                     Some(mut row) if !remote_id.is_empty() && row.remote_id != remote_id => {
                         row.remote_id = remote_id;
-                        self.store.ledger_put(&row).await
+                        db.ledger_put(&row).await
                     }
                     _ => Ok(()),
                 }
             }
             Action::Delete => {
                 let deleted = step.target.remote_id();
-                let row = self
-                    .store
+                let row = db
                     .ledger_get(step.resource.as_str(), step.key.as_str())
                     .await?;
                 if row.is_some_and(|r| r.remote_id.is_empty() || r.remote_id == deleted) {
-                    self.store
-                        .ledger_delete(step.resource.as_str(), step.key.as_str())
+                    db.ledger_delete(step.resource.as_str(), step.key.as_str())
                         .await?;
                 }
                 Ok(())
             }
             // Re-keyed (or adopted and re-keyed) with the secret it now has.
             Action::Rekey => {
-                self.store
-                    .ledger_put(&ledger_row(
-                        step,
-                        LedgerState::Created,
-                        step.target.remote_id(),
-                    ))
-                    .await
+                db.ledger_put(&ledger_row(
+                    step,
+                    LedgerState::Created,
+                    step.target.remote_id(),
+                ))
+                .await
             }
             _ => Ok(()),
         }
@@ -198,24 +193,22 @@ impl Books<'_> {
 
     /// A change refused for good waits (per object, doubling) before it is
     /// sent again, unless its inputs change; success clears the wait.
-    async fn backoff(&self, step: &Step, result: &pb::ChangeResult) -> Result<()> {
+    async fn backoff(&self, db: &mut Batch, step: &Step, result: &pb::ChangeResult) -> Result<()> {
         match result.outcome() {
             Outcome::Applied | Outcome::Unchanged => {
-                self.store
-                    .backoff_clear(step.resource.as_str(), step.key.as_str())
+                db.backoff_clear(step.resource.as_str(), step.key.as_str())
                     .await
             }
             Outcome::Permanent | Outcome::Config | Outcome::Refused => {
-                self.store
-                    .backoff_failed(
-                        step.resource.as_str(),
-                        step.key.as_str(),
-                        &fingerprint(step),
-                        &result.message,
-                        self.backoff_base,
-                        MAX_FAILURE_BACKOFF,
-                    )
-                    .await
+                db.backoff_failed(
+                    step.resource.as_str(),
+                    step.key.as_str(),
+                    &fingerprint(step),
+                    &result.message,
+                    self.backoff_base,
+                    MAX_FAILURE_BACKOFF,
+                )
+                .await
             }
             _ => Ok(()),
         }
@@ -225,14 +218,15 @@ impl Books<'_> {
     /// `made_nothing`: it certainly was not applied.
     pub async fn not_sent(
         &self,
+        db: &mut Batch,
         step: &Step,
         why: &str,
         made_nothing: bool,
         report: &mut RunReport,
     ) -> Result<()> {
-        self.audit(step, "transient", why).await?;
+        self.audit(db, step, "transient", why).await?;
         report.transient(step);
-        self.unsettled(step, made_nothing).await
+        self.unsettled(db, step, made_nothing).await
     }
 
     /// The agent call carrying `step` failed as a whole: transient failures
@@ -240,19 +234,22 @@ impl Books<'_> {
     /// (an operator must act) and, like any failure, may have been applied.
     pub async fn call_failed(
         &self,
+        db: &mut Batch,
         step: &Step,
         error: &crate::Error,
         report: &mut RunReport,
     ) -> Result<()> {
         if error.is_transient() {
-            return self.not_sent(step, &error.to_string(), false, report).await;
+            return self
+                .not_sent(db, step, &error.to_string(), false, report)
+                .await;
         }
         let label = outcome_label(error.outcome());
-        self.audit(step, label, &error.to_string()).await?;
+        self.audit(db, step, label, &error.to_string()).await?;
         report.count(step, label);
         report.permanent_failures += 1;
         report.failed(step, &error.to_string());
-        self.unsettled(step, false).await
+        self.unsettled(db, step, false).await
     }
 
     /// A change that did not happen, or may not have. A create's intent
@@ -261,46 +258,48 @@ impl Books<'_> {
     /// (adopted), absent → dropped or created again. A re-key that did not
     /// happen is remembered, so the next run re-keys again instead of
     /// leaving a dead password.
-    pub async fn unsettled(&self, step: &Step, made_nothing: bool) -> Result<()> {
+    pub async fn unsettled(&self, db: &mut Batch, step: &Step, made_nothing: bool) -> Result<()> {
         match step.action {
             Action::Create if made_nothing => {
-                let row = self
-                    .store
+                let row = db
                     .ledger_get(step.resource.as_str(), step.key.as_str())
                     .await?;
                 if row.is_some_and(|r| r.state == LedgerState::Intent && r.remote_id.is_empty()) {
-                    self.store
-                        .ledger_delete(step.resource.as_str(), step.key.as_str())
+                    db.ledger_delete(step.resource.as_str(), step.key.as_str())
                         .await?;
                 }
             }
             Action::Rekey => {
-                self.store
-                    .ledger_put(&ledger_row(
-                        step,
-                        LedgerState::Intent,
-                        step.target.remote_id(),
-                    ))
-                    .await?;
+                db.ledger_put(&ledger_row(
+                    step,
+                    LedgerState::Intent,
+                    step.target.remote_id(),
+                ))
+                .await?;
             }
             _ => {}
         }
         Ok(())
     }
 
-    pub async fn audit(&self, step: &Step, outcome: &str, detail: &str) -> Result<()> {
-        self.store
-            .audit(AuditEntry {
-                job_id: self.job_id,
-                trace_id: &self.trace_id,
-                resource: step.resource.as_str(),
-                key: step.key.as_str(),
-                action: step.action.as_str(),
-                outcome,
-                reason: &step.reason,
-                detail,
-            })
-            .await
+    pub async fn audit(
+        &self,
+        db: &mut Batch,
+        step: &Step,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        db.audit(AuditEntry {
+            job_id: self.job_id,
+            trace_id: &self.trace_id,
+            resource: step.resource.as_str(),
+            key: step.key.as_str(),
+            action: step.action.as_str(),
+            outcome,
+            reason: &step.reason,
+            detail,
+        })
+        .await
     }
 }
 

@@ -69,9 +69,22 @@ impl Engine {
             return Ok(());
         }
         let mut slot = self.snapshot.lock().await;
-        self.store
-            .replace_directory(directory, read_at_millis)
-            .await?;
+        match slot.as_ref() {
+            // Only the rows that changed since: a sweep that found the
+            // directory as it was holds SQLite's write lock for a moment,
+            // not for 11,000 rows.
+            Some(previous) => {
+                let touched = previous.directory.differences(directory);
+                self.store
+                    .save_directory_rows(directory, &touched, read_at_millis)
+                    .await?;
+            }
+            None => {
+                self.store
+                    .replace_directory(directory, read_at_millis)
+                    .await?
+            }
+        }
         *slot = Some(Snapshot {
             directory: directory.clone(),
             read_at_millis,
@@ -209,7 +222,7 @@ impl Engine {
         // Copy on write: a run still planning from the old snapshot keeps it.
         let touched = Arc::make_mut(&mut snapshot.directory).apply(patch);
         self.store
-            .save_directory_rows(&snapshot.directory, &touched)
+            .save_directory_rows(&snapshot.directory, &touched, snapshot.read_at_millis)
             .await?;
         Ok(snapshot.directory.clone())
     }

@@ -18,23 +18,27 @@ pub struct AuditEntry<'a> {
 
 impl Store {
     pub async fn audit(&self, entry: AuditEntry<'_>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, job_id, trace_id, resource, key, action, outcome, reason, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now_millis())
-        .bind(entry.job_id)
-        .bind(entry.trace_id)
-        .bind(entry.resource)
-        .bind(entry.key)
-        .bind(entry.action)
-        .bind(entry.outcome)
-        .bind(entry.reason)
-        .bind(entry.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        audit(&mut *self.pool.acquire().await?, entry).await
     }
+}
+
+pub(super) async fn audit(conn: &mut sqlx::SqliteConnection, entry: AuditEntry<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (at, job_id, trace_id, resource, key, action, outcome, reason, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now_millis())
+    .bind(entry.job_id)
+    .bind(entry.trace_id)
+    .bind(entry.resource)
+    .bind(entry.key)
+    .bind(entry.action)
+    .bind(entry.outcome)
+    .bind(entry.reason)
+    .bind(entry.detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// An event another system reported (an ingested webhook event), stored as

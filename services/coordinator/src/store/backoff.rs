@@ -68,46 +68,66 @@ impl Store {
         cap: Duration,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let previous: Option<(String, i64)> = sqlx::query_as(
-            "SELECT fingerprint, failures FROM backoff WHERE resource = ? AND key = ?",
-        )
-        .bind(resource)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let failures = match previous {
-            Some((same, failures)) if same == fingerprint => failures + 1,
-            _ => 1,
-        };
-        let next = now_millis() + delay(failures, base, cap).as_millis() as i64;
-        sqlx::query(
-            "INSERT INTO backoff (resource, key, fingerprint, failures, next_attempt_ms, last_error)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (resource, key) DO UPDATE SET fingerprint = excluded.fingerprint,
-             failures = excluded.failures, next_attempt_ms = excluded.next_attempt_ms,
-             last_error = excluded.last_error",
-        )
-        .bind(resource)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(failures)
-        .bind(next)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
+        failed(&mut tx, resource, key, fingerprint, error, base, cap).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The object's change went through: no more waiting.
     pub async fn backoff_clear(&self, resource: &str, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM backoff WHERE resource = ? AND key = ?")
+        clear(&mut *self.pool.acquire().await?, resource, key).await
+    }
+}
+
+pub(super) async fn failed(
+    conn: &mut sqlx::SqliteConnection,
+    resource: &str,
+    key: &str,
+    fingerprint: &str,
+    error: &str,
+    base: Duration,
+    cap: Duration,
+) -> Result<()> {
+    let previous: Option<(String, i64)> =
+        sqlx::query_as("SELECT fingerprint, failures FROM backoff WHERE resource = ? AND key = ?")
             .bind(resource)
             .bind(key)
-            .execute(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
-        Ok(())
-    }
+    let failures = match previous {
+        Some((same, failures)) if same == fingerprint => failures + 1,
+        _ => 1,
+    };
+    let next = now_millis() + delay(failures, base, cap).as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO backoff (resource, key, fingerprint, failures, next_attempt_ms, last_error)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (resource, key) DO UPDATE SET fingerprint = excluded.fingerprint,
+             failures = excluded.failures, next_attempt_ms = excluded.next_attempt_ms,
+             last_error = excluded.last_error",
+    )
+    .bind(resource)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(failures)
+    .bind(next)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn clear(
+    conn: &mut sqlx::SqliteConnection,
+    resource: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM backoff WHERE resource = ? AND key = ?")
+        .bind(resource)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

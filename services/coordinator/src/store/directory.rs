@@ -57,13 +57,23 @@ impl Store {
         Ok(())
     }
 
-    /// Writes back the rows a patch changed, as they now are in `directory`.
+    /// Writes back the rows a patch (or a new whole read) changed, as they
+    /// now are in `directory`, and when it was last read whole.
     pub async fn save_directory_rows(
         &self,
         directory: &Directory,
         touched: &Touched,
+        read_at_millis: i64,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(READ_AT)
+        .bind(read_at_millis.to_string())
+        .execute(&mut *tx)
+        .await?;
         for pk in &touched.users {
             match directory.all_users.get(pk) {
                 Some(user) => {

@@ -1,7 +1,7 @@
 //! Ownership records: what we created (or found and must never remove).
 
 use reconciler_proto::mailcow::markers;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::{Store, now_millis};
 use crate::error::{Error, Result};
@@ -24,21 +24,18 @@ impl Store {
     }
 
     pub async fn ledger_get(&self, resource: &str, key: &str) -> Result<Option<LedgerRow>> {
-        let row = sqlx::query(
-            "SELECT resource, key, state, username, groups, remote_id FROM ledger
-             WHERE resource = ? AND key = ?",
-        )
-        .bind(resource)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(row_to_ledger).transpose()
+        get(&mut *self.pool.acquire().await?, resource, key).await
     }
 
     pub async fn ledger_put(&self, row: &LedgerRow) -> Result<()> {
-        let now = now_millis();
-        let groups = serde_json::to_string(&row.groups).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
+        put(&mut *self.pool.acquire().await?, row).await
+    }
+}
+
+pub(super) async fn put(conn: &mut SqliteConnection, row: &LedgerRow) -> Result<()> {
+    let now = now_millis();
+    let groups = serde_json::to_string(&row.groups).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
             "INSERT INTO ledger (resource, key, state, username, groups, remote_id, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (resource, key) DO UPDATE SET state = excluded.state,
@@ -53,11 +50,12 @@ impl Store {
         .bind(&row.remote_id)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
-        Ok(())
-    }
+    Ok(())
+}
 
+impl Store {
     /// Re-keys app password rows written before names were percent-encoded
     /// (`info@x|authentik-sync:o'neil:info@x`) to the name we would make
     /// today. Ownership is read from the ledger alone, so a row under the
@@ -103,19 +101,42 @@ impl Store {
     /// Drops the row, and the removal that waited for it, if one did.
     pub async fn ledger_delete(&self, resource: &str, key: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM ledger WHERE resource = ? AND key = ?")
-            .bind(resource)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
-            .bind(resource)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+        delete(&mut tx, resource, key).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+pub(super) async fn get(
+    conn: &mut SqliteConnection,
+    resource: &str,
+    key: &str,
+) -> Result<Option<LedgerRow>> {
+    let row = sqlx::query(
+        "SELECT resource, key, state, username, groups, remote_id FROM ledger
+         WHERE resource = ? AND key = ?",
+    )
+    .bind(resource)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(row_to_ledger).transpose()
+}
+
+/// Drops the row and the removal that waited for it; `conn` is inside a
+/// transaction, so both go or neither.
+pub(super) async fn delete(conn: &mut SqliteConnection, resource: &str, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM ledger WHERE resource = ? AND key = ?")
+        .bind(resource)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
+        .bind(resource)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// A row that does not parse is an error: read as an intent or as "no

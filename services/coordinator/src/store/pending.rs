@@ -65,28 +65,12 @@ impl Store {
         due_at: i64,
         reason: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO pending_removals (resource, key, username, due_at, since, reason)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource, key) DO NOTHING",
-        )
-        .bind(resource)
-        .bind(key)
-        .bind(username)
-        .bind(due_at)
-        .bind(now_millis())
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        put(&mut conn, resource, key, username, due_at, reason).await
     }
 
     pub async fn pending_delete(&self, resource: &str, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
-            .bind(resource)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        delete(&mut *self.pool.acquire().await?, resource, key).await
     }
 
     /// Users with a removal that fell due after `after` and by `now` (Unix
@@ -108,6 +92,43 @@ impl Store {
                 .await?;
         Ok((due, next))
     }
+}
+
+/// Starts a grace period; one already running keeps its due time.
+pub(super) async fn put(
+    conn: &mut sqlx::SqliteConnection,
+    resource: &str,
+    key: &str,
+    username: &str,
+    due_at: i64,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_removals (resource, key, username, due_at, since, reason)
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource, key) DO NOTHING",
+    )
+    .bind(resource)
+    .bind(key)
+    .bind(username)
+    .bind(due_at)
+    .bind(now_millis())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete(
+    conn: &mut sqlx::SqliteConnection,
+    resource: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
+        .bind(resource)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
