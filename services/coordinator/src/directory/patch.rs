@@ -32,23 +32,6 @@ pub struct Touched {
 }
 
 impl Directory {
-    /// The objects that differ between `self` and `other` (added, removed
-    /// or changed): what to write when `other` replaces `self`.
-    pub fn differences(&self, other: &Directory) -> Touched {
-        let mut touched = Touched::default();
-        for pk in self.all_users.keys().chain(other.all_users.keys()) {
-            if self.all_users.get(pk) != other.all_users.get(pk) {
-                touched.users.insert(*pk);
-            }
-        }
-        for id in self.groups.keys().chain(other.groups.keys()) {
-            if self.groups.get(id) != other.groups.get(id) {
-                touched.groups.insert(id.clone());
-            }
-        }
-        touched
-    }
-
     pub fn apply(&mut self, patch: Patch) -> Touched {
         let mut touched = Touched::default();
         let regroup = !patch.groups.is_empty();
@@ -230,24 +213,6 @@ mod tests {
         });
         assert_eq!(d.all_users[&1].groups, [A]);
         assert_eq!(members(&d, C), BTreeSet::new());
-    }
-
-    #[test]
-    fn differences_name_what_was_added_removed_or_changed() {
-        let before = dir();
-        let mut after = dir();
-        after.apply(Patch {
-            users: vec![user(3, &[A])],
-            ..Patch::default()
-        });
-        assert_eq!(
-            before.differences(&after),
-            Touched {
-                users: BTreeSet::from([3]),
-                groups: BTreeSet::from([A.to_owned()]),
-            }
-        );
-        assert_eq!(before.differences(&dir()), Touched::default());
     }
 
     #[test]

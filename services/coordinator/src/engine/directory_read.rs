@@ -10,19 +10,89 @@
 //! knows answering 404) also means a whole read, so removals caused by an
 //! object vanishing always come from a whole directory and its guards.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Engine, Subject};
 use crate::authentik::{UserField, normalize_uuid};
-use crate::directory::{Directory, Patch};
+use crate::directory::{Directory, Patch, Touched};
 use crate::error::Result;
 use crate::store::now_millis;
 
-/// The directory the last whole read gave, patched since.
-pub(super) struct Snapshot {
-    directory: Arc<Directory>,
-    read_at_millis: i64,
+/// The directory the last whole read gave, patched since, and what the
+/// state DB holds of it.
+#[derive(Default)]
+pub(super) struct SnapshotSlot {
+    /// What webhooks patch, with when it was read whole; `None` until
+    /// loaded, and while a whole read is under way (so a sweep never holds
+    /// two directories at once).
+    current: Option<(Arc<Directory>, i64)>,
+    /// A hash of each stored row; `None` when unknown (a whole replace).
+    stored: Option<StoredRows>,
+}
+
+/// Hashes of the snapshot rows as stored, to write only the rows a new
+/// whole read changed: a sweep that finds the directory as it was holds
+/// SQLite's write lock for a moment, not for 11,000 rows.
+#[derive(Default)]
+struct StoredRows {
+    users: HashMap<i64, u64>,
+    groups: HashMap<String, u64>,
+}
+
+impl StoredRows {
+    fn of(directory: &Directory) -> Self {
+        Self {
+            users: directory.users().map(|u| (u.pk, row_hash(u))).collect(),
+            groups: directory
+                .groups
+                .iter()
+                .map(|(id, g)| (id.clone(), row_hash(g)))
+                .collect(),
+        }
+    }
+
+    /// The rows that differ between what is stored and `directory`.
+    fn differences(&self, now: &StoredRows) -> Touched {
+        fn changed<K: Clone + Ord + std::hash::Hash + Eq>(
+            old: &HashMap<K, u64>,
+            new: &HashMap<K, u64>,
+        ) -> BTreeSet<K> {
+            old.keys()
+                .chain(new.keys())
+                .filter(|k| old.get(*k) != new.get(*k))
+                .cloned()
+                .collect()
+        }
+        Touched {
+            users: changed(&self.users, &now.users),
+            groups: changed(&self.groups, &now.groups),
+        }
+    }
+
+    fn update(&mut self, directory: &Directory, touched: &Touched) {
+        for pk in &touched.users {
+            match directory.all_users.get(pk) {
+                Some(user) => self.users.insert(*pk, row_hash(user)),
+                None => self.users.remove(pk),
+            };
+        }
+        for id in &touched.groups {
+            match directory.groups.get(id) {
+                Some(group) => self.groups.insert(id.clone(), row_hash(group)),
+                None => self.groups.remove(id),
+            };
+        }
+    }
+}
+
+fn row_hash<T: serde::Serialize>(row: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(row)
+        .expect("a directory object serializes")
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// How a run's directory was read.
@@ -47,6 +117,8 @@ impl Engine {
                 DirectoryRead::Patched,
             ));
         }
+        // Let go of the snapshot before reading the whole directory again.
+        self.snapshot.lock().await.current = None;
         let read_at_millis = now_millis();
         // Both lists before anything else: an Authentik error ends the run
         // here, before a single change (and so before any removal).
@@ -69,15 +141,12 @@ impl Engine {
             return Ok(());
         }
         let mut slot = self.snapshot.lock().await;
-        match slot.as_ref() {
-            // Only the rows that changed since: a sweep that found the
-            // directory as it was holds SQLite's write lock for a moment,
-            // not for 11,000 rows.
-            Some(previous) => {
-                let touched = previous.directory.differences(directory);
+        let now = StoredRows::of(directory);
+        match &slot.stored {
+            Some(stored) => {
                 self.store
-                    .save_directory_rows(directory, &touched, read_at_millis)
-                    .await?;
+                    .save_directory_rows(directory, &stored.differences(&now), read_at_millis)
+                    .await?
             }
             None => {
                 self.store
@@ -85,10 +154,8 @@ impl Engine {
                     .await?
             }
         }
-        *slot = Some(Snapshot {
-            directory: directory.clone(),
-            read_at_millis,
-        });
+        slot.stored = Some(now);
+        slot.current = Some((directory.clone(), read_at_millis));
         Ok(())
     }
 
@@ -99,19 +166,19 @@ impl Engine {
             return Ok(None);
         };
         let mut slot = self.snapshot.lock().await;
-        if slot.is_none()
+        if slot.current.is_none()
             && let Some(stored) = self.store.load_directory().await?
         {
-            *slot = Some(Snapshot {
-                directory: Arc::new(Directory::new(stored.users, stored.groups)),
-                read_at_millis: stored.read_at_millis,
-            });
+            let directory = Directory::new(stored.users, stored.groups);
+            slot.stored = Some(StoredRows::of(&directory));
+            slot.current = Some((Arc::new(directory), stored.read_at_millis));
         }
         let max_age_millis = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         Ok(slot
+            .current
             .as_ref()
-            .filter(|s| now_millis().saturating_sub(s.read_at_millis) <= max_age_millis)
-            .map(|s| s.directory.clone()))
+            .filter(|(_, read_at)| now_millis().saturating_sub(*read_at) <= max_age_millis)
+            .map(|(directory, _)| directory.clone()))
     }
 
     /// What Authentik says now about the subject's objects; `None` when
@@ -214,16 +281,21 @@ impl Engine {
             return Ok(read);
         }
         let mut slot = self.snapshot.lock().await;
-        let Some(snapshot) = slot.as_mut() else {
+        let SnapshotSlot { current, stored } = &mut *slot;
+        let Some((directory, read_at_millis)) = current.as_mut() else {
+            // A whole read started meanwhile: plan from this read alone.
             let mut directory = (*read).clone();
             directory.apply(patch);
             return Ok(Arc::new(directory));
         };
         // Copy on write: a run still planning from the old snapshot keeps it.
-        let touched = Arc::make_mut(&mut snapshot.directory).apply(patch);
+        let touched = Arc::make_mut(directory).apply(patch);
         self.store
-            .save_directory_rows(&snapshot.directory, &touched, snapshot.read_at_millis)
+            .save_directory_rows(directory, &touched, *read_at_millis)
             .await?;
-        Ok(snapshot.directory.clone())
+        if let Some(stored) = stored {
+            stored.update(directory, &touched);
+        }
+        Ok(directory.clone())
     }
 }

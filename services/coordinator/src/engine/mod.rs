@@ -28,7 +28,7 @@ mod scope;
 use crate::subject::Subject;
 
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
-use directory_read::{DirectoryRead, Snapshot};
+use directory_read::{DirectoryRead, SnapshotSlot};
 use observe::Observation;
 pub use report::RunReport;
 
@@ -71,7 +71,7 @@ pub struct Engine {
     config: EngineConfig,
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
-    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    snapshot: tokio::sync::Mutex<SnapshotSlot>,
 }
 
 /// What a run decided, before applying.
@@ -129,7 +129,7 @@ impl Engine {
             adapters,
             config,
             locks: KeyedLocks::default(),
-            snapshot: tokio::sync::Mutex::new(None),
+            snapshot: tokio::sync::Mutex::default(),
         }
     }
 
