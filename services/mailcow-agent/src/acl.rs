@@ -85,8 +85,11 @@ async fn apply_counted(
             .collect()
     };
     report.execs += 1;
-    let acls = match dovecot.observe(owner).await {
-        Ok(acls) => acls,
+    let mut acls = match dovecot.observe(owner).await {
+        Ok(acls) => {
+            report.execs += acls.execs.saturating_sub(1);
+            acls
+        }
         Err(e) => return fail_all(e),
     };
     if !acls.exists {
@@ -152,10 +155,12 @@ async fn apply_counted(
             break;
         }
         let plain: Vec<AclOp> = ops.iter().map(|(_, op)| op.clone()).collect();
-        report.execs += 1;
         report.acl_writes += plain.len() as u64;
-        let run = match dovecot.apply(owner, &plain).await {
-            Ok(run) => run,
+        let run = match dovecot.apply(owner, &acls, &plain).await {
+            Ok((run, execs)) => {
+                report.execs += execs;
+                run
+            }
             Err(e) => {
                 let failed: BTreeSet<usize> = ops.iter().map(|(i, _)| *i).collect();
                 return changes
@@ -179,10 +184,17 @@ async fn apply_counted(
         };
         let mut vanished: BTreeSet<usize> = BTreeSet::new();
         for ((i, op), code) in ops.iter().zip(run) {
-            if code == exit::NO_MAILBOX && round == 0 {
+            // Gone, or its ACL file changed since we read it: read again.
+            if (code == exit::NO_MAILBOX || code == exit::CHANGED) && round == 0 {
                 vanished.insert(*i);
                 continue;
             }
+            // Changed again: someone is busy with it; retry later.
+            let code = if code == exit::CHANGED {
+                exit::TEMP_FAIL
+            } else {
+                code
+            };
             if code == exit::NO_MAILBOX {
                 gone.entry(*i).or_default().insert(op.folder().to_owned());
                 continue;
@@ -197,7 +209,9 @@ async fn apply_counted(
         }
         report.execs += 1;
         ops = match dovecot.observe(owner).await {
-            Ok(acls) => {
+            Ok(again) => {
+                report.execs += again.execs.saturating_sub(1);
+                acls = again;
                 for &i in &vanished {
                     note_gone(&mut gone, i, &changes[i], &acls);
                 }
@@ -355,9 +369,12 @@ mod tests {
         }
     }
 
-    const BOTH: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\
-                        \u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
-    const INBOX_ONLY: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+    /// What the observe script prints for a Maildir++ root `/m`.
+    const BOTH: &str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\u{1e}ROOT /m\n\
+                        \u{1e}SAMPLE Projects\n\u{1e}SAMPLEPATH /m/.Projects\n\
+                        \u{1e}DIR .\n\u{1e}DIR .Projects\n\u{1e}END\n";
+    const INBOX_ONLY: &str =
+        "\u{1e}LISTED\nINBOX\n\u{1e}LISTEND\n\u{1e}ROOT /m\n\u{1e}DIR .\n\u{1e}END\n";
 
     fn change(rights: Option<&[&str]>) -> AclChange {
         AclChange {
