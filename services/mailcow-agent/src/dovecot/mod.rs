@@ -298,6 +298,9 @@ impl Dovecot {
             }
         };
         let dirless = files::dirless(&seen, &folders);
+        // The script could read the mail root (it cannot, say, when the
+        // agent runs doveadm on another host through DOVEADM_COMMAND).
+        let root_seen = seen.dirs.contains_key(".");
         let mut by_doveadm: Vec<String> = dirless.iter().map(|f| f.to_string()).collect();
         for folder in &folders {
             let dir = files::maildir_dir(folder);
@@ -314,6 +317,11 @@ impl Dovecot {
                     "the ACL file of {owner}'s folder {folder} is invalid ({e})"
                 ))
             })?;
+            // Identifiers lowercased, as the doveadm reading does.
+            let entries = entries
+                .into_iter()
+                .map(|(id, rights)| (id.to_ascii_lowercase(), rights))
+                .collect();
             acls.folders.insert(folder.clone(), entries);
             acls.files.insert(
                 folder.clone(),
@@ -334,7 +342,7 @@ impl Dovecot {
                 // ACL file (had it one, it would have entries). Should that
                 // be wrong, the writer finds no directory (68) or a file
                 // (changed) and we read again.
-                if dirless.contains(folder.as_str()) && entries.is_empty() {
+                if root_seen && dirless.contains(folder.as_str()) && entries.is_empty() {
                     let dir = absolute(&files::maildir_dir(folder));
                     acls.files
                         .insert(folder.clone(), AclFile { dir, content: None });
