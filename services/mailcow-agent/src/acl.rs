@@ -426,6 +426,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_changed_under_us_is_read_again_and_then_written() {
+        let r = run(
+            vec![
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+                BOTH,
+                "\u{1e}RC 0\n\u{1e}RECALC 0\n\u{1e}END\n",
+            ],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_keeps_changing_is_transient() {
+        let r = run(
+            vec![
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+            ],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Transient as i32, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn written_but_not_recalculated_is_not_applied() {
+        let r = run(
+            vec![BOTH, "\u{1e}RC 0\n\u{1e}RECALC 75\n\u{1e}END\n"],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Transient as i32, "{r:?}");
+    }
+
+    #[tokio::test]
     async fn a_removal_from_a_folder_that_is_gone_is_done() {
         let r = run(vec![INBOX_ONLY], change(None)).await;
         assert_eq!(r.outcome, Outcome::Unchanged as i32, "{r:?}");

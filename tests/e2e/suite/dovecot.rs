@@ -775,3 +775,64 @@ async fn doveadm_runs_per_owner_do_not_grow_with_folders_or_grantees() {
         assert_eq!(runs_of(&runs, owner).len(), 3, "{runs:#?}");
     }
 }
+
+/// The agent takes Dovecot's own lock on a `dovecot-acl` file: while
+/// someone holds `dovecot-acl.lock` the file is not written (after
+/// Dovecot's 30 s wait the change is reported transient), a lock left
+/// behind for longer than Dovecot's stale timeout (120 s) is cleared.
+#[tokio::test]
+async fn a_held_acl_lock_is_waited_for_and_a_stale_one_cleared() {
+    let w = world(StackOptions {
+        max_attempts: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let held = format!(
+        "{}/dovecot-acl.lock",
+        w.dovecot.folder_dir(INFO, "Projects").await
+    );
+    let stale = format!(
+        "{}/dovecot-acl.lock",
+        w.dovecot.folder_dir(INFO, "Projects/2026").await
+    );
+    let out = w
+        .dovecot
+        .sh(
+            ": > \"$1\" && : > \"$2\" && touch -d '-10 minutes' \"$2\"",
+            &[&held, &stale],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-join-locked"))
+        .await;
+    assert_eq!(job["state"], "failed", "Projects stays to do: {job}");
+    assert_eq!(
+        w.alice_entry("Projects").await,
+        None,
+        "not written under a held lock"
+    );
+    assert_eq!(
+        w.alice_entry("Projects/2026").await.as_deref(),
+        Some("lookup read"),
+        "the stale lock was cleared"
+    );
+    let still = w.dovecot.sh("test -e \"$1\"", &[&held]).await;
+    assert_eq!(still.code, 0, "someone else's lock is never removed");
+
+    let out = w.dovecot.sh("rm \"$1\"", &[&held]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let sweep = w.stack.sweep().await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "{folder}"
+        );
+    }
+    w.bob_keeps_his_entry().await;
+}
