@@ -14,7 +14,9 @@
 //! we read (else nothing is written and the caller reads again), write the
 //! new content into the lock, give it the file's owner, group and mode (a
 //! new file: the folder directory's, mode without x bits, as Dovecot
-//! creates them), fsync, and rename it over `dovecot-acl`. Then, once per
+//! creates them), fsync (`sync FILE`; a `sync` without file arguments,
+//! which flushes everything, where that is not supported), and rename it
+//! over `dovecot-acl`. Then, once per
 //! owner, remove `dovecot-acl-list` (Dovecot rebuilds it from the files
 //! when it is missing; it lists the folders others may look up) and run
 //! `doveadm acl recalc`, which rebuilds it and the shared-mailbox dict
@@ -108,7 +110,7 @@ $(stat -c '%u:%g %a' -- "$ref")
 EOF
   if [ "$ref" = "$dir" ]; then mode=$(printf '%o' $((0$mode & 0666))); fi
   if printf '%s' "$new" > "$lock" && chown "$own" "$lock" && chmod "$mode" "$lock" \
-     && sync -- "$lock" && mv -f -- "$lock" "$f"; then
+     && { sync -- "$lock" 2>/dev/null || sync; } && mv -f -- "$lock" "$f"; then
     wrote=1
     printf '\036RC 0\n'
   else
