@@ -425,6 +425,43 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Permanent as i32, "{r:?}");
     }
 
+    /// Records each exec's arguments after the script, and answers like
+    /// [`Scripted`].
+    struct Recorded(Scripted, Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl CommandRunner for Recorded {
+        async fn run(&self, argv: &[String]) -> Result<ExecOutput, ExecError> {
+            // sh -c <script> sh <doveadm> <args…>
+            self.1.lock().unwrap().push(argv[5..].to_vec());
+            self.0.run(argv).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_layout_other_than_maildir_plus_plus_goes_through_doveadm() {
+        // Dovecot says Projects lives elsewhere than Maildir++ would put it.
+        let elsewhere: &'static str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\
+                                       \u{1e}ROOT /m\n\u{1e}SAMPLE Projects\n\
+                                       \u{1e}SAMPLEPATH /m/Projects\n\u{1e}DIR .\n\u{1e}END\n";
+        let get = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\
+                   \u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+        let outputs = vec![elsewhere, get, "\u{1e}RC 0\n\u{1e}END\n"];
+        let runner = Arc::new(Recorded(Scripted(Mutex::new(outputs)), Mutex::default()));
+        let dovecot = Dovecot::new(runner.clone(), "doveadm");
+        let mut report =
+            apply_owner(&dovecot, "o@x.org", &[change(Some(&["lookup"]))], false).await;
+        let r = report.results.remove(0);
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+        let execs = runner.1.lock().unwrap();
+        assert_eq!(execs.len(), 3, "{execs:?}");
+        assert_eq!(
+            execs[2],
+            ["o@x.org", "set", "Projects", "user=alice@x.org", "lookup"],
+            "written with doveadm acl set"
+        );
+    }
+
     #[tokio::test]
     async fn a_file_changed_under_us_is_read_again_and_then_written() {
         let r = run(
