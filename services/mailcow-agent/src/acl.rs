@@ -463,6 +463,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_that_is_not_utf8_is_left_to_doveadm() {
+        // The exec output turned a byte that is not UTF-8 into U+FFFD: the
+        // file could not be kept byte-for-byte, so doveadm reads and writes it.
+        let observed: &'static str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\
+                                      \u{1e}ROOT /m\n\u{1e}SAMPLE Projects\n\
+                                      \u{1e}SAMPLEPATH /m/.Projects\n\u{1e}DIR .\n\
+                                      \u{1e}DIR .Projects\n\u{1e}FILE\nuser=j\u{fffd}rg@x.org lr\n\
+                                      \u{1e}EOF\n\u{1e}END\n";
+        let get = "\u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+        let outputs = vec![observed, get, "\u{1e}RC 0\n\u{1e}END\n"];
+        let runner = Arc::new(Recorded(Scripted(Mutex::new(outputs)), Mutex::default()));
+        let dovecot = Dovecot::new(runner.clone(), "doveadm");
+        let mut report =
+            apply_owner(&dovecot, "o@x.org", &[change(Some(&["lookup"]))], false).await;
+        let r = report.results.remove(0);
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+        let execs = runner.1.lock().unwrap();
+        assert_eq!(execs[1], ["o@x.org", "Projects"], "read with acl get");
+        assert_eq!(
+            execs[2],
+            ["o@x.org", "set", "Projects", "user=alice@x.org", "lookup"],
+            "written with doveadm acl set"
+        );
+    }
+
+    #[tokio::test]
     async fn a_file_changed_under_us_is_read_again_and_then_written() {
         let r = run(
             vec![
