@@ -85,8 +85,11 @@ async fn apply_counted(
             .collect()
     };
     report.execs += 1;
-    let acls = match dovecot.observe(owner).await {
-        Ok(acls) => acls,
+    let mut acls = match dovecot.observe(owner).await {
+        Ok(acls) => {
+            report.execs += acls.execs.saturating_sub(1);
+            acls
+        }
         Err(e) => return fail_all(e),
     };
     if !acls.exists {
@@ -152,10 +155,12 @@ async fn apply_counted(
             break;
         }
         let plain: Vec<AclOp> = ops.iter().map(|(_, op)| op.clone()).collect();
-        report.execs += 1;
         report.acl_writes += plain.len() as u64;
-        let run = match dovecot.apply(owner, &plain).await {
-            Ok(run) => run,
+        let run = match dovecot.apply(owner, &acls, &plain).await {
+            Ok((run, execs)) => {
+                report.execs += execs;
+                run
+            }
             Err(e) => {
                 let failed: BTreeSet<usize> = ops.iter().map(|(i, _)| *i).collect();
                 return changes
@@ -179,10 +184,17 @@ async fn apply_counted(
         };
         let mut vanished: BTreeSet<usize> = BTreeSet::new();
         for ((i, op), code) in ops.iter().zip(run) {
-            if code == exit::NO_MAILBOX && round == 0 {
+            // Gone, or its ACL file changed since we read it: read again.
+            if (code == exit::NO_MAILBOX || code == exit::CHANGED) && round == 0 {
                 vanished.insert(*i);
                 continue;
             }
+            // Changed again: someone is busy with it; retry later.
+            let code = if code == exit::CHANGED {
+                exit::TEMP_FAIL
+            } else {
+                code
+            };
             if code == exit::NO_MAILBOX {
                 gone.entry(*i).or_default().insert(op.folder().to_owned());
                 continue;
@@ -197,7 +209,9 @@ async fn apply_counted(
         }
         report.execs += 1;
         ops = match dovecot.observe(owner).await {
-            Ok(acls) => {
+            Ok(again) => {
+                report.execs += again.execs.saturating_sub(1);
+                acls = again;
                 for &i in &vanished {
                     note_gone(&mut gone, i, &changes[i], &acls);
                 }
@@ -355,9 +369,12 @@ mod tests {
         }
     }
 
-    const BOTH: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\
-                        \u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
-    const INBOX_ONLY: &str = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+    /// What the observe script prints for a Maildir++ root `/m`.
+    const BOTH: &str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\u{1e}ROOT /m\n\
+                        \u{1e}SAMPLE Projects\n\u{1e}SAMPLEPATH /m/.Projects\n\
+                        \u{1e}DIR .\n\u{1e}DIR .Projects\n\u{1e}END\n";
+    const INBOX_ONLY: &str =
+        "\u{1e}LISTED\nINBOX\n\u{1e}LISTEND\n\u{1e}ROOT /m\n\u{1e}DIR .\n\u{1e}END\n";
 
     fn change(rights: Option<&[&str]>) -> AclChange {
         AclChange {
@@ -406,6 +423,109 @@ mod tests {
         )
         .await;
         assert_eq!(r.outcome, Outcome::Permanent as i32, "{r:?}");
+    }
+
+    /// Records each exec's arguments after the script, and answers like
+    /// [`Scripted`].
+    struct Recorded(Scripted, Mutex<Vec<Vec<String>>>);
+
+    #[async_trait]
+    impl CommandRunner for Recorded {
+        async fn run(&self, argv: &[String]) -> Result<ExecOutput, ExecError> {
+            // sh -c <script> sh <doveadm> <args…>
+            self.1.lock().unwrap().push(argv[5..].to_vec());
+            self.0.run(argv).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_layout_other_than_maildir_plus_plus_goes_through_doveadm() {
+        // Dovecot says Projects lives elsewhere than Maildir++ would put it.
+        let elsewhere: &'static str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\
+                                       \u{1e}ROOT /m\n\u{1e}SAMPLE Projects\n\
+                                       \u{1e}SAMPLEPATH /m/Projects\n\u{1e}DIR .\n\u{1e}END\n";
+        let get = "\u{1e}FOLDER INBOX\nID\tGlobal\tRights\n\u{1e}RC 0\n\
+                   \u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+        let outputs = vec![elsewhere, get, "\u{1e}RC 0\n\u{1e}END\n"];
+        let runner = Arc::new(Recorded(Scripted(Mutex::new(outputs)), Mutex::default()));
+        let dovecot = Dovecot::new(runner.clone(), "doveadm");
+        let mut report =
+            apply_owner(&dovecot, "o@x.org", &[change(Some(&["lookup"]))], false).await;
+        let r = report.results.remove(0);
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+        let execs = runner.1.lock().unwrap();
+        assert_eq!(execs.len(), 3, "{execs:?}");
+        assert_eq!(
+            execs[2],
+            ["o@x.org", "set", "Projects", "user=alice@x.org", "lookup"],
+            "written with doveadm acl set"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_utf8_is_left_to_doveadm() {
+        // The exec output turned a byte that is not UTF-8 into U+FFFD: the
+        // file could not be kept byte-for-byte, so doveadm reads and writes it.
+        let observed: &'static str = "\u{1e}LISTED\nINBOX\nProjects\n\u{1e}LISTEND\n\
+                                      \u{1e}ROOT /m\n\u{1e}SAMPLE Projects\n\
+                                      \u{1e}SAMPLEPATH /m/.Projects\n\u{1e}DIR .\n\
+                                      \u{1e}DIR .Projects\n\u{1e}FILE\nuser=j\u{fffd}rg@x.org lr\n\
+                                      \u{1e}EOF\n\u{1e}END\n";
+        let get = "\u{1e}FOLDER Projects\nID\tGlobal\tRights\n\u{1e}RC 0\n\u{1e}END\n";
+        let outputs = vec![observed, get, "\u{1e}RC 0\n\u{1e}END\n"];
+        let runner = Arc::new(Recorded(Scripted(Mutex::new(outputs)), Mutex::default()));
+        let dovecot = Dovecot::new(runner.clone(), "doveadm");
+        let mut report =
+            apply_owner(&dovecot, "o@x.org", &[change(Some(&["lookup"]))], false).await;
+        let r = report.results.remove(0);
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+        let execs = runner.1.lock().unwrap();
+        assert_eq!(execs[1], ["o@x.org", "Projects"], "read with acl get");
+        assert_eq!(
+            execs[2],
+            ["o@x.org", "set", "Projects", "user=alice@x.org", "lookup"],
+            "written with doveadm acl set"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_under_us_is_read_again_and_then_written() {
+        let r = run(
+            vec![
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+                BOTH,
+                "\u{1e}RC 0\n\u{1e}RECALC 0\n\u{1e}END\n",
+            ],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Applied as i32, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_keeps_changing_is_transient() {
+        let r = run(
+            vec![
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+                BOTH,
+                "\u{1e}RC 1001\n\u{1e}END\n",
+            ],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Transient as i32, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn written_but_not_recalculated_is_not_applied() {
+        let r = run(
+            vec![BOTH, "\u{1e}RC 0\n\u{1e}RECALC 75\n\u{1e}END\n"],
+            change(Some(&["lookup"])),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Transient as i32, "{r:?}");
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! `doveadm acl get/rights` and a real IMAP login as the grantee.
 
 use reconciler_proto::coordinator::{LedgerState, ListOwnedRequest, Resource};
-use reconciler_testkit::harness::{DovecotContainer, RefusedPort, Stack, StackOptions};
+use reconciler_testkit::harness::{DovecotContainer, Imap, RefusedPort, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const INFO: &str = "info@example.com";
@@ -29,11 +29,19 @@ struct World {
 }
 
 async fn world(options: StackOptions) -> World {
-    let dovecot = DovecotContainer::start(&[
-        (INFO, "info-pass"),
-        (ALICE, "alice-pass"),
-        (BOB, "bob-pass"),
-    ])
+    world_with(options, "").await
+}
+
+/// [`world`] on a Dovecot with `extra_config` added to its dovecot.conf.
+async fn world_with(options: StackOptions, extra_config: &str) -> World {
+    let dovecot = DovecotContainer::start_with(
+        &[
+            (INFO, "info-pass"),
+            (ALICE, "alice-pass"),
+            (BOB, "bob-pass"),
+        ],
+        extra_config,
+    )
     .await;
     dovecot.create_folder(INFO, "Projects").await;
     dovecot.create_folder(INFO, "Projects/2026").await;
@@ -427,4 +435,404 @@ async fn a_grant_on_a_folder_deleted_before_apply_is_not_reported_applied() {
         !listed.stdout.lines().any(|l| l == "Projects/2026"),
         "no folder was made back: {listed:?}"
     );
+}
+
+/// Folder names that must travel as data: spaces, a leading `-`, a quote,
+/// non-ASCII (modified UTF-7 on disk) and `&` (`&-` on disk).
+const HOSTILE: [&str; 5] = ["Pro jects", "-x", "q\"t", "Ünï", "a&b"];
+
+/// The agent reads `dovecot-acl` files itself: what it reads must be what
+/// Dovecot reads, for every form the vfile format has (comments, quoted
+/// ids, negative and named rights, every kind of identifier, duplicates
+/// merged).
+#[tokio::test]
+async fn the_acl_file_reader_agrees_with_doveadm_acl_get() {
+    use mailcow_agent::dovecot::Dovecot;
+    use reconciler_runtime::exec::DockerExec;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    let dovecot = DovecotContainer::start(&[(INFO, "info-pass"), (ALICE, "alice-pass")]).await;
+    for folder in HOSTILE.iter().chain(&["Plain"]) {
+        dovecot.create_folder(INFO, folder).await;
+    }
+    let set = dovecot
+        .doveadm(&[
+            "acl",
+            "set",
+            "-u",
+            INFO,
+            "--",
+            "Plain",
+            "user=alice@example.com",
+            "lookup",
+            "read",
+            "-write",
+        ])
+        .await;
+    assert_eq!(set.code, 0, "{set:?}");
+    let by_hand = "# written by hand\nowner lrwstipekxa\nuser=alice@example.com lr\n\
+                   -user=alice@example.com w\n\"user=odd \\\"one\\\"@example.com\" l :x-custom\n\
+                   group=staff  lrs :post, write-deleted\nanonymous l\nauthenticated r\n\
+                   user=alice@example.com i\n\n#end";
+    for folder in ["Pro jects", "Ünï", "INBOX"] {
+        let dir = dovecot.folder_dir(INFO, folder).await;
+        let out = dovecot
+            .sh(
+                "printf '%s' \"$2\" > \"$1/dovecot-acl\" && chown vmail:vmail \"$1/dovecot-acl\"",
+                &[&dir, by_hand],
+            )
+            .await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
+    let runner = Arc::new(DockerExec::new(dovecot.name.clone(), None, None).expect("docker"));
+    let acls = Dovecot::new(runner, "doveadm")
+        .observe(INFO)
+        .await
+        .expect("observe");
+    assert!(acls.exists);
+    for folder in ["Pro jects", "Ünï", "INBOX", "Plain", "-x"] {
+        assert!(
+            acls.files.contains_key(folder),
+            "{folder} was read from its file: {acls:?}"
+        );
+    }
+    let mut listed: Vec<&str> = acls.folders.keys().map(String::as_str).collect();
+    listed.sort();
+    let mut want_listed = vec![
+        "INBOX",
+        "Sent",
+        "Drafts",
+        "Trash",
+        "Plain",
+        "Pro jects",
+        "-x",
+        "q\"t",
+        "Ünï",
+        "a&b",
+    ];
+    want_listed.sort();
+    assert_eq!(listed, want_listed);
+    for (folder, read) in &acls.folders {
+        let doveadm: BTreeMap<String, BTreeSet<String>> = dovecot
+            .acl(INFO, folder)
+            .await
+            .into_iter()
+            .map(|(id, rights)| {
+                (
+                    id.to_ascii_lowercase(),
+                    rights.split_whitespace().map(str::to_owned).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(read, &doveadm, "{folder}: the file reader against doveadm");
+    }
+    // The hand-written file has every kind of line; a check that it was
+    // really compared.
+    assert_eq!(acls.folders["Pro jects"].len(), 6, "{acls:?}");
+}
+
+/// Grants and revokes on hostile folder names go through the files; a
+/// person's own lines (and the file's owner, group and mode) are kept.
+#[tokio::test]
+async fn hostile_folder_names_are_granted_and_revoked_keeping_others_lines() {
+    let w = world(StackOptions {
+        // Leaving revokes 11 entries at once, all of them.
+        coordinator_env: vec![("REMOVAL_GUARD_MIN".into(), "100".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    for folder in HOSTILE {
+        w.dovecot.create_folder(INFO, folder).await;
+    }
+    let dir = w.dovecot.folder_dir(INFO, "Pro jects").await;
+    // No line break at the end, a quoted id, an extra space: kept as is.
+    let by_hand = "# shared by hand\n\"user=bob smith@example.com\" lr\nuser=bob@example.com  lrs";
+    let file = format!("{dir}/dovecot-acl");
+    let out = w
+        .dovecot
+        .sh(
+            "printf '%s' \"$2\" > \"$1\" && chown vmail:vmail \"$1\" && chmod 640 \"$1\"",
+            &[&file, by_hand],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let stat = || async {
+        w.dovecot
+            .sh("stat -c '%U:%G %a' \"$1\"", &[&file])
+            .await
+            .stdout
+    };
+    let content = || async { w.dovecot.sh("cat \"$1\"", &[&file]).await.stdout };
+    let before = stat().await;
+    assert_eq!(before.trim(), "vmail:vmail 640");
+
+    w.join("evt-join").await;
+    for folder in HOSTILE.iter().chain(&FOLDERS) {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "alice's entry on {folder}"
+        );
+    }
+    assert_eq!(
+        content().await,
+        format!("{by_hand}\nuser=alice@example.com lr\n")
+    );
+    assert_eq!(stat().await, before, "owner, group and mode kept");
+    let rights = w.dovecot.rights(ALICE, "Shared/info@example.com/-x").await;
+    assert!(rights.stdout.contains("lookup read"), "{rights:?}");
+    let mut imap = w.dovecot.imap(ALICE, "alice-pass").await;
+    let listed = imap.list().await;
+    assert!(
+        listed.contains(&"Shared/info@example.com/Pro jects".to_owned()),
+        "{listed:?}"
+    );
+    assert!(imap.select("Shared/info@example.com/Pro jects").await);
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    w.stack.expect_done(&job).await;
+    for folder in HOSTILE.iter().chain(&FOLDERS) {
+        assert_eq!(w.alice_entry(folder).await, None, "revoked on {folder}");
+    }
+    assert_eq!(
+        content().await,
+        format!("{by_hand}\n"),
+        "only alice's line went"
+    );
+    assert_eq!(stat().await, before);
+    let bobs = w.dovecot.acl(INFO, "Pro jects").await;
+    assert!(
+        bobs.contains(&(
+            "user=bob@example.com".into(),
+            "lookup read write-seen".into()
+        )),
+        "{bobs:?}"
+    );
+    w.bob_keeps_his_entry().await;
+}
+
+/// LISTs in `imap` until `holds` says yes, for at most 30 s.
+async fn list_until(imap: &mut Imap, what: &str, holds: impl Fn(&[String]) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let listed = imap.list().await;
+        if holds(&listed) {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never happened: {what}; LIST: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// An IMAP session the grantee opened before the grant sees the shared
+/// folders appear, and disappear after the revoke, once Dovecot's ACL
+/// cache (1 s here, 30 s by default) lets it look again.
+#[tokio::test]
+async fn a_session_opened_before_the_change_sees_the_grant_and_the_revoke() {
+    let w = world_with(
+        StackOptions::default(),
+        "plugin {\n  acl = vfile:cache_secs=1\n}",
+    )
+    .await;
+    let mut early = w.dovecot.imap(ALICE, "alice-pass").await;
+    assert!(
+        !early.list().await.iter().any(|m| m.starts_with("Shared/")),
+        "nothing shared yet"
+    );
+    assert!(!early.select(SHARED_INBOX).await);
+
+    w.join("evt-join").await;
+    list_until(
+        &mut early,
+        "the early session lists the shared folders",
+        |l| {
+            FOLDERS
+                .iter()
+                .all(|f| l.contains(&format!("Shared/info@example.com/{f}")))
+        },
+    )
+    .await;
+    assert!(early.select(SHARED_INBOX).await, "SELECT after the grant");
+    assert!(early.select("Shared/info@example.com/Projects/2026").await);
+
+    w.stack.authentik.remove_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-leave"))
+        .await;
+    w.stack.expect_done(&job).await;
+    // The session keeps the owner's namespace root (`Shared/info@…`,
+    // \NoSelect) it already made; the folders under it go.
+    list_until(&mut early, "the early session no longer lists them", |l| {
+        !l.iter().any(|m| m.starts_with("Shared/info@example.com/"))
+    })
+    .await;
+    assert!(
+        !early.select(SHARED_INBOX).await,
+        "SELECT refused after revoke"
+    );
+    w.bob_keeps_his_entry().await;
+}
+
+/// The doveadm processes an owner costs do not grow with its folders or
+/// grantees: an owner with 5 folders and 1 grantee costs what one with 50
+/// folders and 3 grantees costs, cold and in sync. Counted inside the
+/// container by a wrapper around doveadm.
+#[tokio::test]
+async fn doveadm_runs_per_owner_do_not_grow_with_folders_or_grantees() {
+    const BIG: &str = "big@example.com";
+    const CAROL: &str = "carol@example.com";
+    let dovecot = DovecotContainer::start(&[
+        (INFO, "pw"),
+        (BIG, "pw"),
+        (ALICE, "pw"),
+        (BOB, "pw"),
+        (CAROL, "pw"),
+    ])
+    .await;
+    // INBOX, Sent, Drafts, Trash, plus 1 and 46 folders.
+    dovecot.create_folder(INFO, "Extra").await;
+    for i in 0..46 {
+        dovecot.create_folder(BIG, &format!("Folder {i}")).await;
+    }
+    dovecot.count_doveadm_runs().await;
+    let stack = Stack::start(StackOptions {
+        agent_env: vec![("DOVECOT_CONTAINER".into(), dovecot.name.clone())],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    for mbox in [INFO, BIG, ALICE, BOB, CAROL] {
+        stack.mailcow.add_mailbox(mbox);
+    }
+    let small = stack.authentik.add_group(
+        "small",
+        json!({"reconciler": {"shared_mailbox": INFO, "access": "read"}}),
+    );
+    let big = stack.authentik.add_group(
+        "big",
+        json!({"reconciler": {"shared_mailbox": BIG, "access": "readwrite"}}),
+    );
+    let alice = stack.authentik.add_user("alice", ALICE);
+    stack.authentik.add_member(&small, alice);
+    for (name, address) in [("alice", ALICE), ("bob", BOB), ("carol", CAROL)] {
+        let pk = if name == "alice" {
+            alice
+        } else {
+            stack.authentik.add_user(name, address)
+        };
+        stack.authentik.add_member(&big, pk);
+    }
+    let runs_of = |runs: &[String], owner: &str| -> Vec<String> {
+        let needle = format!("-u {owner}");
+        runs.iter()
+            .filter(|r| r.contains(&needle))
+            .cloned()
+            .collect()
+    };
+
+    let cold = stack.sweep().await;
+    assert_eq!(cold["state"], "done", "{cold}");
+    let runs = dovecot.doveadm_runs().await;
+    let (small_runs, big_runs) = (runs_of(&runs, INFO), runs_of(&runs, BIG));
+    assert_eq!(
+        small_runs.len(),
+        big_runs.len(),
+        "5 folders × 1 grantee against 50 × 3:\n{small_runs:#?}\n{big_runs:#?}"
+    );
+    for owner_runs in [&small_runs, &big_runs] {
+        let count = |what: &str| owner_runs.iter().filter(|r| r.starts_with(what)).count();
+        assert_eq!(count("acl set"), 0, "{owner_runs:#?}");
+        assert_eq!(count("acl recalc"), 1, "{owner_runs:#?}");
+    }
+    assert_eq!(summary(&cold)["doveadm_acl_writes"], 5 + 50 * 3, "{cold}");
+    let entries = dovecot.acl(BIG, "Folder 45").await;
+    for grantee in [ALICE, BOB, CAROL] {
+        assert!(
+            entries
+                .iter()
+                .any(|(id, _)| *id == format!("user={grantee}")),
+            "{entries:?}"
+        );
+    }
+
+    dovecot.reset_doveadm_runs().await;
+    let in_sync = stack.sweep().await;
+    assert_eq!(summary(&in_sync)["doveadm_acl_writes"], 0, "{in_sync}");
+    let runs = dovecot.doveadm_runs().await;
+    for owner in [INFO, BIG] {
+        // mailbox list, the root's path and one folder's path to check
+        // the layout: nothing per folder.
+        assert_eq!(runs_of(&runs, owner).len(), 3, "{runs:#?}");
+    }
+}
+
+/// The agent takes Dovecot's own lock on a `dovecot-acl` file: while
+/// someone holds `dovecot-acl.lock` the file is not written (after
+/// Dovecot's 30 s wait the change is reported transient), a lock left
+/// behind for longer than Dovecot's stale timeout (120 s) is cleared.
+#[tokio::test]
+async fn a_held_acl_lock_is_waited_for_and_a_stale_one_cleared() {
+    let w = world(StackOptions {
+        max_attempts: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let held = format!(
+        "{}/dovecot-acl.lock",
+        w.dovecot.folder_dir(INFO, "Projects").await
+    );
+    let stale = format!(
+        "{}/dovecot-acl.lock",
+        w.dovecot.folder_dir(INFO, "Projects/2026").await
+    );
+    let out = w
+        .dovecot
+        .sh(
+            ": > \"$1\" && : > \"$2\" && touch -d '-10 minutes' \"$2\"",
+            &[&held, &stale],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    w.stack.authentik.add_member(&w.group, w.alice);
+    let job = w
+        .stack
+        .webhook_and_wait(&Stack::group_event(&w.group, "evt-join-locked"))
+        .await;
+    assert_eq!(job["state"], "failed", "Projects stays to do: {job}");
+    assert_eq!(
+        w.alice_entry("Projects").await,
+        None,
+        "not written under a held lock"
+    );
+    assert_eq!(
+        w.alice_entry("Projects/2026").await.as_deref(),
+        Some("lookup read"),
+        "the stale lock was cleared"
+    );
+    let still = w.dovecot.sh("test -e \"$1\"", &[&held]).await;
+    assert_eq!(still.code, 0, "someone else's lock is never removed");
+
+    let out = w.dovecot.sh("rm \"$1\"", &[&held]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let sweep = w.stack.sweep().await;
+    assert_eq!(sweep["state"], "done", "{sweep}");
+    for folder in FOLDERS {
+        assert_eq!(
+            w.alice_entry(folder).await.as_deref(),
+            Some("lookup read"),
+            "{folder}"
+        );
+    }
+    w.bob_keeps_his_entry().await;
 }

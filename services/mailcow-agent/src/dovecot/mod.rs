@@ -1,12 +1,24 @@
-//! Dovecot shared-folder ACLs through `doveadm` (reference mailcow.md §6).
+//! Dovecot shared-folder ACLs (reference mailcow.md §6).
 //!
-//! ACLs are per folder, so one grant touches every folder of the owner. To
-//! keep the cost at a couple of `docker exec`s per owner instead of one per
-//! folder and grantee, each exec runs a small POSIX shell script that loops
-//! over folders (observe) or over operations (apply) and prints one status
-//! line per `doveadm` call (`--` ends doveadm's options, so a folder
-//! named `-x` stays a folder). Names travel as positional arguments, never
-//! spliced into the script, so a folder name cannot inject commands.
+//! ACLs are per folder, so one grant touches every folder of the owner.
+//! `doveadm acl set` costs more the more folders the owner has (each set
+//! rebuilds the owner's `dovecot-acl-list` by reading every folder's ACL),
+//! so this module reads and writes the owner's `dovecot-acl` files
+//! directly, the way Dovecot's vfile backend does, and runs ONE
+//! `doveadm acl recalc` per owner afterwards. The doveadm processes per
+//! owner stay constant: `mailbox list` and two `mailbox path`s to read,
+//! `acl recalc` once after writing.
+//!
+//! Each step is one `docker exec` of a small POSIX shell script. Names
+//! and contents travel as positional arguments, never spliced into the
+//! script, so a folder name cannot inject commands.
+//!
+//! Where the files cannot be used safely the old way stays: `doveadm acl
+//! get/set/delete` per folder (see [`files`] for when).
+
+mod files;
+mod mutf7;
+pub mod vfile;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -41,23 +53,35 @@ pub mod exit {
     pub const NO_MAILBOX: i64 = 68;
     /// Temporary failure.
     pub const TEMP_FAIL: i64 = 75;
+    /// Not doveadm's: the folder's `dovecot-acl` changed between our read
+    /// and our lock, so nothing was written; read again.
+    pub const CHANGED: i64 = 1001;
 }
 
 /// Record separator: marks our status lines in the scripts' output.
 const RS: char = '\u{1e}';
 
-/// Both scripts take the doveadm command first (word-split on purpose, so
+/// The scripts take the doveadm command first (word-split on purpose, so
 /// `doveadm -c /etc/dovecot/dovecot.conf` or `sudo -u vmail doveadm` work).
 ///
-/// Observe one owner: list folders (skipping `Shared`, which holds folders
-/// shared *to* the owner), then `acl get` each.
-const OBSERVE_SCRIPT: &str = r#"set -f
+/// The per-folder fallback: `acl get` on the folders given, or, with none
+/// given, on every folder `mailbox list` shows (skipping `Shared`, which
+/// holds folders shared *to* the owner).
+const GET_SCRIPT: &str = r#"set -f
 doveadm=$1 owner=$2
-list=$($doveadm mailbox list -u "$owner")
-rc=$?
-if [ "$rc" -ne 0 ]; then printf '\036LIST %s\n' "$rc"; exit 0; fi
-printf '%s\n' "$list" | while IFS= read -r box; do
-  case "$box" in ''|Shared|Shared/*) continue ;; esac
+shift 2
+if [ "$#" -eq 0 ]; then
+  list=$($doveadm mailbox list -u "$owner")
+  rc=$?
+  if [ "$rc" -ne 0 ]; then printf '\036LIST %s\n' "$rc"; exit 0; fi
+  while IFS= read -r box; do
+    case "$box" in ''|Shared|Shared/*) continue ;; esac
+    set -- "$@" "$box"
+  done <<EOF
+$list
+EOF
+fi
+for box in "$@"; do
   printf '\036FOLDER %s\n' "$box"
   $doveadm -f tab acl get -u "$owner" -- "$box"
   printf '\036RC %s\n' "$?"
@@ -65,7 +89,7 @@ done
 printf '\036END\n'
 "#;
 
-/// Apply operations to one owner: `set <folder> <id> <rights>` or
+/// The per-folder fallback for writes: `set <folder> <id> <rights>` or
 /// `delete <folder> <id> -`, one status line each.
 const APPLY_SCRIPT: &str = r#"set -f
 doveadm=$1 owner=$2
@@ -91,6 +115,23 @@ pub struct OwnerAcls {
     /// False when Dovecot does not know the owner (or it is inactive).
     pub exists: bool,
     pub folders: BTreeMap<String, FolderAcl>,
+    /// The mail root (where `dovecot-acl-list` lives) when the files are
+    /// used; `None`: every folder goes through doveadm.
+    pub root: Option<String>,
+    /// Folder → its `dovecot-acl` as read, for the folders written through
+    /// the file; the others go through `doveadm acl set/delete`.
+    pub files: BTreeMap<String, AclFile>,
+    /// `docker exec`s the read took.
+    pub execs: u64,
+}
+
+/// One folder's ACL file as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclFile {
+    /// Absolute directory of the folder.
+    pub dir: String,
+    /// `None`: the folder has no `dovecot-acl` yet.
+    pub content: Option<String>,
 }
 
 impl OwnerAcls {
@@ -207,7 +248,7 @@ impl Dovecot {
         // The scripts always end with an END line and exit 0; anything else
         // means the shell or doveadm itself could not run.
         let finished =
-            out.stdout.contains(&format!("{RS}END")) || out.stdout.contains(&format!("{RS}LIST"));
+            out.stdout.contains(&format!("{RS}END")) || out.stdout.contains(&format!("{RS}LIST "));
         if out.exit_code != 0 || !finished {
             return Err(Error::DovecotUnavailable(format!(
                 "doveadm script exited {}: {}",
@@ -218,18 +259,211 @@ impl Dovecot {
         Ok(out.stdout)
     }
 
-    /// Every folder of `owner` and its ACL entries. One exec.
+    /// Every folder of `owner` and its ACL entries: one exec, plus one for
+    /// folders the files cannot serve (see [`files`]).
     pub async fn observe(&self, owner: &str) -> Result<OwnerAcls> {
-        let stdout = self.script(OBSERVE_SCRIPT, vec![owner.to_owned()]).await?;
-        parse_observe(owner, &stdout)
+        let stdout = self
+            .script(&files::observe_script(), vec![owner.to_owned()])
+            .await?;
+        let seen = files::parse_observe(&stdout);
+        if let Some(code) = seen.list_failed {
+            return list_failed(owner, code);
+        }
+        let root = match (&seen.root, seen.unknown_layout) {
+            (Some(root), false) => root.clone(),
+            _ => {
+                // Not Maildir++: every folder the old way.
+                let mut acls = self.get(owner, Vec::new()).await?;
+                acls.execs += 1;
+                return Ok(acls);
+            }
+        };
+        let folders: Vec<String> = seen
+            .listed
+            .iter()
+            .filter(|b| !(b.as_str() == "Shared" || b.starts_with("Shared/")))
+            .cloned()
+            .collect();
+        let mut acls = OwnerAcls {
+            exists: true,
+            root: Some(root.clone()),
+            execs: 1,
+            ..OwnerAcls::default()
+        };
+        let absolute = |dir: &str| {
+            if dir == "." {
+                root.clone()
+            } else {
+                format!("{root}/{dir}")
+            }
+        };
+        let dirless = files::dirless(&seen, &folders);
+        // The script could read the mail root (it cannot, say, when the
+        // agent runs doveadm on another host through DOVEADM_COMMAND).
+        let root_seen = seen.dirs.contains_key(".");
+        let mut by_doveadm: Vec<String> = dirless.iter().map(|f| f.to_string()).collect();
+        for folder in &folders {
+            let dir = files::maildir_dir(folder);
+            let Some(content) = seen.dirs.get(&dir) else {
+                continue;
+            };
+            if content.as_deref().is_some_and(files::opaque) {
+                by_doveadm.push(folder.clone());
+                continue;
+            }
+            let entries = vfile::entries(content.as_deref().unwrap_or_default()).map_err(|e| {
+                // Dovecot cannot read it either: `acl get` fails (75).
+                Error::DovecotUnavailable(format!(
+                    "the ACL file of {owner}'s folder {folder} is invalid ({e})"
+                ))
+            })?;
+            // Identifiers lowercased, as the doveadm reading does.
+            let entries = entries
+                .into_iter()
+                .map(|(id, rights)| (id.to_ascii_lowercase(), rights))
+                .collect();
+            acls.folders.insert(folder.clone(), entries);
+            acls.files.insert(
+                folder.clone(),
+                AclFile {
+                    dir: absolute(&dir),
+                    content: content.clone(),
+                },
+            );
+        }
+        if !by_doveadm.is_empty() {
+            let got = self.get(owner, by_doveadm).await?;
+            if !got.exists {
+                return Ok(OwnerAcls::default());
+            }
+            for (folder, entries) in &got.folders {
+                // `acl get` opened it, and opening an `auto = create`
+                // folder creates it: its directory exists now, without an
+                // ACL file (had it one, it would have entries). Should that
+                // be wrong, the writer finds no directory (68) or a file
+                // (changed) and we read again.
+                if root_seen && dirless.contains(folder.as_str()) && entries.is_empty() {
+                    let dir = absolute(&files::maildir_dir(folder));
+                    acls.files
+                        .insert(folder.clone(), AclFile { dir, content: None });
+                }
+            }
+            acls.folders.extend(got.folders);
+            acls.execs += 1;
+        }
+        Ok(acls)
     }
 
-    /// Runs `ops` on `owner`'s folders in one exec and returns each op's
-    /// doveadm exit code, in order.
-    pub async fn apply(&self, owner: &str, ops: &[AclOp]) -> Result<Vec<i64>> {
-        if ops.is_empty() {
-            return Ok(Vec::new());
+    /// `doveadm acl get` on `folders` (all listed when empty). One exec.
+    async fn get(&self, owner: &str, folders: Vec<String>) -> Result<OwnerAcls> {
+        let mut args = vec![owner.to_owned()];
+        args.extend(folders);
+        let stdout = self.script(GET_SCRIPT, args).await?;
+        let mut acls = parse_observe(owner, &stdout)?;
+        acls.execs = 1;
+        Ok(acls)
+    }
+
+    /// Runs `ops` on `owner`'s folders and returns each op's exit code, in
+    /// order, and the execs it took: one for the folders written through
+    /// their files (with one `acl recalc`), one for the rest, if any.
+    pub async fn apply(
+        &self,
+        owner: &str,
+        acls: &OwnerAcls,
+        ops: &[AclOp],
+    ) -> Result<(Vec<i64>, u64)> {
+        let mut codes = vec![exit::OK; ops.len()];
+        let mut execs = 0;
+        let (by_file, by_doveadm): (Vec<usize>, Vec<usize>) = (0..ops.len())
+            .partition(|&i| acls.root.is_some() && acls.files.contains_key(ops[i].folder()));
+        if !by_file.is_empty() {
+            execs += 1;
+            let root = acls.root.as_deref().unwrap_or_default();
+            for (i, code) in self.write_files(owner, root, acls, ops, &by_file).await? {
+                codes[i] = code;
+            }
         }
+        if !by_doveadm.is_empty() {
+            execs += 1;
+            let plain: Vec<AclOp> = by_doveadm.iter().map(|&i| ops[i].clone()).collect();
+            for (&i, code) in by_doveadm
+                .iter()
+                .zip(self.doveadm_writes(owner, &plain).await?)
+            {
+                codes[i] = code;
+            }
+        }
+        Ok((codes, execs))
+    }
+
+    /// One exec: every folder's new file, then one `acl recalc`.
+    async fn write_files(
+        &self,
+        owner: &str,
+        root: &str,
+        acls: &OwnerAcls,
+        ops: &[AclOp],
+        which: &[usize],
+    ) -> Result<Vec<(usize, i64)>> {
+        // Each folder once, with every entry its ops change.
+        let mut per_folder: BTreeMap<&str, (Vec<usize>, vfile::Edits)> = BTreeMap::new();
+        for &i in which {
+            let (indices, edits) = per_folder.entry(ops[i].folder()).or_default();
+            indices.push(i);
+            match &ops[i] {
+                AclOp::Set {
+                    grantee, rights, ..
+                } => edits.insert(user_id(grantee), Some(rights.clone())),
+                AclOp::Delete { grantee, .. } => edits.insert(user_id(grantee), None),
+            };
+        }
+        let mut writes = Vec::new();
+        let mut indices = Vec::new();
+        for (folder, (ops_here, edits)) in per_folder {
+            let file = &acls.files[folder];
+            let old = file.content.as_deref().unwrap_or_default();
+            let new = vfile::edit(old, &edits).map_err(Error::Permanent)?;
+            writes.push(files::Write {
+                dir: file.dir.clone(),
+                old: file.content.clone(),
+                new,
+            });
+            indices.push(ops_here);
+        }
+        let stdout = self
+            .script(
+                &files::apply_script(),
+                files::apply_args(owner, root, &writes),
+            )
+            .await?;
+        let (codes, recalc) = files::parse_apply(&stdout);
+        if codes.len() != writes.len() {
+            return Err(Error::DovecotUnavailable(format!(
+                "the ACL file writer reported {} results for {} folders",
+                codes.len(),
+                writes.len()
+            )));
+        }
+        Ok(indices
+            .into_iter()
+            .zip(codes)
+            .flat_map(|(ops_here, code)| {
+                // Written, but the shared-mailbox dict was not rebuilt: not
+                // done. (`dovecot-acl-list` is gone, so Dovecot rebuilds
+                // both itself at the owner's next access, and the retry
+                // finds the entries in place.)
+                let code = match recalc {
+                    Some(rc) if code == exit::OK && rc != exit::OK => rc,
+                    _ => code,
+                };
+                ops_here.into_iter().map(move |i| (i, code))
+            })
+            .collect())
+    }
+
+    /// `acl set`/`acl delete` per op, in one exec.
+    async fn doveadm_writes(&self, owner: &str, ops: &[AclOp]) -> Result<Vec<i64>> {
         let mut args = vec![owner.to_owned()];
         for op in ops {
             match op {
@@ -264,6 +498,18 @@ impl Dovecot {
     }
 }
 
+fn list_failed(owner: &str, code: i64) -> Result<OwnerAcls> {
+    match code {
+        exit::NO_USER => Ok(OwnerAcls::default()),
+        exit::TEMP_FAIL | -1 => Err(Error::DovecotUnavailable(format!(
+            "doveadm mailbox list -u {owner} exited {code}"
+        ))),
+        other => Err(Error::Permanent(format!(
+            "doveadm mailbox list -u {owner} exited {other}"
+        ))),
+    }
+}
+
 fn status_codes(stdout: &str) -> Vec<i64> {
     stdout
         .lines()
@@ -275,7 +521,7 @@ fn status_codes(stdout: &str) -> Vec<i64> {
 fn parse_observe(owner: &str, stdout: &str) -> Result<OwnerAcls> {
     let mut acls = OwnerAcls {
         exists: true,
-        folders: BTreeMap::new(),
+        ..OwnerAcls::default()
     };
     let mut current: Option<String> = None;
     for line in stdout.lines() {

@@ -45,6 +45,12 @@ impl DovecotContainer {
     /// before start: Dovecot's passwd-file reload goes by mtime, which has
     /// one-second resolution, so later edits could go unnoticed.
     pub async fn start(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, "").await
+    }
+
+    /// [`Self::start`] with `extra_config` appended to dovecot.conf before
+    /// Dovecot starts (later settings override earlier ones).
+    pub async fn start_with(users: &[(&str, &str)], extra_config: &str) -> Self {
         let check = docker(&["image", "inspect", DOVECOT_IMAGE]).await;
         assert_eq!(
             check.code, 0,
@@ -63,7 +69,7 @@ impl DovecotContainer {
             .collect();
         std::fs::write(users_dir.path().join("passwd"), passwd).expect("passwd file");
         let mount = format!("{}:/etc/dovecot/users.d", users_dir.path().display());
-        let run = docker(&[
+        let mut run_args = vec![
             "run",
             "-d",
             "--name",
@@ -73,8 +79,17 @@ impl DovecotContainer {
             "-p",
             "127.0.0.1::143",
             DOVECOT_IMAGE,
-        ])
-        .await;
+        ];
+        if !extra_config.is_empty() {
+            run_args.extend([
+                "sh",
+                "-c",
+                "printf '%s\\n' \"$1\" >> /etc/dovecot/dovecot.conf && exec /usr/sbin/dovecot -F",
+                "sh",
+                extra_config,
+            ]);
+        }
+        let run = docker(&run_args).await;
         assert_eq!(run.code, 0, "docker run: {}", run.stderr);
         let port = docker(&["port", &name, "143/tcp"]).await;
         let imap_port = port
@@ -125,7 +140,7 @@ impl DovecotContainer {
 
     pub async fn create_folder(&self, owner: &str, folder: &str) {
         let out = self
-            .doveadm(&["mailbox", "create", "-u", owner, folder])
+            .doveadm(&["mailbox", "create", "-u", owner, "--", folder])
             .await;
         assert_eq!(out.code, 0, "create {folder}: {out:?}");
     }
@@ -139,7 +154,7 @@ impl DovecotContainer {
     /// `doveadm -f tab acl get`: identifier → rights on one folder.
     pub async fn acl(&self, owner: &str, folder: &str) -> Vec<(String, String)> {
         let out = self
-            .doveadm(&["-f", "tab", "acl", "get", "-u", owner, folder])
+            .doveadm(&["-f", "tab", "acl", "get", "-u", owner, "--", folder])
             .await;
         assert_eq!(out.code, 0, "acl get {folder}: {out:?}");
         out.stdout
@@ -152,9 +167,54 @@ impl DovecotContainer {
             .collect()
     }
 
+    /// Replaces `doveadm` in the container with a wrapper that logs each
+    /// run's arguments, so a test counts the doveadm processes started.
+    pub async fn count_doveadm_runs(&self) {
+        let wrapper =
+            "#!/bin/sh\necho \"$*\" >> /tmp/doveadm-runs\nexec /usr/bin/doveadm.real \"$@\"\n";
+        let out = self
+            .sh(
+                "mv /usr/bin/doveadm /usr/bin/doveadm.real && printf '%s' \"$1\" > /usr/bin/doveadm \
+                 && chmod 755 /usr/bin/doveadm",
+                &[wrapper],
+            )
+            .await;
+        assert_eq!(out.code, 0, "doveadm wrapper: {out:?}");
+        self.reset_doveadm_runs().await;
+    }
+
+    /// The argument lines of every doveadm run since the last reset.
+    pub async fn doveadm_runs(&self) -> Vec<String> {
+        let out = self.sh("cat /tmp/doveadm-runs", &[]).await;
+        out.stdout.lines().map(str::to_owned).collect()
+    }
+
+    pub async fn reset_doveadm_runs(&self) {
+        let out = self.sh(": > /tmp/doveadm-runs", &[]).await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
+    /// `sh -c script sh args…` in the container.
+    pub async fn sh(&self, script: &str, args: &[&str]) -> Exec {
+        let mut all = vec!["exec", self.name.as_str(), "sh", "-c", script, "sh"];
+        all.extend_from_slice(args);
+        docker(&all).await
+    }
+
+    /// The directory Dovecot keeps `folder` of `owner` in.
+    pub async fn folder_dir(&self, owner: &str, folder: &str) -> String {
+        let out = self
+            .doveadm(&[
+                "mailbox", "path", "-u", owner, "-t", "mailbox", "--", folder,
+            ])
+            .await;
+        assert_eq!(out.code, 0, "mailbox path {folder}: {out:?}");
+        out.stdout.trim_end().to_owned()
+    }
+
     /// `doveadm acl rights -u <grantee> <mailbox>`: the effective rights.
     pub async fn rights(&self, grantee: &str, mailbox: &str) -> Exec {
-        self.doveadm(&["acl", "rights", "-u", grantee, mailbox])
+        self.doveadm(&["acl", "rights", "-u", grantee, "--", mailbox])
             .await
     }
 
