@@ -27,6 +27,17 @@ const USERS_PER_QUERY: usize = 10_000;
 /// than holding the run.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The selected columns, in query order.
+type SelectedRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<i64>,
+);
+
 /// One row of `<prefix>mail_accounts`, as selected by [`MailAccountsTable`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
@@ -109,15 +120,7 @@ impl MailAccountsTable {
             );
             let params =
                 Params::Positional(chunk.iter().map(|u| Value::from(u.as_str())).collect());
-            let rows: Vec<(
-                i64,
-                String,
-                String,
-                Option<String>,
-                String,
-                String,
-                Option<i64>,
-            )> = conn.exec(sql, params).await?;
+            let rows: Vec<SelectedRow> = conn.exec(sql, params).await?;
             for (id, user_id, email, name, inbound_user, inbound_host, provisioning_id) in rows {
                 let row = AccountRow {
                     id,
