@@ -172,6 +172,60 @@ mod tests {
         );
     }
 
+    /// Prints one fixed `mail:account:export --output=json` answer.
+    struct Prints(&'static str);
+
+    #[tonic::async_trait]
+    impl reconciler_runtime::exec::CommandRunner for Prints {
+        async fn run(
+            &self,
+            _argv: &[String],
+        ) -> Result<reconciler_runtime::exec::ExecOutput, reconciler_runtime::exec::ExecError>
+        {
+            Ok(reconciler_runtime::exec::ExecOutput {
+                stdout: self.0.into(),
+                stderr: String::new(),
+                exit_code: 0,
+            })
+        }
+    }
+
+    /// The same rows through occ (what `ExportAccount.php` prints for them,
+    /// `null` name and a provisioning id included) and through the table
+    /// give the same accounts, field by field.
+    #[tokio::test]
+    async fn rows_and_their_export_give_the_same_accounts() {
+        let export = r#"[{"id":17,"email":"info@example.com","name":"Info","provision":{"status":"none","id":"N/A"},"imap":{"user":"info@example.com","host":"mail.example.com","port":993,"security":"ssl"},"smtp":{"user":"info@example.com","host":"mail.example.com","port":587,"security":"tls"}},{"id":18,"email":"x@example.com","name":null,"provision":{"status":"set","id":3},"imap":{"user":"x","host":"imap.x","port":993,"security":"ssl"},"smtp":{"user":"x","host":"smtp.x","port":587,"security":"tls"}}]"#;
+        let server = crate::config::Server {
+            host: "mail.example.com".into(),
+            port: 993,
+            security: "ssl".into(),
+        };
+        let occ = crate::occ::Occ::new(
+            std::sync::Arc::new(Prints(export)),
+            vec!["php".into(), "occ".into()],
+            server.clone(),
+            server,
+        );
+        let from_export = occ.export("alice").await.unwrap();
+        let from_rows: Vec<Account> = [
+            row(),
+            AccountRow {
+                id: 18,
+                email: "x@example.com".into(),
+                name: None,
+                inbound_user: "x".into(),
+                inbound_host: "imap.x".into(),
+                provisioning_id: Some(3),
+                ..row()
+            },
+        ]
+        .into_iter()
+        .map(Account::from)
+        .collect();
+        assert_eq!(from_rows, from_export);
+    }
+
     #[test]
     fn null_name_and_provisioning_read_as_export_prints_them() {
         let unnamed = AccountRow {

@@ -13,7 +13,7 @@
 //! one occ process per user, in sequence.
 //!
 //! bash scripts/images.sh && cargo build --release --workspace --bins
-//! target/release/bench-nextcloud [--accounts 4000 --occ-accounts 400 --boot-ms 300]
+//! target/release/bench-nextcloud [--accounts 4000 --occ-accounts 200 --boot-ms 300]
 
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value_t = 4000)]
     accounts: usize,
     /// Accounts in the occ-only world (measured, then extrapolated).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 200)]
     occ_accounts: usize,
     /// PHP boot time per occ call during the timed sweeps.
     #[arg(long, default_value_t = 300)]
