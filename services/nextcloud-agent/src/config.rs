@@ -1,4 +1,5 @@
-//! Configuration from the environment.
+//! Configuration from the environment. `NEXTCLOUD_DB_URL` holds a password
+//! and may also be given as `NEXTCLOUD_DB_URL_FILE`.
 
 use std::net::SocketAddr;
 
@@ -15,6 +16,23 @@ pub struct Server {
     pub security: String,
 }
 
+/// Nextcloud's own database, read (never written) to observe every user's
+/// Mail accounts in one query instead of one `occ` process per user.
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// `mysql://…` (MariaDB or MySQL).
+    pub url: Secret,
+    /// Nextcloud's `dbtableprefix` (`oc_` unless changed at install).
+    pub table_prefix: String,
+}
+
+impl Database {
+    /// The Mail app's account table.
+    pub fn accounts_table(&self) -> String {
+        format!("{}mail_accounts", self.table_prefix)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The Nextcloud container (`docker exec` target).
@@ -27,6 +45,9 @@ pub struct Config {
     pub occ_command: Vec<String>,
     pub imap: Server,
     pub smtp: Server,
+    /// When set, observe reads `oc_mail_accounts` directly; occ stays the
+    /// fallback and the only writer.
+    pub database: Option<Database>,
     /// Bearer token the coordinator presents (`AGENT_TOKEN`).
     pub agent_token: Secret,
     pub listen: SocketAddr,
@@ -65,6 +86,7 @@ impl Config {
         if occ_command.is_empty() {
             return Err(Error::Config("OCC_COMMAND is empty".into()));
         }
+        let database = database(&lookup)?;
         let agent_token = read_secret(&lookup, "AGENT_TOKEN")
             .map_err(|e| Error::Config(e.to_string()))?
             .ok_or_else(|| Error::Config("AGENT_TOKEN (or AGENT_TOKEN_FILE) is required".into()))?;
@@ -76,12 +98,38 @@ impl Config {
             occ_command,
             imap: server("MAIL_IMAP", "993", "ssl")?,
             smtp: server("MAIL_SMTP", "587", "tls")?,
+            database,
             listen: lookup("AGENT_LISTEN")
                 .unwrap_or_else(|| "0.0.0.0:50053".into())
                 .parse()
                 .map_err(|e| Error::Config(format!("AGENT_LISTEN: {e}")))?,
         })
     }
+}
+
+fn database(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<Database>> {
+    let Some(url) =
+        read_secret(lookup, "NEXTCLOUD_DB_URL").map_err(|e| Error::Config(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    // PostgreSQL and SQLite Nextclouds are observed through occ only.
+    if !url.expose().starts_with("mysql://") {
+        return Err(Error::Config(
+            "NEXTCLOUD_DB_URL must start with mysql:// (MariaDB or MySQL)".into(),
+        ));
+    }
+    let table_prefix = lookup("NEXTCLOUD_DB_TABLE_PREFIX").unwrap_or_else(|| "oc_".into());
+    // Interpolated into SQL (identifiers cannot be bound), so only plain names pass.
+    if !table_prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(Error::Config(format!(
+            "NEXTCLOUD_DB_TABLE_PREFIX `{table_prefix}`: letters, digits and _ only"
+        )));
+    }
+    Ok(Some(Database { url, table_prefix }))
 }
 
 #[cfg(test)]
@@ -106,5 +154,36 @@ mod tests {
         bad.insert("MAIL_IMAP_SECURITY", "starttls");
         assert!(Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).is_err());
         assert!(Config::from_lookup(|_| None).is_err());
+        assert!(c.database.is_none(), "occ only unless asked");
+    }
+
+    #[test]
+    fn database_url_prefix_and_redaction() {
+        let mut env: HashMap<&str, &str> = HashMap::from([
+            ("NEXTCLOUD_CONTAINER", "nextcloud-app-1"),
+            ("MAIL_IMAP_HOST", "mail.example.com"),
+            ("MAIL_SMTP_HOST", "mail.example.com"),
+            ("AGENT_TOKEN", "t"),
+            ("NEXTCLOUD_DB_URL", "mysql://nextcloud:s3cret@db/nextcloud"),
+        ]);
+        let parse =
+            |env: &HashMap<&str, &str>| Config::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        let c = parse(&env).unwrap();
+        let db = c.database.clone().unwrap();
+        assert_eq!(db.accounts_table(), "oc_mail_accounts");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password never reaches a log line"
+        );
+        env.insert("NEXTCLOUD_DB_TABLE_PREFIX", "nc_");
+        assert_eq!(
+            parse(&env).unwrap().database.unwrap().accounts_table(),
+            "nc_mail_accounts"
+        );
+        env.insert("NEXTCLOUD_DB_TABLE_PREFIX", "oc_`; DROP");
+        assert!(parse(&env).is_err());
+        env.remove("NEXTCLOUD_DB_TABLE_PREFIX");
+        env.insert("NEXTCLOUD_DB_URL", "postgres://nextcloud@db/nextcloud");
+        assert!(parse(&env).is_err(), "MariaDB/MySQL only");
     }
 }

@@ -23,13 +23,17 @@ pub enum Error {
     /// occ answered something we do not understand.
     #[error("unexpected occ output: {0}")]
     Protocol(String),
+    /// Nextcloud's database could not be read (`NEXTCLOUD_DB_URL`); observe
+    /// falls back to occ.
+    #[error("Nextcloud database: {0}")]
+    Database(String),
 }
 
 impl Error {
     pub fn outcome(&self) -> Outcome {
         match self {
             Error::Config(_) => Outcome::Config,
-            Error::Unavailable(_) => Outcome::Transient,
+            Error::Unavailable(_) | Error::Database(_) => Outcome::Transient,
             Error::Permanent(_) | Error::Protocol(_) => Outcome::Permanent,
             Error::Refused(_) => Outcome::Refused,
         }

@@ -5,6 +5,7 @@
 //! password, minted for this account) and are passed to occ only.
 
 pub mod config;
+pub mod db;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -18,6 +19,7 @@ use reconciler_runtime::agent::serve_agent;
 use reconciler_runtime::exec::DockerExec;
 
 use crate::config::Config;
+use crate::db::MailAccountsTable;
 use crate::error::{Error, Result};
 use crate::occ::Occ;
 use crate::service::NextcloudAgent;
@@ -36,7 +38,16 @@ pub async fn run(config: Config) -> Result<()> {
         config.imap.clone(),
         config.smtp.clone(),
     );
-    let service = NextcloudAgentServer::new(NextcloudAgent::new(occ));
+    let mut agent = NextcloudAgent::new(occ);
+    if let Some(database) = &config.database {
+        let table = MailAccountsTable::new(database)?;
+        tracing::info!(
+            table = table.table(),
+            "observing Mail accounts from Nextcloud's database"
+        );
+        agent = agent.with_database(table);
+    }
+    let service = NextcloudAgentServer::new(agent);
     tracing::info!(container = %config.container, "nextcloud-agent starting");
     serve_agent(
         "nextcloud-agent",

@@ -39,8 +39,9 @@ struct Exported {
     id: i64,
     #[serde(default)]
     email: String,
+    /// `null` for an account saved without a name (the column is nullable).
     #[serde(default)]
-    name: String,
+    name: Option<String>,
     imap: Option<ExportedEndpoint>,
     provision: Option<ExportedProvision>,
 }
@@ -119,7 +120,7 @@ impl Occ {
             .map(|a| Account {
                 id: a.id,
                 email: a.email,
-                name: a.name,
+                name: a.name.unwrap_or_default(),
                 imap_user: a.imap.as_ref().map(|i| i.user.clone()).unwrap_or_default(),
                 imap_host: a.imap.map(|i| i.host).unwrap_or_default(),
                 provisioned: a.provision.is_some_and(|p| p.status != "none"),
@@ -266,6 +267,14 @@ fn environment_error(out: &ExecOutput) -> Option<Error> {
             "Nextcloud or an app requires an upgrade".into(),
         ));
     }
+    // Nextcloud boots on its database: every command fails with
+    // `Doctrine\DBAL\Exception: Failed to connect to the database: …`
+    // (lib/private/DB/Connection.php) while it is down.
+    if all.contains("Failed to connect to the database") {
+        return Some(Error::Unavailable(
+            "Nextcloud cannot reach its database".into(),
+        ));
+    }
     if all.contains("is not installed") {
         return Some(Error::Unavailable("Nextcloud is not installed".into()));
     }
@@ -321,6 +330,14 @@ mod tests {
             "",
         );
         assert!(matches!(environment_error(&uid), Some(Error::Config(_))));
+        let database_down = out(
+            1,
+            "",
+            "An unhandled exception has been thrown:\nDoctrine\\DBAL\\Exception: Failed to connect to the database: An exception occurred in the driver: SQLSTATE[HY000] [2002] Connection refused",
+        );
+        assert!(
+            matches!(environment_error(&database_down), Some(Error::Unavailable(m)) if m.contains("database"))
+        );
         assert!(environment_error(&out(1, "User bob does not exist\n", "")).is_none());
     }
 }

@@ -10,11 +10,15 @@ use reconciler_runtime::locks::KeyedLocks;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
+use crate::db::MailAccountsTable;
 use crate::error::{Error, Result};
-use crate::occ::{Deleted, Occ};
+use crate::occ::{Account, Deleted, Occ};
 
 pub struct NextcloudAgent {
     occ: Occ,
+    /// Nextcloud's database, when configured: observe reads every user's
+    /// accounts from it in one query.
+    database: Option<MailAccountsTable>,
     /// One change per Nextcloud user at a time (export, then act).
     locks: KeyedLocks,
 }
@@ -23,7 +27,72 @@ impl NextcloudAgent {
     pub fn new(occ: Occ) -> Self {
         Self {
             occ,
+            database: None,
             locks: KeyedLocks::default(),
+        }
+    }
+
+    /// Observe reads `table` instead of running one export per user.
+    pub fn with_database(mut self, table: MailAccountsTable) -> Self {
+        self.database = Some(table);
+        self
+    }
+
+    /// Every user's Mail accounts, and whether Nextcloud knows the user.
+    /// From the database in one query when it is configured and answers;
+    /// otherwise (or when it fails) one occ export per user, in sequence:
+    /// occ is a PHP process each time.
+    async fn read_users(&self, users: Vec<String>) -> Result<Vec<NextcloudUserAccounts>> {
+        let from_database = match &self.database {
+            Some(table) => match table.accounts_of(&users).await {
+                Ok(accounts) => Some(accounts),
+                Err(e) => {
+                    warn!(
+                        error = %e,
+                        users = users.len(),
+                        "Nextcloud's database cannot be read; observing with one occ export per user"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut read = Vec::with_capacity(users.len());
+        for user in users {
+            let accounts = match &from_database {
+                Some(by_user) => by_user.get(&user).cloned().unwrap_or_default(),
+                None => self.occ.export(&user).await?,
+            };
+            // Export (and the table) say nothing for unknown users too; ask
+            // occ only then. Users come from any backend (LDAP, OIDC), so
+            // no table of Nextcloud's can answer this for all of them.
+            let user_exists = !accounts.is_empty() || self.occ.user_exists(&user).await?;
+            read.push(self.user_accounts(user, accounts, user_exists));
+        }
+        Ok(read)
+    }
+
+    fn user_accounts(
+        &self,
+        user: String,
+        accounts: Vec<Account>,
+        user_exists: bool,
+    ) -> NextcloudUserAccounts {
+        NextcloudUserAccounts {
+            user_exists,
+            user,
+            accounts: accounts
+                .into_iter()
+                .map(|a| NextcloudAccount {
+                    configured_server: a.imap_host.eq_ignore_ascii_case(self.occ.imap_host()),
+                    id: a.id,
+                    email: a.email,
+                    name: a.name,
+                    imap_user: a.imap_user,
+                    imap_host: a.imap_host,
+                    provisioned: a.provisioned,
+                })
+                .collect(),
         }
     }
 
@@ -184,47 +253,24 @@ impl nextcloud_agent_server::NextcloudAgent for NextcloudAgent {
         request: Request<NextcloudObserveRequest>,
     ) -> Result<Response<NextcloudObserveResponse>, Status> {
         let users = request.into_inner().users;
-        let mut response = NextcloudObserveResponse::default();
-        // One occ call per user, in sequence: occ is a PHP process each time.
-        for user in users {
-            let read = async {
-                let accounts = self.occ.export(&user).await?;
-                // Export says [] for unknown users too; ask only then.
-                let exists = !accounts.is_empty() || self.occ.user_exists(&user).await?;
-                Ok::<_, Error>((accounts, exists))
-            };
-            match read.await {
-                Ok((accounts, user_exists)) => response.accounts.push(NextcloudUserAccounts {
-                    user_exists,
-                    user,
-                    accounts: accounts
-                        .into_iter()
-                        .map(|a| NextcloudAccount {
-                            configured_server: a
-                                .imap_host
-                                .eq_ignore_ascii_case(self.occ.imap_host()),
-                            id: a.id,
-                            email: a.email,
-                            name: a.name,
-                            imap_user: a.imap_user,
-                            imap_host: a.imap_host,
-                            provisioned: a.provisioned,
-                        })
-                        .collect(),
-                }),
-                Err(e) => {
-                    // Nothing about Nextcloud can be trusted this run; the
-                    // coordinator plans nothing for it and says why.
-                    warn!(error = %e, "Nextcloud cannot be read");
-                    response.accounts.clear();
-                    response.unavailable = Some(Unavailable {
+        let response = match self.read_users(users).await {
+            Ok(accounts) => NextcloudObserveResponse {
+                accounts,
+                unavailable: None,
+            },
+            Err(e) => {
+                // Nothing about Nextcloud can be trusted this run; the
+                // coordinator plans nothing for it and says why.
+                warn!(error = %e, "Nextcloud cannot be read");
+                NextcloudObserveResponse {
+                    accounts: Vec::new(),
+                    unavailable: Some(Unavailable {
                         reason: e.to_string(),
                         outcome: e.outcome() as i32,
-                    });
-                    break;
+                    }),
                 }
             }
-        }
+        };
         Ok(Response::new(response))
     }
 

@@ -20,6 +20,7 @@ mod matrix_client;
 mod matrix_coordinator;
 mod metrics;
 mod nextcloud;
+mod nextcloud_db;
 mod request_floor;
 mod safety;
 mod sogo;

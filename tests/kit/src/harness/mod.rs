@@ -3,10 +3,11 @@
 //! benchmarks. Every server binds port 0 and reports the port it got: the
 //! binaries announce theirs ([`Service::listeners`]); memcached's and sogod's
 //! are read from memcached and from the kernel ([`ports`]). MariaDB, which
-//! reads port 0 as 3306, is offered ports until it binds one ([`SogoPeers`]).
+//! reads port 0 as 3306, is offered ports until it binds one ([`MariaDb`]).
 //! Synapse binds port 0 and its port is read from the kernel ([`Synapse`]).
 
 pub mod dovecot;
+pub mod mariadb;
 pub mod nextcloud;
 pub mod ports;
 mod process;
@@ -15,6 +16,7 @@ mod stack;
 pub mod synapse;
 
 pub use dovecot::{DovecotContainer, Imap};
+pub use mariadb::MariaDb;
 pub use nextcloud::NextcloudContainer;
 pub use ports::RefusedPort;
 pub use process::{Service, bin_dir};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use super::mariadb::{MariaDb, Output, run};
 use super::ports;
 
 pub const DB_USER: &str = "sogo";
@@ -19,38 +20,13 @@ pub const DB_PASSWORD: &str = "sogo-test-pw";
 
 pub struct SogoPeers {
     dir: tempfile::TempDir,
-    mariadb: Child,
+    mariadb: MariaDb,
     memcached: Child,
     sogod: Option<std::process::Child>,
     pub mysql_port: u16,
     pub memcached_port: u16,
     /// Known once [`SogoPeers::start_sogod`] has run.
     sogod_port: Option<u16>,
-}
-
-/// Output of a command.
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("run {program} (apt-get install sogo mariadb-server memcached): {e}")
-        });
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -63,32 +39,9 @@ impl SogoPeers {
         let dir = tempfile::tempdir().expect("temp dir");
         // sogod runs as the `sogo` user and must read its config.
         chmod(dir.path(), 0o755);
-        let data = dir.path().join("mysql");
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir_all(&tmp).expect("tmp dir");
-        let tmp_env = tmp.display().to_string();
-        // Parallel bootstraps have collided on temporary tables in /tmp:
-        // each instance gets its own tmpdir, and bootstraps run one at a time.
-        static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let bootstrap = BOOTSTRAP.lock().await;
-        let install = run(
-            "mariadb-install-db",
-            &[
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            &[("TMPDIR", tmp_env.as_str())],
-        )
-        .await;
-        drop(bootstrap);
-        assert_eq!(install.code, 0, "mariadb-install-db: {install:?}");
-        let ((mariadb, mysql_port), (memcached, memcached_port)) = tokio::join!(
-            start_mariadb(dir.path(), &data, &tmp_env),
-            start_memcached(dir.path())
-        );
+        let (mariadb, (memcached, memcached_port)) =
+            tokio::join!(MariaDb::start(), start_memcached(dir.path()));
+        let mysql_port = mariadb.port;
         let peers = Self {
             dir,
             mariadb,
@@ -115,10 +68,6 @@ impl SogoPeers {
         peers
     }
 
-    fn socket(&self) -> String {
-        mariadb_socket(self.dir.path())
-    }
-
     /// What the sogo-agent is given (`SOGO_DB_URL`).
     pub fn db_url(&self) -> String {
         format!(
@@ -133,24 +82,7 @@ impl SogoPeers {
 
     /// Runs SQL as root and returns tab-separated rows.
     pub async fn root_sql(&self, sql: &str) -> String {
-        let out = run(
-            "mariadb",
-            &[
-                "--no-defaults",
-                "-S",
-                &self.socket(),
-                "-u",
-                "root",
-                "-N",
-                "-B",
-                "-e",
-                sql,
-            ],
-            &[],
-        )
-        .await;
-        assert_eq!(out.code, 0, "SQL {sql}: {}", out.stderr);
-        out.stdout
+        self.mariadb.root_sql(sql).await
     }
 
     /// A SOGo user (SQL user source), password `pw`.
@@ -450,7 +382,7 @@ impl SogoPeers {
 
     /// Stops MariaDB (for outage tests).
     pub async fn stop_mariadb(&mut self) {
-        let _ = self.mariadb.kill().await;
+        self.mariadb.stop().await;
     }
 }
 
@@ -464,84 +396,7 @@ impl Drop for SogoPeers {
             let _ = sogod.wait();
         }
         let _ = self.memcached.start_kill();
-        let _ = self.mariadb.start_kill();
     }
-}
-
-fn mariadb_socket(dir: &Path) -> String {
-    dir.join("mysql.sock").display().to_string()
-}
-
-/// Starts MariaDB on loopback and returns it with its TCP port once it
-/// answers. MariaDB cannot bind port 0 (it reads it as 3306), so it is
-/// offered ports below the kernel's ephemeral range (where every port-0
-/// listener and outgoing connection gets its port) until it binds one: it
-/// exits when the port is taken, so the server that answers owns its port.
-/// Nothing relies on a port staying free.
-async fn start_mariadb(dir: &Path, data: &Path, tmp: &str) -> (Child, u16) {
-    let socket = mariadb_socket(dir);
-    let log_path = dir.join("mariadb.log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    for _ in 0..20 {
-        let port = below_ephemeral_range();
-        let mut mariadb = Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                "--user=root",
-                &format!("--port={port}"),
-                "--bind-address=127.0.0.1",
-                &format!("--socket={socket}"),
-                "--skip-log-bin",
-                &format!("--tmpdir={tmp}"),
-                "--innodb-buffer-pool-size=16M",
-                // Short lock waits so lock-conflict tests stay short.
-                "--innodb-lock-wait-timeout=5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).expect("log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mariadbd");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = mariadb.try_wait() {
-                let log = log();
-                assert!(
-                    log.contains("Bind on TCP/IP port"),
-                    "mariadbd exited ({status}): {log}"
-                );
-                break; // The port was taken: offer another.
-            }
-            // The TCP port is bound before the socket answers.
-            let ping = run(
-                "mariadb-admin",
-                &["--no-defaults", "-S", &socket, "-u", "root", "ping"],
-                &[],
-            )
-            .await;
-            if ping.code == 0 {
-                return (mariadb, port);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "MariaDB did not start: {}",
-                log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("MariaDB found no free port in 20 tries: {}", log());
-}
-
-/// A port below the kernel's ephemeral range (`ip_local_port_range`).
-fn below_ephemeral_range() -> u16 {
-    use rand::Rng;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    rand::rng().random_range(10_000..low.max(10_001))
 }
 
 /// Starts memcached on a port of the kernel's choosing (`-p -1`) and returns

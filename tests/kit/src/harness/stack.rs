@@ -255,6 +255,15 @@ impl Stack {
         )
     }
 
+    /// A client for the nextcloud-agent at `addr`, presenting the agent token.
+    pub async fn nextcloud_agent_client(
+        addr: &str,
+    ) -> reconciler_proto::agent::nextcloud_agent_client::NextcloudAgentClient<Authed> {
+        reconciler_proto::agent::nextcloud_agent_client::NextcloudAgentClient::new(
+            Self::agent_channel(addr).await,
+        )
+    }
+
     /// A client for the matrix-agent at `addr`, presenting the agent token.
     pub async fn matrix_agent_client(
         addr: &str,

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::argv::{Definition, Input, Opt};
-use super::state::{Account, Endpoint, State};
+use super::state::{Account, AccountStore, Endpoint, FileAccounts, State, StoreError};
 
 /// One `occ` call.
 pub struct Invocation<'a> {
@@ -32,8 +32,21 @@ impl Outcome {
     }
 }
 
-/// Runs a command against `state` (which the caller persists).
+/// Runs a command against `state` (which the caller persists), with the
+/// accounts in the state file.
 pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
+    let mut accounts = FileAccounts::take(state);
+    let out = run_with(inv, state, &mut accounts);
+    accounts.put_back(state);
+    out
+}
+
+/// Runs a command with the accounts in `accounts`.
+pub fn run_with(
+    inv: &Invocation<'_>,
+    state: &mut State,
+    accounts: &mut dyn AccountStore,
+) -> Outcome {
     if inv.uid != inv.config_owner {
         // console.php, before anything else.
         return Outcome {
@@ -77,15 +90,16 @@ pub fn run(inv: &Invocation<'_>, state: &mut State) -> Outcome {
         Some(definition) => match definition.parse(rest) {
             Err(message) => console_error(&message),
             Ok(input) => match command {
-                "maintenance:mode" => maintenance(&input, state),
-                "app:enable" | "app:disable" => app_toggle(command, &input, state),
-                "user:add" => user_add(&input, inv, state),
-                "user:info" => user_info(&input, state),
-                "mail:account:create" => create(&input, state),
-                "mail:account:delete" => delete(&input, state),
-                "mail:account:export" => export(&input, state),
-                _ => update(&input, state),
-            },
+                "maintenance:mode" => Ok(maintenance(&input, state)),
+                "app:enable" | "app:disable" => Ok(app_toggle(command, &input, state)),
+                "user:add" => Ok(user_add(&input, inv, state)),
+                "user:info" => Ok(user_info(&input, state)),
+                "mail:account:create" => create(&input, state, accounts),
+                "mail:account:delete" => delete(&input, accounts),
+                "mail:account:export" => export(&input, accounts),
+                _ => update(&input, accounts),
+            }
+            .unwrap_or_else(|e| unhandled(&e)),
         },
     };
     out.stderr = prefix + &out.stderr;
@@ -164,6 +178,19 @@ fn console_error(message: &str) -> Outcome {
     Outcome {
         stdout: String::new(),
         stderr: format!("\n  {message}  \n\n"),
+        code: 1,
+    }
+}
+
+/// console.php's handler for an exception nothing caught (a database
+/// that went away): the exception on stdout, exit 1.
+pub fn unhandled(e: &StoreError) -> Outcome {
+    Outcome {
+        stdout: format!(
+            "An unhandled exception has been thrown:\nDoctrine\\DBAL\\Exception: {}\n",
+            e.0
+        ),
+        stderr: String::new(),
         code: 1,
     }
 }
@@ -258,19 +285,21 @@ fn intval(s: &str) -> i64 {
     s[..end].parse().unwrap_or(0)
 }
 
-fn create(input: &Input, state: &mut State) -> Outcome {
+fn create(
+    input: &Input,
+    state: &State,
+    accounts: &mut dyn AccountStore,
+) -> Result<Outcome, StoreError> {
     let a = |i: usize| input.argument(i).to_owned();
     if !state.users.contains(&a(0)) {
-        return Outcome {
+        return Ok(Outcome {
             stdout: format!("User {} does not exist\n", a(0)),
             stderr: String::new(),
             code: 1,
-        };
+        });
     }
-    let id = state.next_id;
-    state.next_id += 1;
-    state.accounts.push(Account {
-        id,
+    let id = accounts.insert(Account {
+        id: 0,
         user_id: a(0),
         name: a(1),
         email: a(2),
@@ -294,44 +323,40 @@ fn create(input: &Input, state: &mut State) -> Outcome {
             .cloned()
             .unwrap_or_else(|| "password".into()),
         provisioning_id: None,
-    });
-    Outcome::ok(format!("Account {id} for {} created\n", a(2)))
+    })?;
+    Ok(Outcome::ok(format!("Account {id} for {} created\n", a(2))))
 }
 
-fn delete(input: &Input, state: &mut State) -> Outcome {
+fn delete(input: &Input, accounts: &mut dyn AccountStore) -> Result<Outcome, StoreError> {
     let id = intval(input.argument(0));
-    let Some(index) = state.accounts.iter().position(|a| a.id == id) else {
-        return Outcome {
+    let Some(account) = accounts.find(id)? else {
+        return Ok(Outcome {
             stdout: "This account does not exist\n".into(),
             stderr: String::new(),
             code: 1,
-        };
+        });
     };
-    let email = state.accounts[index].email.clone();
+    let email = account.email;
     let mut stdout = format!("Found account with email: {email}\n");
-    if state.accounts[index].provisioning_id.is_some() {
+    if account.provisioning_id.is_some() {
         stdout.push_str(
             "This is a provisioned account which can not be deleted from CLI. Use the Provisioning UI instead.\n",
         );
-        return Outcome {
+        return Ok(Outcome {
             stdout,
             stderr: String::new(),
             code: 2,
-        };
+        });
     }
-    state.accounts.remove(index);
+    accounts.delete(id)?;
     stdout.push_str(&format!("Deleting {email}\nDeleted account {id} \n"));
-    Outcome::ok(stdout)
+    Ok(Outcome::ok(stdout))
 }
 
-fn export(input: &Input, state: &mut State) -> Outcome {
+fn export(input: &Input, store: &mut dyn AccountStore) -> Result<Outcome, StoreError> {
     let user = input.argument(0);
     let output = input.value("output").unwrap_or("plain");
-    let accounts: Vec<&Account> = state
-        .accounts
-        .iter()
-        .filter(|a| a.user_id == user)
-        .collect();
+    let accounts = store.of_user(user)?;
     let endpoint = |e: &Endpoint| json!({"user": e.user, "host": e.host, "port": e.port, "security": e.security});
     let list: Vec<serde_json::Value> = accounts
         .iter()
@@ -349,7 +374,7 @@ fn export(input: &Input, state: &mut State) -> Outcome {
             })
         })
         .collect();
-    match output {
+    Ok(match output {
         "json" => Outcome::ok(serde_json::Value::Array(list).to_string() + "\n"),
         "json_pretty" => Outcome::ok(
             serde_json::to_string_pretty(&serde_json::Value::Array(list)).unwrap_or_default()
@@ -366,17 +391,17 @@ fn export(input: &Input, state: &mut State) -> Outcome {
             }
             Outcome::ok(text)
         }
-    }
+    })
 }
 
-fn update(input: &Input, state: &mut State) -> Outcome {
+fn update(input: &Input, accounts: &mut dyn AccountStore) -> Result<Outcome, StoreError> {
     let id = intval(input.argument(0));
-    let Some(account) = state.accounts.iter_mut().find(|a| a.id == id) else {
-        return Outcome {
+    let Some(mut account) = accounts.find(id)? else {
+        return Ok(Outcome {
             stdout: format!("No Email Account found with ID {id} \n"),
             stderr: String::new(),
             code: 1,
-        };
+        });
     };
     for (key, value) in &input.options {
         let Some(value) = value.clone() else {
@@ -399,10 +424,11 @@ fn update(input: &Input, state: &mut State) -> Outcome {
             _ => {}
         }
     }
-    Outcome::ok(format!(
+    accounts.update(&account)?;
+    Ok(Outcome::ok(format!(
         "Account {} with ID  {id}  successfully updated \n",
         account.email
-    ))
+    )))
 }
 
 #[cfg(test)]
