@@ -30,6 +30,10 @@ struct Args {
     /// sweep, each after moving its user into one more group.
     #[arg(long, default_value_t = 100)]
     webhooks: usize,
+    /// The coordinator's DIRECTORY_MAX_AGE_SECONDS; 0 makes every webhook
+    /// read the whole directory (the baseline before issue 12).
+    #[arg(long, default_value_t = 900)]
+    directory_max_age: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +49,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         workers: 2,
         authentik_max_page_size: 100,
         job_timeout: std::time::Duration::from_secs(3600),
+        coordinator_env: vec![(
+            "DIRECTORY_MAX_AGE_SECONDS".into(),
+            args.directory_max_age.to_string(),
+        )],
         ..StackOptions::default()
     })
     .await;
