@@ -288,7 +288,9 @@ impl Engine {
             directory.apply(patch);
             return Ok(Arc::new(directory));
         };
-        // Copy on write: a run still planning from the old snapshot keeps it.
+        // Copy on write: a run still planning from the old snapshot keeps
+        // it. Our own handle goes first, or every patch would copy.
+        drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
         self.store
             .save_directory_rows(directory, &touched, *read_at_millis)

@@ -34,6 +34,10 @@ struct Args {
     /// read the whole directory (the baseline before issue 12).
     #[arg(long, default_value_t = 900)]
     directory_max_age: u64,
+    /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
+    /// `MALLOC_ARENA_MAX=2`.
+    #[arg(long = "coordinator-env")]
+    coordinator_env: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,10 +53,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         workers: 2,
         authentik_max_page_size: 100,
         job_timeout: std::time::Duration::from_secs(3600),
-        coordinator_env: vec![(
-            "DIRECTORY_MAX_AGE_SECONDS".into(),
+        coordinator_env: std::iter::once((
+            "DIRECTORY_MAX_AGE_SECONDS".to_owned(),
             args.directory_max_age.to_string(),
-        )],
+        ))
+        .chain(args.coordinator_env.iter().filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        }))
+        .collect(),
         ..StackOptions::default()
     })
     .await;
