@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use reconciler_proto::agent::{MailcowChange, mailcow_change::Kind};
 
+use crate::address;
 use crate::mailcow::{Alias, MailcowApi};
 
 /// From this many objects of a kind in one batch on, their re-checks read
@@ -127,11 +128,25 @@ impl Listings {
         sizes: &ListingSizes,
         changes: impl IntoIterator<Item = &'c MailcowChange>,
     ) -> Self {
+        // Only changes that will get as far as their re-check: one
+        // refused for its input sends nothing at all.
+        let plain = |what, a: &str| address::plain(what, a).is_ok();
         let (mut aliases, mut logins) = (0, 0);
         for change in changes {
             match &change.kind {
-                Some(Kind::AliasUpdate(_) | Kind::AliasDelete(_)) => aliases += 1,
-                Some(Kind::SenderAcl(_)) => logins += 1,
+                Some(Kind::AliasUpdate(c))
+                    if plain("alias", &c.address)
+                        && !c.goto.is_empty()
+                        && c.goto.iter().all(|g| plain("goto", g)) =>
+                {
+                    aliases += 1
+                }
+                Some(Kind::AliasDelete(c)) if plain("alias", &c.address) => aliases += 1,
+                Some(Kind::SenderAcl(c))
+                    if plain("login", &c.login) && c.add.iter().all(|a| plain("send-as", a)) =>
+                {
+                    logins += 1
+                }
                 _ => {}
             }
         }
