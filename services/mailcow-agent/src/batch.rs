@@ -26,10 +26,12 @@ pub const LISTING_FROM: usize = 2;
 
 /// ...as long as they are at least one in this many of the objects the
 /// last listing of that kind showed. Mailcow builds every listed object's
-/// details on the server (a mailbox's are several queries), so a listing
-/// of 10,000 mailboxes for a batch of 200 logins would cost far more than
-/// their 200 reads; the alias job's batches are a fifth of all aliases.
-pub const LISTING_SHARE: usize = 8;
+/// details on the server, one to a few queries per alias and many per
+/// mailbox (quota, attributes, ACLs), so a listing of 10,000 mailboxes for
+/// a batch of 200 logins would cost far more than their 200 reads, while
+/// 1,000 aliases list for about the price of a few dozen single reads.
+pub const ALIAS_LISTING_SHARE: usize = 16;
+pub const MAILBOX_LISTING_SHARE: usize = 8;
 
 /// How many objects the last listing of each kind showed (0: none read
 /// yet, so the first batch with enough objects lists and learns it).
@@ -40,10 +42,10 @@ pub struct ListingSizes {
 }
 
 impl ListingSizes {
-    /// Whether `objects` re-checks are worth a listing whose last size was `last`.
-    fn worth_listing(objects: usize, last: &AtomicUsize) -> bool {
-        objects >= LISTING_FROM
-            && objects.saturating_mul(LISTING_SHARE) >= last.load(Ordering::Relaxed)
+    /// Whether `objects` re-checks are worth a listing whose last size was
+    /// `last`, for objects of which one in `share` is enough.
+    fn worth_listing(objects: usize, last: &AtomicUsize, share: usize) -> bool {
+        objects >= LISTING_FROM && objects.saturating_mul(share) >= last.load(Ordering::Relaxed)
     }
 }
 
@@ -151,7 +153,7 @@ impl Listings {
             }
         }
         let mark = writes.mark();
-        let aliases = if ListingSizes::worth_listing(aliases, &sizes.aliases) {
+        let aliases = if ListingSizes::worth_listing(aliases, &sizes.aliases, ALIAS_LISTING_SHARE) {
             match api.aliases().await {
                 Ok(all) => {
                     sizes.aliases.store(all.len(), Ordering::Relaxed);
@@ -165,7 +167,11 @@ impl Listings {
         } else {
             None
         };
-        let sender_acl = if ListingSizes::worth_listing(logins, &sizes.mailboxes) {
+        let sender_acl = if ListingSizes::worth_listing(
+            logins,
+            &sizes.mailboxes,
+            MAILBOX_LISTING_SHARE,
+        ) {
             match api.mailboxes().await {
                 Ok(all) => {
                     sizes.mailboxes.store(all.len(), Ordering::Relaxed);
@@ -235,14 +241,14 @@ mod tests {
     #[test]
     fn a_listing_is_read_for_a_sizeable_share_of_the_objects_only() {
         let last = AtomicUsize::new(0);
-        assert!(
-            !ListingSizes::worth_listing(1, &last),
-            "one object reads itself"
-        );
-        assert!(ListingSizes::worth_listing(2, &last), "size unknown yet");
+        let worth = |n, share| ListingSizes::worth_listing(n, &last, share);
+        assert!(!worth(1, MAILBOX_LISTING_SHARE), "one object reads itself");
+        assert!(worth(2, MAILBOX_LISTING_SHARE), "size unknown yet");
         last.store(10_300, Ordering::Relaxed);
-        assert!(!ListingSizes::worth_listing(200, &last));
+        assert!(!worth(200, MAILBOX_LISTING_SHARE));
         last.store(1_000, Ordering::Relaxed);
-        assert!(ListingSizes::worth_listing(200, &last));
+        assert!(worth(200, MAILBOX_LISTING_SHARE));
+        assert!(worth(121, ALIAS_LISTING_SHARE));
+        assert!(!worth(121, MAILBOX_LISTING_SHARE));
     }
 }
