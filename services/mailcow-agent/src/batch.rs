@@ -33,8 +33,9 @@ pub const LISTING_FROM: usize = 2;
 pub const ALIAS_LISTING_SHARE: usize = 16;
 pub const MAILBOX_LISTING_SHARE: usize = 8;
 
-/// How many objects the last listing of each kind showed (0: none read
-/// yet, so the first batch with enough objects lists and learns it).
+/// How many objects the last listing of each kind showed, by a batch or by
+/// Observe (which the coordinator calls before every Apply of a run); 0:
+/// none read yet, so the first batch with enough objects lists and learns.
 #[derive(Debug, Default)]
 pub struct ListingSizes {
     aliases: AtomicUsize,
@@ -42,6 +43,14 @@ pub struct ListingSizes {
 }
 
 impl ListingSizes {
+    pub fn saw_aliases(&self, n: usize) {
+        self.aliases.store(n, Ordering::Relaxed);
+    }
+
+    pub fn saw_mailboxes(&self, n: usize) {
+        self.mailboxes.store(n, Ordering::Relaxed);
+    }
+
     /// Whether `objects` re-checks are worth a listing whose last size was
     /// `last`, for objects of which one in `share` is enough.
     fn worth_listing(objects: usize, last: &AtomicUsize, share: usize) -> bool {

@@ -237,6 +237,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
         let response = observe::observe(
             self.api.clone(),
             self.dovecot.as_deref(),
+            &self.listing_sizes,
             request.into_inner(),
         )
         .await
