@@ -14,7 +14,7 @@
 //! lock (see `MailcowSim::set_request_cost`), for both sides.
 //!
 //! cargo build --release -p coordinator -p mailcow-agent -p reconciler-e2e --bins
-//! target/release/bench-alias [--users N --groups N --changed N --request-cost-ms MS]
+//! target/release/bench-alias [--users N --groups N --changed N --request-cost-ms MS --concurrency N]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +44,9 @@ struct Args {
     /// What each Mailcow request costs beside the simulator's own work.
     #[arg(long, default_value_t = 10)]
     request_cost_ms: u64,
+    /// The agent's `MAILCOW_CONCURRENCY` (its default when not given).
+    #[arg(long)]
+    concurrency: Option<usize>,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// The baseline script.
@@ -73,10 +76,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.script.display()
     );
     let cost = Duration::from_millis(args.request_cost_ms);
+    // The agent starts with a clean environment: only what is passed here.
+    let agent_env = args
+        .concurrency
+        .map(|n| ("MAILCOW_CONCURRENCY".to_owned(), n.to_string()))
+        .into_iter()
+        .collect();
     let stack = Stack::start(StackOptions {
         workers: 2,
         authentik_max_page_size: 100,
         job_timeout: Duration::from_secs(3600),
+        agent_env,
         ..StackOptions::default()
     })
     .await;
@@ -98,7 +108,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         sim.set_request_cost(cost);
     }
-    let concurrency = std::env::var("MAILCOW_CONCURRENCY").unwrap_or_else(|_| "4".into());
+    let concurrency = args
+        .concurrency
+        .map_or_else(|| "unset (4)".to_owned(), |n| n.to_string());
 
     // Cold.
     let ours_cold = sweep(&stack).await?;
