@@ -1,6 +1,8 @@
 //! Apply: carry out planned changes, one outcome per change. Every write is
-//! preceded by a fresh read, so a change is only made to an object that
-//! (still) carries our marker, and only reported applied once Mailcow said so.
+//! preceded by a re-check of its object (its own read, or the batch's
+//! listing: see [`crate::batch`]), so a change is only made to an object
+//! that (still) carries our marker, and only reported applied once Mailcow
+//! said so.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use reconciler_runtime::locks::{KeyGuard, KeyedLocks};
 use reconciler_runtime::secrets::Secret;
 
 use crate::address;
+use crate::batch::{Listings, WriteLog};
 use crate::error::{Error, Result};
 use crate::mailcow::{AliasAdded, MailcowApi};
 use crate::observe::implicitly_allowed;
@@ -56,6 +59,11 @@ pub struct Applier<'a> {
     /// How long a create whose answer timed out keeps re-reading for the
     /// object it may have made.
     pub lost_answer_wait: Duration,
+    /// The batch's listings, for the re-check before each write.
+    pub listings: &'a Listings,
+    /// Every write this agent makes is recorded here, so a listing read
+    /// before it is not trusted for that object.
+    pub writes: &'a WriteLog,
 }
 
 /// Between re-reads while waiting for a create whose answer was lost.
@@ -125,7 +133,10 @@ impl Applier<'_> {
             address::plain("send-as address", add)?;
         }
         let _guard = self.lock(&c.login).await;
-        let current = self.current_sender_acl(&c.login).await?;
+        let current = match self.listings.sender_acl(self.writes, &c.login) {
+            Some(listed) => listed,
+            None => self.current_sender_acl(&c.login).await?,
+        };
         let removing: BTreeSet<String> = c.remove.iter().map(|a| lower(a)).collect();
         let mut next: Vec<String> = current
             .iter()
@@ -147,7 +158,10 @@ impl Applier<'_> {
         )) {
             return Ok(done);
         }
-        self.api.set_sender_acl(&c.login, &next).await?;
+        {
+            let _writing = self.writes.writing(&c.login);
+            self.api.set_sender_acl(&c.login, &next).await?;
+        }
 
         // Read back: Mailcow drops entries silently instead of failing.
         let stored = self.current_sender_acl(&c.login).await?;
@@ -540,11 +554,13 @@ impl Applier<'_> {
         {
             return Ok(done);
         }
-        match self
-            .api
-            .add_alias(&c.address, &c.goto, ALIAS_COMMENT)
-            .await?
-        {
+        let added = {
+            let _writing = self.writes.writing(&c.address);
+            self.api
+                .add_alias(&c.address, &c.goto, ALIAS_COMMENT)
+                .await?
+        };
+        match added {
             AliasAdded::Created { id } => {
                 Ok(Done::new(Outcome::Applied, "alias created").with_id(id))
             }
@@ -573,10 +589,10 @@ impl Applier<'_> {
             )));
         }
         let _guard = self.lock(&c.address).await;
-        let current =
-            self.api.alias(&c.id.to_string()).await?.ok_or_else(|| {
-                Error::Permanent(format!("alias {} ({}) is gone", c.address, c.id))
-            })?;
+        let current = self
+            .alias_before_write(c.id, &c.address)
+            .await?
+            .ok_or_else(|| Error::Permanent(format!("alias {} ({}) is gone", c.address, c.id)))?;
         owned_alias(&current, c.id, &c.address)?;
         let wanted: BTreeSet<String> = c.goto.iter().map(|g| lower(g)).collect();
         let have: BTreeSet<String> = current.goto.iter().map(|g| lower(g)).collect();
@@ -586,6 +602,7 @@ impl Applier<'_> {
         if let Some(done) = self.dry(format!("set alias {} → {}", c.address, c.goto.join(","))) {
             return Ok(done.with_id(c.id));
         }
+        let _writing = self.writes.writing(&c.address);
         self.api.edit_alias(c.id, &c.goto).await?;
         Ok(Done::new(Outcome::Applied, "alias updated").with_id(c.id))
     }
@@ -593,15 +610,31 @@ impl Applier<'_> {
     async fn alias_delete(&self, c: AliasDelete) -> Result<Done> {
         address::plain("alias address", &c.address)?;
         let _guard = self.lock(&c.address).await;
-        let Some(current) = self.api.alias(&c.id.to_string()).await? else {
+        let Some(current) = self.alias_before_write(c.id, &c.address).await? else {
             return Ok(Done::new(Outcome::Unchanged, "alias already gone"));
         };
         owned_alias(&current, c.id, &c.address)?;
         if let Some(done) = self.dry(format!("delete alias {}", c.address)) {
             return Ok(done.with_id(c.id));
         }
+        let _writing = self.writes.writing(&c.address);
         self.api.delete_alias(c.id).await?;
         Ok(Done::new(Outcome::Applied, "alias deleted").with_id(c.id))
+    }
+}
+
+impl Applier<'_> {
+    /// Alias `id` as the batch listed it, or read now when the listing
+    /// cannot tell (none taken, not shown, or written since).
+    async fn alias_before_write(
+        &self,
+        id: i64,
+        address: &str,
+    ) -> Result<Option<crate::mailcow::Alias>> {
+        if let Some(listed) = self.listings.alias(self.writes, id, address) {
+            return Ok(Some(listed));
+        }
+        self.api.alias(&id.to_string()).await
     }
 }
 

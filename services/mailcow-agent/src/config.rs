@@ -23,7 +23,14 @@ pub struct Config {
     pub tls_insecure: bool,
     /// How doveadm is reached; `None` disables mailbox ACLs.
     pub doveadm: Option<Doveadm>,
+    /// Mailcow writes in flight at once within one Apply call
+    /// (`MAILCOW_CONCURRENCY`); one object still gets one change at a time.
+    pub concurrency: usize,
 }
+
+/// `MAILCOW_CONCURRENCY` when unset: enough to hide a PHP worker's
+/// latency without crowding a small Mailcow's php-fpm pool.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// Where doveadm runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,8 +103,20 @@ impl Config {
                 )));
             }
         };
+        let concurrency = match lookup("MAILCOW_CONCURRENCY") {
+            None => DEFAULT_CONCURRENCY,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "MAILCOW_CONCURRENCY: expected a whole number of at least 1, got `{raw}`"
+                    )));
+                }
+            },
+        };
         Ok(Self {
             agent_token,
+            concurrency,
             doveadm,
             mailcow_url,
             api_key,
@@ -134,6 +153,7 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(!c.tls_insecure);
         assert_eq!(c.doveadm, None);
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert!(!format!("{c:?}").contains("\"k\""));
     }
 
@@ -165,6 +185,23 @@ mod tests {
             })
         );
         assert!(with(&[("DOVEADM_MODE", "ssh")]).is_err());
+    }
+
+    #[test]
+    fn concurrency_is_a_positive_number() {
+        let with = |value: &'static str| {
+            parse(&[
+                ("MAILCOW_URL", "https://m"),
+                ("MAILCOW_API_KEY", "k"),
+                ("AGENT_TOKEN", "t"),
+                ("MAILCOW_CONCURRENCY", value),
+            ])
+        };
+        assert_eq!(with("16").unwrap().concurrency, 16);
+        assert_eq!(with("1").unwrap().concurrency, 1);
+        for bad in ["0", "-2", "many"] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

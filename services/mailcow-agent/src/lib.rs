@@ -12,6 +12,7 @@
 pub mod acl;
 pub mod address;
 pub mod apply;
+pub mod batch;
 pub mod config;
 pub mod dovecot;
 pub mod error;
@@ -50,9 +51,11 @@ pub async fn run(config: Config) -> Result<()> {
             "doveadm",
         ))),
     };
-    let service = MailcowAgentServer::new(MailcowAgent::new(api, dovecot, config.timeout))
-        .max_decoding_message_size(256 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024);
+    let service = MailcowAgentServer::new(
+        MailcowAgent::new(api, dovecot, config.timeout).with_concurrency(config.concurrency),
+    )
+    .max_decoding_message_size(256 * 1024 * 1024)
+    .max_encoding_message_size(256 * 1024 * 1024);
     tracing::info!(mailcow = %config.mailcow_url, "mailcow-agent starting");
     serve_agent(
         "mailcow-agent",

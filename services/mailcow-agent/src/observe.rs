@@ -11,6 +11,7 @@ use reconciler_proto::agent::{
 };
 use reconciler_proto::mailcow::markers::{is_managed_alias_comment, parse_app_password_name};
 
+use crate::batch::ListingSizes;
 use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
 use crate::mailcow::{Alias, MailcowApi};
@@ -22,15 +23,20 @@ pub const READ_CONCURRENCY: usize = 8;
 /// Owners whose folders are read at once (each is one doveadm exec).
 pub const ACL_CONCURRENCY: usize = 2;
 
+/// `sizes` learns how many aliases and mailboxes the listings read here
+/// showed, for [`crate::batch`] to judge whether a listing is worth it.
 pub async fn observe(
     api: Arc<dyn MailcowApi>,
     dovecot: Option<&Dovecot>,
+    sizes: &ListingSizes,
     request: MailcowObserveRequest,
 ) -> Result<MailcowObserveResponse> {
     // One alias listing serves both the alias report and the implicit
     // send-as rights of every login.
     let aliases = if request.aliases || !request.sender_acl_logins.is_empty() {
-        api.aliases().await?
+        let aliases = api.aliases().await?;
+        sizes.saw_aliases(aliases.len());
+        aliases
     } else {
         Vec::new()
     };
@@ -40,7 +46,7 @@ pub async fn observe(
     // fails the whole observation, nor hides the other subjects.
     let mut errors = Vec::new();
     let logins = unique(&request.sender_acl_logins);
-    let listed = listed_mailboxes(api.as_ref(), logins.len()).await?;
+    let listed = listed_mailboxes(api.as_ref(), sizes, logins.len()).await?;
     let sender_acls = stream::iter(logins)
         .map(|login| {
             let api = api.clone();
@@ -226,12 +232,14 @@ pub const PER_MAILBOX_READS_MAX: usize = 8;
 /// needs 2026-07a on the first read).
 async fn listed_mailboxes(
     api: &dyn MailcowApi,
+    sizes: &ListingSizes,
     logins: usize,
 ) -> Result<Option<std::collections::BTreeMap<String, crate::mailcow::Mailbox>>> {
     if logins <= PER_MAILBOX_READS_MAX {
         return Ok(None);
     }
     let mailboxes = api.mailboxes().await?;
+    sizes.saw_mailboxes(mailboxes.len());
     if mailboxes.iter().any(|m| m.sender_acl.is_none()) {
         return Ok(None);
     }

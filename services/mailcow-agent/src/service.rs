@@ -6,29 +6,34 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use reconciler_proto::agent::{
-    ChangeResult, MailcowApplyRequest, MailcowApplyResponse, MailcowChange, MailcowObserveRequest,
-    MailcowObserveResponse, Outcome, mailcow_agent_server, mailcow_change::Kind,
+    AppPasswordCreate, ChangeResult, MailcowApplyRequest, MailcowApplyResponse, MailcowChange,
+    MailcowObserveRequest, MailcowObserveResponse, Outcome, mailcow_agent_server,
+    mailcow_change::Kind,
 };
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::acl::{self, AclChange};
 use crate::apply::Applier;
+use crate::batch::{ListingSizes, Listings, WriteLog};
+use crate::config::DEFAULT_CONCURRENCY;
 use crate::dovecot::{Dovecot, rights_from_wire};
 use crate::mailcow::MailcowApi;
 use crate::observe;
 use reconciler_runtime::locks::KeyedLocks;
 
-/// REST changes applied at once within one Apply call. Changes to the same
-/// object still run one after another (see [`KeyedLocks`]).
-pub const APPLY_CONCURRENCY: usize = 4;
-
 pub struct MailcowAgent {
     api: Arc<dyn MailcowApi>,
     dovecot: Option<Arc<Dovecot>>,
+    /// One change per object at a time, across concurrent Apply calls too.
     locks: KeyedLocks,
+    writes: WriteLog,
+    listing_sizes: ListingSizes,
     /// How long a create whose answer was lost watches for its object.
     lost_answer_wait: Duration,
+    /// Units of REST work in flight at once within one Apply call; each
+    /// unit sends one Mailcow request at a time.
+    concurrency: usize,
 }
 
 impl MailcowAgent {
@@ -44,8 +49,18 @@ impl MailcowAgent {
             api,
             dovecot,
             locks: KeyedLocks::default(),
+            writes: WriteLog::default(),
+            listing_sizes: ListingSizes::default(),
             lost_answer_wait,
+            concurrency: DEFAULT_CONCURRENCY,
         }
+    }
+
+    /// At most `concurrency` (at least 1) Mailcow writes in flight within
+    /// one Apply call (`MAILCOW_CONCURRENCY`).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
     }
 
     /// ACL changes grouped by owner: each owner costs two execs whatever
@@ -103,6 +118,16 @@ type Split = (
     Vec<(usize, ChangeResult)>,
 );
 
+/// A piece of REST work that sends one Mailcow request at a time; the
+/// units of a batch run side by side, up to the agent's concurrency.
+enum Unit {
+    /// One change, at its index in the request.
+    One(usize, MailcowChange),
+    /// Several app password creates on one mailbox (one listing before,
+    /// one after), with their indexes and ids.
+    Creates(String, Vec<(usize, String, AppPasswordCreate)>),
+}
+
 /// App password creates, by mailbox, for mailboxes with more than one in
 /// this call (applied as a group: one listing before, one after); the
 /// other changes as they were.
@@ -110,7 +135,7 @@ type Split = (
 fn group_app_password_creates(
     rest: Vec<(usize, MailcowChange)>,
 ) -> (
-    BTreeMap<String, Vec<(usize, String, reconciler_proto::agent::AppPasswordCreate)>>,
+    BTreeMap<String, Vec<(usize, String, AppPasswordCreate)>>,
     Vec<(usize, MailcowChange)>,
 ) {
     let mut per_mailbox: BTreeMap<String, usize> = BTreeMap::new();
@@ -212,6 +237,7 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
         let response = observe::observe(
             self.api.clone(),
             self.dovecot.as_deref(),
+            &self.listing_sizes,
             request.into_inner(),
         )
         .await
@@ -230,35 +256,56 @@ impl mailcow_agent_server::MailcowAgent for MailcowAgent {
         let MailcowApplyRequest { changes, dry_run } = request.into_inner();
         let count = changes.len();
         let (acls, rest, invalid) = split(changes);
+        // A dry run writes nothing; its re-checks read as one would.
+        let listings = Listings::read(
+            self.api.as_ref(),
+            &self.writes,
+            &self.listing_sizes,
+            rest.iter().map(|(_, c)| c),
+        )
+        .await;
         let (creates, rest) = group_app_password_creates(rest);
         let applier = Applier {
             api: self.api.as_ref(),
             locks: &self.locks,
             dry_run,
             lost_answer_wait: self.lost_answer_wait,
+            listings: &listings,
+            writes: &self.writes,
         };
-        let rest_results = stream::iter(rest)
-            .map(|(i, change)| {
+        let units = rest
+            .into_iter()
+            .map(|(i, change)| Unit::One(i, change))
+            .chain(
+                creates
+                    .into_iter()
+                    .map(|(mailbox, group)| Unit::Creates(mailbox, group)),
+            );
+        let rest_results = stream::iter(units)
+            .map(|unit| {
                 let applier = &applier;
-                async move { (i, applier.apply(change.id, change.kind).await) }
+                async move {
+                    match unit {
+                        Unit::One(i, change) => {
+                            vec![(i, applier.apply(change.id, change.kind).await)]
+                        }
+                        Unit::Creates(mailbox, group) => {
+                            applier.app_password_creates(&mailbox, group).await
+                        }
+                    }
+                }
             })
-            .buffered(APPLY_CONCURRENCY)
+            // Results go back to their slots by index, so a slow unit does
+            // not hold back the start of the next.
+            .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>();
-        let create_results = stream::iter(creates)
-            .map(|(mailbox, group)| {
-                let applier = &applier;
-                async move { applier.app_password_creates(&mailbox, group).await }
-            })
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .collect::<Vec<_>>();
-        let (rest_results, create_results, (acl_results, execs, writes)) =
-            tokio::join!(rest_results, create_results, self.apply_acls(acls, dry_run));
+        let (rest_results, (acl_results, execs, writes)) =
+            tokio::join!(rest_results, self.apply_acls(acls, dry_run));
 
         let mut slots: Vec<Option<ChangeResult>> = vec![None; count];
-        let create_results = create_results.into_iter().flatten();
         for (i, r) in rest_results
             .into_iter()
-            .chain(create_results)
+            .flatten()
             .chain(acl_results)
             .chain(invalid)
         {

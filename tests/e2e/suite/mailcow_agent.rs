@@ -718,3 +718,163 @@ async fn creates_on_one_mailbox_list_it_twice_in_all() {
     assert_eq!(stack.mailcow.write_count(), 0);
     assert_eq!(stack.mailcow.counts().get("read get/app-passwd"), Some(&1));
 }
+
+/// Changes of one batch on several mailboxes and aliases, two sender_acl
+/// deltas per login (each a read-modify-write of the whole list).
+fn mixed_batch(logins: &[String]) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    for login in logins {
+        for add in [INFO, "bob@example.com"] {
+            kinds.push(Kind::SenderAcl(SenderAclDelta {
+                login: login.clone(),
+                add: vec![add.into()],
+                remove: vec![],
+            }));
+        }
+    }
+    for i in 0..3 {
+        kinds.push(create_app_password(&format!(
+            "authentik-sync:user{i}:info@example.com"
+        )));
+    }
+    for i in 0..6 {
+        kinds.push(Kind::AliasCreate(AliasCreate {
+            address: format!("team{i}@example.com"),
+            goto: vec![ALICE.into()],
+        }));
+    }
+    kinds
+}
+
+/// Applies [`mixed_batch`] with every Mailcow request costing 50 ms (spent
+/// outside the simulator's lock, as a php-fpm worker waits on MariaDB) and
+/// checks every change landed; returns (most writes in flight at once,
+/// most on one object at once).
+async fn apply_mixed_batch(options: StackOptions) -> (usize, usize) {
+    let (stack, mut client) = stack(options).await;
+    let m = &stack.mailcow;
+    let logins: Vec<String> = (0..4).map(|i| format!("user{i}@example.com")).collect();
+    for login in &logins {
+        m.add_mailbox(login);
+    }
+    m.set_request_cost(std::time::Duration::from_millis(50));
+    m.reset_counts();
+    let results = apply(&mut client, false, mixed_batch(&logins)).await;
+    for r in &results {
+        assert_eq!(outcome(r), Outcome::Applied, "{r:?}");
+    }
+    for login in &logins {
+        let mut acl = m.sender_acl(login);
+        acl.sort();
+        assert_eq!(acl, ["bob@example.com", INFO], "no delta lost on {login}");
+    }
+    assert_eq!(m.app_passwords(INFO).len(), 3);
+    assert_eq!(m.aliases().len(), 6);
+    (
+        m.max_writes_in_flight(),
+        m.max_writes_in_flight_per_object(),
+    )
+}
+
+/// A cold batch writes side by side (`MAILCOW_CONCURRENCY`, default 4) but
+/// never twice to one mailbox or alias at once, so both whole-list edits
+/// of a login's sender_acl land.
+#[tokio::test]
+async fn a_batch_writes_side_by_side_but_never_twice_to_one_object_at_once() {
+    let (overall, per_object) = apply_mixed_batch(StackOptions::default()).await;
+    assert!(
+        overall > 1 && overall <= 4,
+        "writes in flight at once: {overall}"
+    );
+    assert_eq!(per_object, 1, "two writes at once on one object");
+}
+
+#[tokio::test]
+async fn with_a_concurrency_of_one_writes_go_one_at_a_time() {
+    let (overall, per_object) = apply_mixed_batch(StackOptions {
+        agent_env: vec![("MAILCOW_CONCURRENCY".into(), "1".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    assert_eq!((overall, per_object), (1, 1));
+}
+
+/// The re-check before each write reads one listing for the batch (one
+/// `get/alias/all`, one `get/mailbox/all`) instead of each object, and
+/// still refuses what is not ours.
+#[tokio::test]
+async fn the_re_check_before_writes_reads_one_listing_per_batch() {
+    let (stack, mut client) = stack(StackOptions::default()).await;
+    let m = &stack.mailcow;
+    let ours: Vec<(String, i64)> = (0..8)
+        .map(|i| {
+            let address = format!("team{i}@example.com");
+            let id = m.add_alias(&address, &[ALICE], true, ALIAS_COMMENT);
+            (address, id)
+        })
+        .collect();
+    let foreign = m.add_alias("hand-made@example.com", &[ALICE], true, "made by hand");
+    let logins: Vec<String> = (0..4).map(|i| format!("user{i}@example.com")).collect();
+    for login in &logins {
+        m.add_mailbox(login);
+    }
+    let mut kinds: Vec<Kind> = ours[..5]
+        .iter()
+        .map(|(address, id)| {
+            Kind::AliasUpdate(AliasUpdate {
+                id: *id,
+                address: address.clone(),
+                goto: vec!["bob@example.com".into()],
+            })
+        })
+        .collect();
+    kinds.extend(ours[5..].iter().map(|(address, id)| {
+        Kind::AliasDelete(AliasDelete {
+            id: *id,
+            address: address.clone(),
+        })
+    }));
+    kinds.push(Kind::AliasUpdate(AliasUpdate {
+        id: foreign,
+        address: "hand-made@example.com".into(),
+        goto: vec!["bob@example.com".into()],
+    }));
+    kinds.extend(logins.iter().map(|login| {
+        Kind::SenderAcl(SenderAclDelta {
+            login: login.clone(),
+            add: vec![INFO.into()],
+            remove: vec![],
+        })
+    }));
+    m.reset_counts();
+    let results = apply(&mut client, false, kinds).await;
+
+    let counts = m.counts();
+    assert_eq!(
+        counts.get("read get/alias"),
+        Some(&1),
+        "one alias listing for 9 alias re-checks: {counts:?}"
+    );
+    // One listing for 4 re-checks, then each login's read-back.
+    assert_eq!(counts.get("read get/mailbox"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("write edit/alias"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("write delete/alias"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("write edit/mailbox"), Some(&4), "{counts:?}");
+    let (applied, refused) = results.split_at(8);
+    assert!(
+        applied[..8].iter().all(|r| outcome(r) == Outcome::Applied),
+        "{applied:?}"
+    );
+    assert_eq!(outcome(&refused[0]), Outcome::Refused, "{refused:?}");
+    assert!(
+        refused[1..].iter().all(|r| outcome(r) == Outcome::Applied),
+        "{refused:?}"
+    );
+    let aliases = m.aliases();
+    let hand_made = aliases.iter().find(|a| a.id == foreign).expect("kept");
+    assert_eq!(hand_made.goto, [ALICE], "the hand-made alias is untouched");
+    assert_eq!(aliases.len(), 6, "5 of ours updated, 3 deleted, 1 kept");
+    for login in &logins {
+        assert_eq!(m.sender_acl(login), [INFO]);
+    }
+}

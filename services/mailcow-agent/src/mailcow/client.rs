@@ -170,30 +170,42 @@ impl MailcowApi for HttpMailcow {
 
     async fn mailboxes(&self) -> Result<Vec<Mailbox>> {
         let call = "get/mailbox/all";
-        let items = match self.get(call, &["get", "mailbox", "all"]).await? {
-            None => return Ok(Vec::new()),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(Error::Protocol {
-                    call: call.into(),
-                    detail: format!("expected a list, got {}", kind(&other)),
-                });
-            }
+        let body = self
+            .send(call, self.http.get(self.url(&["get", "mailbox", "all"])))
+            .await?;
+        let protocol_error = |detail: String| Error::Protocol {
+            call: call.into(),
+            detail,
         };
+        if !body.trim_start().starts_with('[') {
+            // `{}` (no mailboxes) or something that is not a listing.
+            if body.trim().is_empty() {
+                return Err(Error::EmptyBody { call: call.into() });
+            }
+            return match envelope::read_body(&body).map_err(protocol_error)? {
+                None => Ok(Vec::new()),
+                Some(other) => Err(protocol_error(format!(
+                    "expected a list, got {}",
+                    kind(&other)
+                ))),
+            };
+        }
+        // Only the two fields we use are kept: every mailbox's other
+        // details (dozens of fields, at 10,000 mailboxes most of the
+        // answer) are skipped while parsing instead of built into a tree.
+        let items: Vec<ListedMailbox> = serde_json::from_str(&body)
+            .map_err(|e| protocol_error(format!("unexpected listing: {e}")))?;
+        drop(body);
         items
-            .iter()
-            .map(|value| {
-                let username = value
-                    .get("username")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Error::Protocol {
-                        call: call.into(),
-                        detail: "mailbox without username".into(),
-                    })?
-                    .to_owned();
+            .into_iter()
+            .map(|item| {
+                let username = match item.username {
+                    Some(Value::String(username)) => username,
+                    _ => return Err(protocol_error("mailbox without username".into())),
+                };
                 Ok(Mailbox {
                     username,
-                    sender_acl: value.get("sender_acl").map(strings),
+                    sender_acl: item.sender_acl.as_ref().map(strings),
                 })
             })
             .collect()
@@ -395,6 +407,23 @@ impl MailcowApi for HttpMailcow {
     }
 }
 
+/// One mailbox of `get/mailbox/all`, as far as this agent reads it;
+/// serde skips the other fields without keeping them.
+#[derive(serde::Deserialize)]
+struct ListedMailbox {
+    #[serde(default, deserialize_with = "present")]
+    username: Option<Value>,
+    /// `None` only when the key is missing (servers before 2026-07a); a
+    /// `null` is present, as with `get/mailbox/{login}`.
+    #[serde(default, deserialize_with = "present")]
+    sender_acl: Option<Value>,
+}
+
+/// Any value that is there, `null` included, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// `base` with `segments` appended, each encoded as one path segment
 /// (`.` and `..` are dropped, never sent).
 fn with_segments(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
@@ -526,6 +555,23 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_mailbox_keeps_username_and_sender_acl_only() {
+        let items: Vec<ListedMailbox> = serde_json::from_str(
+            r#"[{"username":"a@x.org","quota":1,"attributes":{"tls_enforce_in":"0"},"sender_acl":["b@x.org",3]},
+                {"username":"c@x.org","sender_acl":null},
+                {"username":"d@x.org"}]"#,
+        )
+        .expect("parses");
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[0].sender_acl.as_ref().map(strings),
+            Some(vec!["b@x.org".to_owned()])
+        );
+        assert_eq!(items[1].sender_acl.as_ref().map(strings), Some(vec![]));
+        assert!(items[2].sender_acl.is_none(), "missing: an older server");
+    }
 
     #[test]
     fn names_are_unescaped_twice() {

@@ -51,6 +51,46 @@ pub fn generate_directory(
     max_depth: usize,
     seed: u64,
 ) -> GeneratedDirectory {
+    build(
+        sim,
+        users,
+        groups,
+        max_depth,
+        seed,
+        Grants::Mixed { shared_mailboxes },
+    )
+}
+
+/// The same users and group DAG as [`generate_directory`], but every group
+/// declares only `{"reconciler": {"alias": "team{j}@example.com"}}`: one
+/// alias per group, whose goto is the group's members (the alias job).
+pub fn generate_alias_directory(
+    sim: &AuthentikSim,
+    users: usize,
+    groups: usize,
+    max_depth: usize,
+    seed: u64,
+) -> GeneratedDirectory {
+    build(sim, users, groups, max_depth, seed, Grants::AliasOnly)
+}
+
+/// What the generated groups declare.
+#[derive(Clone, Copy)]
+enum Grants {
+    /// Shared mailboxes on some groups, an alias on about one in twenty.
+    Mixed { shared_mailboxes: usize },
+    /// An alias on every group, nothing else.
+    AliasOnly,
+}
+
+fn build(
+    sim: &AuthentikSim,
+    users: usize,
+    groups: usize,
+    max_depth: usize,
+    seed: u64,
+    grants: Grants,
+) -> GeneratedDirectory {
     let mut rng = StdRng::seed_from_u64(seed);
     let max_depth = max_depth.max(1);
     let mut out = GeneratedDirectory {
@@ -71,11 +111,13 @@ pub fn generate_directory(
 
     // Which groups grant a mailbox: a seeded shuffle, so they are spread over
     // roots and nested groups alike.
-    let mut order: Vec<usize> = (0..groups).collect();
-    order.shuffle(&mut rng);
     let mut mailbox_of: Vec<Option<usize>> = vec![None; groups];
-    for (j, &group) in order.iter().take(shared_mailboxes).enumerate() {
-        mailbox_of[group] = Some(j);
+    if let Grants::Mixed { shared_mailboxes } = grants {
+        let mut order: Vec<usize> = (0..groups).collect();
+        order.shuffle(&mut rng);
+        for (j, &group) in order.iter().take(shared_mailboxes).enumerate() {
+            mailbox_of[group] = Some(j);
+        }
     }
 
     let mut levels: Vec<usize> = Vec::with_capacity(groups);
@@ -90,7 +132,11 @@ pub fn generate_directory(
             grant.insert("nextcloud_mail".into(), json!(true));
             out.shared_mailboxes.push(address);
         }
-        if rng.random_ratio(1, 20) {
+        let declares_alias = match grants {
+            Grants::Mixed { .. } => rng.random_ratio(1, 20),
+            Grants::AliasOnly => true,
+        };
+        if declares_alias {
             let alias = format!("team{}@{DOMAIN}", out.aliases.len());
             grant.insert("alias".into(), json!(alias));
             out.aliases.push(alias);

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use fault::{ListFault, Listing};
-pub use generate::{GeneratedDirectory, generate_directory};
+pub use generate::{GeneratedDirectory, generate_alias_directory, generate_directory};
 pub use webhook::WebhookConfig;
 
 use model::{Directory, Shape, display_name, now_iso};

@@ -20,6 +20,7 @@ use super::state::Db;
 use super::validate::{ip_acl, real_ip};
 use super::{
     FailMode, MailcowSimConfig, Shared, SlowAnswer, SlowMode, alias, app_passwd, domain, mailbox,
+    overlap,
 };
 
 /// What `GET /api/v1/get/status/version` reports.
@@ -89,11 +90,23 @@ pub(crate) async fn handle(
         body: body.to_vec(),
         remote: real_ip(peer.ip(), forwarded.as_deref()).to_string(),
     };
+    let is_write = parts.method == axum::http::Method::POST
+        && matches!(route.split('/').next(), Some("add" | "edit" | "delete"));
+    let objects = if is_write {
+        overlap::written_objects(&route, &request.body, &shared.db())
+    } else {
+        Vec::new()
+    };
     let slow = shared.take_slow_answer(&route);
     // Like PHP behind nginx, the request runs to its end even when the
     // client stops waiting: the work is its own task, the handler only
     // waits for it.
     let work = tokio::spawn(async move {
+        let _in_flight = is_write.then(|| shared.overlap.begin(objects));
+        let cost = shared.request_cost();
+        if !cost.is_zero() {
+            tokio::time::sleep(cost).await;
+        }
         if let Some(SlowAnswer {
             delay,
             mode: SlowMode::BeforeApplying,

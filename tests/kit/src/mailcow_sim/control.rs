@@ -228,6 +228,8 @@ async fn counts(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({
         "writes": shared.writes.load(std::sync::atomic::Ordering::Relaxed),
         "counts": shared.counts(),
+        "max_writes_in_flight": shared.overlap.maxima().0,
+        "max_writes_in_flight_per_object": shared.overlap.maxima().1,
     }))
 }
 

@@ -16,6 +16,7 @@ mod domain;
 mod envelope;
 mod json;
 mod mailbox;
+mod overlap;
 mod php;
 mod sql;
 mod state;
@@ -142,6 +143,11 @@ pub(crate) struct Shared {
     slow_in_flight: AtomicU64,
     writes: AtomicU64,
     counts: Mutex<BTreeMap<String, u64>>,
+    /// Writes in flight, overall and per object.
+    overlap: overlap::Overlap,
+    /// What each API request costs beside the database work, in
+    /// nanoseconds (see [`MailcowSim::set_request_cost`]).
+    request_cost: AtomicU64,
 }
 
 /// A panicking test thread must not take the simulator down with it.
@@ -191,6 +197,11 @@ impl Shared {
     fn reset_counts(&self) {
         lock(&self.counts).clear();
         self.writes.store(0, Ordering::Relaxed);
+        self.overlap.reset();
+    }
+
+    fn request_cost(&self) -> Duration {
+        Duration::from_nanos(self.request_cost.load(Ordering::Relaxed))
     }
 }
 
@@ -219,6 +230,8 @@ impl MailcowSim {
             slow_in_flight: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             counts: Mutex::new(BTreeMap::new()),
+            overlap: overlap::Overlap::default(),
+            request_cost: AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -416,8 +429,33 @@ impl MailcowSim {
         self.shared.counts()
     }
 
+    /// Resets the counters above and the in-flight maxima below.
     pub fn reset_counts(&self) {
         self.shared.reset_counts();
+    }
+
+    /// The most API writes (`add`/`edit`/`delete` POSTs) that were in
+    /// flight at once since start or the last reset.
+    pub fn max_writes_in_flight(&self) -> usize {
+        self.shared.overlap.maxima().0
+    }
+
+    /// The most writes in flight at once on one object: a mailbox (its
+    /// `sender_acl`, its app passwords) or an alias. Above 1, two writes
+    /// raced on one object (a whole-list edit could have lost the other's
+    /// change).
+    pub fn max_writes_in_flight_per_object(&self) -> usize {
+        self.shared.overlap.maxima().1
+    }
+
+    /// Every API request from now on takes `cost` longer, spent waiting
+    /// outside the database lock, as a php-fpm worker waits on PHP start,
+    /// MariaDB round trips and Redis: requests overlap during it (a real
+    /// Mailcow runs many workers), and the work itself stays serial. Zero
+    /// (the default) answers as fast as the simulator can.
+    pub fn set_request_cost(&self, cost: Duration) {
+        let nanos = u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.request_cost.store(nanos, Ordering::Relaxed);
     }
 
     /// The next `n` API requests (not `/__sim/*`) fail as `mode` says,
