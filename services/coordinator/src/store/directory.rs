@@ -75,44 +75,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for pk in &touched.users {
-            match directory.all_users.get(pk) {
-                Some(user) => {
-                    sqlx::query(
-                        "INSERT INTO directory_users (pk, body) VALUES (?, ?)
-                         ON CONFLICT (pk) DO UPDATE SET body = excluded.body",
-                    )
-                    .bind(pk)
-                    .bind(to_json(user)?)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM directory_users WHERE pk = ?")
-                        .bind(pk)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            let body = directory.all_users.get(pk).map(to_json).transpose()?;
+            save_row(&mut tx, &USERS, pk, body).await?;
         }
         for uuid in &touched.groups {
-            match directory.groups.get(uuid) {
-                Some(group) => {
-                    sqlx::query(
-                        "INSERT INTO directory_groups (uuid, body) VALUES (?, ?)
-                         ON CONFLICT (uuid) DO UPDATE SET body = excluded.body",
-                    )
-                    .bind(uuid)
-                    .bind(to_json(group)?)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM directory_groups WHERE uuid = ?")
-                        .bind(uuid)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            let body = directory.groups.get(uuid).map(to_json).transpose()?;
+            save_row(&mut tx, &GROUPS, uuid, body).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -145,6 +113,42 @@ impl Store {
             read_at_millis,
         }))
     }
+}
+
+/// A snapshot table's two statements (static SQL, as sqlx asks).
+struct Table {
+    upsert: &'static str,
+    delete: &'static str,
+}
+
+const USERS: Table = Table {
+    upsert: "INSERT INTO directory_users (pk, body) VALUES (?, ?)
+             ON CONFLICT (pk) DO UPDATE SET body = excluded.body",
+    delete: "DELETE FROM directory_users WHERE pk = ?",
+};
+const GROUPS: Table = Table {
+    upsert: "INSERT INTO directory_groups (uuid, body) VALUES (?, ?)
+             ON CONFLICT (uuid) DO UPDATE SET body = excluded.body",
+    delete: "DELETE FROM directory_groups WHERE uuid = ?",
+};
+
+/// Writes one object's row, or deletes it when the object is gone.
+async fn save_row<K>(
+    conn: &mut sqlx::SqliteConnection,
+    table: &Table,
+    key: K,
+    body: Option<String>,
+) -> Result<()>
+where
+    K: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send,
+{
+    match body {
+        Some(body) => sqlx::query(table.upsert).bind(key).bind(body),
+        None => sqlx::query(table.delete).bind(key),
+    }
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
