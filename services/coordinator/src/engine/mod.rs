@@ -151,7 +151,10 @@ impl Engine {
         let (directory, read) = self.read_directory(subject).await?;
         let user_count = directory.all_users.len();
         let group_count = directory.groups.len();
-        let desired = desired_state(&directory, &self.config.desired);
+        let desired = {
+            let (directory, config) = (directory.clone(), self.config.desired.clone());
+            off_runtime(move || desired_state(&directory, &config)).await
+        };
         let mut guards = Guards {
             max_removal_share: self.config.max_removal_share,
             removal_guard_min: self.config.removal_guard_min,
@@ -192,7 +195,11 @@ impl Engine {
             now_millis: crate::store::now_millis(),
             due: self.store.pending_due_times().await?,
         };
-        let mut plan = plan_at(&desired, &observed, &ledger, &clock, &scope, &guards);
+        let (mut plan, desired, scope) = off_runtime(move || {
+            let plan = plan_at(&desired, &observed, &ledger, &clock, &scope, &guards);
+            (plan, desired, scope)
+        })
+        .await;
         for adapter in self.adapters.iter() {
             adapter.extend_plan(&self.store, &mut plan).await?;
         }
@@ -267,6 +274,16 @@ impl Engine {
             "reconcile finished"
         );
         Ok(report)
+    }
+}
+
+/// Runs CPU-bound work over the whole directory (desired state, the plan)
+/// on the blocking pool: on the runtime's few threads it would hold up the
+/// HTTP accept of every webhook arriving meanwhile (issue 12).
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
