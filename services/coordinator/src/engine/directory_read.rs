@@ -292,10 +292,6 @@ impl Engine {
         // it. Our own handle goes first, or every patch would copy.
         drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
-        if touched == Touched::default() {
-            // What the webhook read is what the snapshot held: no write.
-            return Ok(directory.clone());
-        }
         self.store
             .save_directory_rows(directory, &touched, *read_at_millis)
             .await?;

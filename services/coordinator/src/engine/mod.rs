@@ -72,9 +72,6 @@ pub struct Engine {
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
     snapshot: tokio::sync::Mutex<SnapshotSlot>,
-    /// Who this process has written to `known_users` (pk → username,
-    /// email), so a run writes only what changed.
-    remembered: tokio::sync::Mutex<std::collections::HashMap<i64, (String, String)>>,
 }
 
 /// What a run decided, before applying.
@@ -85,8 +82,6 @@ pub struct Prepared {
     scope_users: BTreeSet<String>,
     people: Vec<(i64, String, String)>,
     user_count: usize,
-    /// The last good run's user count, as read before this run.
-    previous_user_count: Option<usize>,
     plausible: bool,
     observe_doveadm_execs: u64,
 }
@@ -135,7 +130,6 @@ impl Engine {
             config,
             locks: KeyedLocks::default(),
             snapshot: tokio::sync::Mutex::default(),
-            remembered: tokio::sync::Mutex::default(),
         }
     }
 
@@ -220,7 +214,6 @@ impl Engine {
             scope_users,
             people,
             user_count,
-            previous_user_count: previous,
             plausible,
             observe_doveadm_execs,
         })
@@ -260,31 +253,12 @@ impl Engine {
         let mut report = self.apply(job_id, &prepared.plan).await?;
         report.state_backup = snapshot.map(|p| p.display().to_string());
         report.doveadm_execs += prepared.observe_doveadm_execs;
-        // Each write below is a transaction of its own: skipped when it
-        // would change nothing, since a webhook's accept waits for them.
-        if prepared.plausible && prepared.previous_user_count != Some(prepared.user_count) {
+        if prepared.plausible {
             self.store
                 .set_meta("last_user_count", &prepared.user_count.to_string())
                 .await?;
         }
-        let people = {
-            let remembered = self.remembered.lock().await;
-            prepared
-                .people
-                .iter()
-                .filter(|(pk, username, email)| {
-                    remembered.get(pk) != Some(&(username.clone(), email.clone()))
-                })
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        if !people.is_empty() {
-            self.store.remember_users(&people).await?;
-            let mut remembered = self.remembered.lock().await;
-            for (pk, username, email) in people {
-                remembered.insert(pk, (username, email));
-            }
-        }
+        self.store.remember_users(&prepared.people).await?;
         if subject.is_sweep() {
             self.store
                 .set_meta(
