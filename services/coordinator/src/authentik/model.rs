@@ -90,23 +90,22 @@ pub fn is_uuid(raw: &str) -> bool {
 /// Group UUIDs arrive dashed from the API and undashed (hex) in event
 /// context. Everything inside the reconciler uses the dashed lower-case form.
 pub fn normalize_uuid(raw: &str) -> String {
+    if !is_uuid(raw) {
+        return raw.to_owned();
+    }
     let hex: String = raw
         .chars()
         .filter(|c| *c != '-')
         .collect::<String>()
         .to_ascii_lowercase();
-    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        )
-    } else {
-        raw.to_owned()
-    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]

@@ -32,27 +32,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for user in directory.users() {
-            sqlx::query("INSERT INTO directory_users (pk, body) VALUES (?, ?)")
-                .bind(user.pk)
-                .bind(to_json(user)?)
-                .execute(&mut *tx)
-                .await?;
+            save_row(&mut tx, &USERS, user.pk, Some(to_json(user)?)).await?;
         }
         for (uuid, group) in &directory.groups {
-            sqlx::query("INSERT INTO directory_groups (uuid, body) VALUES (?, ?)")
-                .bind(uuid)
-                .bind(to_json(group)?)
-                .execute(&mut *tx)
-                .await?;
+            save_row(&mut tx, &GROUPS, uuid, Some(to_json(group)?)).await?;
         }
-        sqlx::query(
-            "INSERT INTO meta (name, value) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(READ_AT)
-        .bind(read_at_millis.to_string())
-        .execute(&mut *tx)
-        .await?;
+        super::set_meta_in(&mut tx, READ_AT, &read_at_millis.to_string()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -66,14 +51,7 @@ impl Store {
         read_at_millis: i64,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO meta (name, value) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(READ_AT)
-        .bind(read_at_millis.to_string())
-        .execute(&mut *tx)
-        .await?;
+        super::set_meta_in(&mut tx, READ_AT, &read_at_millis.to_string()).await?;
         for pk in &touched.users {
             let body = directory.all_users.get(pk).map(to_json).transpose()?;
             save_row(&mut tx, &USERS, pk, body).await?;

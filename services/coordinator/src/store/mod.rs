@@ -87,15 +87,7 @@ impl Store {
     }
 
     pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO meta (name, value) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(name)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        set_meta_in(&mut *self.pool.acquire().await?, name, value).await
     }
 
     /// Remembers pk → username for people we grant things to.
@@ -129,6 +121,19 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?)
     }
+}
+
+/// Sets a `meta` row on `conn` (inside a caller's transaction or not).
+async fn set_meta_in(conn: &mut sqlx::SqliteConnection, name: &str, value: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO meta (name, value) VALUES (?, ?)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 pub fn now_millis() -> i64 {
