@@ -103,7 +103,7 @@ impl Store {
             sql.push(" AND id < ").push_bind(below);
         }
         sql.push(" ORDER BY id DESC LIMIT ").push_bind(query.limit);
-        Ok(sql.build_query_as().fetch_all(&self.pool).await?)
+        Ok(sql.build_query_as().fetch_all(&self.reader).await?)
     }
 }
 
@@ -221,7 +221,7 @@ mod tests {
             "CREATE TRIGGER boom BEFORE INSERT ON audit WHEN NEW.external_id = 'boom'
              BEGIN SELECT RAISE(ABORT, 'disk on fire'); END",
         )
-        .execute(&store.pool)
+        .execute(&store.writer)
         .await
         .unwrap();
         let batch = [

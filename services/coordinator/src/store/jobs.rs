@@ -157,7 +157,7 @@ impl Store {
         )
         .bind(now)
         .bind(Subject::SWEEP)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.map(|r| ClaimedJob {
             id: r.get("id"),
@@ -265,7 +265,7 @@ impl Store {
             "SELECT id, subject, state, attempts, trigger, last_error, summary FROM jobs WHERE id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         Ok(row.map(|r| JobRow {
             id: r.get("id"),
@@ -285,7 +285,7 @@ impl Store {
              ORDER BY updated_at DESC, id DESC LIMIT 1",
         )
         .bind(Subject::SWEEP)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         match id {
             Some(id) => self.job(id).await,
@@ -295,7 +295,7 @@ impl Store {
 
     pub async fn job_counts(&self) -> Result<JobCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         let mut counts = JobCounts::default();
         for r in rows {
@@ -315,7 +315,7 @@ impl Store {
     pub async fn oldest_queued_job(&self) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }
@@ -324,7 +324,7 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }

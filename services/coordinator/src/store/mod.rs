@@ -34,7 +34,14 @@ use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    /// Read-only connections: WAL lets them read beside the writer.
+    reader: SqlitePool,
+    /// The one connection that writes. SQLite has one write lock; with
+    /// several writing connections a waiter sleeps in SQLite's busy handler
+    /// (1, 2, 5, 10, … ms steps) and wakes late, which is what a webhook's
+    /// accept felt under load (issue 12). Queued on this pool instead,
+    /// writers take turns in order and start the moment the lock is free.
+    writer: SqlitePool,
     /// The DB file (`None` in memory): backups are taken next to it.
     path: Option<std::path::PathBuf>,
 }
@@ -53,12 +60,26 @@ impl Store {
             .foreign_keys(true);
         let path = Some(options.get_filename().to_path_buf())
             .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Self { pool, path };
+        sqlx::migrate!("./migrations").run(&writer).await?;
+        let reader = match &path {
+            Some(_) => {
+                SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options.read_only(true))
+                    .await?
+            }
+            // One in-memory database lives in one pool.
+            None => writer.clone(),
+        };
+        let store = Self {
+            reader,
+            writer,
+            path,
+        };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
             tracing::info!(moved, "app password ledger rows re-keyed to current names");
@@ -71,23 +92,23 @@ impl Store {
     /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
     /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?)
     }
 
     pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
-        set_meta_in(&mut *self.pool.acquire().await?, name, value).await
+        set_meta_in(&mut *self.writer.acquire().await?, name, value).await
     }
 
     /// Remembers pk → username for people we grant things to.
@@ -118,7 +139,7 @@ impl Store {
              WHERE CAST(pk AS TEXT) = ?1 OR username = ?1 OR lower(email) = lower(?1) LIMIT 1",
         )
         .bind(needle)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?)
     }
 }
