@@ -6,6 +6,7 @@ mod backoff;
 mod backup;
 mod batch;
 mod directory;
+mod intake;
 mod jobs;
 mod ledger;
 mod pending;
@@ -42,6 +43,8 @@ pub struct Store {
     /// accept felt under load (issue 12). Queued on this pool instead,
     /// writers take turns in order and start the moment the lock is free.
     writer: SqlitePool,
+    /// Enqueues that arrive together commit together.
+    intake: intake::Intake,
     /// The DB file (`None` in memory): backups are taken next to it.
     path: Option<std::path::PathBuf>,
 }
@@ -77,6 +80,7 @@ impl Store {
         };
         let store = Self {
             reader,
+            intake: intake::Intake::start(writer.clone()),
             writer,
             path,
         };
@@ -92,7 +96,7 @@ impl Store {
     /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
     /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        begin_write(&self.writer).await
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -142,6 +146,11 @@ impl Store {
         .fetch_optional(&self.reader)
         .await?)
     }
+}
+
+/// See [`Store::write_tx`].
+async fn begin_write(writer: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// Sets a `meta` row on `conn` (inside a caller's transaction or not).
