@@ -79,6 +79,9 @@ pub struct Config {
     pub failure_backoff_base: Duration,
 }
 
+/// `HTTP_LISTEN` when unset; `coordinator healthcheck` probes the same.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:5000";
+
 const PROTOCOLS: [&str; 6] = [
     "imap_access",
     "smtp_access",
@@ -144,7 +147,7 @@ impl Config {
             Ok((n > 0).then(|| Duration::from_secs(n * 86_400)))
         };
         Ok(Self {
-            http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
+            http_listen: addr("HTTP_LISTEN", DEFAULT_HTTP_LISTEN)?,
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
