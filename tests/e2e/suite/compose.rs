@@ -28,6 +28,13 @@ const TAG: &str = "test";
 /// Our services in the stack (the peers are not ours).
 const OURS: [&str; 2] = ["coordinator", "mailcow-agent"];
 
+/// Every service image (and the simulators'), from the binaries under
+/// test; once per test process, as two tests need them.
+fn images() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_service_images(&bin_dir(), TAG));
+}
+
 /// The stack: files merged in this order, the project directory holding
 /// secrets/, certs/ and Dovecot's users, variables as an operator's .env
 /// would set them.
@@ -232,7 +239,7 @@ async fn compose_stack_reconciles_through_the_webhook_with_hardened_images() {
     assert!(out.status.success(), "docker-compose version: {out:?}");
     // The test's own HTTP client (reqwest) uses the process-wide provider.
     reconciler_runtime::install_crypto_provider();
-    build_service_images(&bin_dir(), TAG);
+    images();
 
     // Dropped at the end or on any panic: `down --volumes` and the network.
     let project = project();
@@ -398,4 +405,82 @@ fn docker_socket_gid() -> String {
         &std::fs::metadata("/var/run/docker.sock").expect("the Docker socket"),
     )
     .to_string()
+}
+
+const SERVICES: [&str; 6] = [
+    "coordinator",
+    "mailcow-agent",
+    "sogo-agent",
+    "nextcloud-agent",
+    "matrix-agent",
+    "stalwart-agent",
+];
+
+/// Each image as built: a fixed non-root user, a HEALTHCHECK that runs the
+/// service's own probe, and a binary that runs in it as that user with a
+/// read-only root filesystem and no capabilities (the host's glibc
+/// matches the base image's). The probe of a port where nothing listens
+/// must say so and fail, which is what Docker counts as unhealthy.
+#[tokio::test]
+async fn every_service_image_is_non_root_and_probes_its_own_health() {
+    images();
+    for service in SERVICES {
+        let image = format!("authentik-reconciler/{service}:{TAG}");
+        let out = docker(&["image", "inspect", &image]);
+        assert_eq!(out.code, 0, "{image}: {out:?}");
+        let inspected: Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
+        let config = &inspected[0]["Config"];
+        assert_eq!(config["User"], "10001:10001", "{image}: user");
+        let probe: Vec<&str> = config["Healthcheck"]["Test"]
+            .as_array()
+            .expect("a HEALTHCHECK")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let binary = format!("/usr/local/bin/{service}");
+        assert_eq!(
+            probe,
+            ["CMD", binary.as_str(), "healthcheck"],
+            "{image}: HEALTHCHECK"
+        );
+        let env = config["Env"].to_string();
+        if service == "coordinator" {
+            assert!(env.contains("MALLOC_ARENA_MAX=2"), "{image}: {env}");
+            assert!(
+                config["Volumes"]
+                    .get("/var/lib/authentik-reconciler")
+                    .is_some(),
+                "{image}: the state volume: {}",
+                config["Volumes"]
+            );
+        } else {
+            assert!(env.contains("AGENT_LISTEN=0.0.0.0:"), "{image}: {env}");
+        }
+
+        // Port 9 (discard) on the container's own loopback: nothing there.
+        let mut run = vec![
+            "run",
+            "--rm",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges:true",
+            "--network",
+            "none",
+            &image,
+            "healthcheck",
+        ];
+        if service == "coordinator" {
+            run.extend(["--url", "http://127.0.0.1:9/healthz"]);
+        } else {
+            run.push("127.0.0.1:9");
+        }
+        let out = docker(&run);
+        assert_eq!(out.code, 1, "{image} healthcheck of nothing: {out:?}");
+        assert!(
+            out.stdout.contains("127.0.0.1:9"),
+            "{image}: the probe names what it tried: {out:?}"
+        );
+    }
 }
