@@ -6,7 +6,9 @@
 //! must turn healthy, a webhook must reach Mailcow and Dovecot, and
 //! `docker inspect` must show what the files promise: non-root, read-only
 //! root filesystem, no capabilities, no-new-privileges, and each service
-//! holding only its own secrets.
+//! holding only its own secrets. Every other shipped file (sogo-agent,
+//! Nextcloud, Synapse, Stalwart) is checked the same way on containers
+//! created from it, and every image on its own.
 
 use std::time::{Duration, Instant};
 
@@ -482,5 +484,154 @@ async fn every_service_image_is_non_root_and_probes_its_own_health() {
             out.stdout.contains("127.0.0.1:9"),
             "{image}: the probe names what it tried: {out:?}"
         );
+    }
+}
+
+/// The secrets a service reads; a container may carry `<NAME>_FILE`, never
+/// `<NAME>` itself (its value would show in `docker inspect`).
+const SECRET_VARIABLES: [&str; 11] = [
+    "AUTHENTIK_TOKEN",
+    "WEBHOOK_TOKEN",
+    "ADMIN_TOKEN",
+    "STATUS_TOKEN",
+    "AGENT_TOKEN",
+    "MAILCOW_API_KEY",
+    "SOGO_DB_URL",
+    "NEXTCLOUD_DB_URL",
+    "MATRIX_ACCESS_TOKEN",
+    "STALWART_API_KEY",
+    "STALWART_WEBHOOK_SECRET",
+];
+
+/// `KEY=value` lines of a shipped `.env.example`.
+fn env_example(dir: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dir.join(".env.example")).expect(".env.example");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Every shipped compose file, with the values of its own `.env.example`,
+/// creates (without starting: no target is needed) containers that are
+/// hardened the same way, publish only on the configured address, carry
+/// secrets as files only, and of which only the mailcow-agent and the
+/// nextcloud-agent get the Docker socket (with its group).
+#[tokio::test]
+async fn every_shipped_compose_file_creates_hardened_containers() {
+    images();
+    let root = repo_root();
+    for (dir, file, services) in [
+        ("coordinator", "docker-compose.yml", &["coordinator"][..]),
+        (
+            "mailcow",
+            "docker-compose.override.yml",
+            &["mailcow-agent", "sogo-agent"][..],
+        ),
+        ("nextcloud", "docker-compose.yml", &["nextcloud-agent"][..]),
+        ("synapse", "docker-compose.yml", &["matrix-agent"][..]),
+        ("stalwart", "docker-compose.yml", &["stalwart-agent"][..]),
+    ] {
+        let dir = root.join("deploy/compose").join(dir);
+        let mut project = ComposeProject::new("reconcilerfiles", vec![dir.join(file)]);
+        for name in [
+            "authentik_token",
+            "webhook_token",
+            "admin_token",
+            "agent_token",
+            "mailcow_api_key",
+            "sogo_db_url",
+            "matrix_access_token",
+            "stalwart_api_key",
+        ] {
+            project.write_file(&format!("secrets/{name}"), "a-test-value\n");
+        }
+        let example = env_example(&dir);
+        // The host's own values where the example's cannot work here; later
+        // values win. The target's network (Mailcow's, Synapse's, …) is one
+        // the test makes.
+        for (key, value) in &example {
+            project.env(key, value.clone());
+            if key.ends_with("_NETWORK") {
+                let name = project.create_network(&key.to_ascii_lowercase());
+                project.env(key, name);
+            }
+        }
+        for (key, value) in [
+            ("RECONCILER_TAG", TAG.to_owned()),
+            ("AGENT_BIND_ADDRESS", "127.0.0.1".into()),
+            ("COORDINATOR_HTTP_BIND", "127.0.0.1".into()),
+            ("DOCKER_SOCKET_GID", docker_socket_gid()),
+        ] {
+            project.env(&key, value);
+        }
+        for port in [
+            "COORDINATOR_HTTP_PORT",
+            "COORDINATOR_GRPC_PORT",
+            "MAILCOW_AGENT_PORT",
+            "SOGO_AGENT_PORT",
+            "NEXTCLOUD_AGENT_PORT",
+            "MATRIX_AGENT_PORT",
+            "STALWART_AGENT_PORT",
+        ] {
+            project.env(port, "");
+        }
+        let out = project.compose(&["up", "--no-start", "--no-build"]);
+        assert_eq!(out.code, 0, "{file} in {}: {out:?}", dir.display());
+
+        let project_dir = project.dir.path().to_string_lossy().into_owned();
+        for service in services {
+            let container = project.inspect(service);
+            assert_hardened(service, &container);
+            assert!(
+                container["HostConfig"]["Tmpfs"].get("/tmp").is_some(),
+                "{service}: a tmpfs at /tmp"
+            );
+            let bindings = container["HostConfig"]["PortBindings"]
+                .as_object()
+                .expect("published ports");
+            assert!(!bindings.is_empty(), "{service} publishes its port");
+            for (port, hosts) in bindings {
+                for host in hosts.as_array().expect("bindings") {
+                    assert_eq!(
+                        host["HostIp"], "127.0.0.1",
+                        "{service} publishes {port} on the configured address only"
+                    );
+                }
+            }
+            let env = env_names(&container);
+            for secret in SECRET_VARIABLES {
+                assert!(
+                    !env.iter().any(|e| e == secret),
+                    "{service} carries {secret} in its environment: {env:?}"
+                );
+            }
+            assert!(
+                env.iter().any(|e| e == "AGENT_TOKEN_FILE"),
+                "{service}: AGENT_TOKEN_FILE"
+            );
+            let uses_docker = matches!(*service, "mailcow-agent" | "nextcloud-agent");
+            let mut has_socket = false;
+            // Named volumes (the coordinator's state) are Docker's, not the host's.
+            let mounts = container["Mounts"].as_array().expect("Mounts");
+            for bind in mounts.iter().filter(|m| m["Type"] == "bind") {
+                let source = bind["Source"].as_str().unwrap_or("");
+                has_socket |= source == "/var/run/docker.sock";
+                assert!(
+                    source == "/var/run/docker.sock" || source.starts_with(&project_dir),
+                    "{service} mounts {source} of the host"
+                );
+            }
+            assert_eq!(has_socket, uses_docker, "{service}: the Docker socket");
+            if uses_docker {
+                let groups = container["HostConfig"]["GroupAdd"].to_string();
+                assert!(
+                    groups.contains(&docker_socket_gid()),
+                    "{service}: the socket's group: {groups}"
+                );
+            }
+        }
     }
 }
