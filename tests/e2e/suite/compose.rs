@@ -565,7 +565,7 @@ async fn every_shipped_compose_file_creates_hardened_containers() {
             ("COORDINATOR_HTTP_BIND", "127.0.0.1".into()),
             ("DOCKER_SOCKET_GID", docker_socket_gid()),
         ] {
-            project.env(&key, value);
+            project.env(key, value);
         }
         for port in [
             "COORDINATOR_HTTP_PORT",
