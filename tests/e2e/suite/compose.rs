@@ -335,6 +335,11 @@ async fn compose_stack_reconciles_through_the_webhook_with_hardened_images() {
         acl.stdout
     );
 
+    // An operator's command in the container (it has ADMIN_TOKEN_FILE):
+    // after the run, a sweep would change nothing.
+    let plan = project.compose(&["exec", "-T", "coordinator", "coordinator", "plan"]);
+    assert_eq!(plan.code, 0, "coordinator plan: {plan:?}");
+
     // What the files promise, as Docker runs it.
     for service in OURS {
         assert_hardened(service, &project.inspect(service));
