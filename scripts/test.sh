@@ -36,11 +36,14 @@ source scripts/lib/prereqs.sh
 echo "==> building every binary (the end-to-end tests run the real ones)"
 cargo build --workspace --bins --locked
 
-# The service images carry the binaries just built, so they come after
-# them (cached: only an image whose binary changed is rebuilt). The compose
-# stack test builds the same again from its own binary directory, which
-# then costs nothing.
-echo "==> building the service images from those binaries"
+# The service images carry the binaries, so they come after them, and after
+# the test build: `cargo test` builds some binaries again, with the features
+# the dev-dependencies add (the coordinator's pull in the runtime's `exec`),
+# and the tests run those, so the images must hold them too. The
+# compose tests then find the images up to date (cached: only an image whose
+# binary changed is rebuilt).
+echo "==> building the tests, then the service images from the binaries they run"
+cargo test --workspace --locked --no-run
 bash scripts/images.sh --services --bin-dir "${CARGO_TARGET_DIR:-target}/debug" --tag test
 
 echo "==> cargo test (unit, in-process and the end-to-end suite)"
