@@ -127,6 +127,36 @@ mod tests {
         assert!(e.contains("AGENT_LISTEN `nowhere`"), "{e}");
     }
 
+    /// A real grpc.health.v1 server, as every agent serves it, whose overall
+    /// status the test sets.
+    async fn health_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
+        let limits = crate::listen::ConnectionLimits::grpc_from_lookup(|_| None).unwrap();
+        let (listener, addr) = crate::grpc::bind("127.0.0.1:0".parse().unwrap(), &limits)
+            .await
+            .unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            crate::grpc::server(&limits)
+                .add_service(service)
+                .serve_with_incoming(listener.into_incoming()),
+        );
+        (addr, reporter)
+    }
+
+    #[tokio::test]
+    async fn the_probe_reports_the_servers_overall_status() {
+        let (addr, reporter) = health_server().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        assert_eq!(grpc_status(addr).await.unwrap(), ServingStatus::Serving);
+        // As the stalwart-agent does while Stalwart cannot be reached.
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        assert_eq!(grpc_status(addr).await.unwrap(), ServingStatus::NotServing);
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_unhealthy() {
         // Bind and drop: the port is (for a moment) known to be closed.
