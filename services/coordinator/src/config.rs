@@ -79,6 +79,9 @@ pub struct Config {
     pub failure_backoff_base: Duration,
 }
 
+/// `HTTP_LISTEN` when unset; `coordinator healthcheck` probes the same.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:5000";
+
 const PROTOCOLS: [&str; 6] = [
     "imap_access",
     "smtp_access",
@@ -144,11 +147,18 @@ impl Config {
             Ok((n > 0).then(|| Duration::from_secs(n * 86_400)))
         };
         Ok(Self {
-            http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
+            http_listen: addr("HTTP_LISTEN", DEFAULT_HTTP_LISTEN)?,
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
-            state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
+            // A file too (STATE_DB_URL_FILE): a server database's URL
+            // carries its password.
+            state_db_url: read_secret(&lookup, "STATE_DB_URL")
+                .map_err(|e| Error::Config(e.to_string()))?
+                .map_or_else(
+                    || "sqlite://state.db".to_owned(),
+                    |url| url.expose().to_owned(),
+                ),
             retention: crate::store::Retention {
                 jobs: days("JOB_RETENTION_DAYS", "30")?,
                 audit: days("AUDIT_RETENTION_DAYS", "90")?,
@@ -318,6 +328,25 @@ mod tests {
         assert_eq!(c.state_backups.keep, 3);
         assert_eq!(c.retention.jobs, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(c.retention.audit, Some(Duration::from_secs(90 * 86_400)));
+    }
+
+    #[test]
+    fn the_state_db_url_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state_db_url");
+        std::fs::write(&file, "sqlite:///var/lib/authentik-reconciler/state.db\n").unwrap();
+        let mut env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url, "sqlite://state.db");
+        env.insert("STATE_DB_URL_FILE", file.display().to_string());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            c.state_db_url,
+            "sqlite:///var/lib/authentik-reconciler/state.db"
+        );
+        env.insert("STATE_DB_URL", "sqlite://other.db".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("STATE_DB_URL"), "{err}");
     }
 
     #[test]
