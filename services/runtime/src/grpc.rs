@@ -24,6 +24,8 @@ pub enum ServeError {
     Announce(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Adds health (marking `S` and the overall server SERVING) and reflection
@@ -81,7 +83,7 @@ pub async fn serve(
     limits: &ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let (listener, bound) = bind(addr, limits).await?;
+    let (listener, bound) = bind(addr, limits, Establish::Http2Preface).await?;
     crate::announce::announce("grpc", bound).map_err(ServeError::Announce)?;
     tracing::info!(addr = %bound, "gRPC listening");
     router
@@ -91,12 +93,14 @@ pub async fn serve(
 }
 
 /// A gRPC listener on `addr` under `limits`, and the address it got (the
-/// kernel's choice for port 0).
+/// kernel's choice for port 0). `establish`: what ends a connection's
+/// handshake deadline (the HTTP/2 preface; under TLS, the TLS handshake).
 pub(crate) async fn bind(
     addr: SocketAddr,
     limits: &ConnectionLimits,
+    establish: Establish,
 ) -> Result<(LimitedListener, SocketAddr), ServeError> {
-    let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
+    let listener = LimitedListener::bind(addr, limits.clone(), establish)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener

@@ -10,6 +10,7 @@
 //! - `exec` (feature `exec`, agents only): commands in a container or locally.
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
+//! - [`tls`]: mutual TLS between the coordinator and its agents (or explicit plaintext, `AGENT_INSECURE=true`).
 
 pub mod agent;
 pub mod announce;
@@ -24,6 +25,7 @@ pub mod outcome;
 pub mod propagation;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 
 /// Installs the process-wide rustls crypto provider (ring). Every binary calls
 /// this first, so no dependency can pick a different provider at random.
