@@ -262,7 +262,10 @@ impl ServerTransport {
             Self::MutualTls(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let deadline = listener.limits().handshake_timeout;
-                let parallel = listener.limits().max_connections;
+                // The listener's cap already bounds handshakes; one slot more
+                // keeps `accept` running at the cap, which is where it evicts
+                // the oldest stalled handshake for a new connection.
+                let parallel = listener.limits().max_connections.saturating_add(1);
                 listener
                     .into_incoming()
                     .map(move |accepted| handshake(acceptor.clone(), accepted, deadline))

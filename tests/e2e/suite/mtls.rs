@@ -439,3 +439,74 @@ async fn each_service_holds_only_its_own_secrets_and_a_full_reconcile_works() {
     )
     .await;
 }
+
+/// Under TLS a connection is established when its TLS handshake completes
+/// (its first bytes are a ClientHello, not the HTTP/2 preface): one that
+/// stalls mid-handshake is closed at `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, and
+/// stalled handshakes beyond the connection cap make room for the
+/// coordinator's.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_at_the_deadline_and_cannot_crowd_out_the_coordinator() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = CertDir::temporary(&["mailcow-agent"]);
+    let stack = Stack::start(StackOptions {
+        tls: Some(certs.clone()),
+        agent_env: vec![
+            ("GRPC_HANDSHAKE_TIMEOUT_SECONDS".into(), "3".into()),
+            ("GRPC_MAX_CONNECTIONS".into(), "4".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.mailcow.add_domain("example.com");
+    stack.mailcow.add_mailbox(ALICE);
+
+    // More than 24 bytes of a TLS record header and a partial ClientHello,
+    // then nothing.
+    let partial_hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut stalled = tokio::net::TcpStream::connect(&stack.agent_addr)
+        .await
+        .unwrap();
+    stalled.write_all(partial_hello).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stalled handshake was kept open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2800),
+        "closed before the deadline: {:?}",
+        started.elapsed()
+    );
+
+    // Twice the cap in stalled handshakes; the coordinator's certificate
+    // is served before any of them times out: a stalled one made room.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(&stack.agent_addr)
+            .await
+            .unwrap();
+        stream.write_all(partial_hello).await.unwrap();
+        held.push(stream);
+    }
+    let started = std::time::Instant::now();
+    observe(endpoint(&certs.client("coordinator"), &stack.agent_addr))
+        .await
+        .expect("served past stalled handshakes");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited for the deadline instead of evicting: {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
