@@ -93,6 +93,17 @@ impl CertDir {
         ]
     }
 
+    /// grpcurl's flags for an agent of this CA, presenting the
+    /// coordinator's certificate (the README's `$TLS`).
+    pub fn grpcurl_flags(&self) -> String {
+        format!(
+            "-cacert {} -cert {} -key {}",
+            self.ca().display(),
+            self.cert("coordinator").display(),
+            self.key("coordinator").display()
+        )
+    }
+
     /// A client presenting `cert` and `key` and trusting this CA for the
     /// agent's certificate.
     pub fn client_with(&self, cert: &[u8], key: &[u8]) -> ClientTransport {
