@@ -510,3 +510,64 @@ async fn a_stalled_tls_handshake_is_closed_at_the_deadline_and_cannot_crowd_out_
     );
     drop(held);
 }
+
+/// `coordinator certs` as an operator runs it: keys mode 0600, extra names,
+/// a second run adds an agent and keeps every existing key, `--force`
+/// replaces them, and a name that is not a file name is refused.
+#[tokio::test]
+async fn coordinator_certs_keeps_existing_keys_and_adds_agents() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |args: &[&str]| {
+        let out =
+            std::process::Command::new(reconciler_testkit::harness::bin_dir().join("coordinator"))
+                .arg("certs")
+                .arg("--out")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .expect("run coordinator certs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+
+    let (ok, out) = certs(&[
+        "--agent",
+        "mailcow-agent=mail.example.com,10.1.2.3",
+        "--days",
+        "2",
+    ]);
+    assert!(ok, "{out}");
+    for key in ["ca-key.pem", "coordinator-key.pem", "mailcow-agent-key.pem"] {
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let ca_key = read("ca-key.pem");
+    let agent_key = read("mailcow-agent-key.pem");
+
+    let (ok, out) = certs(&["--agent", "mailcow-agent", "--agent", "sogo-agent"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("kept") && out.contains("wrote"), "{out}");
+    assert_eq!(read("ca-key.pem"), ca_key);
+    assert_eq!(read("mailcow-agent-key.pem"), agent_key);
+    assert!(dir.path().join("sogo-agent.pem").exists());
+
+    let (ok, out) = certs(&["--agent", "mailcow-agent", "--force"]);
+    assert!(ok, "{out}");
+    assert_ne!(read("ca-key.pem"), ca_key);
+    assert_ne!(read("mailcow-agent-key.pem"), agent_key);
+
+    let (ok, out) = certs(&["--agent", "../escape"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("../escape"), "{out}");
+}
