@@ -307,6 +307,19 @@ async fn plaintext_only_when_asked_for_and_said_so_and_nothing_starts_with_neith
         assert!(warning.contains("WARN"), "{who}: {warning}");
     }
     assert!(stack.agent.logs().contains("(insecure)"));
+    let page = reqwest::Client::new()
+        .get(format!("{}/status", stack.http_url))
+        .header(
+            "X-Reconciler-Admin-Token",
+            reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN,
+        )
+        .send()
+        .await
+        .expect("GET /status")
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("AGENT_INSECURE=true"), "{page}");
 
     // Neither TLS nor AGENT_INSECURE: each refuses to start, and says why.
     let dir = tempfile::tempdir().unwrap();
