@@ -16,6 +16,10 @@ pub struct Component {
 pub struct HealthReport {
     pub status: &'static str,
     pub components: BTreeMap<String, Component>,
+    /// `mtls`, or `insecure` under `AGENT_INSECURE=true`: plaintext is
+    /// visible where operators look, not only in the start-up log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_transport: Option<&'static str>,
 }
 
 impl HealthReport {
@@ -59,5 +63,9 @@ pub async fn check(engine: &Engine) -> HealthReport {
     } else {
         "degraded"
     };
-    HealthReport { status, components }
+    HealthReport {
+        status,
+        components,
+        agent_transport: None,
+    }
 }

@@ -16,6 +16,7 @@ mod process;
 pub mod sogo;
 mod stack;
 pub mod synapse;
+pub mod tls;
 
 pub use dovecot::{DovecotContainer, Imap};
 pub use mariadb::MariaDb;
@@ -25,6 +26,7 @@ pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
 pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, start_agent};
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
+pub use tls::CertDir;
 
 /// The tokens the test stack configures.
 pub mod stack_tokens {
