@@ -10,8 +10,11 @@
 //! caller gets its own error (and a 503 names the right cause) while the
 //! others still land.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::jobs::{EnqueueRequest, enqueue_in};
 use super::{Enqueued, begin_write};
@@ -25,6 +28,67 @@ const MAX_GROUP: usize = 128;
 /// Room for triggers waiting for the committer; a full queue makes
 /// callers wait (backpressure), never drops a trigger.
 const QUEUE: usize = 4096;
+
+/// Accepts go first. The writer connection serves everyone in turn, and a
+/// webhook's 202 should not wait for every job's bookkeeping queued ahead
+/// of it. Other writers line up here one at a time ([`Priority::in_line`]),
+/// so at most one of them waits for the connection beside a group, and the
+/// one at the front holds back while a group waits ([`Priority::give_way`]):
+/// a group waits for the transaction holding the connection, at most one
+/// more.
+#[derive(Default)]
+pub(super) struct Priority {
+    waiting: AtomicUsize,
+    released: Notify,
+    line: tokio::sync::Mutex<()>,
+}
+
+impl Priority {
+    /// A non-urgent writer's turn to ask for the connection: hold it until
+    /// the connection is taken.
+    pub async fn in_line(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let turn = self.line.lock().await;
+        self.give_way().await;
+        turn
+    }
+
+    /// Called by every other writer before it queues for the writer.
+    pub async fn give_way(&self) {
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let released = self.released.notified();
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    fn urgent(&self) -> Urgent<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Urgent(self)
+    }
+}
+
+/// A group waiting for the writer; dropped once it has it.
+struct Urgent<'a>(&'a Priority);
+
+impl Drop for Urgent<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.released.notify_waiters();
+        }
+    }
+}
+
+/// The writer connection, taken ahead of writers that give way.
+async fn begin_urgent(
+    writer: &SqlitePool,
+    priority: &Priority,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    let _urgent = priority.urgent();
+    begin_write(writer).await
+}
 
 struct Pending {
     request: EnqueueRequest,
@@ -41,9 +105,9 @@ pub(super) struct Intake {
 impl Intake {
     /// Starts the committer on the current runtime. It ends when the last
     /// [`Intake`] is dropped.
-    pub fn start(writer: SqlitePool) -> Self {
+    pub fn start(writer: SqlitePool, priority: Arc<Priority>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_groups(writer, pending));
+        tokio::spawn(commit_groups(writer, priority, pending));
         Self { queue }
     }
 
@@ -60,15 +124,21 @@ impl Intake {
                 // safe (an event pk or a waiting job absorbs a repeat).
                 Err(_) => Err(crate::error::Error::Db(sqlx::Error::PoolClosed)),
             },
-            Err(mpsc::error::SendError(pending)) => commit_one(writer, &pending.request).await,
+            Err(mpsc::error::SendError(pending)) => {
+                commit_one(writer, &Priority::default(), &pending.request).await
+            }
         }
     }
 }
 
-async fn commit_groups(writer: SqlitePool, mut pending: mpsc::Receiver<Pending>) {
+async fn commit_groups(
+    writer: SqlitePool,
+    priority: Arc<Priority>,
+    mut pending: mpsc::Receiver<Pending>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match commit_group(&writer, &group).await {
+        match commit_group(&writer, &priority, &group).await {
             Ok(results) => {
                 for (each, result) in group.drain(..).zip(results) {
                     // A caller that went away has its job anyway.
@@ -82,7 +152,7 @@ async fn commit_groups(writer: SqlitePool, mut pending: mpsc::Receiver<Pending>)
             Err(error) => {
                 tracing::warn!(%error, triggers = group.len(), "group commit failed; committing one by one");
                 for each in group.drain(..) {
-                    let result = commit_one(&writer, &each.request).await;
+                    let result = commit_one(&writer, &priority, &each.request).await;
                     let _ = each.reply.send(result);
                 }
             }
@@ -90,8 +160,12 @@ async fn commit_groups(writer: SqlitePool, mut pending: mpsc::Receiver<Pending>)
     }
 }
 
-async fn commit_group(writer: &SqlitePool, group: &[Pending]) -> Result<Vec<Enqueued>> {
-    let mut tx = begin_write(writer).await?;
+async fn commit_group(
+    writer: &SqlitePool,
+    priority: &Priority,
+    group: &[Pending],
+) -> Result<Vec<Enqueued>> {
+    let mut tx = begin_urgent(writer, priority).await?;
     let mut results = Vec::with_capacity(group.len());
     for each in group {
         results.push(enqueue_in(&mut tx, &each.request).await?);
@@ -100,8 +174,12 @@ async fn commit_group(writer: &SqlitePool, group: &[Pending]) -> Result<Vec<Enqu
     Ok(results)
 }
 
-async fn commit_one(writer: &SqlitePool, request: &EnqueueRequest) -> Result<Enqueued> {
-    let mut tx = begin_write(writer).await?;
+async fn commit_one(
+    writer: &SqlitePool,
+    priority: &Priority,
+    request: &EnqueueRequest,
+) -> Result<Enqueued> {
+    let mut tx = begin_urgent(writer, priority).await?;
     let result = enqueue_in(&mut tx, request).await?;
     tx.commit().await?;
     Ok(result)
@@ -138,7 +216,7 @@ mod tests {
             answers.push(answer);
         }
         drop(queue);
-        commit_groups(store.writer.clone(), pending).await;
+        commit_groups(store.writer.clone(), store.priority.clone(), pending).await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());
@@ -217,6 +295,31 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(events, ["evt-a", "evt-b"], "nothing of the failed trigger");
+    }
+
+    #[tokio::test]
+    async fn writers_give_way_while_a_group_waits_and_go_when_it_has_the_writer() {
+        let priority = Arc::new(Priority::default());
+        let urgent = priority.urgent();
+        let writer = tokio::spawn({
+            let priority = priority.clone();
+            async move {
+                let _turn = priority.in_line().await;
+            }
+        });
+        // The writer cannot pass while the group waits…
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        assert!(
+            priority.line.try_lock().is_err(),
+            "the writer holds its place in line"
+        );
+        // …and goes once the group has the connection.
+        drop(urgent);
+        writer.await.unwrap();
+        assert_eq!(priority.waiting.load(Ordering::Acquire), 0);
+        // With nothing urgent, nobody waits.
+        drop(priority.in_line().await);
     }
 
     #[tokio::test]

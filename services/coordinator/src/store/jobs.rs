@@ -168,6 +168,7 @@ impl Store {
     /// running. A sweep runs alone: it is not claimed while anything runs,
     /// and nothing is claimed while it runs.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>> {
+        let _turn = self.priority.in_line().await;
         let now = now_millis();
         let row = sqlx::query(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?1

@@ -45,6 +45,8 @@ pub struct Store {
     writer: SqlitePool,
     /// Enqueues that arrive together commit together.
     intake: intake::Intake,
+    /// Other writers give way to a waiting group of enqueues.
+    priority: std::sync::Arc<intake::Priority>,
     /// The DB file (`None` in memory): backups are taken next to it.
     path: Option<std::path::PathBuf>,
 }
@@ -78,9 +80,11 @@ impl Store {
             // One in-memory database lives in one pool.
             None => writer.clone(),
         };
+        let priority = std::sync::Arc::new(intake::Priority::default());
         let store = Self {
             reader,
-            intake: intake::Intake::start(writer.clone()),
+            intake: intake::Intake::start(writer.clone(), priority.clone()),
+            priority,
             writer,
             path,
         };
@@ -96,6 +100,7 @@ impl Store {
     /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
     /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        let _turn = self.priority.in_line().await;
         begin_write(&self.writer).await
     }
 
