@@ -57,7 +57,7 @@ impl Store {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let store = Self { pool, path };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
