@@ -18,7 +18,12 @@ pub struct Config {
     pub http_limits: ConnectionLimits,
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
+    /// `sqlite://<file>` (the default, one coordinator) or
+    /// `postgres://…` (one or more coordinators, one leads).
     pub state_db_url: String,
+    /// `COORDINATOR_INSTANCE`: this coordinator's name in the job attempt
+    /// record and the leader lock; by default `<hostname>:<pid>`.
+    pub instance: String,
     /// How long finished jobs and audit rows are kept.
     pub retention: crate::store::Retention,
     /// Snapshots of the state DB kept before runs that remove anything.
@@ -88,6 +93,29 @@ const PROTOCOLS: [&str; 6] = [
     "sieve_access",
 ];
 
+/// The state DB URL, if it names a backend we have.
+fn state_db_url(url: String) -> Result<String> {
+    if crate::store::Backend::of_url(&url).is_none() {
+        return Err(Error::Config(
+            "STATE_DB_URL: expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// `<hostname>:<pid>`: unique among live processes, and says where to look.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "coordinator".into()
+    } else {
+        host
+    };
+    format!("{host}:{}", std::process::id())
+}
+
 impl Config {
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -148,7 +176,8 @@ impl Config {
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
-            state_db_url: get("STATE_DB_URL", "sqlite://state.db"),
+            state_db_url: state_db_url(get("STATE_DB_URL", "sqlite://state.db"))?,
+            instance: lookup("COORDINATOR_INSTANCE").unwrap_or_else(default_instance),
             retention: crate::store::Retention {
                 jobs: days("JOB_RETENTION_DAYS", "30")?,
                 audit: days("AUDIT_RETENTION_DAYS", "90")?,

@@ -1,7 +1,9 @@
-//! The state DB: job queue, ledger, audit log. SQLite in WAL mode by default.
+//! The state DB: job queue, ledger, audit log. SQLite in WAL mode by
+//! default; PostgreSQL for coordinators that share it ([`Backend`]).
 
 mod audit;
 mod audit_query;
+mod backend;
 mod backoff;
 mod backup;
 mod batch;
@@ -13,19 +15,19 @@ mod retention;
 mod sogo_evictions;
 pub mod summary;
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
 
 pub use audit::{AuditEntry, Ingested, IngestedEvent};
 pub use audit_query::{AuditQuery, AuditRow};
+pub use backend::Backend;
 pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use batch::Batch;
 pub use directory::StoredDirectory;
-pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
+pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobAttempt, JobCounts, JobRow};
 pub use pending::{DueTimes, PendingRemoval};
 pub use retention::{Pruned, Retention};
 pub use sogo_evictions::OwedEviction;
@@ -34,31 +36,36 @@ use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The DB file (`None` in memory): backups are taken next to it.
+    pool: AnyPool,
+    backend: Backend,
+    /// The SQLite file (`None` in memory and for PostgreSQL): backups are
+    /// taken next to it.
     path: Option<std::path::PathBuf>,
+    /// Who this process is in the job attempt record.
+    instance: Arc<str>,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the DB at `url`, e.g.
-    /// `sqlite://state.db`.
+    /// Opens (creating if needed) and migrates the DB at `url`:
+    /// `sqlite://state.db` or `postgres://user@host/db`.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::Config(format!("STATE_DB_URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a 202 promises the job survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .foreign_keys(true);
-        let path = Some(options.get_filename().to_path_buf())
-            .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = Self { pool, path };
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            Error::Config("STATE_DB_URL: expected sqlite://<file> or postgres://…".into())
+        })?;
+        let opened = match backend {
+            Backend::Sqlite => backend::open_sqlite(url).await?,
+            Backend::Postgres => backend::open_postgres(url).await?,
+        };
+        // On PostgreSQL, instances starting together migrate one at a time
+        // (sqlx holds an advisory lock while it migrates).
+        backend.migrations().run(&opened.pool).await?;
+        let store = Self {
+            pool: opened.pool,
+            backend,
+            path: opened.path,
+            instance: Arc::from("local"),
+        };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
             tracing::info!(moved, "app password ledger rows re-keyed to current names");
@@ -66,12 +73,36 @@ impl Store {
         Ok(store)
     }
 
-    /// A write transaction that takes SQLite's write lock up front. A
+    /// The same store, recording this process as `instance` in the job
+    /// attempt record.
+    pub fn as_instance(mut self, instance: &str) -> Self {
+        self.instance = Arc::from(instance);
+        self
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The migration versions applied, in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front: a
     /// deferred transaction that reads, then writes, fails with
-    /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
-    /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// SQLITE_BUSY_SNAPSHOT when another connection committed in between,
+    /// and the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
+    /// PostgreSQL locks rows as they are written.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -80,7 +111,7 @@ impl Store {
     }
 
     pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?)
@@ -96,7 +127,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for (pk, username, email) in users {
             sqlx::query(
-                "INSERT INTO known_users (pk, username, email, seen_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO known_users (pk, username, email, seen_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (pk) DO UPDATE SET username = excluded.username,
                  email = excluded.email, seen_at = excluded.seen_at",
             )
@@ -115,7 +146,7 @@ impl Store {
     pub async fn known_username(&self, needle: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT username FROM known_users
-             WHERE CAST(pk AS TEXT) = ?1 OR username = ?1 OR lower(email) = lower(?1) LIMIT 1",
+             WHERE CAST(pk AS TEXT) = $1 OR username = $1 OR lower(email) = lower($1) LIMIT 1",
         )
         .bind(needle)
         .fetch_optional(&self.pool)
@@ -124,9 +155,9 @@ impl Store {
 }
 
 /// Sets a `meta` row on `conn` (inside a caller's transaction or not).
-async fn set_meta_in(conn: &mut sqlx::SqliteConnection, name: &str, value: &str) -> Result<()> {
+async fn set_meta_in(conn: &mut sqlx::AnyConnection, name: &str, value: &str) -> Result<()> {
     sqlx::query(
-        "INSERT INTO meta (name, value) VALUES (?, ?)
+        "INSERT INTO meta (name, value) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     )
     .bind(name)
