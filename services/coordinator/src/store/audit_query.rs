@@ -96,7 +96,7 @@ impl Store {
         .bind(q)
         .bind(query.below_id)
         .bind(query.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 }
@@ -215,7 +215,7 @@ mod tests {
             "CREATE TRIGGER boom BEFORE INSERT ON audit WHEN NEW.external_id = 'boom'
              BEGIN SELECT RAISE(ABORT, 'disk on fire'); END",
         )
-        .execute(&store.pool)
+        .execute(&store.writer)
         .await
         .unwrap();
         let batch = [

@@ -51,7 +51,8 @@ impl Backend {
 
 /// What an opened database gives the store.
 pub(super) struct Opened {
-    pub pool: AnyPool,
+    pub reader: AnyPool,
+    pub writer: AnyPool,
     /// The SQLite file (`None` in memory and for PostgreSQL): snapshots
     /// are taken next to it.
     pub path: Option<std::path::PathBuf>,
@@ -63,42 +64,64 @@ pub(super) struct Opened {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
+/// Opens and migrates a SQLite file (or in-memory DB): one writing
+/// connection, read-only readers beside it.
 pub(super) async fn open_sqlite(url: &str) -> Result<Opened> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| Error::Config(format!("STATE_DB_URL: {e}")))?;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     // `Any` connects each connection from the URL anew: an in-memory DB
-    // needs one shared name, a file one `mode=rwc` to be created.
-    let any_url = if in_memory {
+    // needs one shared name; a file is opened with a mode (created by the
+    // writer, read-only for readers), unless the URL sets one.
+    let with_mode = |mode: &str| {
+        if url.contains("mode=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&mode={mode}")
+        } else {
+            format!("{url}?mode={mode}")
+        }
+    };
+    let (writer_url, reader_url) = if in_memory {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        format!(
+        let shared = format!(
             "sqlite:file:reconciler-memory-{}-{}?mode=memory",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        )
-    } else if url.contains("mode=") {
-        url.to_owned()
-    } else if url.contains('?') {
-        format!("{url}&mode=rwc")
+        );
+        (shared, None)
     } else {
-        format!("{url}?mode=rwc")
+        (with_mode("rwc"), Some(with_mode("ro")))
     };
     let path = (!in_memory)
         .then(|| options.get_filename().to_path_buf())
         .filter(|p| !p.as_os_str().is_empty());
-    let pool = AnyPoolOptions::new()
-        .max_connections(8)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute(SQLITE_PRAGMAS).await?;
-                Ok(())
+    let sqlite_pool = |connections: u32| {
+        AnyPoolOptions::new()
+            .max_connections(connections)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
             })
-        })
-        .connect(&any_url)
-        .await?;
-    Ok(Opened { pool, path })
+    };
+    let writer = sqlite_pool(1).connect(&writer_url).await?;
+    Backend::Sqlite.migrations().run(&writer).await?;
+    let reader = match reader_url {
+        Some(url) => sqlite_pool(8).connect(&url).await?,
+        // One in-memory database lives in one pool.
+        None => writer.clone(),
+    };
+    Ok(Opened {
+        reader,
+        writer,
+        path,
+    })
 }
 
+/// Connects to and migrates a PostgreSQL database: one pool, for reads and
+/// writes (PostgreSQL has no single write lock to queue for).
 pub(super) async fn open_postgres(url: &str) -> Result<Opened> {
     let pool = AnyPoolOptions::new()
         .max_connections(8)
@@ -106,7 +129,14 @@ pub(super) async fn open_postgres(url: &str) -> Result<Opened> {
         .connect(url)
         .await
         .map_err(|e| Error::Config(format!("STATE_DB_URL: cannot connect: {e}")))?;
-    Ok(Opened { pool, path: None })
+    // Instances starting together migrate one at a time (sqlx holds an
+    // advisory lock while it migrates).
+    Backend::Postgres.migrations().run(&pool).await?;
+    Ok(Opened {
+        reader: pool.clone(),
+        writer: pool,
+        path: None,
+    })
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT resource, key, fingerprint, failures, next_attempt_ms, last_error FROM backoff",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .into_iter()
@@ -75,7 +75,7 @@ impl Store {
 
     /// The object's change went through: no more waiting.
     pub async fn backoff_clear(&self, resource: &str, key: &str) -> Result<()> {
-        clear(&mut *self.pool.acquire().await?, resource, key).await
+        clear(&mut *self.writer.acquire().await?, resource, key).await
     }
 }
 

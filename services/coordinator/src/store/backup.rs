@@ -54,7 +54,7 @@ impl Store {
         }
         sqlx::query("VACUUM INTO $1")
             .bind(file.to_string_lossy().into_owned())
-            .execute(&self.pool)
+            .execute(&self.reader)
             .await?;
         let mut taken: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| io("directory", e))?

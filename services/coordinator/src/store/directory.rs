@@ -74,13 +74,13 @@ impl Store {
             return Ok(None);
         };
         let users = sqlx::query_scalar::<_, String>("SELECT body FROM directory_users")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|body| from_json(body))
             .collect::<Result<Vec<User>>>()?;
         let groups = sqlx::query_scalar::<_, String>("SELECT body FROM directory_groups")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|body| from_json(body))

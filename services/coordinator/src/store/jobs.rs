@@ -251,7 +251,7 @@ impl Store {
              WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 
@@ -369,7 +369,7 @@ impl Store {
             "SELECT id, subject, state, attempts, trigger, last_error, summary FROM jobs WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         Ok(row.map(|r| JobRow {
             id: r.get("id"),
@@ -389,7 +389,7 @@ impl Store {
              ORDER BY updated_at DESC, id DESC LIMIT 1",
         )
         .bind(Subject::SWEEP)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         match id {
             Some(id) => self.job(id).await,
@@ -399,7 +399,7 @@ impl Store {
 
     pub async fn job_counts(&self) -> Result<JobCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         let mut counts = JobCounts::default();
         for r in rows {
@@ -419,7 +419,7 @@ impl Store {
     pub async fn oldest_queued_job(&self) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }
@@ -428,7 +428,7 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?,
         )
     }

@@ -18,17 +18,17 @@ impl Store {
              WHERE $1 IS NULL OR resource = $1 ORDER BY resource, key",
         )
         .bind(resource)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.into_iter().map(row_to_ledger).collect()
     }
 
     pub async fn ledger_get(&self, resource: &str, key: &str) -> Result<Option<LedgerRow>> {
-        get(&mut *self.pool.acquire().await?, resource, key).await
+        get(&mut *self.reader.acquire().await?, resource, key).await
     }
 
     pub async fn ledger_put(&self, row: &LedgerRow) -> Result<()> {
-        put(&mut *self.pool.acquire().await?, row).await
+        put(&mut *self.writer.acquire().await?, row).await
     }
 }
 
@@ -83,7 +83,7 @@ impl Store {
             .bind(key.as_str())
             .bind(APP_PASSWORD)
             .bind(row.key.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
             if done.rows_affected() == 1 {
                 moved += 1;
@@ -246,13 +246,13 @@ mod tests {
             .unwrap();
         store.ledger_put(&row("a@x.org|n", "1")).await.unwrap();
         sqlx::query("UPDATE ledger SET state = 'bogus'")
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         let err = store.ledger_rows(None).await.unwrap_err();
         assert!(err.to_string().contains("unknown state `bogus`"), "{err}");
         sqlx::query("UPDATE ledger SET state = 'created', groups = 'not json'")
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         assert!(store.ledger_get(APP_PASSWORD, "a@x.org|n").await.is_err());

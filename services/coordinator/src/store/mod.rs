@@ -36,7 +36,16 @@ use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    /// Read-only connections (SQLite: WAL lets them read beside the
+    /// writer).
+    reader: AnyPool,
+    /// What writes. On SQLite one connection: SQLite has one write lock;
+    /// with several writing connections a waiter sleeps in SQLite's busy
+    /// handler (1, 2, 5, 10, … ms steps) and wakes late, which is what a
+    /// webhook's accept felt under load (issue 12). Queued on this pool
+    /// instead, writers take turns in order and start the moment the lock is
+    /// free. On PostgreSQL the same pool as `reader`.
+    writer: AnyPool,
     backend: Backend,
     /// The SQLite file (`None` in memory and for PostgreSQL): backups are
     /// taken next to it.
@@ -57,11 +66,9 @@ impl Store {
             Backend::Sqlite => backend::open_sqlite(url).await?,
             Backend::Postgres => backend::open_postgres(url).await?,
         };
-        // On PostgreSQL, instances starting together migrate one at a time
-        // (sqlx holds an advisory lock while it migrates).
-        backend.migrations().run(&opened.pool).await?;
         let store = Self {
-            pool: opened.pool,
+            reader: opened.reader,
+            writer: opened.writer,
             backend,
             path: opened.path,
             instance: Arc::from("local"),
@@ -89,7 +96,7 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?)
     }
 
@@ -100,25 +107,25 @@ impl Store {
     /// PostgreSQL locks rows as they are written.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
         })
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?)
     }
 
     pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
-        set_meta_in(&mut *self.pool.acquire().await?, name, value).await
+        set_meta_in(&mut *self.writer.acquire().await?, name, value).await
     }
 
     /// Remembers pk → username for people we grant things to.
@@ -149,7 +156,7 @@ impl Store {
              WHERE CAST(pk AS TEXT) = $1 OR username = $1 OR lower(email) = lower($1) LIMIT 1",
         )
         .bind(needle)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?)
     }
 }

@@ -32,7 +32,7 @@ impl Store {
             "SELECT resource, key, username, due_at, since, reason FROM pending_removals
              ORDER BY due_at, resource, key",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         Ok(rows
             .into_iter()
@@ -65,12 +65,12 @@ impl Store {
         due_at: i64,
         reason: &str,
     ) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         put(&mut conn, resource, key, username, due_at, reason).await
     }
 
     pub async fn pending_delete(&self, resource: &str, key: &str) -> Result<()> {
-        delete(&mut *self.pool.acquire().await?, resource, key).await
+        delete(&mut *self.writer.acquire().await?, resource, key).await
     }
 
     /// Users with a removal that fell due after `after` and by `now` (Unix
@@ -83,12 +83,12 @@ impl Store {
         )
         .bind(after)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         let next: Option<i64> =
             sqlx::query_scalar("SELECT MIN(due_at) FROM pending_removals WHERE due_at > $1")
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reader)
                 .await?;
         Ok((due, next))
     }

@@ -87,7 +87,7 @@ impl Store {
             )
             .bind(before)
             .bind(batch)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         }
@@ -124,7 +124,7 @@ mod tests {
                 .bind(state)
                 .bind(at)
                 .bind(job.job_id)
-                .execute(&store.pool)
+                .execute(&store.writer)
                 .await
                 .unwrap();
             jobs.push(job.job_id);
@@ -145,7 +145,7 @@ mod tests {
                 .unwrap();
             sqlx::query("UPDATE audit SET at = $1 WHERE id = (SELECT MAX(id) FROM audit)")
                 .bind(at)
-                .execute(&store.pool)
+                .execute(&store.writer)
                 .await
                 .unwrap();
         }
@@ -191,7 +191,7 @@ mod tests {
             "a recent job stays"
         );
         let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.reader)
             .await
             .unwrap();
         assert_eq!(audit, 1);

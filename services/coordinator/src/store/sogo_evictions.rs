@@ -18,7 +18,7 @@ impl Store {
     pub async fn owed_sogo_evictions(&self) -> Result<Vec<OwedEviction>> {
         let rows =
             sqlx::query("SELECT uid, attempts, last_error FROM sogo_cache_evictions ORDER BY uid")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
         Ok(rows
             .into_iter()
