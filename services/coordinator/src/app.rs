@@ -30,20 +30,21 @@ use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
     crate::metrics::install();
-    let store = Store::open(&config.state_db_url)
+    let store = Store::open(config.state_db_url.expose())
         .await?
         .as_instance(&config.instance);
     // Released (the lock's session closed) once this instance's jobs stopped.
     let resign = CancellationToken::new();
     let leadership = match store.backend() {
         Backend::Sqlite => Leadership::sole(),
-        Backend::Postgres => {
-            Leadership::elect(&config.state_db_url, &config.instance, resign.clone())?
-        }
+        Backend::Postgres => Leadership::elect(
+            config.state_db_url.expose(),
+            &config.instance,
+            resign.clone(),
+        )?,
     };
-    if !leadership.elected() {
-        crate::metrics::set_leader(true);
-    }
+    // A follower reports 0 from the start; the campaign sets it as it goes.
+    crate::metrics::set_leader(leadership.leads());
     info!(instance = %config.instance, backend = ?store.backend(), "state DB open");
     let directory = Arc::new(AuthentikClient::new(
         &config.authentik_url,
@@ -180,6 +181,13 @@ fn leader_duties(
             wake: wake.clone(),
         };
         tasks.push(tokio::spawn(catch_up.run(interval, stop.clone())));
+    }
+    if store.backend() == Backend::Postgres {
+        tasks.push(tokio::spawn(crate::duties::wake_on_enqueue(
+            config.state_db_url.expose().to_owned(),
+            wake.clone(),
+            stop.clone(),
+        )));
     }
     if let Some(interval) = config.sweep_interval {
         tasks.push(tokio::spawn(sweep_timer(

@@ -19,8 +19,10 @@ pub struct Config {
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
     /// `sqlite://<file>` (the default, one coordinator) or
-    /// `postgres://…` (one or more coordinators, one leads).
-    pub state_db_url: String,
+    /// `postgres://…` (one or more coordinators, one leads). A secret: a
+    /// PostgreSQL URL carries the password (`STATE_DB_URL_FILE` reads it
+    /// from a file).
+    pub state_db_url: Secret,
     /// `COORDINATOR_INSTANCE`: this coordinator's name in the job attempt
     /// record and the leader lock; by default `<hostname>:<pid>`.
     pub instance: String,
@@ -94,8 +96,8 @@ const PROTOCOLS: [&str; 6] = [
 ];
 
 /// The state DB URL, if it names a backend we have.
-fn state_db_url(url: String) -> Result<String> {
-    if crate::store::Backend::of_url(&url).is_none() {
+fn state_db_url(url: Secret) -> Result<Secret> {
+    if crate::store::Backend::of_url(url.expose()).is_none() {
         return Err(Error::Config(
             "STATE_DB_URL: expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
         ));
@@ -176,7 +178,11 @@ impl Config {
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
-            state_db_url: state_db_url(get("STATE_DB_URL", "sqlite://state.db"))?,
+            state_db_url: state_db_url(
+                read_secret(&lookup, "STATE_DB_URL")
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .unwrap_or_else(|| Secret::new("sqlite://state.db")),
+            )?,
             instance: lookup("COORDINATOR_INSTANCE").unwrap_or_else(default_instance),
             retention: crate::store::Retention {
                 jobs: days("JOB_RETENTION_DAYS", "30")?,
@@ -347,6 +353,28 @@ mod tests {
         assert_eq!(c.state_backups.keep, 3);
         assert_eq!(c.retention.jobs, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(c.retention.audit, Some(Duration::from_secs(90 * 86_400)));
+    }
+
+    #[test]
+    fn the_state_db_url_names_a_backend_and_stays_secret() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url.expose(), "sqlite://state.db");
+        assert!(c.instance.ends_with(&format!(":{}", std::process::id())));
+
+        let mut env = base();
+        let url = "postgres://reconciler:pg-Secret-9@db:5432/reconciler";
+        env.insert("STATE_DB_URL", url.into());
+        env.insert("COORDINATOR_INSTANCE", "coordinator-a".into());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url.expose(), url);
+        assert_eq!(c.instance, "coordinator-a");
+        assert!(!format!("{c:?}").contains("pg-Secret-9"));
+
+        env.insert("STATE_DB_URL", "mysql://u:pw-Secret@db/x".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("STATE_DB_URL"), "{err}");
+        assert!(!err.to_string().contains("pw-Secret"), "{err}");
     }
 
     #[test]

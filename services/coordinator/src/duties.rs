@@ -5,15 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::engine::Engine;
 use crate::leader::Leadership;
+use crate::store::JOBS_CHANNEL;
 
 /// How long a new leader waits between tries of the takeover's writes.
 const RETRY_TAKEOVER: Duration = Duration::from_secs(1);
+/// How long before listening again after the listening connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_secs(5);
 
 /// Runs the duties `start` spawns while this instance leads, until
 /// `shutdown`. On shutdown the duties finish what they are doing (the
@@ -98,5 +103,40 @@ async fn take_over(
                 }
             }
         }
+    }
+}
+
+/// Wakes this leader's workers when any instance queues a job (PostgreSQL
+/// `LISTEN` on [`JOBS_CHANNEL`]), so a webhook another instance accepted
+/// starts at once rather than at the workers' next idle look. A lost
+/// notification costs only that wait.
+pub async fn wake_on_enqueue(url: String, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let failed = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = listen(&url, &wake) => e,
+        };
+        warn!(error = %failed, "cannot listen for new jobs; the workers look every few seconds");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RELISTEN_AFTER) => {}
+        }
+    }
+}
+
+/// Listens until the connection fails; wakes a worker per notification.
+async fn listen(url: &str, wake: &Notify) -> sqlx::Error {
+    let mut listener = match PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen(JOBS_CHANNEL).await {
+        return e;
+    }
+    loop {
+        if let Err(e) = listener.recv().await {
+            return e;
+        }
+        wake.notify_one();
     }
 }

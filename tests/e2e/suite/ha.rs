@@ -276,8 +276,72 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
         attempts.iter().all(|a| a.ended_at.is_some()),
         "{attempts:#?}"
     );
-    // And the leader does lead: one instance, the survivor.
+    // The survivor says it leads, in health and metrics.
     assert_eq!(leads(&http, &follower).await, Some(true));
+    assert_eq!(leader_gauge(&http, &follower).await, "1");
+
+    // The killed instance comes back as a follower: it stands by, accepts a
+    // webhook, and the leader runs the job (woken by PostgreSQL's NOTIFY).
+    let (service, http_url, _) = stack
+        .spawn_coordinator(
+            2,
+            &[("COORDINATOR_INSTANCE".into(), "coordinator-a".into())],
+            stack.dir.path(),
+        )
+        .await;
+    let rejoined = Instance {
+        name: "coordinator-a",
+        service,
+        http_url,
+    };
+    assert_eq!(leads(&http, &rejoined).await, Some(false));
+    assert_eq!(leader_gauge(&http, &rejoined).await, "0");
+    stack.mailcow.set_request_cost(Duration::ZERO);
+    nextcloud.set_boot_ms(0).await;
+    let accepted = Instant::now();
+    let id = post(
+        &http,
+        &rejoined,
+        "/reconcile",
+        WEBHOOK_TOKEN,
+        &Stack::group_event(&group, "evt-to-the-follower").to_string(),
+    )
+    .await;
+    let job = wait_job(&http, &follower, id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    println!(
+        "a webhook accepted by the follower was done by the leader after {} ms",
+        accepted.elapsed().as_millis()
+    );
+    let attempts: Vec<String> =
+        sqlx::query_scalar("SELECT instance FROM job_attempts WHERE job_id = $1")
+            .bind(id)
+            .fetch_all(&db)
+            .await
+            .expect("job_attempts");
+    assert_eq!(attempts, vec![follower.name.to_owned()]);
+    assert_eq!(
+        leads(&http, &rejoined).await,
+        Some(false),
+        "one leader only"
+    );
+}
+
+/// The `reconciler_leader` sample of the instance's `/metrics`.
+async fn leader_gauge(http: &reqwest::Client, instance: &Instance) -> String {
+    let body = http
+        .get(format!("{}/metrics", instance.http_url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    body.lines()
+        .find_map(|line| line.strip_prefix("reconciler_leader "))
+        .unwrap_or_else(|| panic!("no reconciler_leader in:\n{body}"))
+        .trim()
+        .to_owned()
 }
 
 /// POSTs with a token and returns the queued job's id (202).

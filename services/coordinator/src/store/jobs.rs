@@ -79,6 +79,9 @@ pub struct JobAttempt {
     pub outcome: String,
 }
 
+/// The PostgreSQL notification channel a new job is announced on.
+pub const JOBS_CHANNEL: &str = "reconciler_jobs";
+
 /// Serializes claims among coordinators sharing PostgreSQL (a transaction
 /// lock; any constant distinct from the leader lock's).
 const CLAIM_LOCK: i64 = 0x636c_6169_6d00; // "claim"
@@ -179,6 +182,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        if !deduplicated && self.backend == super::Backend::Postgres {
+            // Wakes the leader's workers when another instance accepted the
+            // job (delivered at commit; see duties::wake_on_enqueue).
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS notified")
+                .bind(JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(Enqueued {

@@ -27,7 +27,7 @@ pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use batch::Batch;
 pub use directory::StoredDirectory;
-pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobAttempt, JobCounts, JobRow};
+pub use jobs::{ClaimedJob, Enqueued, Interrupted, JOBS_CHANNEL, JobAttempt, JobCounts, JobRow};
 pub use pending::{DueTimes, PendingRemoval};
 pub use retention::{Pruned, Retention};
 pub use sogo_evictions::OwedEviction;
