@@ -445,3 +445,39 @@ async fn both_backends_migrate_to_the_same_versions() {
     assert!(!a.is_empty());
     assert_eq!(a, b);
 }
+
+/// `STATE_DB_URL` may ask for TLS with the server's certificate checked
+/// against a private CA (`sslmode=verify-full&sslrootcert=…`): the store
+/// opens, its connections are encrypted, and a server whose certificate
+/// another CA signed is refused.
+#[tokio::test]
+async fn a_postgres_url_may_require_verified_tls() {
+    let pg = Postgres::start_with_tls().await;
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        pg.ca_file().display()
+    );
+    let store = Store::open(&url).await.expect("open over TLS");
+    store.set_meta("k", "v").await.unwrap();
+    let encrypted: Vec<String> = pg
+        .sql(
+            "reconciler",
+            "SELECT ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE application_name <> 'psql' AND datname = 'reconciler'",
+        )
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!encrypted.is_empty());
+    assert!(encrypted.iter().all(|ssl| ssl == "t"), "{encrypted:?}");
+
+    let other = Postgres::start_with_tls().await;
+    let wrong_ca = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        other.ca_file().display()
+    );
+    assert!(Store::open(&wrong_ca).await.is_err());
+}

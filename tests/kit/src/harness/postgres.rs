@@ -81,6 +81,21 @@ impl Postgres {
     /// A fresh cluster with an empty database `reconciler`, and a server
     /// that answers.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// The same, also serving TLS with a certificate for 127.0.0.1 from a
+    /// private CA ([`Self::ca_file`]).
+    pub async fn start_with_tls() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// The private CA's certificate (PEM) when the server serves TLS.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    async fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // The server's user must reach its directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
@@ -102,7 +117,16 @@ impl Postgres {
         )
         .await;
         assert_eq!(init.code, 0, "initdb: {init:?}");
-        let (child, port) = start_server(dir.path(), &data).await;
+        let mut settings: Vec<String> = Vec::new();
+        if tls {
+            let (cert, key) = make_certificates(dir.path()).await;
+            settings.extend([
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ]);
+        }
+        let (child, port) = start_server(dir.path(), &data, &settings).await;
         let pg = Self { dir, child, port };
         pg.sql("postgres", "CREATE DATABASE reconciler").await;
         pg
@@ -168,7 +192,70 @@ fn log_path(dir: &Path) -> PathBuf {
 /// accepts connections. Like MariaDB it is offered ports below the
 /// ephemeral range until it binds one (it exits when the port is taken), so
 /// the server that answers owns its port.
-async fn start_server(dir: &Path, data: &Path) -> (Child, u16) {
+/// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed
+/// by it, made with `openssl`; the key readable by the server's user only.
+async fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    let at = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=reconciler test CA",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &at("server.key"),
+            "-out",
+            &at("server.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &at("server.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &at("san.ext"),
+            "-out",
+            &at("server.pem"),
+        ],
+    ];
+    for args in steps {
+        let out = super::mariadb::run("openssl", args, &[]).await;
+        assert_eq!(out.code, 0, "openssl {args:?}: {}", out.stderr);
+    }
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    if let Some((uid, gid)) = run_as() {
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid)).expect("chown key");
+    }
+    (dir.join("server.pem"), key)
+}
+
+async fn start_server(dir: &Path, data: &Path, settings: &[String]) -> (Child, u16) {
     let log = || std::fs::read_to_string(log_path(dir)).unwrap_or_default();
     let socket_dir = dir.display().to_string();
     for _ in 0..20 {
@@ -199,6 +286,7 @@ async fn start_server(dir: &Path, data: &Path) -> (Child, u16) {
                 "-c",
                 "max_connections=200",
             ])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
