@@ -115,6 +115,93 @@ async fn end_attempt(
     Ok(ended > 0)
 }
 
+/// One trigger to make durable ([`Store::enqueue`]).
+#[derive(Clone, Debug)]
+pub(super) struct EnqueueRequest {
+    pub subject: String,
+    pub force: bool,
+    pub trigger: String,
+    pub event_pk: Option<String>,
+}
+
+/// [`Store::enqueue`] on `conn`, inside the caller's write transaction.
+pub(super) async fn enqueue_in(
+    conn: &mut sqlx::AnyConnection,
+    request: &EnqueueRequest,
+) -> Result<Enqueued> {
+    let now = now_millis();
+    if let Some(pk) = &request.event_pk {
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT job_id FROM webhook_events WHERE event_pk = $1")
+                .bind(pk)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(job_id) = existing {
+            return Ok(Enqueued {
+                job_id,
+                deduplicated: true,
+            });
+        }
+    }
+    let waiting: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE subject = $1 AND state = 'queued' AND force >= $2
+         ORDER BY id LIMIT 1",
+    )
+    .bind(&request.subject)
+    .bind(request.force as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (job_id, deduplicated) = match waiting {
+        Some(id) => (id, true),
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (subject, force, state, not_before, created_at, updated_at, trigger)
+                 VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&request.subject)
+            .bind(request.force as i64)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .bind(&request.trigger)
+            .fetch_one(&mut *conn)
+            .await?;
+            (id, false)
+        }
+    };
+    if let Some(pk) = &request.event_pk {
+        sqlx::query(
+            "INSERT INTO webhook_events (event_pk, job_id, received_at) VALUES ($1, $2, $3)",
+        )
+        .bind(pk)
+        .bind(job_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Enqueued {
+        job_id,
+        deduplicated,
+    })
+}
+
+/// On PostgreSQL, tells the leader's workers that new jobs are queued
+/// (delivered at commit; see `duties::wake_on_enqueue`): the instance that
+/// accepted them may not be the one that runs them.
+pub(super) async fn announce_new_jobs(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    enqueued: &[Enqueued],
+) -> Result<()> {
+    if backend == super::Backend::Postgres && enqueued.iter().any(|e| !e.deduplicated) {
+        sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS notified")
+            .bind(JOBS_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct JobCounts {
     pub queued: i64,
@@ -124,6 +211,9 @@ pub struct JobCounts {
 }
 
 impl Store {
+    /// Makes a trigger durable: a new queued job, or a merge into the
+    /// subject's waiting job or the job its event pk already made. Triggers
+    /// that arrive together commit together ([`super::intake`]).
     pub async fn enqueue(
         &self,
         subject: &Subject,
@@ -131,71 +221,17 @@ impl Store {
         trigger: &str,
         event_pk: Option<&str>,
     ) -> Result<Enqueued> {
-        let subject = subject.key();
-        let now = now_millis();
-        let mut tx = self.write_tx().await?;
-        if let Some(pk) = event_pk {
-            let existing: Option<i64> =
-                sqlx::query_scalar("SELECT job_id FROM webhook_events WHERE event_pk = $1")
-                    .bind(pk)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(job_id) = existing {
-                return Ok(Enqueued {
-                    job_id,
-                    deduplicated: true,
-                });
-            }
-        }
-        let waiting: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE subject = $1 AND state = 'queued' AND force >= $2
-             ORDER BY id LIMIT 1",
-        )
-        .bind(&subject)
-        .bind(force as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (job_id, deduplicated) = match waiting {
-            Some(id) => (id, true),
-            None => {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (subject, force, state, not_before, created_at, updated_at, trigger)
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING id",
-                )
-                .bind(&subject)
-                .bind(force as i64)
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .bind(trigger)
-                .fetch_one(&mut *tx)
-                .await?;
-                (id, false)
-            }
-        };
-        if let Some(pk) = event_pk {
-            sqlx::query(
-                "INSERT INTO webhook_events (event_pk, job_id, received_at) VALUES ($1, $2, $3)",
+        self.intake
+            .submit(
+                &self.writer,
+                EnqueueRequest {
+                    subject: subject.key(),
+                    force,
+                    trigger: trigger.to_owned(),
+                    event_pk: event_pk.map(str::to_owned),
+                },
             )
-            .bind(pk)
-            .bind(job_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !deduplicated && self.backend == super::Backend::Postgres {
-            // Wakes the leader's workers when another instance accepted the
-            // job (delivered at commit; see duties::wake_on_enqueue).
-            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS notified")
-                .bind(JOBS_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Enqueued {
-            job_id,
-            deduplicated,
-        })
+            .await
     }
 
     /// Claims the next runnable job: due, and no job for the same subject is

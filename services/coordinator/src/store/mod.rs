@@ -8,6 +8,7 @@ mod backoff;
 mod backup;
 mod batch;
 mod directory;
+mod intake;
 mod jobs;
 mod ledger;
 mod pending;
@@ -46,6 +47,8 @@ pub struct Store {
     /// instead, writers take turns in order and start the moment the lock is
     /// free. On PostgreSQL the same pool as `reader`.
     writer: AnyPool,
+    /// Enqueues that arrive together commit together.
+    intake: intake::Intake,
     backend: Backend,
     /// The SQLite file (`None` in memory and for PostgreSQL): backups are
     /// taken next to it.
@@ -68,6 +71,7 @@ impl Store {
         };
         let store = Self {
             reader: opened.reader,
+            intake: intake::Intake::start(opened.writer.clone(), backend),
             writer: opened.writer,
             backend,
             path: opened.path,
@@ -106,10 +110,7 @@ impl Store {
     /// and the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     /// PostgreSQL locks rows as they are written.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.writer.begin().await?,
-        })
+        begin_write(&self.writer, self.backend).await
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -159,6 +160,17 @@ impl Store {
         .fetch_optional(&self.reader)
         .await?)
     }
+}
+
+/// See [`Store::write_tx`].
+async fn begin_write(
+    writer: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    Ok(match backend {
+        Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => writer.begin().await?,
+    })
 }
 
 /// Sets a `meta` row on `conn` (inside a caller's transaction or not).

@@ -27,6 +27,33 @@ pub(crate) fn sql_eq(column: &str, param: &str) -> bool {
         .eq(b.chars().flat_map(char::to_lowercase))
 }
 
+/// A VARCHAR as a hash key under [`sql_eq`]'s rules (case-insensitive,
+/// trailing spaces ignored), hashed without allocating.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caseless<'a>(pub &'a str);
+
+impl PartialEq for Caseless<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        sql_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Caseless<'_> {}
+
+impl std::hash::Hash for Caseless<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Per lowercased char, ASCII or not: "K" (the Kelvin sign) equals "k".
+        for c in self
+            .0
+            .trim_end_matches(' ')
+            .chars()
+            .flat_map(char::to_lowercase)
+        {
+            state.write_u32(c as u32);
+        }
+    }
+}
+
 /// An INT column against a string parameter: MariaDB converts the string to
 /// a number (its numeric prefix, else 0), so `'12abc'` matches 12.
 pub(crate) fn sql_int_eq(column: i64, param: &str) -> bool {
@@ -67,6 +94,24 @@ pub(crate) fn varchar255(s: &str) -> Php<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caseless_keys_hash_alike_when_sql_eq_says_equal() {
+        use std::collections::HashSet;
+        let pairs = [
+            ("Alice@Example.org", "alice@example.org"),
+            ("bob@x.org  ", "BOB@x.org"),
+            ("\u{212A}ay@x.org", "kay@x.org"),
+            ("Ünal@x.org", "ünal@X.ORG"),
+        ];
+        for (a, b) in pairs {
+            assert!(sql_eq(a, b), "{a} {b}");
+            let set: HashSet<Caseless<'_>> = [Caseless(a)].into();
+            assert!(set.contains(&Caseless(b)), "{a} {b}");
+        }
+        let set: HashSet<Caseless<'_>> = [Caseless("alice@x.org")].into();
+        assert!(!set.contains(&Caseless("alicea@x.org")));
+    }
 
     #[test]
     fn mariadb_comparisons() {

@@ -318,3 +318,26 @@ async fn delete_by_id_and_the_wrong_body_shape() {
         vec![json!(["alias_removed", "team@example.com"])]
     );
 }
+
+#[tokio::test]
+async fn domain_details_count_aliases_but_not_the_mailboxes_self_aliases() {
+    let sim = Sim::seeded().await;
+    let in_domain = |body: serde_json::Value| body["aliases_in_domain"].as_i64().expect("a count");
+    let before = in_domain(sim.get("/api/v1/get/domain/example.com").await.json());
+    assert_eq!(before, 0, "the seeded mailboxes' self-aliases do not count");
+    for address in ["team@example.com", "Sales@Example.com"] {
+        let answer = sim
+            .post_json(
+                "/api/v1/add/alias",
+                json!({"address": address, "goto": "alice@example.com", "active": 1}),
+            )
+            .await;
+        assert_eq!(answer.types(), vec!["success"]);
+    }
+    let details: serde_json::Value = sim.get("/api/v1/get/domain/example.com").await.json();
+    assert_eq!(in_domain(details.clone()), 2);
+    assert_eq!(
+        details["aliases_left"].as_i64(),
+        Some(details["max_num_aliases_for_domain"].as_i64().unwrap() - 2)
+    );
+}
