@@ -86,8 +86,19 @@ struct Attempt {
     outcome: String,
 }
 
-#[tokio::test]
-async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once() {
+/// Two coordinators on one PostgreSQL, A leading and B standing by, and a
+/// directory whose sweep makes many slow changes.
+struct World {
+    nextcloud: NextcloudContainer,
+    stack: Stack,
+    group: String,
+    people: Vec<String>,
+    leader: Instance,
+    follower: Instance,
+    http: reqwest::Client,
+}
+
+async fn world() -> World {
     let people: Vec<String> = (0..PEOPLE).map(|i| format!("person{i:02}")).collect();
     let nextcloud = NextcloudContainer::start(&[]).await;
     nextcloud.seed_users(&people).await;
@@ -127,7 +138,7 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
     let mut pair = [a, b];
     wait_until_leading(&http, &mut pair[0]).await;
     assert_eq!(leads(&http, &pair[1]).await, Some(false), "one leader only");
-    let [mut leader, mut follower] = pair;
+    let [leader, follower] = pair;
 
     // Many changes: an app password (and a Nextcloud Mail account) on the
     // shared mailbox for each person.
@@ -148,19 +159,31 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
     // one at a time).
     stack.mailcow.set_request_cost(Duration::from_millis(150));
     nextcloud.set_boot_ms(100).await;
+    World {
+        nextcloud,
+        stack,
+        group,
+        people,
+        leader,
+        follower,
+        http,
+    }
+}
 
-    // The follower accepts the sweep and queues it in PostgreSQL.
-    let sweep = post(&http, &follower, "/reconcile-all", ADMIN_TOKEN, "").await;
-    let ours = |stack: &Stack| {
-        stack
-            .mailcow
-            .app_passwords(INFO)
-            .into_iter()
-            .filter(|p| p.name.starts_with("authentik-sync:"))
-            .count()
-    };
+/// Our app passwords on the shared mailbox.
+fn ours(stack: &Stack) -> usize {
+    stack
+        .mailcow
+        .app_passwords(INFO)
+        .into_iter()
+        .filter(|p| p.name.starts_with("authentik-sync:"))
+        .count()
+}
+
+/// Waits until the sweep has made some of its changes, not all.
+async fn mid_sweep(stack: &Stack, leader: &Instance) -> usize {
     let start = Instant::now();
-    while ours(&stack) < 2 {
+    while ours(stack) < 2 {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "the leader never got going:\n{}",
@@ -168,11 +191,88 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let done_before_kill = ours(&stack);
+    let done = ours(stack);
     assert!(
-        done_before_kill < PEOPLE,
+        done < PEOPLE,
         "the sweep was already over: nothing to hand over"
     );
+    done
+}
+
+/// One app password and one Nextcloud Mail account per person, never two
+/// writes at once on one Mailcow object, and no two attempts of one job
+/// overlapping in the record; returns the record.
+async fn the_work_was_done_once(
+    stack: &Stack,
+    nextcloud: &NextcloudContainer,
+    people: &[String],
+) -> Vec<Attempt> {
+    let mut names: Vec<String> = stack
+        .mailcow
+        .app_passwords(INFO)
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| n.starts_with("authentik-sync:"))
+        .collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(before, names.len(), "duplicate app passwords: {names:?}");
+    assert_eq!(names.len(), PEOPLE, "{names:?}");
+    let accounts = nextcloud.state().await.accounts;
+    for name in people {
+        let theirs = accounts
+            .iter()
+            .filter(|a| &a.user_id == name && a.email == INFO)
+            .count();
+        assert_eq!(theirs, 1, "{name}'s Nextcloud Mail accounts: {accounts:?}");
+    }
+    assert_eq!(
+        stack.mailcow.max_writes_in_flight_per_object(),
+        1,
+        "two writes at once on one Mailcow object"
+    );
+    let db = sqlx::PgPool::connect(&stack.state_db_url())
+        .await
+        .expect("connect to the state DB");
+    let attempts: Vec<Attempt> = sqlx::query_as(
+        "SELECT job_id, attempt, instance, started_at, ended_at, outcome FROM job_attempts
+         ORDER BY job_id, attempt",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("job_attempts");
+    assert!(
+        attempts.iter().all(|a| a.ended_at.is_some()),
+        "{attempts:#?}"
+    );
+    for pair in attempts.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        if earlier.job_id == later.job_id {
+            assert!(
+                earlier.ended_at.expect("ended") <= later.started_at,
+                "two attempts of job {} overlap: {earlier:?} {later:?}",
+                earlier.job_id
+            );
+        }
+    }
+    attempts
+}
+
+#[tokio::test]
+async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once() {
+    let World {
+        nextcloud,
+        stack,
+        group,
+        people,
+        mut leader,
+        mut follower,
+        http,
+    } = world().await;
+    // The follower accepts the sweep and queues it in PostgreSQL.
+    let sweep = post(&http, &follower, "/reconcile-all", ADMIN_TOKEN, "").await;
+    let done_before_kill = mid_sweep(&stack, &leader).await;
     leader.service.kill();
     let killed_at = Instant::now();
 
@@ -208,40 +308,9 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
     let job = wait_job(&http, &follower, webhook).await;
     assert_eq!(job["state"], "done", "{job}");
 
-    // Mailcow: one app password per person on the shared mailbox, no more.
-    let mut names: Vec<String> = stack
-        .mailcow
-        .app_passwords(INFO)
-        .into_iter()
-        .map(|p| p.name)
-        .filter(|n| n.starts_with("authentik-sync:"))
-        .collect();
-    names.sort();
-    let before = names.len();
-    names.dedup();
-    assert_eq!(before, names.len(), "duplicate app passwords: {names:?}");
-    assert_eq!(names.len(), PEOPLE, "{names:?}");
-    let accounts = nextcloud.state().await.accounts;
-    for name in &people {
-        let theirs = accounts
-            .iter()
-            .filter(|a| &a.user_id == name && a.email == INFO)
-            .count();
-        assert_eq!(theirs, 1, "{name}'s Nextcloud Mail accounts: {accounts:?}");
-    }
-
     // The record in PostgreSQL: the sweep ran on A, was cut short, and ran
-    // again on B; no two attempts of any job overlap in time.
-    let db = sqlx::PgPool::connect(&stack.state_db_url())
-        .await
-        .expect("connect to the state DB");
-    let attempts: Vec<Attempt> = sqlx::query_as(
-        "SELECT job_id, attempt, instance, started_at, ended_at, outcome FROM job_attempts
-         ORDER BY job_id, attempt",
-    )
-    .fetch_all(&db)
-    .await
-    .expect("job_attempts");
+    // again on B.
+    let attempts = the_work_was_done_once(&stack, &nextcloud, &people).await;
     let of_sweep: Vec<&Attempt> = attempts.iter().filter(|a| a.job_id == sweep).collect();
     assert!(of_sweep.len() >= 2, "{attempts:#?}");
     let numbers: Vec<i64> = of_sweep.iter().map(|a| a.attempt).collect();
@@ -259,21 +328,6 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
     assert_eq!(
         (last.instance.as_str(), last.outcome.as_str()),
         (follower.name, "done"),
-        "{attempts:#?}"
-    );
-    for pair in attempts.windows(2) {
-        let (earlier, later) = (&pair[0], &pair[1]);
-        let ended = earlier.ended_at.expect("every attempt ended");
-        if earlier.job_id == later.job_id {
-            assert!(
-                ended <= later.started_at,
-                "two attempts of job {} overlap: {earlier:?} {later:?}",
-                earlier.job_id
-            );
-        }
-    }
-    assert!(
-        attempts.iter().all(|a| a.ended_at.is_some()),
         "{attempts:#?}"
     );
     // The survivor says it leads, in health and metrics.
@@ -313,6 +367,9 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
         "a webhook accepted by the follower was done by the leader after {} ms",
         accepted.elapsed().as_millis()
     );
+    let db = sqlx::PgPool::connect(&stack.state_db_url())
+        .await
+        .expect("connect to the state DB");
     let attempts: Vec<String> =
         sqlx::query_scalar("SELECT instance FROM job_attempts WHERE job_id = $1")
             .bind(id)
@@ -325,6 +382,59 @@ async fn killing_the_leader_mid_sweep_hands_over_and_no_job_runs_twice_at_once()
         Some(false),
         "one leader only"
     );
+}
+
+/// A leader that is alive but loses its lock's session (here the server
+/// ends it, as a failover or a network cut would) stops its jobs at once;
+/// whichever instance leads next finishes the sweep, and nothing ran twice
+/// at once.
+#[tokio::test]
+async fn a_leader_that_loses_its_lock_stops_before_anyone_else_starts() {
+    let World {
+        nextcloud,
+        stack,
+        people,
+        leader,
+        follower,
+        http,
+        ..
+    } = world().await;
+    let sweep = post(&http, &leader, "/reconcile-all", ADMIN_TOKEN, "").await;
+    mid_sweep(&stack, &leader).await;
+    let pg = stack.postgres.as_ref().expect("PostgreSQL");
+    let ended = pg
+        .sql(
+            "reconciler",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'reconciler-coordinator leader lock coordinator-a'",
+        )
+        .await;
+    assert_eq!(ended.trim(), "t", "the leader's lock session");
+
+    let job = wait_job(&http, &follower, sweep).await;
+    assert_eq!(
+        job["state"],
+        "done",
+        "{job}\nA:\n{}\nB:\n{}",
+        leader.service.logs(),
+        follower.service.logs()
+    );
+    assert!(
+        leader.service.logs().contains("leadership lost"),
+        "{}",
+        leader.service.logs()
+    );
+    let attempts = the_work_was_done_once(&stack, &nextcloud, &people).await;
+    let of_sweep: Vec<&Attempt> = attempts.iter().filter(|a| a.job_id == sweep).collect();
+    assert_eq!(
+        (of_sweep[0].instance.as_str(), of_sweep[0].outcome.as_str()),
+        (leader.name, "interrupted"),
+        "{attempts:#?}"
+    );
+    assert_eq!(of_sweep.last().map(|a| a.outcome.as_str()), Some("done"));
+    // Exactly one of them leads again.
+    let (a, b) = (leads(&http, &leader).await, leads(&http, &follower).await);
+    assert!(a != b, "one leader: A {a:?}, B {b:?}");
 }
 
 /// The `reconciler_leader` sample of the instance's `/metrics`.
