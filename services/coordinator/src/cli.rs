@@ -4,6 +4,7 @@
 //! ```sh
 //! coordinator plan [--subject sweep|user:alice|group:support] [--json]
 //! coordinator explain alice [--json]
+//! coordinator healthcheck [--url http://127.0.0.1:5000/healthz]
 //! ```
 //!
 //! `plan` exits 0 when everything is in sync, 2 when changes are pending
@@ -45,6 +46,15 @@ pub enum Command {
         #[command(flatten)]
         connect: Connect,
     },
+    /// Exits 0 when the coordinator running here answers `GET /healthz`
+    /// with 200 (state DB, Authentik and every agent reachable), 1
+    /// otherwise: the container image's `HEALTHCHECK`.
+    Healthcheck {
+        /// Default: `/healthz` on `HTTP_LISTEN` (a wildcard address is
+        /// probed on loopback).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -64,6 +74,9 @@ pub struct Connect {
 /// Runs a client command; the token comes from `ADMIN_TOKEN` or
 /// `ADMIN_TOKEN_FILE`.
 pub async fn run(command: Command) -> ExitCode {
+    if let Command::Healthcheck { url } = command {
+        return crate::healthcheck::run(url).await;
+    }
     match client_command(command).await {
         Ok(code) => code,
         Err(e) => {
@@ -95,7 +108,9 @@ async fn connect(connect: &Connect) -> Result<Client, String> {
 
 async fn client_command(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Serve => Err("serve is not a client command".into()),
+        Command::Serve | Command::Healthcheck { .. } => {
+            Err("serve and healthcheck are not admin client commands".into())
+        }
         Command::Plan {
             subject,
             connect: c,

@@ -86,6 +86,9 @@ pub struct Config {
     pub failure_backoff_base: Duration,
 }
 
+/// `HTTP_LISTEN` when unset; `coordinator healthcheck` probes the same.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:5000";
+
 const PROTOCOLS: [&str; 6] = [
     "imap_access",
     "smtp_access",
@@ -174,7 +177,7 @@ impl Config {
             Ok((n > 0).then(|| Duration::from_secs(n * 86_400)))
         };
         Ok(Self {
-            http_listen: addr("HTTP_LISTEN", "0.0.0.0:5000")?,
+            http_listen: addr("HTTP_LISTEN", DEFAULT_HTTP_LISTEN)?,
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
@@ -375,6 +378,25 @@ mod tests {
         let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
         assert!(err.to_string().contains("STATE_DB_URL"), "{err}");
         assert!(!err.to_string().contains("pw-Secret"), "{err}");
+    }
+
+    #[test]
+    fn the_state_db_url_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state_db_url");
+        std::fs::write(&file, "sqlite:///var/lib/authentik-reconciler/state.db\n").unwrap();
+        let mut env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url.expose(), "sqlite://state.db");
+        env.insert("STATE_DB_URL_FILE", file.display().to_string());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            c.state_db_url.expose(),
+            "sqlite:///var/lib/authentik-reconciler/state.db"
+        );
+        env.insert("STATE_DB_URL", "sqlite://other.db".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("STATE_DB_URL"), "{err}");
     }
 
     #[test]

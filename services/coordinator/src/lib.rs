@@ -23,6 +23,7 @@ pub mod error;
 pub mod explain;
 pub mod grpc;
 pub mod health;
+pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod leader;

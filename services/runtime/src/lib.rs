@@ -8,6 +8,7 @@
 //! - [`locks`]: mutual exclusion per key, for the coordinator and every agent.
 //! - [`outcome`]: outcome classes ↔ gRPC status codes, one table for every agent and the coordinator.
 //! - `exec` (feature `exec`, agents only): commands in a container or locally.
+//! - [`healthcheck`]: `<agent> healthcheck`, the agents' container health probe (`grpc.health.v1` on their own port).
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
 
@@ -17,6 +18,7 @@ pub mod auth;
 #[cfg(feature = "exec")]
 pub mod exec;
 pub mod grpc;
+pub mod healthcheck;
 pub mod listen;
 pub mod locks;
 pub mod metrics;
@@ -64,4 +66,25 @@ where
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An agent binary's `main`: [`main`], except that `<agent> healthcheck
+/// [ADDR]` probes the agent already running (the container `HEALTHCHECK`)
+/// instead of starting one; see [`healthcheck`].
+pub async fn agent_main<C, E, F>(
+    name: &'static str,
+    config: impl FnOnce() -> Result<C, E>,
+    run: impl FnOnce(C) -> F,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(healthcheck::COMMAND) {
+        // No telemetry and no configuration: the probe runs every few
+        // seconds and must not need the agent's secrets.
+        return healthcheck::run_agent_probe(name, args).await;
+    }
+    main(name, config, run).await
 }

@@ -10,6 +10,7 @@
 mod authentik_listing;
 mod catchup;
 mod cli;
+mod compose;
 mod dovecot;
 mod edges;
 mod grpc;

@@ -6,7 +6,9 @@
 //! reads port 0 as 3306, is offered ports until it binds one ([`MariaDb`]).
 //! Synapse binds port 0 and its port is read from the kernel ([`Synapse`]).
 //! PostgreSQL, like MariaDB, is offered ports until it binds one ([`Postgres`]).
+//! [`compose`] runs the shipped compose files with the real docker-compose.
 
+pub mod compose;
 pub mod dovecot;
 pub mod mariadb;
 pub mod nextcloud;

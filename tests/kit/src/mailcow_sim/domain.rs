@@ -3,9 +3,7 @@
 
 use super::envelope::Ctx;
 use super::php::{Arr, Php, Val, trim};
-use std::collections::HashMap;
-
-use super::sql::{Caseless, sql_eq, sql_str_matches};
+use super::sql::{sql_eq, sql_str_matches};
 use super::state::MIB;
 use super::validate::{idn_to_ascii, idn_to_utf8};
 
@@ -25,37 +23,30 @@ pub(crate) fn details_arr(ctx: &Ctx, name: &Val) -> Php<Option<Arr>> {
     let Some(domain) = ctx.db.domain(&name) else {
         return Ok(None);
     };
-    // The domain's aliases first (hundreds), so the one pass over every
-    // mailbox (thousands) below needs no allocation per mailbox: MariaDB
-    // answers these counts from indexes, and a request that costs the
-    // simulator milliseconds under its one lock would make it, not the
-    // client, the bottleneck of every concurrency benchmark.
-    let mut self_alias_candidates: HashMap<Caseless<'_>, i64> = HashMap::new();
-    let mut domain_aliases = 0i64;
-    for alias in ctx.db.aliases.iter().filter(|a| {
-        sql_eq(&a.domain, &name)
-            || ctx
-                .db
-                .alias_domain(&a.domain)
-                .is_some_and(|ad| sql_eq(&ad.target_domain, &name))
-    }) {
-        domain_aliases += 1;
-        *self_alias_candidates
-            .entry(Caseless(&alias.address))
-            .or_default() += 1;
+    let (mut count, mut in_use) = (0i64, 0i64);
+    for mailbox in ctx
+        .db
+        .mailboxes
+        .iter()
+        .filter(|m| sql_eq(&m.domain, &domain.name))
+    {
+        count += 1;
+        in_use += mailbox.quota;
     }
-    let (mut count, mut in_use, mut self_aliases) = (0i64, 0i64, 0i64);
-    for mailbox in &ctx.db.mailboxes {
-        if sql_eq(&mailbox.domain, &domain.name) {
-            count += 1;
-            in_use += mailbox.quota;
-        }
-        // Mailbox self-aliases (of any domain's mailbox) do not count.
-        if let Some(n) = self_alias_candidates.get(&Caseless(&mailbox.username)) {
-            self_aliases += n;
-        }
-    }
-    let alias_count = domain_aliases - self_aliases;
+    let alias_count = ctx
+        .db
+        .aliases
+        .iter()
+        .filter(|a| {
+            sql_eq(&a.domain, &name)
+                || ctx
+                    .db
+                    .alias_domain(&a.domain)
+                    .is_some_and(|ad| sql_eq(&ad.target_domain, &name))
+        })
+        // Mailbox self-aliases do not count (an index lookup each).
+        .filter(|a| ctx.db.mailbox(&a.address).is_none())
+        .count() as i64;
     let mut max_new = domain.quota * MIB - in_use;
     if max_new > domain.maxquota * MIB {
         max_new = domain.maxquota * MIB;
