@@ -2,8 +2,8 @@
 //! target system itself; it asks the agent that holds the target's
 //! credentials, each through its own typed client (`reconciler.agent.v2`),
 //! owned by its target adapter (`crate::targets`). What every agent shares
-//! lives here: the channel carrying the bearer token, the health check, and
-//! reading a failed call's class.
+//! lives here: the channel (mutual TLS, `reconciler_runtime::tls`) carrying
+//! the bearer token, the health check, and reading a failed call's class.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use reconciler_proto::agent::Outcome;
 use reconciler_runtime::auth::SendToken;
 use reconciler_runtime::outcome;
 use reconciler_runtime::secrets::Secret;
+use reconciler_runtime::tls::ClientTransport;
 use tonic::body::Body;
-use tonic::transport::Endpoint;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -63,10 +63,18 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// Connects lazily: the coordinator starts even while an agent is down,
-    /// and reports it in `/healthz` instead.
-    pub fn connect(name: &str, url: &str, timeout: Duration, token: &Secret) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| Error::Config(format!("{name} URL `{url}`: {e}")))?
+    /// and reports it in `/healthz` instead. `transport`: mutual TLS (the
+    /// agent's certificate must be valid for the URL's host), or plaintext.
+    pub fn connect(
+        name: &str,
+        url: &str,
+        timeout: Duration,
+        token: &Secret,
+        transport: &ClientTransport,
+    ) -> Result<Self> {
+        let endpoint = transport
+            .endpoint(&format!("{name} URL"), url)
+            .map_err(|e| Error::Config(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout);
         let channel = endpoint.connect_lazy();
@@ -189,6 +197,7 @@ mod tests {
             "http://127.0.0.1:1",
             Duration::from_secs(1),
             &Secret::new("token"),
+            &ClientTransport::Insecure,
         )
         .unwrap();
         // (class, retried by the worker)

@@ -7,9 +7,10 @@ use tonic::service::interceptor::InterceptedService;
 use reconciler_proto::coordinator::coordinator_server::CoordinatorServer;
 use reconciler_runtime::grpc;
 use reconciler_runtime::listen::{Establish, LimitedListener};
+use reconciler_runtime::tls::ClientTransport;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agents::AgentLink;
 use crate::authentik::AuthentikClient;
@@ -30,6 +31,12 @@ use crate::worker::{Workers, sweep_timer};
 
 pub async fn run(config: Config) -> Result<()> {
     crate::metrics::install();
+    if let ClientTransport::Insecure = config.agent_transport {
+        warn!(
+            "AGENT_INSECURE=true: agents are called over plaintext HTTP/2 without certificates; \
+             the agent token crosses the network readable (README \"Mutual TLS\")"
+        );
+    }
     let store = Store::open(config.state_db_url.expose())
         .await?
         .as_instance(&config.instance);
@@ -96,6 +103,7 @@ pub async fn run(config: Config) -> Result<()> {
         status_token: config.status_token.clone(),
         stalwart_webhook_secret: config.stalwart_webhook_secret.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
+        agent_transport: config.agent_transport.mode(),
     });
     let listener = LimitedListener::bind(
         config.http_listen,
@@ -204,7 +212,13 @@ fn leader_duties(
 /// takes secrets of app passwords the Mailcow adapter makes in the same run.
 fn adapters(config: &Config) -> Result<Adapters> {
     let connect = |name: &str, url: &str| -> Result<AgentLink> {
-        AgentLink::connect(name, url, config.agent_timeout, &config.agent_token)
+        AgentLink::connect(
+            name,
+            url,
+            config.agent_timeout,
+            &config.agent_token,
+            &config.agent_transport,
+        )
     };
     let mut adapters = Adapters::default().with(Arc::new(Mailcow::new(connect(
         "mailcow-agent",

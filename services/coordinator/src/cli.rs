@@ -1,16 +1,20 @@
 //! The `coordinator` command line: with no command it serves; `plan` and
-//! `explain` ask a running coordinator over gRPC with the admin token.
+//! `explain` ask a running coordinator over gRPC with the admin token;
+//! `certs` makes the certificates for mutual TLS with the agents
+//! ([`crate::certs`]).
 //!
 //! ```sh
 //! coordinator plan [--subject sweep|user:alice|group:support] [--json]
 //! coordinator explain alice [--json]
 //! coordinator healthcheck [--url http://127.0.0.1:5000/healthz]
+//! coordinator certs --out DIR --agent mailcow-agent[=SAN,SAN…]… [--days N] [--force]
 //! ```
 //!
 //! `plan` exits 0 when everything is in sync, 2 when changes are pending
 //! and 1 on an error, like `terraform plan -detailed-exitcode`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +58,27 @@ pub enum Command {
         /// probed on loopback).
         #[arg(long)]
         url: Option<String>,
+    },
+    /// A private CA and the certificates for mutual TLS between the
+    /// coordinator and its agents. Existing keys are kept unless --force.
+    Certs {
+        /// The directory to write into (made if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// An agent's server certificate: `NAME` (valid for NAME, localhost
+        /// and 127.0.0.1) or `NAME=SAN,SAN…` (and those names or addresses).
+        #[arg(long = "agent", value_name = "NAME[=SAN,SAN…]")]
+        agents: Vec<crate::certs::AgentSpec>,
+        /// Days the certificates made now are valid (the CA: at least ten years).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace existing keys and certificates, the CA's included.
+        #[arg(long)]
+        force: bool,
+        /// The name in the coordinator's client certificate (agents may
+        /// require it: AGENT_TLS_CLIENT_NAME).
+        #[arg(long, default_value = "coordinator")]
+        coordinator_name: String,
     },
 }
 
@@ -110,6 +135,23 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Serve | Command::Healthcheck { .. } => {
             Err("serve and healthcheck are not admin client commands".into())
+        }
+        Command::Certs {
+            out,
+            agents,
+            days,
+            force,
+            coordinator_name,
+        } => {
+            crate::certs::run(&crate::certs::CertsRequest {
+                out,
+                agents,
+                days,
+                force,
+                coordinator_name,
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
             subject,

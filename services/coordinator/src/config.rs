@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reconciler_runtime::listen::ConnectionLimits;
 use reconciler_runtime::secrets::{Secret, read_secret};
+use reconciler_runtime::tls::ClientTransport;
 
 use crate::error::{Error, Result};
 
@@ -61,6 +62,10 @@ pub struct Config {
     pub agent_timeout: Duration,
     /// Bearer token every agent requires (`AGENT_TOKEN` on both sides).
     pub agent_token: Secret,
+    /// Mutual TLS to every agent (`AGENT_TLS_CA_FILE`,
+    /// `COORDINATOR_TLS_CERT_FILE`, `COORDINATOR_TLS_KEY_FILE`), or
+    /// plaintext with `AGENT_INSECURE=true`.
+    pub agent_transport: ClientTransport,
     /// `None` disables the periodic sweep.
     pub sweep_interval: Option<Duration>,
     /// How long webhooks may patch the last whole directory read (`None`:
@@ -171,6 +176,17 @@ impl Config {
         )?;
         let (matrix, matrix_identities) = matrix_settings(&lookup)?;
         let catchup = number("EVENTS_CATCHUP_SECONDS", "60")?;
+        let agent_transport =
+            ClientTransport::from_lookup(&lookup).map_err(|e| Error::Config(e.to_string()))?;
+        let agent_url = |k: &str| -> Result<Option<String>> {
+            let url = lookup(k);
+            if let Some(url) = &url {
+                agent_transport
+                    .check_url(k, url)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+            }
+            Ok(url)
+        };
         // 0 keeps forever.
         let days = |name: &str, default: &str| -> Result<Option<Duration>> {
             let n = number(name, default)?;
@@ -211,16 +227,18 @@ impl Config {
                 "",
             ))
             .map_err(|e| Error::Config(format!("TRUSTED_PROXIES: {e}")))?,
-            mailcow_agent_url: required("MAILCOW_AGENT_URL")?,
-            sogo_agent_url: lookup("SOGO_AGENT_URL"),
-            nextcloud_agent_url: lookup("NEXTCLOUD_AGENT_URL"),
-            matrix_agent_url: lookup("MATRIX_AGENT_URL"),
+            mailcow_agent_url: agent_url("MAILCOW_AGENT_URL")?
+                .ok_or_else(|| Error::Config("MAILCOW_AGENT_URL is required".into()))?,
+            sogo_agent_url: agent_url("SOGO_AGENT_URL")?,
+            nextcloud_agent_url: agent_url("NEXTCLOUD_AGENT_URL")?,
+            matrix_agent_url: agent_url("MATRIX_AGENT_URL")?,
             matrix,
             matrix_identities,
-            stalwart_agent_url: lookup("STALWART_AGENT_URL"),
+            stalwart_agent_url: agent_url("STALWART_AGENT_URL")?,
             stalwart: stalwart_settings(&lookup)?,
             agent_timeout: Duration::from_secs(number("AGENT_TIMEOUT_SECONDS", "300")?),
             agent_token: secret("AGENT_TOKEN")?,
+            agent_transport,
             sweep_interval: (sweep > 0).then(|| Duration::from_secs(sweep)),
             directory_max_age: (directory_max_age > 0)
                 .then(|| Duration::from_secs(directory_max_age)),
@@ -342,7 +360,32 @@ mod tests {
             ("ADMIN_TOKEN", "a".to_owned()),
             ("AGENT_TOKEN", "g".to_owned()),
             ("MAILCOW_AGENT_URL", "http://127.0.0.1:50051".to_owned()),
+            ("AGENT_INSECURE", "true".to_owned()),
         ])
+    }
+
+    #[test]
+    fn agents_are_reached_over_mutual_tls_unless_insecure_is_explicit() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.agent_transport.mode(), "insecure");
+
+        let mut env = base();
+        env.remove("AGENT_INSECURE");
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        for var in [
+            "AGENT_TLS_CA_FILE",
+            "COORDINATOR_TLS_CERT_FILE",
+            "COORDINATOR_TLS_KEY_FILE",
+            "AGENT_INSECURE",
+        ] {
+            assert!(err.to_string().contains(var), "{err}");
+        }
+
+        let mut env = base();
+        env.insert("SOGO_AGENT_URL", "https://sogo:50052".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("SOGO_AGENT_URL"), "{err}");
     }
 
     #[test]

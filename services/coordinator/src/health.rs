@@ -19,6 +19,10 @@ pub struct HealthReport {
     /// SQLite; the lock holder among coordinators sharing PostgreSQL).
     pub leader: bool,
     pub components: BTreeMap<String, Component>,
+    /// `mtls`, or `insecure` under `AGENT_INSECURE=true`: plaintext is
+    /// visible where operators look, not only in the start-up log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_transport: Option<&'static str>,
 }
 
 impl HealthReport {
@@ -83,5 +87,6 @@ pub async fn check(engine: &Engine) -> HealthReport {
         status,
         leader,
         components,
+        agent_transport: None,
     }
 }

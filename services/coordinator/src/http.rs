@@ -35,6 +35,8 @@ pub struct HttpState {
     /// `None`: `/ingest/stalwart` answers that it is not configured.
     pub stalwart_webhook_secret: Option<Secret>,
     pub trusted_proxies: TrustedProxies,
+    /// How agents are reached (`mtls` or `insecure`), shown in `/healthz`.
+    pub agent_transport: &'static str,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -163,7 +165,8 @@ async fn job(State(state): State<HttpState>, headers: HeaderMap, Path(id): Path<
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {
-    let report = health::check(&state.engine).await;
+    let mut report = health::check(&state.engine).await;
+    report.agent_transport = Some(state.agent_transport);
     let status = if report.healthy() {
         StatusCode::OK
     } else {

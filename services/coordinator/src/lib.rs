@@ -13,6 +13,7 @@ pub mod attributes;
 pub mod audit_api;
 pub mod authentik;
 pub mod catchup;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod desired;

@@ -1,5 +1,6 @@
 //! coordinator: serves (README), or with `plan` / `explain` asks a running
-//! coordinator (`coordinator --help`).
+//! coordinator, or with `certs` makes mutual-TLS certificates
+//! (`coordinator --help`).
 
 use clap::Parser;
 use coordinator::cli::{Cli, Command};

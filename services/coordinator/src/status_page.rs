@@ -78,6 +78,8 @@ struct Facts {
     /// By (resource, cause): how many objects, and the likely fix.
     failing: Vec<crate::engine::FailingCause>,
     pending: Vec<PendingRemoval>,
+    /// `mtls` or `insecure`: plaintext is said at the top of the page.
+    agent_transport: &'static str,
 }
 
 async fn page(state: &HttpState) -> Result<Markup> {
@@ -89,6 +91,7 @@ async fn page(state: &HttpState) -> Result<Markup> {
         last_sweep: store.last_finished_sweep().await?,
         failing: state.engine.failing_causes().await?,
         pending: store.pending_removals().await?,
+        agent_transport: state.agent_transport,
     };
     Ok(render(&facts))
 }
@@ -125,6 +128,12 @@ fn render(f: &Facts) -> Markup {
             }
             body {
                 h1 { "authentik-reconciler" }
+                @if f.agent_transport == "insecure" {
+                    p class="down" id="agent-transport" {
+                        "Agents are reached over plaintext HTTP/2 (AGENT_INSECURE=true): \
+                         no certificates, and the agent token crosses the network readable."
+                    }
+                }
                 h2 { "Components" }
                 table id="components" {
                     tr { th { "component" } th { "state" } th { "detail" } }
@@ -236,9 +245,20 @@ mod tests {
             last_sweep: None,
             failing: Vec::new(),
             pending: Vec::new(),
+            agent_transport: "mtls",
         };
         let html = render(&facts).into_string();
         assert!(html.contains("&lt;script&gt;") && html.contains("a &amp; b"));
         assert!(!html.contains("<script>"));
+        assert!(!html.contains("AGENT_INSECURE"));
+        let insecure = Facts {
+            agent_transport: "insecure",
+            ..facts
+        };
+        assert!(
+            render(&insecure)
+                .into_string()
+                .contains("AGENT_INSECURE=true")
+        );
     }
 }

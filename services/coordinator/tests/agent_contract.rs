@@ -48,6 +48,7 @@ use reconciler_runtime::exec::{ExecError, ExecOutput};
 use reconciler_runtime::listen::ConnectionLimits;
 use reconciler_runtime::outcome;
 use reconciler_runtime::secrets::Secret;
+use reconciler_runtime::tls::{ClientTransport, ServerTransport};
 use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -108,6 +109,10 @@ where
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         token: Secret::new(TOKEN),
         limits: ConnectionLimits::grpc_from_lookup(|_| None).unwrap(),
+        // The contract is the same over either transport; mutual TLS has
+        // its own end-to-end suite (tests/e2e/suite/mtls.rs).
+        transport: ServerTransport::Insecure,
+        health_listen: None,
     };
     let bound = bind_agent(name, service, endpoint).await.unwrap();
     let addr = bound.local_addr();
@@ -129,6 +134,7 @@ fn link(name: &str, addr: SocketAddr, token: &str) -> AgentLink {
         &url(addr),
         Duration::from_secs(10),
         &Secret::new(token),
+        &ClientTransport::Insecure,
     )
     .unwrap()
 }

@@ -1,6 +1,7 @@
-//! An agent's gRPC server, the same for every agent: its service behind the
-//! `AGENT_TOKEN` check, health and reflection beside it, under the
-//! connection limits of [`crate::listen`], until SIGINT or SIGTERM.
+//! An agent's gRPC server, the same for every agent: over mutual TLS
+//! ([`crate::tls`]), its service behind the `AGENT_TOKEN` check, health and
+//! reflection beside it, under the connection limits of [`crate::listen`],
+//! until SIGINT or SIGTERM.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,7 @@ use crate::auth::RequireToken;
 use crate::grpc::{self, ServeError};
 use crate::listen::{ConnectionLimits, LimitedListener};
 use crate::secrets::Secret;
+use crate::tls::ServerTransport;
 
 /// Where and for whom an agent serves.
 #[derive(Clone, Debug)]
@@ -27,6 +29,12 @@ pub struct AgentEndpoint {
     /// health and reflection stay open for probes and grpcurl.
     pub token: Secret,
     pub limits: ConnectionLimits,
+    /// Mutual TLS, or plaintext with `AGENT_INSECURE=true`.
+    pub transport: ServerTransport,
+    /// `AGENT_HEALTH_LISTEN`: a plaintext listener answering only
+    /// `grpc.health.v1`, for the container's health probe
+    /// ([`crate::healthcheck`]).
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// An agent whose listener is bound and whose routes are ready.
@@ -36,10 +44,12 @@ pub struct BoundAgent {
     listener: LimitedListener,
     router: Router,
     health: HealthReporter,
+    transport: ServerTransport,
 }
 
 /// Serves `service` as the agent `name` until SIGINT or SIGTERM, with the
-/// connection limits of the `GRPC_*` environment variables.
+/// connection limits of the `GRPC_*` environment variables and the
+/// transport of the `AGENT_TLS_*` ones (or `AGENT_INSECURE=true`).
 pub async fn serve_agent<S>(
     name: &'static str,
     service: S,
@@ -51,10 +61,14 @@ where
     S::Future: Send + 'static,
 {
     let limits = ConnectionLimits::grpc_from_env().map_err(ServeError::Limits)?;
+    let transport = ServerTransport::from_env()?;
+    let health_listen = crate::healthcheck::health_listen_from_env().map_err(ServeError::Limits)?;
     let endpoint = AgentEndpoint {
         listen,
         token,
         limits,
+        transport,
+        health_listen,
     };
     bind_agent(name, service, endpoint)
         .await?
@@ -76,18 +90,26 @@ where
         listen,
         token,
         limits,
+        transport,
+        health_listen,
     } = endpoint;
-    let (listener, addr) = grpc::bind(listen, &limits).await?;
+    let (listener, addr) = grpc::bind(listen, &limits, transport.establish()).await?;
     let service = InterceptedService::new(service, RequireToken::new(token));
     let router = grpc::server(&limits).add_service(service);
-    let (router, health) =
-        grpc::with_standard_services::<InterceptedService<S, RequireToken>>(router).await?;
+    let (router, health, health_service) =
+        grpc::with_standard_services_and_health::<InterceptedService<S, RequireToken>>(router)
+            .await?;
+    if let Some(health_addr) = health_listen {
+        let bound = crate::healthcheck::serve_health_only(health_addr, health_service).await?;
+        tracing::info!(addr = %bound, "{name}: health listener (grpc.health.v1 only, plaintext)");
+    }
     Ok(BoundAgent {
         name,
         addr,
         listener,
         router,
         health,
+        transport,
     })
 }
 
@@ -118,11 +140,20 @@ impl BoundAgent {
             });
         }
         crate::announce::announce("grpc", addr).map_err(ServeError::Announce)?;
-        tracing::info!(%addr, "{} listening", self.name);
+        let transport = self.transport.mode();
+        tracing::info!(%addr, transport, "{} listening", self.name);
         // For people starting the binary by hand, who read stdout.
-        println!("{} listening on {addr}", self.name);
+        println!("{} listening on {addr} ({transport})", self.name);
+        if let ServerTransport::Insecure = self.transport {
+            tracing::warn!(
+                "{}: AGENT_INSECURE=true: gRPC is plaintext HTTP/2 and no client certificate is \
+                 asked for; anyone who can reach {addr} with the agent token is served",
+                self.name
+            );
+        }
+        let incoming = self.transport.incoming(self.listener);
         self.router
-            .serve_with_incoming_shutdown(self.listener.into_incoming(), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
     }

@@ -24,6 +24,8 @@ pub enum ServeError {
     Announce(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Adds health (marking `S` and the overall server SERVING) and reflection
@@ -31,6 +33,23 @@ pub enum ServeError {
 pub async fn with_standard_services<S: NamedService>(
     router: Router,
 ) -> Result<(Router, HealthReporter), ServeError> {
+    let (router, reporter, _) = with_standard_services_and_health::<S>(router).await?;
+    Ok((router, reporter))
+}
+
+/// [`with_standard_services`], and the health service once more, for a
+/// listener of its own ([`crate::healthcheck::serve_health_only`]): both
+/// answer the same status.
+pub async fn with_standard_services_and_health<S: NamedService>(
+    router: Router,
+) -> Result<
+    (
+        Router,
+        HealthReporter,
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    ),
+    ServeError,
+> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
     // Advertise only what this server serves: the shared descriptor set also
@@ -55,10 +74,10 @@ pub async fn with_standard_services<S: NamedService>(
     let reflection_v1 = builder().build_v1()?;
     let reflection_v1alpha = builder().build_v1alpha()?;
     let router = router
-        .add_service(health_service)
+        .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok((router, reporter))
+    Ok((router, reporter, health_service))
 }
 
 /// A tonic server builder with trace-context extraction on every request
@@ -81,7 +100,7 @@ pub async fn serve(
     limits: &ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let (listener, bound) = bind(addr, limits).await?;
+    let (listener, bound) = bind(addr, limits, Establish::Http2Preface).await?;
     crate::announce::announce("grpc", bound).map_err(ServeError::Announce)?;
     tracing::info!(addr = %bound, "gRPC listening");
     router
@@ -91,12 +110,14 @@ pub async fn serve(
 }
 
 /// A gRPC listener on `addr` under `limits`, and the address it got (the
-/// kernel's choice for port 0).
+/// kernel's choice for port 0). `establish`: what ends a connection's
+/// handshake deadline (the HTTP/2 preface; under TLS, the TLS handshake).
 pub(crate) async fn bind(
     addr: SocketAddr,
     limits: &ConnectionLimits,
+    establish: Establish,
 ) -> Result<(LimitedListener, SocketAddr), ServeError> {
-    let listener = LimitedListener::bind(addr, limits.clone(), Establish::Http2Preface)
+    let listener = LimitedListener::bind(addr, limits.clone(), establish)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener

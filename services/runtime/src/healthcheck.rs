@@ -3,9 +3,13 @@
 //! SERVING, 1 otherwise. Container images run it as their `HEALTHCHECK`, so
 //! they need no grpcurl and no shell.
 //!
-//! The address is the argument after `healthcheck`, else `AGENT_LISTEN` (the
-//! images set it, so the server and the probe read the same value). A
-//! wildcard listen address (`0.0.0.0`, `::`) is probed on loopback.
+//! The address is the argument after `healthcheck`, else
+//! `AGENT_HEALTH_LISTEN`, else `AGENT_LISTEN` (the images set them, so the
+//! server and the probe read the same value). Under mutual TLS the agent's
+//! main port answers only the coordinator's certificate, so the images give
+//! the probe a plaintext listener that serves `grpc.health.v1` and nothing
+//! else, on loopback ([`serve_health_only`]). A wildcard listen address
+//! (`0.0.0.0`, `::`) is probed on loopback.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -32,7 +36,49 @@ pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// The address to probe: `explicit` (the command line), else `AGENT_LISTEN`.
+/// The health-only listener's address (see the module comment).
+pub const HEALTH_LISTEN_ENV: &str = "AGENT_HEALTH_LISTEN";
+
+/// `AGENT_HEALTH_LISTEN`, if set: where [`serve_health_only`] listens.
+pub fn health_listen_from_env() -> Result<Option<SocketAddr>, String> {
+    match std::env::var(HEALTH_LISTEN_ENV) {
+        Ok(raw) if !raw.is_empty() => raw
+            .parse::<SocketAddr>()
+            .map(Some)
+            .map_err(|e| format!("{HEALTH_LISTEN_ENV} `{raw}` is not host:port: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// Serves only `health` (the agent's own `grpc.health.v1`, same status),
+/// in plaintext on `addr`, for the probe; nothing else is reachable there.
+/// Binds before returning, so a taken port fails the agent's start.
+pub async fn serve_health_only<H>(
+    addr: SocketAddr,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+) -> Result<SocketAddr, crate::grpc::ServeError>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+        .map_err(|source| crate::grpc::ServeError::Bind { addr, source })?;
+    let bound = incoming
+        .local_addr()
+        .map_err(|source| crate::grpc::ServeError::Bind { addr, source })?;
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(%bound, error = %e, "health listener stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// The address to probe: `explicit` (the command line), else
+/// `AGENT_HEALTH_LISTEN` or `AGENT_LISTEN` (`listen_env`).
 fn target(explicit: Option<String>, listen_env: Option<String>) -> Result<SocketAddr, String> {
     let (source, raw) = match (explicit, listen_env) {
         (Some(raw), _) => ("the argument", raw),
@@ -74,7 +120,8 @@ pub async fn grpc_status(addr: SocketAddr) -> Result<ServingStatus, String> {
 /// Runs the probe for the agent `name` with the rest of the command line
 /// (`args` after `healthcheck`); prints one line and returns the exit code.
 pub async fn run_agent_probe(name: &str, mut args: impl Iterator<Item = String>) -> ExitCode {
-    let listen_env = std::env::var("AGENT_LISTEN").ok().filter(|v| !v.is_empty());
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let listen_env = env(HEALTH_LISTEN_ENV).or_else(|| env("AGENT_LISTEN"));
     let addr = match target(args.next(), listen_env) {
         Ok(addr) => addr,
         Err(e) => {
@@ -131,9 +178,13 @@ mod tests {
     /// status the test sets.
     async fn health_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
         let limits = crate::listen::ConnectionLimits::grpc_from_lookup(|_| None).unwrap();
-        let (listener, addr) = crate::grpc::bind("127.0.0.1:0".parse().unwrap(), &limits)
-            .await
-            .unwrap();
+        let (listener, addr) = crate::grpc::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &limits,
+            crate::listen::Establish::Http2Preface,
+        )
+        .await
+        .unwrap();
         let (reporter, service) = tonic_health::server::health_reporter();
         tokio::spawn(
             crate::grpc::server(&limits)
@@ -155,6 +206,34 @@ mod tests {
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         assert_eq!(grpc_status(addr).await.unwrap(), ServingStatus::NotServing);
+    }
+
+    #[tokio::test]
+    async fn the_health_only_listener_answers_health_and_nothing_else() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let addr = serve_health_only("127.0.0.1:0".parse().unwrap(), service)
+            .await
+            .unwrap();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        assert_eq!(grpc_status(addr).await.unwrap(), ServingStatus::Serving);
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        assert_eq!(grpc_status(addr).await.unwrap(), ServingStatus::NotServing);
+        // The agent's service is not routed there.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let status =
+            reconciler_proto::agent::mailcow_agent_client::MailcowAgentClient::new(channel)
+                .observe(reconciler_proto::agent::MailcowObserveRequest::default())
+                .await
+                .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! - [`healthcheck`]: `<agent> healthcheck`, the agents' container health probe (`grpc.health.v1` on their own port).
 //! - [`listen`]: listeners with a connection cap, handshake deadline and eviction, so idle connections cannot exhaust file descriptors.
 //! - [`secrets`]: configuration secrets from `NAME` or `NAME_FILE`, and constant-time comparison.
+//! - [`tls`]: mutual TLS between the coordinator and its agents (or explicit plaintext, `AGENT_INSECURE=true`).
 
 pub mod agent;
 pub mod announce;
@@ -26,6 +27,7 @@ pub mod outcome;
 pub mod propagation;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 
 /// Installs the process-wide rustls crypto provider (ring). Every binary calls
 /// this first, so no dependency can pick a different provider at random.

@@ -14,7 +14,8 @@
 //!   header-read timeout covers every later head, which is also the
 //!   keep-alive idle timeout). HTTP/2 (gRPC): once the 24-byte client
 //!   connection preface has been read; from then on HTTP/2 keep-alive pings
-//!   find dead peers.
+//!   find dead peers. gRPC over TLS: once the TLS handshake has completed
+//!   (the server marks it: [`crate::tls`]).
 //! - **Eviction**: when a new connection arrives at the cap, the oldest
 //!   connection that is not yet established is closed to make room, so idle
 //!   connections above the cap cannot keep a real request waiting. Only when
@@ -115,7 +116,7 @@ fn seconds(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Establish {
     /// The server calls [`ConnectionHandle::establish`] once a request head
-    /// is complete (HTTP/1).
+    /// is complete (HTTP/1) or the TLS handshake is (gRPC over TLS).
     ByServer,
     /// The HTTP/2 client preface has been read (gRPC).
     Http2Preface,

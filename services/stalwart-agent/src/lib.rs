@@ -37,6 +37,7 @@ use reconciler_proto::agent::stalwart_agent_server::StalwartAgentServer;
 use reconciler_runtime::agent::{AgentEndpoint, bind_agent};
 use reconciler_runtime::grpc::shutdown_signal;
 use reconciler_runtime::listen::ConnectionLimits;
+use reconciler_runtime::tls::ServerTransport;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -56,10 +57,14 @@ pub async fn run(config: Config) -> Result<()> {
     let agent = service::StalwartAgent::new(client.clone());
     let health = agent.health();
     let limits = ConnectionLimits::grpc_from_env().map_err(Error::Config)?;
+    let transport = ServerTransport::from_env().map_err(|e| Error::Config(e.to_string()))?;
     let endpoint = AgentEndpoint {
         listen: config.listen,
         token: config.agent_token.clone(),
         limits,
+        transport,
+        health_listen: reconciler_runtime::healthcheck::health_listen_from_env()
+            .map_err(Error::Config)?,
     };
     let bound = bind_agent(NAME, StalwartAgentServer::new(agent), endpoint)
         .await

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use reconciler_testkit::harness::compose::{
     ComposeProject, build_service_images, docker, repo_root,
 };
+use reconciler_testkit::harness::tls::CertDir;
 use reconciler_testkit::harness::{Stack, bin_dir};
 use serde_json::{Value, json};
 
@@ -61,7 +62,17 @@ fn project() -> ComposeProject {
     ] {
         project.write_file(&format!("secrets/{name}"), &format!("{value}\n"));
     }
-    std::fs::create_dir_all(project.dir.path().join("certs")).expect("certs dir");
+    // Mutual TLS as an operator sets it up: `coordinator certs`, the files
+    // owned by the services' user (uid 10001), keys readable by it alone.
+    let certs = project.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    CertDir::make(&certs, &["mailcow-agent"]);
+    for entry in std::fs::read_dir(&certs).expect("certs") {
+        let path = entry.expect("entry").path();
+        std::os::unix::fs::chown(&path, Some(10001), Some(10001)).expect("chown");
+    }
+    std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod certs");
     project.write_file(
         "dovecot-users/passwd",
         &format!("{SHARED}:{{PLAIN}}shared-pass::::::\n{ALICE}:{{PLAIN}}alice-pass::::::\n"),
@@ -80,10 +91,9 @@ fn project() -> ComposeProject {
         ("AUTHENTIK_URL", "http://authentik:9000".into()),
         ("AUTHENTIK_SIM_TOKEN", AUTHENTIK_TOKEN.into()),
         ("MAILCOW_SIM_API_KEY", MAILCOW_KEY.into()),
-        // Plain HTTP/2, said so, until the binaries speak mutual TLS
-        // (issue 14 item 3); then https:// and `coordinator certs`.
-        ("MAILCOW_AGENT_URL", "http://mailcow-agent:50051".into()),
-        ("AGENT_INSECURE", "true".into()),
+        ("MAILCOW_AGENT_URL", "https://mailcow-agent:50051".into()),
+        // The agent serves only the coordinator's certificate.
+        ("AGENT_TLS_CLIENT_NAME", "coordinator".into()),
         ("MAILCOW_URL", "http://nginx-mailcow:8080".into()),
         ("MAILCOW_NETWORK", network),
         ("DOCKER_SOCKET_GID", docker_socket_gid()),

@@ -7,7 +7,7 @@ use tokio::process::Command;
 
 use reconciler_proto::coordinator::{Action, PlanRequest, Resource, StatusRequest};
 use reconciler_testkit::harness::stack_tokens::{ADMIN_TOKEN, AGENT_TOKEN};
-use reconciler_testkit::harness::{Stack, StackOptions, start_agent};
+use reconciler_testkit::harness::{CertDir, Stack, StackOptions, start_agent};
 use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -257,7 +257,13 @@ async fn reflection_v1_lists_the_served_services() {
 /// targets that are not there (listing and calling through reflection do
 /// not need them).
 async fn stack_with_every_agent() -> Stack {
+    stack_with_every_agent_over(None).await
+}
+
+/// The same, over mutual TLS with `tls` (`None`: plaintext).
+async fn stack_with_every_agent_over(tls: Option<CertDir>) -> Stack {
     Stack::start(StackOptions {
+        tls,
         sogo_agent_env: Some(vec![
             (
                 "SOGO_DB_URL".into(),
@@ -316,12 +322,15 @@ async fn every_agent_lists_its_own_v2_service_through_grpcurl() {
 }
 
 /// The README's grpcurl lines, run as written against the stack: only the
-/// hosts are this stack's. A line may fail only with a gRPC status (job 42
-/// does not exist, the SOGo database is not there), never because grpcurl
-/// could not resolve the method or read the request.
+/// hosts are this stack's, and `$TLS` presents the coordinator's
+/// certificate to agents served over mutual TLS, as the README says. A line
+/// may fail only with a gRPC status (job 42 does not exist, the SOGo
+/// database is not there), never because grpcurl could not resolve the
+/// method, read the request or pass the TLS handshake.
 #[tokio::test]
 async fn the_readmes_grpcurl_examples_run_as_written() {
-    let stack = stack_with_every_agent().await;
+    let certs = CertDir::temporary(&["mailcow-agent", "sogo-agent", "nextcloud-agent"]);
+    let stack = stack_with_every_agent_over(Some(certs.clone())).await;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let section = readme
@@ -347,6 +356,7 @@ async fn the_readmes_grpcurl_examples_run_as_written() {
             .args(["-c", &command])
             .env("ADMIN", format!("authorization: Bearer {ADMIN_TOKEN}"))
             .env("AGENT", format!("authorization: Bearer {AGENT_TOKEN}"))
+            .env("TLS", certs.grpcurl_flags())
             .output()
             .await
             .expect("run bash");
@@ -356,6 +366,19 @@ async fn the_readmes_grpcurl_examples_run_as_written() {
                 || stderr.contains("Code: NotFound")
                 || stderr.contains("Code: Unavailable"),
             "{line}\n{stderr}"
+        );
+    }
+    // Unavailable is also how a refused handshake reads: none was.
+    let agents = [
+        Some(&stack.agent),
+        stack.sogo_agent.as_ref(),
+        stack.nextcloud_agent.as_ref(),
+    ];
+    for agent in agents.into_iter().flatten() {
+        assert!(
+            !agent.logs().contains("TLS handshake refused"),
+            "{}",
+            agent.logs()
         );
     }
 }

@@ -21,6 +21,7 @@ mod matrix_agent;
 mod matrix_client;
 mod matrix_coordinator;
 mod metrics;
+mod mtls;
 mod nextcloud;
 mod nextcloud_db;
 mod request_floor;

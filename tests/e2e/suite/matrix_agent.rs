@@ -13,7 +13,7 @@ use reconciler_proto::agent::{
 };
 use reconciler_testkit::harness::stack_tokens::AGENT_TOKEN;
 use reconciler_testkit::harness::{
-    Authed, MatrixUser, RoomSpec, Service, Stack, Synapse, start_agent,
+    Authed, CertDir, MatrixUser, RoomSpec, Service, Stack, Synapse, start_agent,
 };
 use serde_json::json;
 
@@ -22,8 +22,6 @@ struct World {
     /// The reconciler's bot: a server admin, creator of the test rooms.
     bot: MatrixUser,
     agent: Service,
-    /// Where the agent listens.
-    addr: String,
     client: MatrixAgentClient<Authed>,
     _dir: tempfile::TempDir,
 }
@@ -32,12 +30,11 @@ async fn world() -> World {
     let synapse = Synapse::start().await;
     let bot = synapse.register("reconciler", true).await;
     let dir = tempfile::tempdir().unwrap();
-    let (agent, addr, client) = agent(&synapse, &bot.access_token, &dir).await;
+    let (agent, _, client) = agent(&synapse, &bot.access_token, &dir).await;
     World {
         synapse,
         bot,
         agent,
-        addr,
         client,
         _dir: dir,
     }
@@ -489,6 +486,16 @@ async fn the_agent_checks_synapse_at_start_and_applies_the_exemption() {
 #[tokio::test]
 async fn the_readmes_matrix_grpcurl_examples_run_as_written() {
     let w = world().await;
+    // The README reaches the agent over mutual TLS (`$TLS`): a second
+    // matrix-agent for the same Synapse and bot, serving with certificates.
+    let certs = CertDir::temporary(&["matrix-agent"]);
+    let mut env = vec![
+        ("MATRIX_HOMESERVER_URL".to_owned(), w.synapse.url()),
+        ("MATRIX_ACCESS_TOKEN".to_owned(), w.bot.access_token.clone()),
+    ];
+    env.extend(certs.agent_env("matrix-agent"));
+    let (_tls_agent, tls_addr) =
+        start_agent("matrix-agent", &env, &certs.dir, Duration::from_secs(30)).await;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let section = readme
@@ -508,10 +515,11 @@ async fn the_readmes_matrix_grpcurl_examples_run_as_written() {
     for line in lines {
         let command = line
             .replacen("grpcurl", &grpcurl, 1)
-            .replace("synapse-host:50054", &w.addr);
+            .replace("synapse-host:50054", &tls_addr);
         let out = tokio::process::Command::new("bash")
             .args(["-c", &command])
             .env("AGENT", format!("authorization: Bearer {AGENT_TOKEN}"))
+            .env("TLS", certs.grpcurl_flags())
             .output()
             .await
             .expect("run bash");

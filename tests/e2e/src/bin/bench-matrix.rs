@@ -140,6 +140,9 @@ async fn serve_agent(
             token: Secret::new(AGENT_TOKEN),
             limits: ConnectionLimits::grpc_from_lookup(|_: &str| None)
                 .map_err(anyhow::Error::msg)?,
+            // In process on loopback, read by this benchmark only.
+            transport: reconciler_runtime::tls::ServerTransport::Insecure,
+            health_listen: None,
         },
     )
     .await?;

@@ -2,15 +2,18 @@
 //! coordinator, mailcow-agent, sogo-agent, nextcloud-agent, matrix-agent and
 //! stalwart-agent, against a real Dovecot (container), real MariaDB +
 //! memcached (SOGo's tables), an occ container, a real Synapse, and the
-//! Mailcow, Authentik and Stalwart API simulators. It plays a
-//! short story and prints what each target holds after every step.
+//! Mailcow, Authentik and Stalwart API simulators. The coordinator reaches
+//! every agent over mutual TLS, with certificates made by `coordinator
+//! certs`, as in production. It plays a short story and prints what each
+//! target holds after every step.
 //!
 //! target/debug/demo [--once]
 
 use std::time::Duration;
 
 use reconciler_testkit::harness::{
-    DovecotContainer, NextcloudContainer, RoomSpec, SogoPeers, Stack, StackOptions, Synapse,
+    CertDir, DovecotContainer, NextcloudContainer, RoomSpec, SogoPeers, Stack, StackOptions,
+    Synapse,
 };
 use reconciler_testkit::stalwart_sim::{ObjectType, StalwartSim, StalwartSimConfig};
 use serde_json::{Value, json};
@@ -38,6 +41,8 @@ struct Demo {
     room: String,
     stalwart: StalwartSim,
     stack: Stack,
+    /// The CA and certificates of the coordinator and every agent.
+    certs: CertDir,
 }
 
 async fn run(once: bool) -> anyhow::Result<()> {
@@ -75,7 +80,17 @@ async fn run(once: bool) -> anyhow::Result<()> {
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await?;
+    println!("==> certificates for mutual TLS: coordinator certs");
+    let certs = CertDir::temporary(&[
+        "mailcow-agent",
+        "sogo-agent",
+        "nextcloud-agent",
+        "matrix-agent",
+        "stalwart-agent",
+    ]);
+    println!("    {}", certs.dir.display());
     let stack = Stack::start(StackOptions {
+        tls: Some(certs.clone()),
         authentik_max_page_size: 100,
         job_timeout: Duration::from_secs(300),
         agent_env: vec![("DOVECOT_CONTAINER".into(), dovecot.name.clone())],
@@ -108,6 +123,7 @@ async fn run(once: bool) -> anyhow::Result<()> {
         room,
         stalwart,
         stack,
+        certs,
     };
 
     // Mailcow, with things people made by hand: they must survive.
@@ -178,12 +194,16 @@ async fn run(once: bool) -> anyhow::Result<()> {
 
     if !once {
         println!(
-            "\nThe system keeps running (Ctrl-C stops it):\n  curl -s {}/healthz\n  grpcurl -plaintext {} list\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{}}' {} reconciler.coordinator.v2.Coordinator/Plan\n  logs and the state DB: {}",
+            "\nThe system keeps running (Ctrl-C stops it):\n  curl -s {}/healthz\n  grpcurl -plaintext {} list\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{}}' {} reconciler.coordinator.v2.Coordinator/Plan\n  grpcurl -cacert {ca} -cert {cert} -key {key} {} list   # an agent: mutual TLS\n  logs and the state DB: {}",
             demo.stack.http_url,
             demo.stack.grpc_addr,
             reconciler_testkit::harness::stack_tokens::ADMIN_TOKEN,
             demo.stack.grpc_addr,
-            demo.stack.dir.path().display()
+            demo.stack.agent_addr,
+            demo.stack.dir.path().display(),
+            ca = demo.certs.ca().display(),
+            cert = demo.certs.cert("coordinator").display(),
+            key = demo.certs.key("coordinator").display(),
         );
         tokio::signal::ctrl_c().await?;
     }

@@ -18,6 +18,7 @@ mod process;
 pub mod sogo;
 mod stack;
 pub mod synapse;
+pub mod tls;
 
 pub use dovecot::{DovecotContainer, Imap};
 pub use mariadb::MariaDb;
@@ -28,6 +29,7 @@ pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
 pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, start_agent};
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
+pub use tls::CertDir;
 
 /// The tokens the test stack configures.
 pub mod stack_tokens {

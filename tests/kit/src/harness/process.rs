@@ -95,6 +95,38 @@ impl Service {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits up to `deadline` for the process to exit by itself and
+    /// returns how it ended; `None` if it is still running (or never ran).
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The names of the variables in the running process's environment
+    /// (`/proc/<pid>/environ`): what it was started with, nothing else.
+    pub fn environment_names(&self) -> Vec<String> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        raw.split(|b| *b == 0)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let entry = String::from_utf8_lossy(entry);
+                entry.split_once('=').map_or(&*entry, |(k, _)| k).to_owned()
+            })
+            .collect()
+    }
+
     /// Peak resident set size (`VmHWM` from /proc), e.g. "23456 kB".
     pub fn peak_rss(&self) -> Option<String> {
         let pid = self.child.as_ref()?.id();

@@ -2,6 +2,10 @@
 //! process, the real mailcow-agent and coordinator binaries as children.
 //! Everything listens on port 0: the simulators' addresses are read from
 //! their listeners, the binaries announce theirs ([`Service::listeners`]).
+//!
+//! Agents are reached over plaintext HTTP/2 (`AGENT_INSECURE=true`) unless
+//! [`StackOptions::tls`] names certificates: then over mutual TLS, as in
+//! production (tests/e2e/suite/mtls.rs).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::postgres::Postgres;
 use super::process::Service;
+use super::tls::CertDir;
 use crate::authentik_sim::{AuthentikSim, AuthentikSimConfig};
 use crate::mailcow_sim::{MailcowSim, MailcowSimConfig};
 
@@ -59,6 +64,10 @@ pub struct StackOptions {
     /// The same for a stalwart-agent (`STALWART_URL`, `STALWART_API_KEY`):
     /// the coordinator gets `STALWART_AGENT_URL`.
     pub stalwart_agent_env: Option<Vec<(String, String)>>,
+    /// Mutual TLS between the coordinator and every agent, with these
+    /// certificates (one per agent binary's name); `None`: plaintext
+    /// (`AGENT_INSECURE=true`).
+    pub tls: Option<CertDir>,
     /// Where the coordinator keeps its state DB; by default what
     /// `RECONCILER_TEST_STATE_DB` says (`sqlite`, the default, or
     /// `postgres`), so a suite runs unchanged on either.
@@ -101,6 +110,7 @@ impl Default for StackOptions {
             matrix_agent_env: None,
             stalwart_agent_env: None,
             state_db: StateDbKind::from_env(),
+            tls: None,
         }
     }
 }
@@ -132,7 +142,8 @@ pub struct Stack {
 
 /// Starts an agent binary with `env` on a loopback port of its choosing;
 /// returns it and the address it listens on. It is given `AGENT_TOKEN`
-/// (the stack's) and `AGENT_LISTEN`; `env` may override either.
+/// (the stack's), `AGENT_LISTEN` and `AGENT_INSECURE=true`; `env` may
+/// override each (e.g. with [`CertDir::agent_env`]).
 pub async fn start_agent(
     binary: &str,
     env: &[(String, String)],
@@ -142,6 +153,7 @@ pub async fn start_agent(
     let mut all = vec![
         ("AGENT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("AGENT_TOKEN".to_owned(), AGENT_TOKEN.to_owned()),
+        ("AGENT_INSECURE".to_owned(), "true".to_owned()),
     ];
     all.extend(env.iter().cloned());
     let mut service = Service::spawn(binary, &all, dir);
@@ -149,16 +161,22 @@ pub async fn start_agent(
     (service, addr)
 }
 
-/// The same for an agent the options may leave out.
+/// The same for an agent the options may leave out, with its certificate
+/// when the stack runs mutual TLS.
 async fn optional_agent(
     binary: &str,
     env: Option<&[(String, String)]>,
+    tls: Option<&CertDir>,
     dir: &std::path::Path,
     timeout: Duration,
 ) -> (Option<Service>, Option<String>) {
     match env {
         Some(env) => {
-            let (service, addr) = start_agent(binary, env, dir, timeout).await;
+            let mut env = env.to_vec();
+            if let Some(tls) = tls {
+                env.extend(tls.agent_env(binary));
+            }
+            let (service, addr) = start_agent(binary, &env, dir, timeout).await;
             (Some(service), Some(addr))
         }
         None => (None, None),
@@ -198,13 +216,18 @@ impl Stack {
             ("MAILCOW_URL".into(), mailcow.base_url()),
             ("MAILCOW_API_KEY".into(), MAILCOW_KEY.into()),
         ];
+        if let Some(tls) = &options.tls {
+            agent_env.extend(tls.agent_env("mailcow-agent"));
+        }
         agent_env.extend(options.agent_env.iter().cloned());
         let timeout = options.start_timeout;
+        let tls = options.tls.as_ref();
         let (agent, agent_addr) =
             start_agent("mailcow-agent", &agent_env, dir.path(), timeout).await;
         let (sogo_agent, sogo_agent_addr) = optional_agent(
             "sogo-agent",
             options.sogo_agent_env.as_deref(),
+            tls,
             dir.path(),
             timeout,
         )
@@ -212,6 +235,7 @@ impl Stack {
         let (nextcloud_agent, nextcloud_agent_addr) = optional_agent(
             "nextcloud-agent",
             options.nextcloud_agent_env.as_deref(),
+            tls,
             dir.path(),
             timeout,
         )
@@ -219,6 +243,7 @@ impl Stack {
         let (matrix_agent, matrix_agent_addr) = optional_agent(
             "matrix-agent",
             options.matrix_agent_env.as_deref(),
+            tls,
             dir.path(),
             timeout,
         )
@@ -226,6 +251,7 @@ impl Stack {
         let (stalwart_agent, stalwart_agent_addr) = optional_agent(
             "stalwart-agent",
             options.stalwart_agent_env.as_deref(),
+            tls,
             dir.path(),
             timeout,
         )
@@ -340,6 +366,14 @@ impl Stack {
         }
     }
 
+    /// How the coordinator reaches the agent at `addr`.
+    fn agent_url(&self, addr: &str) -> String {
+        match self.options.tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        }
+    }
+
     fn coordinator_env(&self, workers: usize) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = vec![
             ("HTTP_LISTEN".into(), loopback_any().to_string()),
@@ -350,10 +384,7 @@ impl Stack {
             ("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()),
             ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
             ("AGENT_TOKEN".into(), AGENT_TOKEN.into()),
-            (
-                "MAILCOW_AGENT_URL".into(),
-                format!("http://{}", self.agent_addr),
-            ),
+            ("MAILCOW_AGENT_URL".into(), self.agent_url(&self.agent_addr)),
             // Tests trigger sweeps themselves.
             ("SWEEP_INTERVAL_SECONDS".into(), "0".into()),
             ("WORKER_CONCURRENCY".into(), workers.to_string()),
@@ -363,17 +394,20 @@ impl Stack {
             ),
             ("RETRY_BASE_MILLIS".into(), "100".into()),
         ];
-        if let Some(addr) = &self.sogo_agent_addr {
-            env.push(("SOGO_AGENT_URL".into(), format!("http://{addr}")));
+        let agents = [
+            ("SOGO_AGENT_URL", &self.sogo_agent_addr),
+            ("NEXTCLOUD_AGENT_URL", &self.nextcloud_agent_addr),
+            ("MATRIX_AGENT_URL", &self.matrix_agent_addr),
+            ("STALWART_AGENT_URL", &self.stalwart_agent_addr),
+        ];
+        for (var, addr) in agents {
+            if let Some(addr) = addr {
+                env.push((var.into(), self.agent_url(addr)));
+            }
         }
-        if let Some(addr) = &self.nextcloud_agent_addr {
-            env.push(("NEXTCLOUD_AGENT_URL".into(), format!("http://{addr}")));
-        }
-        if let Some(addr) = &self.matrix_agent_addr {
-            env.push(("MATRIX_AGENT_URL".into(), format!("http://{addr}")));
-        }
-        if let Some(addr) = &self.stalwart_agent_addr {
-            env.push(("STALWART_AGENT_URL".into(), format!("http://{addr}")));
+        match &self.options.tls {
+            Some(tls) => env.extend(tls.coordinator_env()),
+            None => env.push(("AGENT_INSECURE".into(), "true".into())),
         }
         env.extend(self.options.coordinator_env.iter().cloned());
         env
