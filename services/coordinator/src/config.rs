@@ -19,7 +19,14 @@ pub struct Config {
     pub http_limits: ConnectionLimits,
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
-    pub state_db_url: String,
+    /// `sqlite://<file>` (the default, one coordinator) or
+    /// `postgres://…` (one or more coordinators, one leads). A secret: a
+    /// PostgreSQL URL carries the password (`STATE_DB_URL_FILE` reads it
+    /// from a file).
+    pub state_db_url: Secret,
+    /// `COORDINATOR_INSTANCE`: this coordinator's name in the job attempt
+    /// record and the leader lock; by default `<hostname>:<pid>`.
+    pub instance: String,
     /// How long finished jobs and audit rows are kept.
     pub retention: crate::store::Retention,
     /// Snapshots of the state DB kept before runs that remove anything.
@@ -96,6 +103,29 @@ const PROTOCOLS: [&str; 6] = [
     "sieve_access",
 ];
 
+/// The state DB URL, if it names a backend we have.
+fn state_db_url(url: Secret) -> Result<Secret> {
+    if crate::store::Backend::of_url(url.expose()).is_none() {
+        return Err(Error::Config(
+            "STATE_DB_URL: expected sqlite://<file> or postgres://<user>@<host>/<database>".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// `<hostname>:<pid>`: unique among live processes, and says where to look.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "coordinator".into()
+    } else {
+        host
+    };
+    format!("{host}:{}", std::process::id())
+}
+
 impl Config {
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -167,14 +197,12 @@ impl Config {
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
-            // A file too (STATE_DB_URL_FILE): a server database's URL
-            // carries its password.
-            state_db_url: read_secret(&lookup, "STATE_DB_URL")
-                .map_err(|e| Error::Config(e.to_string()))?
-                .map_or_else(
-                    || "sqlite://state.db".to_owned(),
-                    |url| url.expose().to_owned(),
-                ),
+            state_db_url: state_db_url(
+                read_secret(&lookup, "STATE_DB_URL")
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .unwrap_or_else(|| Secret::new("sqlite://state.db")),
+            )?,
+            instance: lookup("COORDINATOR_INSTANCE").unwrap_or_else(default_instance),
             retention: crate::store::Retention {
                 jobs: days("JOB_RETENTION_DAYS", "30")?,
                 audit: days("AUDIT_RETENTION_DAYS", "90")?,
@@ -374,17 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn the_state_db_url_names_a_backend_and_stays_secret() {
+        let env = base();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url.expose(), "sqlite://state.db");
+        assert!(c.instance.ends_with(&format!(":{}", std::process::id())));
+
+        let mut env = base();
+        let url = "postgres://reconciler:pg-Secret-9@db:5432/reconciler";
+        env.insert("STATE_DB_URL", url.into());
+        env.insert("COORDINATOR_INSTANCE", "coordinator-a".into());
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.state_db_url.expose(), url);
+        assert_eq!(c.instance, "coordinator-a");
+        assert!(!format!("{c:?}").contains("pg-Secret-9"));
+
+        env.insert("STATE_DB_URL", "mysql://u:pw-Secret@db/x".into());
+        let err = Config::from_lookup(|k| env.get(k).cloned()).unwrap_err();
+        assert!(err.to_string().contains("STATE_DB_URL"), "{err}");
+        assert!(!err.to_string().contains("pw-Secret"), "{err}");
+    }
+
+    #[test]
     fn the_state_db_url_may_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("state_db_url");
         std::fs::write(&file, "sqlite:///var/lib/authentik-reconciler/state.db\n").unwrap();
         let mut env = base();
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-        assert_eq!(c.state_db_url, "sqlite://state.db");
+        assert_eq!(c.state_db_url.expose(), "sqlite://state.db");
         env.insert("STATE_DB_URL_FILE", file.display().to_string());
         let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         assert_eq!(
-            c.state_db_url,
+            c.state_db_url.expose(),
             "sqlite:///var/lib/authentik-reconciler/state.db"
         );
         env.insert("STATE_DB_URL", "sqlite://other.db".into());

@@ -15,6 +15,9 @@ pub struct Component {
 #[derive(Clone, Debug, Serialize)]
 pub struct HealthReport {
     pub status: &'static str,
+    /// This instance runs the jobs, sweeps and timers (always, with
+    /// SQLite; the lock holder among coordinators sharing PostgreSQL).
+    pub leader: bool,
     pub components: BTreeMap<String, Component>,
     /// `mtls`, or `insecure` under `AGENT_INSECURE=true`: plaintext is
     /// visible where operators look, not only in the start-up log.
@@ -58,6 +61,23 @@ pub async fn check(engine: &Engine) -> HealthReport {
     for (name, result) in agents {
         components.insert(name, component(result));
     }
+    let leadership = engine.leadership();
+    let leader = leadership.leads();
+    if leadership.elected() {
+        // A follower is healthy: it accepts webhooks and stands by.
+        let detail = if leader {
+            "leader: runs the jobs"
+        } else {
+            "follower: accepts webhooks, another instance runs the jobs"
+        };
+        components.insert(
+            "leadership".to_owned(),
+            Component {
+                healthy: true,
+                detail: detail.into(),
+            },
+        );
+    }
     let status = if components.values().all(|c| c.healthy) {
         "ok"
     } else {
@@ -65,6 +85,7 @@ pub async fn check(engine: &Engine) -> HealthReport {
     };
     HealthReport {
         status,
+        leader,
         components,
         agent_transport: None,
     }

@@ -29,6 +29,7 @@ pub const OLDEST_QUEUED_JOB_AGE: &str = "reconciler_oldest_queued_job_age_second
 pub const PENDING_REMOVALS: &str = "reconciler_pending_removals";
 pub const FAILING_OBJECTS: &str = "reconciler_failing_objects";
 pub const LAST_SWEEP_FINISHED: &str = "reconciler_last_sweep_finished_timestamp_seconds";
+pub const LEADER: &str = "reconciler_leader";
 
 /// The process's exporter (the runtime's, shared with the agents' setup).
 fn handle() -> Option<&'static PrometheusHandle> {
@@ -50,6 +51,10 @@ pub fn install() {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        LEADER,
+        "1 while this instance runs the jobs, sweeps and timers (the leader), 0 while it stands by."
+    );
     describe_counter!(
         CHANGES,
         "Changes by target, resource, action and outcome (ledger-only steps included)."
@@ -188,4 +193,9 @@ fn set_scraped((name, label): &(String, String), value: f64) {
         gauge!(FAILING_OBJECTS, "resource" => resource.to_owned(), "cause" => cause.to_owned())
             .set(value);
     }
+}
+
+/// Whether this instance leads now ([`LEADER`]).
+pub fn set_leader(leads: bool) {
+    gauge!(LEADER).set(if leads { 1.0 } else { 0.0 });
 }

@@ -140,6 +140,7 @@ async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
         ("reconciler_oldest_queued_job_age_seconds", "gauge"),
         ("reconciler_failing_objects", "gauge"),
         ("reconciler_last_sweep_finished_timestamp_seconds", "gauge"),
+        ("reconciler_leader", "gauge"),
     ] {
         assert_eq!(
             scrape.types.get(family).map(String::as_str),
@@ -178,6 +179,8 @@ async fn metrics_count_what_a_run_did_and_parse_as_prometheus_text() {
     assert_eq!(scrape.value("reconciler_jobs", &[("state", "done")]), 1.0);
     assert_eq!(scrape.value("reconciler_jobs", &[("state", "queued")]), 0.0);
     assert!(scrape.value("reconciler_last_sweep_finished_timestamp_seconds", &[]) > 1.0e9);
+    // The only coordinator of a SQLite state DB always leads.
+    assert_eq!(scrape.value("reconciler_leader", &[]), 1.0);
     let failing: Vec<_> = scrape
         .samples
         .iter()

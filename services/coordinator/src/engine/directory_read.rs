@@ -104,6 +104,13 @@ pub(super) enum DirectoryRead {
 }
 
 impl Engine {
+    /// Drops the snapshot held in memory, so the next run loads it from the
+    /// state DB: on taking over the leadership, where another instance may
+    /// have patched the stored copy since this one last led.
+    pub async fn forget_directory_snapshot(&self) {
+        *self.snapshot.lock().await = SnapshotSlot::default();
+    }
+
     pub(super) async fn read_directory(
         &self,
         subject: &Subject,

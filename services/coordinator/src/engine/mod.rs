@@ -27,6 +27,7 @@ mod scope;
 
 use crate::subject::Subject;
 
+use crate::leader::Leadership;
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
 use directory_read::{DirectoryRead, SnapshotSlot};
 use observe::Observation;
@@ -72,6 +73,8 @@ pub struct Engine {
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
     snapshot: tokio::sync::Mutex<SnapshotSlot>,
+    /// Whether this instance runs jobs (health and status show it).
+    leadership: Leadership,
 }
 
 /// What a run decided, before applying.
@@ -130,7 +133,18 @@ impl Engine {
             config,
             locks: KeyedLocks::default(),
             snapshot: tokio::sync::Mutex::default(),
+            leadership: Leadership::sole(),
         }
+    }
+
+    /// Runs under elected leadership (coordinators sharing PostgreSQL).
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     pub fn store(&self) -> &Store {

@@ -22,10 +22,10 @@ impl Store {
     }
 }
 
-pub(super) async fn audit(conn: &mut sqlx::SqliteConnection, entry: AuditEntry<'_>) -> Result<()> {
+pub(super) async fn audit(conn: &mut sqlx::AnyConnection, entry: AuditEntry<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (at, job_id, trace_id, resource, key, action, outcome, reason, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(now_millis())
     .bind(entry.job_id)
@@ -82,7 +82,7 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO audit (at, job_id, resource, key, action, outcome, reason, detail,
                                     source, external_id, actor, remote_ip, received_from, metadata)
-                 VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (source, external_id) WHERE external_id IS NOT NULL DO NOTHING",
             )
             .bind(e.at)

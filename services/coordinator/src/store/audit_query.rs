@@ -4,7 +4,6 @@
 //! every page) and each page is an index range, however deep.
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
 
 use super::Store;
 use crate::error::Result;
@@ -52,58 +51,53 @@ pub struct AuditRow {
 
 impl Store {
     pub async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRow>> {
-        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+        // One static statement for every combination of filters: a filter
+        // left out is a NULL parameter, and `$n IS NULL OR …` lets every
+        // row through it.
+        let (exact_action, prefix) = match query.action.as_deref() {
+            Some(action) => match action.strip_suffix('*') {
+                Some(prefix) => (None, Some(prefix.trim_end_matches('*').to_owned())),
+                None => (Some(action.to_owned()), None),
+            },
+            None => (None, None),
+        };
+        // substr, not LIKE: an action may contain `_`, LIKE's wildcard.
+        let prefix_len = prefix.as_ref().map(|p| p.chars().count() as i64);
+        // instr over lower(): a plain substring, no pattern characters.
+        let q = query
+            .q
+            .as_deref()
+            .filter(|q| !q.is_empty())
+            .map(str::to_lowercase);
+        Ok(sqlx::query_as(
             "SELECT id, at, source, action, outcome, actor, remote_ip, resource, key, reason,
                     detail, job_id, trace_id, external_id, received_from, metadata
-             FROM audit WHERE 1 = 1",
-        );
-        let exact = [
-            ("source", &query.source),
-            ("outcome", &query.outcome),
-            ("actor", &query.actor),
-        ];
-        for (column, value) in exact {
-            if let Some(value) = value {
-                sql.push(format_args!(" AND {column} = "))
-                    .push_bind(value.clone());
-            }
-        }
-        match query.action.as_deref() {
-            Some(prefix) if prefix.ends_with('*') => {
-                let prefix = prefix.trim_end_matches('*');
-                // substr, not LIKE: an action may contain `_`, LIKE's wildcard.
-                sql.push(" AND substr(action, 1, ")
-                    .push_bind(prefix.chars().count() as i64)
-                    .push(") = ")
-                    .push_bind(prefix.to_owned());
-            }
-            Some(action) => {
-                sql.push(" AND action = ").push_bind(action.to_owned());
-            }
-            None => {}
-        }
-        if let Some(since) = query.since {
-            sql.push(" AND at >= ").push_bind(since);
-        }
-        if let Some(before) = query.before {
-            sql.push(" AND at < ").push_bind(before);
-        }
-        if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-            // instr over lower(): a plain substring, no pattern characters.
-            let q = q.to_lowercase();
-            sql.push(" AND (instr(lower(key), ")
-                .push_bind(q.clone())
-                .push(") > 0 OR instr(lower(detail), ")
-                .push_bind(q.clone())
-                .push(") > 0 OR instr(lower(metadata), ")
-                .push_bind(q)
-                .push(") > 0)");
-        }
-        if let Some(below) = query.below_id {
-            sql.push(" AND id < ").push_bind(below);
-        }
-        sql.push(" ORDER BY id DESC LIMIT ").push_bind(query.limit);
-        Ok(sql.build_query_as().fetch_all(&self.reader).await?)
+             FROM audit
+             WHERE ($1 IS NULL OR source = $1)
+               AND ($2 IS NULL OR outcome = $2)
+               AND ($3 IS NULL OR actor = $3)
+               AND ($4 IS NULL OR action = $4)
+               AND ($5 IS NULL OR substr(action, 1, CAST($6 AS INTEGER)) = $5)
+               AND ($7 IS NULL OR at >= $7)
+               AND ($8 IS NULL OR at < $8)
+               AND ($9 IS NULL OR instr(lower(key), $9) > 0 OR instr(lower(detail), $9) > 0
+                    OR instr(lower(metadata), $9) > 0)
+               AND ($10 IS NULL OR id < $10)
+             ORDER BY id DESC LIMIT $11",
+        )
+        .bind(query.source.as_deref())
+        .bind(query.outcome.as_deref())
+        .bind(query.actor.as_deref())
+        .bind(exact_action)
+        .bind(prefix)
+        .bind(prefix_len)
+        .bind(query.since)
+        .bind(query.before)
+        .bind(q)
+        .bind(query.below_id)
+        .bind(query.limit)
+        .fetch_all(&self.reader)
+        .await?)
     }
 }
 

@@ -80,7 +80,7 @@ impl Store {
 }
 
 pub(super) async fn failed(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     resource: &str,
     key: &str,
     fingerprint: &str,
@@ -88,12 +88,13 @@ pub(super) async fn failed(
     base: Duration,
     cap: Duration,
 ) -> Result<()> {
-    let previous: Option<(String, i64)> =
-        sqlx::query_as("SELECT fingerprint, failures FROM backoff WHERE resource = ? AND key = ?")
-            .bind(resource)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let previous: Option<(String, i64)> = sqlx::query_as(
+        "SELECT fingerprint, failures FROM backoff WHERE resource = $1 AND key = $2",
+    )
+    .bind(resource)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
     let failures = match previous {
         Some((same, failures)) if same == fingerprint => failures + 1,
         _ => 1,
@@ -101,7 +102,7 @@ pub(super) async fn failed(
     let next = now_millis() + delay(failures, base, cap).as_millis() as i64;
     sqlx::query(
         "INSERT INTO backoff (resource, key, fingerprint, failures, next_attempt_ms, last_error)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (resource, key) DO UPDATE SET fingerprint = excluded.fingerprint,
              failures = excluded.failures, next_attempt_ms = excluded.next_attempt_ms,
              last_error = excluded.last_error",
@@ -117,12 +118,8 @@ pub(super) async fn failed(
     Ok(())
 }
 
-pub(super) async fn clear(
-    conn: &mut sqlx::SqliteConnection,
-    resource: &str,
-    key: &str,
-) -> Result<()> {
-    sqlx::query("DELETE FROM backoff WHERE resource = ? AND key = ?")
+pub(super) async fn clear(conn: &mut sqlx::AnyConnection, resource: &str, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM backoff WHERE resource = $1 AND key = $2")
         .bind(resource)
         .bind(key)
         .execute(&mut *conn)

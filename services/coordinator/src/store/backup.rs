@@ -52,7 +52,7 @@ impl Store {
             n += 1;
             file = dir.join(format!("{PREFIX}{:013}-{n}{SUFFIX}", now_millis()));
         }
-        sqlx::query("VACUUM INTO ?1")
+        sqlx::query("VACUUM INTO $1")
             .bind(file.to_string_lossy().into_owned())
             .execute(&self.reader)
             .await?;

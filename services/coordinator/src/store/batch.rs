@@ -10,14 +10,14 @@
 
 use std::time::Duration;
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
 use super::{AuditEntry, Store, audit, backoff, ledger, pending};
 use crate::error::Result;
 use crate::ledger::LedgerRow;
 
 pub struct Batch {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
 }
 
 impl Store {

@@ -100,25 +100,25 @@ struct Table {
 }
 
 const USERS: Table = Table {
-    upsert: "INSERT INTO directory_users (pk, body) VALUES (?, ?)
+    upsert: "INSERT INTO directory_users (pk, body) VALUES ($1, $2)
              ON CONFLICT (pk) DO UPDATE SET body = excluded.body",
-    delete: "DELETE FROM directory_users WHERE pk = ?",
+    delete: "DELETE FROM directory_users WHERE pk = $1",
 };
 const GROUPS: Table = Table {
-    upsert: "INSERT INTO directory_groups (uuid, body) VALUES (?, ?)
+    upsert: "INSERT INTO directory_groups (uuid, body) VALUES ($1, $2)
              ON CONFLICT (uuid) DO UPDATE SET body = excluded.body",
-    delete: "DELETE FROM directory_groups WHERE uuid = ?",
+    delete: "DELETE FROM directory_groups WHERE uuid = $1",
 };
 
 /// Writes one object's row, or deletes it when the object is gone.
 async fn save_row<K>(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     table: &Table,
     key: K,
     body: Option<String>,
 ) -> Result<()>
 where
-    K: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send,
+    K: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send,
 {
     match body {
         Some(body) => sqlx::query(table.upsert).bind(key).bind(body),

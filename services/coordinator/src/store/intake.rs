@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::jobs::{EnqueueRequest, enqueue_in};
-use super::{Enqueued, begin_write};
+use super::jobs::{EnqueueRequest, announce_new_jobs, enqueue_in};
+use super::{Backend, Enqueued, begin_write};
 use crate::error::Result;
 
 /// At most this many triggers share a transaction: enough to absorb a
@@ -83,11 +83,12 @@ impl Drop for Urgent<'_> {
 
 /// The writer connection, taken ahead of writers that give way.
 async fn begin_urgent(
-    writer: &SqlitePool,
+    writer: &AnyPool,
+    backend: Backend,
     priority: &Priority,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
     let _urgent = priority.urgent();
-    begin_write(writer).await
+    begin_write(writer, backend).await
 }
 
 struct Pending {
@@ -100,21 +101,22 @@ struct Pending {
 #[derive(Clone)]
 pub(super) struct Intake {
     queue: mpsc::Sender<Pending>,
+    backend: Backend,
 }
 
 impl Intake {
     /// Starts the committer on the current runtime. It ends when the last
     /// [`Intake`] is dropped.
-    pub fn start(writer: SqlitePool, priority: Arc<Priority>) -> Self {
+    pub fn start(writer: AnyPool, backend: Backend, priority: Arc<Priority>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(commit_groups(writer, priority, pending));
-        Self { queue }
+        tokio::spawn(commit_groups(writer, backend, priority, pending));
+        Self { queue, backend }
     }
 
     /// Makes `request` durable in the next group commit. If the committer
     /// is gone (its runtime shut down under a store that lives on), the
     /// trigger commits on its own instead.
-    pub async fn submit(&self, writer: &SqlitePool, request: EnqueueRequest) -> Result<Enqueued> {
+    pub async fn submit(&self, writer: &AnyPool, request: EnqueueRequest) -> Result<Enqueued> {
         let (reply, answer) = oneshot::channel();
         match self.queue.send(Pending { request, reply }).await {
             Ok(()) => match answer.await {
@@ -125,20 +127,21 @@ impl Intake {
                 Err(_) => Err(crate::error::Error::Db(sqlx::Error::PoolClosed)),
             },
             Err(mpsc::error::SendError(pending)) => {
-                commit_one(writer, &Priority::default(), &pending.request).await
+                commit_one(writer, self.backend, &Priority::default(), &pending.request).await
             }
         }
     }
 }
 
 async fn commit_groups(
-    writer: SqlitePool,
+    writer: AnyPool,
+    backend: Backend,
     priority: Arc<Priority>,
     mut pending: mpsc::Receiver<Pending>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match commit_group(&writer, &priority, &group).await {
+        match commit_group(&writer, backend, &priority, &group).await {
             Ok(results) => {
                 for (each, result) in group.drain(..).zip(results) {
                     // A caller that went away has its job anyway.
@@ -152,7 +155,7 @@ async fn commit_groups(
             Err(error) => {
                 tracing::warn!(%error, triggers = group.len(), "group commit failed; committing one by one");
                 for each in group.drain(..) {
-                    let result = commit_one(&writer, &priority, &each.request).await;
+                    let result = commit_one(&writer, backend, &priority, &each.request).await;
                     let _ = each.reply.send(result);
                 }
             }
@@ -161,26 +164,30 @@ async fn commit_groups(
 }
 
 async fn commit_group(
-    writer: &SqlitePool,
+    writer: &AnyPool,
+    backend: Backend,
     priority: &Priority,
     group: &[Pending],
 ) -> Result<Vec<Enqueued>> {
-    let mut tx = begin_urgent(writer, priority).await?;
+    let mut tx = begin_urgent(writer, backend, priority).await?;
     let mut results = Vec::with_capacity(group.len());
     for each in group {
         results.push(enqueue_in(&mut tx, &each.request).await?);
     }
+    announce_new_jobs(&mut tx, backend, &results).await?;
     tx.commit().await?;
     Ok(results)
 }
 
 async fn commit_one(
-    writer: &SqlitePool,
+    writer: &AnyPool,
+    backend: Backend,
     priority: &Priority,
     request: &EnqueueRequest,
 ) -> Result<Enqueued> {
-    let mut tx = begin_urgent(writer, priority).await?;
+    let mut tx = begin_urgent(writer, backend, priority).await?;
     let result = enqueue_in(&mut tx, request).await?;
+    announce_new_jobs(&mut tx, backend, std::slice::from_ref(&result)).await?;
     tx.commit().await?;
     Ok(result)
 }
@@ -216,7 +223,13 @@ mod tests {
             answers.push(answer);
         }
         drop(queue);
-        commit_groups(store.writer.clone(), store.priority.clone(), pending).await;
+        commit_groups(
+            store.writer.clone(),
+            store.backend,
+            store.priority.clone(),
+            pending,
+        )
+        .await;
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());

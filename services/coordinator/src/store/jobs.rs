@@ -53,15 +53,66 @@ pub struct Interrupted {
 
 /// The job's stored summary combined with this attempt's.
 async fn combined_summary(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     id: i64,
     attempt: &str,
 ) -> Result<String> {
-    let previous: Option<String> = sqlx::query_scalar("SELECT summary FROM jobs WHERE id = ?")
+    let previous: Option<String> = sqlx::query_scalar("SELECT summary FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
     Ok(summary::combine(&previous.unwrap_or_default(), attempt))
+}
+
+/// One attempt of a job, as recorded (migration 0016): which instance ran
+/// it and when.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct JobAttempt {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub instance: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// `None` while it runs.
+    pub ended_at: Option<i64>,
+    /// `running`, `done`, `retry`, `failed` or `interrupted`.
+    pub outcome: String,
+}
+
+/// The PostgreSQL notification channel a new job is announced on.
+pub const JOBS_CHANNEL: &str = "reconciler_jobs";
+
+/// Serializes claims among coordinators sharing PostgreSQL (a transaction
+/// lock; any constant distinct from the leader lock's).
+const CLAIM_LOCK: i64 = 0x636c_6169_6d00; // "claim"
+
+/// Closes this instance's open attempt of job `id` with `outcome`; `false`
+/// if it has none: the job was taken from it (a new leader queued it
+/// again), and its result is stale.
+async fn end_attempt(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    instance: &str,
+    id: i64,
+    outcome: &str,
+) -> Result<bool> {
+    let ended = sqlx::query(
+        "UPDATE job_attempts SET ended_at = $1, outcome = $2
+         WHERE job_id = $3 AND instance = $4 AND ended_at IS NULL",
+    )
+    .bind(now_millis())
+    .bind(outcome)
+    .bind(id)
+    .bind(instance)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if ended == 0 {
+        tracing::warn!(
+            job_id = id,
+            "the job was queued again elsewhere while this attempt ran; its result is dropped"
+        );
+    }
+    Ok(ended > 0)
 }
 
 /// One trigger to make durable ([`Store::enqueue`]).
@@ -75,13 +126,13 @@ pub(super) struct EnqueueRequest {
 
 /// [`Store::enqueue`] on `conn`, inside the caller's write transaction.
 pub(super) async fn enqueue_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     request: &EnqueueRequest,
 ) -> Result<Enqueued> {
     let now = now_millis();
     if let Some(pk) = &request.event_pk {
         let existing: Option<i64> =
-            sqlx::query_scalar("SELECT job_id FROM webhook_events WHERE event_pk = ?")
+            sqlx::query_scalar("SELECT job_id FROM webhook_events WHERE event_pk = $1")
                 .bind(pk)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -93,7 +144,7 @@ pub(super) async fn enqueue_in(
         }
     }
     let waiting: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE subject = ? AND state = 'queued' AND force >= ?
+        "SELECT id FROM jobs WHERE subject = $1 AND state = 'queued' AND force >= $2
          ORDER BY id LIMIT 1",
     )
     .bind(&request.subject)
@@ -105,7 +156,7 @@ pub(super) async fn enqueue_in(
         None => {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO jobs (subject, force, state, not_before, created_at, updated_at, trigger)
-                 VALUES (?, ?, 'queued', ?, ?, ?, ?) RETURNING id",
+                 VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING id",
             )
             .bind(&request.subject)
             .bind(request.force as i64)
@@ -119,17 +170,36 @@ pub(super) async fn enqueue_in(
         }
     };
     if let Some(pk) = &request.event_pk {
-        sqlx::query("INSERT INTO webhook_events (event_pk, job_id, received_at) VALUES (?, ?, ?)")
-            .bind(pk)
-            .bind(job_id)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO webhook_events (event_pk, job_id, received_at) VALUES ($1, $2, $3)",
+        )
+        .bind(pk)
+        .bind(job_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(Enqueued {
         job_id,
         deduplicated,
     })
+}
+
+/// On PostgreSQL, tells the leader's workers that new jobs are queued
+/// (delivered at commit; see `duties::wake_on_enqueue`): the instance that
+/// accepted them may not be the one that runs them.
+pub(super) async fn announce_new_jobs(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    enqueued: &[Enqueued],
+) -> Result<()> {
+    if backend == super::Backend::Postgres && enqueued.iter().any(|e| !e.deduplicated) {
+        sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, '')) AS notified")
+            .bind(JOBS_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -166,41 +236,82 @@ impl Store {
 
     /// Claims the next runnable job: due, and no job for the same subject is
     /// running. A sweep runs alone: it is not claimed while anything runs,
-    /// and nothing is claimed while it runs.
+    /// and nothing is claimed while it runs. The attempt is recorded under
+    /// this store's instance in the same transaction.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>> {
-        let _turn = self.priority.in_line().await;
         let now = now_millis();
+        let mut tx = self.write_tx().await?;
+        if self.backend == super::Backend::Postgres {
+            // Claims from several instances (around a hand-over) go one at
+            // a time, so the check for a running job of the same subject
+            // sees every claim committed before. (SQLite's BEGIN IMMEDIATE
+            // does the same.) The count is there because `Any` reads every
+            // row, and `void` is no type it knows.
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS claiming")
+                .bind(CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?1
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = $1
              WHERE id = (
                 SELECT j.id FROM jobs j
-                WHERE j.state = 'queued' AND j.not_before <= ?1
+                WHERE j.state = 'queued' AND j.not_before <= $1
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running'
-                                  AND (r.subject = j.subject OR r.subject = ?2 OR j.subject = ?2))
+                                  AND (r.subject = j.subject OR r.subject = $2 OR j.subject = $2))
                 ORDER BY j.not_before, j.id LIMIT 1)
              AND state = 'queued'
              RETURNING id, subject, force, attempts, trigger",
         )
         .bind(now)
         .bind(Subject::SWEEP)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(|r| ClaimedJob {
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let job = ClaimedJob {
             id: r.get("id"),
             subject: r.get("subject"),
             force: r.get::<i64, _>("force") != 0,
             attempts: r.get("attempts"),
             trigger: r.get("trigger"),
-        }))
+        };
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, instance, started_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(job.id)
+        .bind(job.attempts)
+        .bind(&*self.instance)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    /// Every recorded attempt of job `id`, in order.
+    pub async fn job_attempts(&self, id: i64) -> Result<Vec<JobAttempt>> {
+        Ok(sqlx::query_as(
+            "SELECT job_id, attempt, instance, started_at, ended_at, outcome FROM job_attempts
+             WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     /// Marks a job done. `summary` is this attempt's report; the stored
     /// summary combines it with earlier attempts' ([`summary::combine`]).
     pub async fn finish(&self, id: i64, summary: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if !end_attempt(&mut tx, &self.instance, id, "done").await? {
+            return Ok(());
+        }
         let summary = combined_summary(&mut tx, id, summary).await?;
         sqlx::query(
-            "UPDATE jobs SET state = 'done', summary = ?, last_error = '', updated_at = ? WHERE id = ?",
+            "UPDATE jobs SET state = 'done', summary = $1, last_error = '', updated_at = $2 WHERE id = $3",
         )
         .bind(summary)
         .bind(now_millis())
@@ -223,39 +334,45 @@ impl Store {
     ) -> Result<()> {
         let now = now_millis();
         let mut tx = self.write_tx().await?;
+        let outcome = if retry_at.is_some() {
+            "retry"
+        } else {
+            "failed"
+        };
+        if !end_attempt(&mut tx, &self.instance, id, outcome).await? {
+            return Ok(());
+        }
         let summary = combined_summary(&mut tx, id, summary).await?;
         match retry_at {
-            Some(at) => {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'queued', not_before = ?, last_error = ?, summary = ?,
-                     updated_at = ? WHERE id = ?",
-                )
-                .bind(at)
-                .bind(error)
-                .bind(summary)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'failed', last_error = ?, summary = ?, updated_at = ?
-                     WHERE id = ?",
-                )
-                .bind(error)
-                .bind(summary)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-            }
+            Some(at) => sqlx::query(
+                "UPDATE jobs SET state = 'queued', not_before = $1, last_error = $2, summary = $3,
+                     updated_at = $4 WHERE id = $5",
+            )
+            .bind(at)
+            .bind(error)
+            .bind(summary)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?,
+            None => sqlx::query(
+                "UPDATE jobs SET state = 'failed', last_error = $1, summary = $2, updated_at = $3
+                     WHERE id = $4",
+            )
+            .bind(error)
+            .bind(summary)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?,
         };
         tx.commit().await?;
         Ok(())
     }
 
-    /// After a crash, jobs that were running are runnable again, unless
+    /// After a crash (or when a new leader takes over), jobs that were
+    /// running are runnable again, and their attempts are closed as
+    /// `interrupted`, unless
     /// the interrupted attempt was their last: those fail, so no job ever
     /// runs more than `max_attempts` times, however often the process dies.
     /// Queued jobs that already used `max_attempts` (the setting was
@@ -263,32 +380,40 @@ impl Store {
     pub async fn requeue_interrupted(&self, max_attempts: i64) -> Result<Interrupted> {
         let now = now_millis();
         let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE job_attempts SET ended_at = $1, outcome = 'interrupted'
+             WHERE ended_at IS NULL AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let gave_up = sqlx::query(
-            "UPDATE jobs SET state = 'failed', updated_at = ?1,
+            "UPDATE jobs SET state = 'failed', updated_at = $1,
              last_error = 'gave up after ' || attempts || ' attempts, '
                  || CASE state WHEN 'running' THEN 'the last one interrupted'
-                    ELSE 'the limit (JOB_MAX_ATTEMPTS) is now ' || ?2 END
+                    ELSE 'the limit (JOB_MAX_ATTEMPTS) is now ' || $2 END
                  || CASE last_error WHEN '' THEN '' ELSE '; before: ' || last_error END
-             WHERE state IN ('running', 'queued') AND attempts >= ?2",
+             WHERE state IN ('running', 'queued') AND attempts >= $2",
         )
         .bind(now)
         .bind(max_attempts)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let requeued =
-            sqlx::query("UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running'")
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE jobs SET state = 'queued', updated_at = $1 WHERE state = 'running'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(Interrupted { requeued, gave_up })
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>> {
         let row = sqlx::query(
-            "SELECT id, subject, state, attempts, trigger, last_error, summary FROM jobs WHERE id = ?",
+            "SELECT id, subject, state, attempts, trigger, last_error, summary FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -307,7 +432,7 @@ impl Store {
     /// The most recent sweep that finished (done or failed).
     pub async fn last_finished_sweep(&self) -> Result<Option<JobRow>> {
         let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE subject = ? AND state IN ('done', 'failed')
+            "SELECT id FROM jobs WHERE subject = $1 AND state IN ('done', 'failed')
              ORDER BY updated_at DESC, id DESC LIMIT 1",
         )
         .bind(Subject::SWEEP)

@@ -1,7 +1,7 @@
 //! Ownership records: what we created (or found and must never remove).
 
 use reconciler_proto::mailcow::markers;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 use super::{Store, now_millis};
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ impl Store {
     pub async fn ledger_rows(&self, resource: Option<&str>) -> Result<Vec<LedgerRow>> {
         let rows = sqlx::query(
             "SELECT resource, key, state, username, groups, remote_id FROM ledger
-             WHERE ?1 IS NULL OR resource = ?1 ORDER BY resource, key",
+             WHERE $1 IS NULL OR resource = $1 ORDER BY resource, key",
         )
         .bind(resource)
         .fetch_all(&self.reader)
@@ -32,12 +32,12 @@ impl Store {
     }
 }
 
-pub(super) async fn put(conn: &mut SqliteConnection, row: &LedgerRow) -> Result<()> {
+pub(super) async fn put(conn: &mut AnyConnection, row: &LedgerRow) -> Result<()> {
     let now = now_millis();
     let groups = serde_json::to_string(&row.groups).unwrap_or_else(|_| "[]".into());
     sqlx::query(
             "INSERT INTO ledger (resource, key, state, username, groups, remote_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (resource, key) DO UPDATE SET state = excluded.state,
                username = excluded.username, groups = excluded.groups,
                remote_id = excluded.remote_id, updated_at = excluded.updated_at",
@@ -77,8 +77,8 @@ impl Store {
             }
             let key = keys::app_password(mailbox, &canonical);
             let done = sqlx::query(
-                "UPDATE ledger SET key = ?1 WHERE resource = ?2 AND key = ?3
-                 AND NOT EXISTS (SELECT 1 FROM ledger WHERE resource = ?2 AND key = ?1)",
+                "UPDATE ledger SET key = $1 WHERE resource = $2 AND key = $3
+                 AND NOT EXISTS (SELECT 1 FROM ledger WHERE resource = $2 AND key = $1)",
             )
             .bind(key.as_str())
             .bind(APP_PASSWORD)
@@ -108,13 +108,13 @@ impl Store {
 }
 
 pub(super) async fn get(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     resource: &str,
     key: &str,
 ) -> Result<Option<LedgerRow>> {
     let row = sqlx::query(
         "SELECT resource, key, state, username, groups, remote_id FROM ledger
-         WHERE resource = ? AND key = ?",
+         WHERE resource = $1 AND key = $2",
     )
     .bind(resource)
     .bind(key)
@@ -125,13 +125,13 @@ pub(super) async fn get(
 
 /// Drops the row and the removal that waited for it; `conn` is inside a
 /// transaction, so both go or neither.
-pub(super) async fn delete(conn: &mut SqliteConnection, resource: &str, key: &str) -> Result<()> {
-    sqlx::query("DELETE FROM ledger WHERE resource = ? AND key = ?")
+pub(super) async fn delete(conn: &mut AnyConnection, resource: &str, key: &str) -> Result<()> {
+    sqlx::query("DELETE FROM ledger WHERE resource = $1 AND key = $2")
         .bind(resource)
         .bind(key)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
+    sqlx::query("DELETE FROM pending_removals WHERE resource = $1 AND key = $2")
         .bind(resource)
         .bind(key)
         .execute(&mut *conn)
@@ -141,7 +141,7 @@ pub(super) async fn delete(conn: &mut SqliteConnection, resource: &str, key: &st
 
 /// A row that does not parse is an error: read as an intent or as "no
 /// groups", it would change what the planner believes we own.
-fn row_to_ledger(r: sqlx::sqlite::SqliteRow) -> Result<LedgerRow> {
+fn row_to_ledger(r: sqlx::any::AnyRow) -> Result<LedgerRow> {
     let resource: String = r.get("resource");
     let key: String = r.get("key");
     let corrupt = |what: &str| Error::Corrupt(format!("ledger row {resource} {key}: {what}"));

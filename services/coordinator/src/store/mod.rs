@@ -1,7 +1,9 @@
-//! The state DB: job queue, ledger, audit log. SQLite in WAL mode by default.
+//! The state DB: job queue, ledger, audit log. SQLite in WAL mode by
+//! default; PostgreSQL for coordinators that share it ([`Backend`]).
 
 mod audit;
 mod audit_query;
+mod backend;
 mod backoff;
 mod backup;
 mod batch;
@@ -14,19 +16,19 @@ mod retention;
 mod sogo_evictions;
 pub mod summary;
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
 
 pub use audit::{AuditEntry, Ingested, IngestedEvent};
 pub use audit_query::{AuditQuery, AuditRow};
+pub use backend::Backend;
 pub use backoff::Backoff;
 pub use backup::BackupPolicy;
 pub use batch::Batch;
 pub use directory::StoredDirectory;
-pub use jobs::{ClaimedJob, Enqueued, Interrupted, JobCounts, JobRow};
+pub use jobs::{ClaimedJob, Enqueued, Interrupted, JOBS_CHANNEL, JobAttempt, JobCounts, JobRow};
 pub use pending::{DueTimes, PendingRemoval};
 pub use retention::{Pruned, Retention};
 pub use sogo_evictions::OwedEviction;
@@ -35,58 +37,49 @@ use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Store {
-    /// Read-only connections: WAL lets them read beside the writer.
-    reader: SqlitePool,
-    /// The one connection that writes. SQLite has one write lock; with
-    /// several writing connections a waiter sleeps in SQLite's busy handler
-    /// (1, 2, 5, 10, … ms steps) and wakes late, which is what a webhook's
-    /// accept felt under load (issue 12). Queued on this pool instead,
-    /// writers take turns in order and start the moment the lock is free.
-    writer: SqlitePool,
+    /// Read-only connections (SQLite: WAL lets them read beside the
+    /// writer).
+    reader: AnyPool,
+    /// What writes. On SQLite one connection: SQLite has one write lock;
+    /// with several writing connections a waiter sleeps in SQLite's busy
+    /// handler (1, 2, 5, 10, … ms steps) and wakes late, which is what a
+    /// webhook's accept felt under load (issue 12). Queued on this pool
+    /// instead, writers take turns in order and start the moment the lock is
+    /// free. On PostgreSQL the same pool as `reader`.
+    writer: AnyPool,
     /// Enqueues that arrive together commit together.
     intake: intake::Intake,
     /// Other writers give way to a waiting group of enqueues.
-    priority: std::sync::Arc<intake::Priority>,
-    /// The DB file (`None` in memory): backups are taken next to it.
+    priority: Arc<intake::Priority>,
+    backend: Backend,
+    /// The SQLite file (`None` in memory and for PostgreSQL): backups are
+    /// taken next to it.
     path: Option<std::path::PathBuf>,
+    /// Who this process is in the job attempt record.
+    instance: Arc<str>,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the DB at `url`, e.g.
-    /// `sqlite://state.db`.
+    /// Opens (creating if needed) and migrates the DB at `url`:
+    /// `sqlite://state.db` or `postgres://user@host/db`.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::Config(format!("STATE_DB_URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a 202 promises the job survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .foreign_keys(true);
-        let path = Some(options.get_filename().to_path_buf())
-            .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&writer).await?;
-        let reader = match &path {
-            Some(_) => {
-                SqlitePoolOptions::new()
-                    .max_connections(8)
-                    .connect_with(options.read_only(true))
-                    .await?
-            }
-            // One in-memory database lives in one pool.
-            None => writer.clone(),
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            Error::Config("STATE_DB_URL: expected sqlite://<file> or postgres://…".into())
+        })?;
+        let opened = match backend {
+            Backend::Sqlite => backend::open_sqlite(url).await?,
+            Backend::Postgres => backend::open_postgres(url).await?,
         };
-        let priority = std::sync::Arc::new(intake::Priority::default());
+        let priority = Arc::new(intake::Priority::default());
         let store = Self {
-            reader,
-            intake: intake::Intake::start(writer.clone(), priority.clone()),
+            reader: opened.reader,
+            intake: intake::Intake::start(opened.writer.clone(), backend, priority.clone()),
             priority,
-            writer,
-            path,
+            writer: opened.writer,
+            backend,
+            path: opened.path,
+            instance: Arc::from("local"),
         };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
@@ -95,13 +88,34 @@ impl Store {
         Ok(store)
     }
 
-    /// A write transaction that takes SQLite's write lock up front. A
+    /// The same store, recording this process as `instance` in the job
+    /// attempt record.
+    pub fn as_instance(mut self, instance: &str) -> Self {
+        self.instance = Arc::from(instance);
+        self
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The migration versions applied, in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front: a
     /// deferred transaction that reads, then writes, fails with
-    /// SQLITE_BUSY_SNAPSHOT when another connection committed in between, and
-    /// the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    /// SQLITE_BUSY_SNAPSHOT when another connection committed in between,
+    /// and the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
+    /// PostgreSQL locks rows as they are written.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let _turn = self.priority.in_line().await;
-        begin_write(&self.writer).await
+        begin_write(&self.writer, self.backend).await
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -110,7 +124,7 @@ impl Store {
     }
 
     pub async fn get_meta(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.reader)
             .await?)
@@ -126,7 +140,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for (pk, username, email) in users {
             sqlx::query(
-                "INSERT INTO known_users (pk, username, email, seen_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO known_users (pk, username, email, seen_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (pk) DO UPDATE SET username = excluded.username,
                  email = excluded.email, seen_at = excluded.seen_at",
             )
@@ -145,7 +159,7 @@ impl Store {
     pub async fn known_username(&self, needle: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT username FROM known_users
-             WHERE CAST(pk AS TEXT) = ?1 OR username = ?1 OR lower(email) = lower(?1) LIMIT 1",
+             WHERE CAST(pk AS TEXT) = $1 OR username = $1 OR lower(email) = lower($1) LIMIT 1",
         )
         .bind(needle)
         .fetch_optional(&self.reader)
@@ -154,14 +168,20 @@ impl Store {
 }
 
 /// See [`Store::write_tx`].
-async fn begin_write(writer: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
+async fn begin_write(
+    writer: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    Ok(match backend {
+        Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => writer.begin().await?,
+    })
 }
 
 /// Sets a `meta` row on `conn` (inside a caller's transaction or not).
-async fn set_meta_in(conn: &mut sqlx::SqliteConnection, name: &str, value: &str) -> Result<()> {
+async fn set_meta_in(conn: &mut sqlx::AnyConnection, name: &str, value: &str) -> Result<()> {
     sqlx::query(
-        "INSERT INTO meta (name, value) VALUES (?, ?)
+        "INSERT INTO meta (name, value) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     )
     .bind(name)

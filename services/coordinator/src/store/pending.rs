@@ -78,7 +78,7 @@ impl Store {
     /// timer wakes for.
     pub async fn pending_due(&self, after: i64, now: i64) -> Result<(Vec<String>, Option<i64>)> {
         let due: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT username FROM pending_removals WHERE due_at > ? AND due_at <= ?
+            "SELECT DISTINCT username FROM pending_removals WHERE due_at > $1 AND due_at <= $2
              ORDER BY username",
         )
         .bind(after)
@@ -86,7 +86,7 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         let next: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(due_at) FROM pending_removals WHERE due_at > ?")
+            sqlx::query_scalar("SELECT MIN(due_at) FROM pending_removals WHERE due_at > $1")
                 .bind(now)
                 .fetch_one(&self.reader)
                 .await?;
@@ -96,7 +96,7 @@ impl Store {
 
 /// Starts a grace period; one already running keeps its due time.
 pub(super) async fn put(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     resource: &str,
     key: &str,
     username: &str,
@@ -105,7 +105,7 @@ pub(super) async fn put(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO pending_removals (resource, key, username, due_at, since, reason)
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource, key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (resource, key) DO NOTHING",
     )
     .bind(resource)
     .bind(key)
@@ -119,11 +119,11 @@ pub(super) async fn put(
 }
 
 pub(super) async fn delete(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     resource: &str,
     key: &str,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM pending_removals WHERE resource = ? AND key = ?")
+    sqlx::query("DELETE FROM pending_removals WHERE resource = $1 AND key = $2")
         .bind(resource)
         .bind(key)
         .execute(&mut *conn)

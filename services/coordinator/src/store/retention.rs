@@ -48,21 +48,31 @@ impl Store {
         if let Some(before) = cutoff(now_ms, retention.jobs) {
             let mut tx = self.write_tx().await?;
             // The same oldest-first selection twice, in one transaction:
-            // the deliveries first (they reference their job), then the jobs.
+            // the deliveries and attempts first (they reference their job), then
+            // the jobs.
             pruned.webhook_events = sqlx::query(
                 "DELETE FROM webhook_events WHERE job_id IN (
-                   SELECT id FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?1
-                   ORDER BY updated_at LIMIT ?2)",
+                   SELECT id FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1
+                   ORDER BY updated_at LIMIT $2)",
             )
             .bind(before)
             .bind(batch)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            sqlx::query(
+                "DELETE FROM job_attempts WHERE job_id IN (
+                   SELECT id FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1
+                   ORDER BY updated_at LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
             pruned.jobs = sqlx::query(
                 "DELETE FROM jobs WHERE id IN (
-                   SELECT id FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?1
-                   ORDER BY updated_at LIMIT ?2)",
+                   SELECT id FROM jobs WHERE state IN ('done', 'failed') AND updated_at < $1
+                   ORDER BY updated_at LIMIT $2)",
             )
             .bind(before)
             .bind(batch)
@@ -73,7 +83,7 @@ impl Store {
         }
         if let Some(before) = cutoff(now_ms, retention.audit) {
             pruned.audit = sqlx::query(
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 ORDER BY id LIMIT $2)",
             )
             .bind(before)
             .bind(batch)
@@ -110,7 +120,7 @@ mod tests {
                 .unwrap();
             // The last one finished recently; the others long ago.
             let at = if i == 3 { now } else { old };
-            sqlx::query("UPDATE jobs SET state = ?1, updated_at = ?2 WHERE id = ?3")
+            sqlx::query("UPDATE jobs SET state = $1, updated_at = $2 WHERE id = $3")
                 .bind(state)
                 .bind(at)
                 .bind(job.job_id)
@@ -133,7 +143,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            sqlx::query("UPDATE audit SET at = ?1 WHERE id = (SELECT MAX(id) FROM audit)")
+            sqlx::query("UPDATE audit SET at = $1 WHERE id = (SELECT MAX(id) FROM audit)")
                 .bind(at)
                 .execute(&store.writer)
                 .await

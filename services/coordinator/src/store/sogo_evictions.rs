@@ -37,8 +37,8 @@ impl Store {
         for uid in uids {
             sqlx::query(
                 "INSERT INTO sogo_cache_evictions (uid, attempts, last_error, owed_since, updated_at)
-                 VALUES (?1, 1, ?2, ?3, ?3)
-                 ON CONFLICT (uid) DO UPDATE SET attempts = attempts + 1,
+                 VALUES ($1, 1, $2, $3, $3)
+                 ON CONFLICT (uid) DO UPDATE SET attempts = sogo_cache_evictions.attempts + 1,
                    last_error = excluded.last_error, updated_at = excluded.updated_at",
             )
             .bind(uid)
@@ -55,7 +55,7 @@ impl Store {
     pub async fn settle_sogo_evictions(&self, uids: &[String]) -> Result<()> {
         let mut tx = self.write_tx().await?;
         for uid in uids {
-            sqlx::query("DELETE FROM sogo_cache_evictions WHERE uid = ?")
+            sqlx::query("DELETE FROM sogo_cache_evictions WHERE uid = $1")
                 .bind(uid)
                 .execute(&mut *tx)
                 .await?;

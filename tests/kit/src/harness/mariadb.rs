@@ -190,7 +190,7 @@ async fn start_mariadb(dir: &Path, data: &Path, tmp: &str) -> (Child, u16) {
 }
 
 /// A port below the kernel's ephemeral range (`ip_local_port_range`).
-fn below_ephemeral_range() -> u16 {
+pub(crate) fn below_ephemeral_range() -> u16 {
     use rand::Rng;
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()

@@ -5,6 +5,7 @@
 //! are read from memcached and from the kernel ([`ports`]). MariaDB, which
 //! reads port 0 as 3306, is offered ports until it binds one ([`MariaDb`]).
 //! Synapse binds port 0 and its port is read from the kernel ([`Synapse`]).
+//! PostgreSQL, like MariaDB, is offered ports until it binds one ([`Postgres`]).
 //! [`compose`] runs the shipped compose files with the real docker-compose.
 
 pub mod compose;
@@ -12,6 +13,7 @@ pub mod dovecot;
 pub mod mariadb;
 pub mod nextcloud;
 pub mod ports;
+pub mod postgres;
 mod process;
 pub mod sogo;
 mod stack;
@@ -22,9 +24,10 @@ pub use dovecot::{DovecotContainer, Imap};
 pub use mariadb::MariaDb;
 pub use nextcloud::NextcloudContainer;
 pub use ports::RefusedPort;
+pub use postgres::Postgres;
 pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
-pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, start_agent};
+pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, start_agent};
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
 pub use tls::CertDir;
 

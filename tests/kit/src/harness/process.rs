@@ -186,7 +186,7 @@ impl Service {
 
 impl Service {
     /// A service that is not running (yet).
-    pub(crate) fn spawn_none() -> Self {
+    pub fn spawn_none() -> Self {
         Self {
             name: String::new(),
             child: None,

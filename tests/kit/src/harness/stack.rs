@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::postgres::Postgres;
 use super::process::Service;
 use super::tls::CertDir;
 use crate::authentik_sim::{AuthentikSim, AuthentikSimConfig};
@@ -67,6 +68,30 @@ pub struct StackOptions {
     /// certificates (one per agent binary's name); `None`: plaintext
     /// (`AGENT_INSECURE=true`).
     pub tls: Option<CertDir>,
+    /// Where the coordinator keeps its state DB; by default what
+    /// `RECONCILER_TEST_STATE_DB` says (`sqlite`, the default, or
+    /// `postgres`), so a suite runs unchanged on either.
+    pub state_db: StateDbKind,
+}
+
+/// The coordinator's state DB backend in a test stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateDbKind {
+    /// A file in the stack's directory.
+    Sqlite,
+    /// A private PostgreSQL 15 started for the stack ([`Postgres`]).
+    Postgres,
+}
+
+impl StateDbKind {
+    /// `RECONCILER_TEST_STATE_DB`: `postgres` or (unset) `sqlite`.
+    pub fn from_env() -> Self {
+        match std::env::var("RECONCILER_TEST_STATE_DB").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("sqlite") | Ok("") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("RECONCILER_TEST_STATE_DB={other}: expected sqlite or postgres"),
+        }
+    }
 }
 
 impl Default for StackOptions {
@@ -84,6 +109,7 @@ impl Default for StackOptions {
             nextcloud_agent_env: None,
             matrix_agent_env: None,
             stalwart_agent_env: None,
+            state_db: StateDbKind::from_env(),
             tls: None,
         }
     }
@@ -108,6 +134,8 @@ pub struct Stack {
     pub stalwart_agent: Option<Service>,
     pub stalwart_agent_addr: Option<String>,
     pub dir: tempfile::TempDir,
+    /// The stack's PostgreSQL, when the state DB lives there.
+    pub postgres: Option<Postgres>,
     options: StackOptions,
     http: reqwest::Client,
 }
@@ -228,6 +256,10 @@ impl Stack {
             timeout,
         )
         .await;
+        let postgres = match options.state_db {
+            StateDbKind::Sqlite => None,
+            StateDbKind::Postgres => Some(Postgres::start().await),
+        };
         let placeholder = Service::placeholder();
         let mut stack = Self {
             authentik,
@@ -246,6 +278,7 @@ impl Stack {
             stalwart_agent,
             stalwart_agent_addr,
             dir,
+            postgres,
             options,
             http: reqwest::Client::new(),
         };
@@ -320,8 +353,17 @@ impl Stack {
         )
     }
 
+    /// The SQLite state DB's file (unused when it lives in PostgreSQL).
     pub fn state_db(&self) -> PathBuf {
         self.dir.path().join("state.db")
+    }
+
+    /// The coordinator's `STATE_DB_URL`.
+    pub fn state_db_url(&self) -> String {
+        match &self.postgres {
+            Some(pg) => pg.url(),
+            None => format!("sqlite://{}", self.state_db().display()),
+        }
     }
 
     /// How the coordinator reaches the agent at `addr`.
@@ -336,10 +378,7 @@ impl Stack {
         let mut env: Vec<(String, String)> = vec![
             ("HTTP_LISTEN".into(), loopback_any().to_string()),
             ("GRPC_LISTEN".into(), loopback_any().to_string()),
-            (
-                "STATE_DB_URL".into(),
-                format!("sqlite://{}", self.state_db().display()),
-            ),
+            ("STATE_DB_URL".into(), self.state_db_url()),
             ("AUTHENTIK_URL".into(), self.authentik.base_url()),
             ("AUTHENTIK_TOKEN".into(), "authentik-test-token".into()),
             ("WEBHOOK_TOKEN".into(), WEBHOOK_TOKEN.into()),
@@ -378,14 +417,34 @@ impl Stack {
     /// and returns once it listens; [`Self::http_url`] and
     /// [`Self::grpc_addr`] then name its new ports.
     pub async fn start_coordinator(&mut self, workers: usize) {
-        let env = self.coordinator_env(workers);
-        self.coordinator = Service::spawn("coordinator", &env, self.dir.path());
-        let addrs = self
-            .coordinator
+        let (coordinator, http_url, grpc_addr) =
+            self.spawn_coordinator(workers, &[], self.dir.path()).await;
+        self.coordinator = coordinator;
+        self.http_url = http_url;
+        self.grpc_addr = grpc_addr;
+    }
+
+    /// Starts one more coordinator like the stack's own (same state DB,
+    /// agents and tokens; `extra_env` on top), logging to `log_dir`, and
+    /// returns it with its HTTP URL and gRPC address once it listens.
+    /// Several of them share a PostgreSQL state DB (one leads).
+    pub async fn spawn_coordinator(
+        &self,
+        workers: usize,
+        extra_env: &[(String, String)],
+        log_dir: &std::path::Path,
+    ) -> (Service, String, String) {
+        let mut env = self.coordinator_env(workers);
+        env.extend(extra_env.iter().cloned());
+        let mut coordinator = Service::spawn("coordinator", &env, log_dir);
+        let addrs = coordinator
             .listeners(&["http", "grpc"], self.options.start_timeout)
             .await;
-        self.http_url = format!("http://{}", addrs[0]);
-        self.grpc_addr = addrs[1].to_string();
+        (
+            coordinator,
+            format!("http://{}", addrs[0]),
+            addrs[1].to_string(),
+        )
     }
 
     /// POSTs to `/reconcile` with the webhook token.
