@@ -100,7 +100,8 @@ where
         grpc::with_standard_services_and_health::<InterceptedService<S, RequireToken>>(router)
             .await?;
     if let Some(health_addr) = health_listen {
-        let bound = crate::healthcheck::serve_health_only(health_addr, health_service).await?;
+        let bound =
+            crate::healthcheck::serve_health_only(health_addr, &limits, health_service).await?;
         tracing::info!(addr = %bound, "{name}: health listener (grpc.health.v1 only, plaintext)");
     }
     Ok(BoundAgent {

@@ -55,22 +55,19 @@ pub fn health_listen_from_env() -> Result<Option<SocketAddr>, String> {
 /// Binds before returning, so a taken port fails the agent's start.
 pub async fn serve_health_only<H>(
     addr: SocketAddr,
+    limits: &crate::listen::ConnectionLimits,
     health: tonic_health::pb::health_server::HealthServer<H>,
 ) -> Result<SocketAddr, crate::grpc::ServeError>
 where
     H: tonic_health::pb::health_server::Health,
 {
-    let incoming = tonic::transport::server::TcpIncoming::bind(addr)
-        .map_err(|source| crate::grpc::ServeError::Bind { addr, source })?;
-    let bound = incoming
-        .local_addr()
-        .map_err(|source| crate::grpc::ServeError::Bind { addr, source })?;
+    // The agent's own connection limits: a cap and a handshake deadline
+    // here too, whatever address the operator gives it.
+    let (listener, bound) =
+        crate::grpc::bind(addr, limits, crate::listen::Establish::Http2Preface).await?;
+    let server = crate::grpc::server(limits).add_service(health);
     tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(incoming)
-            .await;
-        if let Err(e) = served {
+        if let Err(e) = server.serve_with_incoming(listener.into_incoming()).await {
             tracing::error!(%bound, error = %e, "health listener stopped");
         }
     });
@@ -79,10 +76,13 @@ where
 
 /// The address to probe: `explicit` (the command line), else
 /// `AGENT_HEALTH_LISTEN` or `AGENT_LISTEN` (`listen_env`).
-fn target(explicit: Option<String>, listen_env: Option<String>) -> Result<SocketAddr, String> {
+fn target(
+    explicit: Option<String>,
+    listen_env: Option<(&'static str, String)>,
+) -> Result<SocketAddr, String> {
     let (source, raw) = match (explicit, listen_env) {
         (Some(raw), _) => ("the argument", raw),
-        (None, Some(raw)) => ("AGENT_LISTEN", raw),
+        (None, Some((variable, raw))) => (variable, raw),
         (None, None) => {
             return Err(
                 "no address to probe: set AGENT_LISTEN or pass one (`healthcheck 127.0.0.1:50051`)"
@@ -120,7 +120,12 @@ pub async fn grpc_status(addr: SocketAddr) -> Result<ServingStatus, String> {
 /// Runs the probe for the agent `name` with the rest of the command line
 /// (`args` after `healthcheck`); prints one line and returns the exit code.
 pub async fn run_agent_probe(name: &str, mut args: impl Iterator<Item = String>) -> ExitCode {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let env = |name: &'static str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (name, v))
+    };
     let listen_env = env(HEALTH_LISTEN_ENV).or_else(|| env("AGENT_LISTEN"));
     let addr = match target(args.next(), listen_env) {
         Ok(addr) => addr,
@@ -161,16 +166,20 @@ mod tests {
 
     #[test]
     fn the_argument_wins_over_agent_listen() {
-        let got = target(Some("127.0.0.1:1".into()), Some("0.0.0.0:2".into())).unwrap();
+        let got = target(
+            Some("127.0.0.1:1".into()),
+            Some(("AGENT_LISTEN", "0.0.0.0:2".into())),
+        )
+        .unwrap();
         assert_eq!(got, "127.0.0.1:1".parse().unwrap());
-        let got = target(None, Some("0.0.0.0:2".into())).unwrap();
+        let got = target(None, Some(("AGENT_LISTEN", "0.0.0.0:2".into()))).unwrap();
         assert_eq!(got, "127.0.0.1:2".parse().unwrap());
     }
 
     #[test]
     fn a_missing_or_bad_address_says_what_to_set() {
         assert!(target(None, None).unwrap_err().contains("AGENT_LISTEN"));
-        let e = target(None, Some("nowhere".into())).unwrap_err();
+        let e = target(None, Some(("AGENT_LISTEN", "nowhere".into()))).unwrap_err();
         assert!(e.contains("AGENT_LISTEN `nowhere`"), "{e}");
     }
 
@@ -211,7 +220,8 @@ mod tests {
     #[tokio::test]
     async fn the_health_only_listener_answers_health_and_nothing_else() {
         let (reporter, service) = tonic_health::server::health_reporter();
-        let addr = serve_health_only("127.0.0.1:0".parse().unwrap(), service)
+        let limits = crate::listen::ConnectionLimits::grpc_from_lookup(|_| None).unwrap();
+        let addr = serve_health_only("127.0.0.1:0".parse().unwrap(), &limits, service)
             .await
             .unwrap();
         reporter

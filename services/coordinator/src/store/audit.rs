@@ -18,7 +18,7 @@ pub struct AuditEntry<'a> {
 
 impl Store {
     pub async fn audit(&self, entry: AuditEntry<'_>) -> Result<()> {
-        audit(&mut *self.writer.acquire().await?, entry).await
+        audit(&mut *self.write_conn().await?, entry).await
     }
 }
 

@@ -75,7 +75,7 @@ impl Store {
 
     /// The object's change went through: no more waiting.
     pub async fn backoff_clear(&self, resource: &str, key: &str) -> Result<()> {
-        clear(&mut *self.writer.acquire().await?, resource, key).await
+        clear(&mut *self.write_conn().await?, resource, key).await
     }
 }
 

@@ -5,8 +5,9 @@
 //! shorter holds are what keep its latency flat while jobs run.
 //!
 //! Nothing else may write through the [`Store`] while a batch is open in
-//! the same task: the batch holds the write lock, and the other write
-//! would wait for it until the busy timeout.
+//! the same task: on SQLite the batch holds the one writer connection, and
+//! the other write would wait for it, holding every other writer's place in
+//! line, until the pool's acquire timeout.
 
 use std::time::Duration;
 

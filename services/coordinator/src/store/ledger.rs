@@ -28,7 +28,7 @@ impl Store {
     }
 
     pub async fn ledger_put(&self, row: &LedgerRow) -> Result<()> {
-        put(&mut *self.writer.acquire().await?, row).await
+        put(&mut *self.write_conn().await?, row).await
     }
 }
 

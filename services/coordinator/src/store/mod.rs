@@ -114,8 +114,24 @@ impl Store {
     /// and the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     /// PostgreSQL locks rows as they are written.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let _turn = self.priority.in_line().await;
+        let _turn = self.in_line().await;
         begin_write(&self.writer, self.backend).await
+    }
+
+    /// The writer for one statement outside a transaction, taken in line
+    /// like [`Self::write_tx`].
+    async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        let _turn = self.in_line().await;
+        Ok(self.writer.acquire().await?)
+    }
+
+    /// A non-urgent writer's turn ([`intake::Priority`]). Only SQLite has
+    /// one write lock to queue for; PostgreSQL writers go side by side.
+    async fn in_line(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.priority.in_line().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -131,7 +147,7 @@ impl Store {
     }
 
     pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
-        set_meta_in(&mut *self.writer.acquire().await?, name, value).await
+        set_meta_in(&mut *self.write_conn().await?, name, value).await
     }
 
     /// Remembers pk → username for people we grant things to.

@@ -65,12 +65,12 @@ impl Store {
         due_at: i64,
         reason: &str,
     ) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.write_conn().await?;
         put(&mut conn, resource, key, username, due_at, reason).await
     }
 
     pub async fn pending_delete(&self, resource: &str, key: &str) -> Result<()> {
-        delete(&mut *self.writer.acquire().await?, resource, key).await
+        delete(&mut *self.write_conn().await?, resource, key).await
     }
 
     /// Users with a removal that fell due after `after` and by `now` (Unix
