@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> Result<()> {
         &config.authentik_url,
         config.authentik_token.clone(),
         config.authentik_timeout,
+        &config.attribute_key,
     )?);
     let engine = Arc::new(
         Engine::new(

@@ -41,16 +41,40 @@ impl Workers {
     }
 
     async fn run(&self, worker: usize, shutdown: CancellationToken) {
+        let store = self.engine.store();
+        let mut claimed = store.claim().await;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.engine.store().claim().await {
+            match claimed {
                 Ok(Some(job)) => {
                     // Another job may be runnable too; let a sibling look.
                     self.wake.notify_one();
                     let span = tracing::info_span!("job", id = job.id, subject = %job.subject, attempt = job.attempts, worker);
-                    self.execute(&job).instrument(span).await;
+                    let done = self.execute(&job).instrument(span).await;
+                    claimed = match done {
+                        // The common case: the result and the next claim
+                        // in one commit. Not when stopping: a job claimed
+                        // now would only be interrupted.
+                        Some(summary) if !shutdown.is_cancelled() => {
+                            match store.finish_and_claim(job.id, &summary).await {
+                                Ok(next) => Ok(next),
+                                Err(e) => {
+                                    error!(error = %e, job_id = job.id, "cannot record the job's result");
+                                    store.claim().await
+                                }
+                            }
+                        }
+                        Some(summary) => {
+                            if let Err(e) = store.finish(job.id, &summary).await {
+                                error!(error = %e, job_id = job.id, "cannot record the job's result");
+                            }
+                            return;
+                        }
+                        None => store.claim().await,
+                    };
+                    // The job's subject (or the sweep) is free again.
                     self.wake.notify_one();
                 }
                 Ok(None) => {
@@ -60,6 +84,7 @@ impl Workers {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(wait) => {}
                     }
+                    claimed = store.claim().await;
                 }
                 Err(e) => {
                     error!(error = %e, "cannot claim a job");
@@ -67,6 +92,7 @@ impl Workers {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                     }
+                    claimed = store.claim().await;
                 }
             }
         }
@@ -83,7 +109,10 @@ impl Workers {
         }
     }
 
-    async fn execute(&self, job: &crate::store::ClaimedJob) {
+    /// Runs `job`. A job that went well returns its summary for the
+    /// caller to record with the next claim; any other outcome is recorded
+    /// here.
+    async fn execute(&self, job: &crate::store::ClaimedJob) -> Option<String> {
         let (id, force, attempts) = (job.id, job.force, job.attempts);
         let subject = job.subject.as_str();
         let store = self.engine.store();
@@ -91,7 +120,7 @@ impl Workers {
             Ok(s) => s,
             Err(e) => {
                 let _ = store.retry_or_fail(id, &e.to_string(), "", None).await;
-                return;
+                return None;
             }
         };
         let started = std::time::Instant::now();
@@ -105,9 +134,7 @@ impl Workers {
             crate::metrics::record_run(trigger, started.elapsed(), report, self.engine.adapters());
         }
         let outcome = match result {
-            Ok(report) if report.transient_failures == 0 => {
-                store.finish(id, &report.summary()).await
-            }
+            Ok(report) if report.transient_failures == 0 => return Some(report.summary()),
             Ok(report) => {
                 let error = format!("{} change(s) failed transiently", report.transient_failures);
                 warn!(%error, "job will be retried");
@@ -128,6 +155,7 @@ impl Workers {
         if let Err(e) = outcome {
             error!(error = %e, "cannot record the job's result");
         }
+        None
     }
 
     /// Exponential backoff with jitter, or `None` once attempts run out.

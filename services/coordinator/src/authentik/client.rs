@@ -6,7 +6,7 @@ use reconciler_runtime::secrets::Secret;
 use serde::de::DeserializeOwned;
 
 use super::listing::{Keyed, Listing};
-use super::model::{Group, Page, User};
+use super::model::{Attributed, Group, Page, User};
 use crate::error::{Error, Result};
 
 /// Authentik's server-side maximum since 2025.12; a smaller server maximum
@@ -51,10 +51,14 @@ pub struct AuthentikClient {
     http: reqwest::Client,
     base: String,
     token: Secret,
+    /// Only this subtree of each object's attributes is kept.
+    attribute_key: String,
 }
 
 impl AuthentikClient {
-    pub fn new(base: &str, token: Secret, timeout: Duration) -> Result<Self> {
+    /// `attribute_key`: the attributes subtree the reconciler reads
+    /// (`RECONCILER_ATTRIBUTE_KEY`); the rest is dropped on arrival.
+    pub fn new(base: &str, token: Secret, timeout: Duration, attribute_key: &str) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("authentik-reconciler/", env!("CARGO_PKG_VERSION")))
@@ -64,6 +68,7 @@ impl AuthentikClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             token,
+            attribute_key: attribute_key.to_owned(),
         })
     }
 
@@ -90,13 +95,17 @@ impl AuthentikClient {
             .ok_or_else(|| Error::Authentik(format!("{what}: HTTP 404 Not Found")))
     }
 
-    /// One object at `path`; `None` on 404.
-    async fn get_object<T: DeserializeOwned>(
+    /// One object at `path` with only our attributes; `None` on 404.
+    async fn get_object<T: DeserializeOwned + Attributed>(
         &self,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Option<T>> {
-        self.get_json(path, query, &format!("GET {path}")).await
+        let mut object: Option<T> = self.get_json(path, query, &format!("GET {path}")).await?;
+        if let Some(object) = &mut object {
+            object.keep_attributes(&self.attribute_key);
+        }
+        Ok(object)
     }
 
     /// GET with the token; `None` on 404, the error taxonomy otherwise.
@@ -140,7 +149,7 @@ impl AuthentikClient {
     /// Every page of a listing, checked to add up to exactly what
     /// Authentik announced (see [`Listing`]); a short, repeated or shifting
     /// listing is an error, never a smaller directory.
-    async fn all_pages<T: DeserializeOwned + Keyed>(
+    async fn all_pages<T: DeserializeOwned + Keyed + Attributed>(
         &self,
         path: &str,
         noun: &str,
@@ -148,7 +157,14 @@ impl AuthentikClient {
     ) -> Result<Vec<T>> {
         let mut listing = Listing::new(path, noun);
         let mut page = 1;
-        while let Some(next) = listing.accept(page, self.get_page(path, page, extra).await?)? {
+        loop {
+            let mut read: Page<T> = self.get_page(path, page, extra).await?;
+            for object in &mut read.results {
+                object.keep_attributes(&self.attribute_key);
+            }
+            let Some(next) = listing.accept(page, read)? else {
+                break;
+            };
             page = next;
         }
         Ok(listing.into_items())
@@ -302,6 +318,7 @@ mod tests {
             &format!("http://{addr}"),
             Secret::new("token"),
             Duration::from_secs(10),
+            "reconciler",
         )
         .unwrap()
     }
@@ -325,6 +342,28 @@ mod tests {
         let users = users_with(|n| faithful_page(250, 100, n)).await.unwrap();
         let pks: Vec<i64> = users.iter().map(|u| u.pk).collect();
         assert_eq!(pks, (1..=250).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn only_the_reconciler_subtree_of_attributes_is_kept() {
+        let users = users_with(|n| {
+            let mut page = faithful_page(2, 100, n);
+            page["results"][0]["attributes"] = json!({
+                "reconciler": {"mail_aliases": ["a@example.com"]},
+                "other_app": {"api_token": "s3cret"},
+                "avatar": "data:…",
+            });
+            page["results"][1]["attributes"] = json!({"other_app": {"api_token": "s3cret"}});
+            page
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            users[0].attributes,
+            json!({"reconciler": {"mail_aliases": ["a@example.com"]}})
+        );
+        assert_eq!(users[1].attributes, json!({}));
+        assert!(!format!("{users:?}").contains("s3cret"));
     }
 
     #[tokio::test]

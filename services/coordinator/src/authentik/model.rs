@@ -59,6 +59,41 @@ impl Group {
     }
 }
 
+/// An Authentik object with `attributes`, of which the reconciler reads
+/// only the subtree under its key (`RECONCILER_ATTRIBUTE_KEY`).
+pub trait Attributed {
+    fn attributes_mut(&mut self) -> &mut serde_json::Value;
+
+    /// Drops every attribute but `key`'s subtree. Other applications keep
+    /// their own data there (tokens, personal details); dropped as each
+    /// page is parsed, it never reaches the directory held in memory, the
+    /// snapshot in the state DB or a log, and costs no memory past the page.
+    fn keep_attributes(&mut self, key: &str) {
+        let attributes = self.attributes_mut();
+        let ours = match attributes {
+            serde_json::Value::Object(map) => map.remove(key),
+            _ => None,
+        };
+        let mut kept = serde_json::Map::new();
+        if let Some(ours) = ours {
+            kept.insert(key.to_owned(), ours);
+        }
+        *attributes = serde_json::Value::Object(kept);
+    }
+}
+
+impl Attributed for User {
+    fn attributes_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.attributes
+    }
+}
+
+impl Attributed for Group {
+    fn attributes_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.attributes
+    }
+}
+
 /// Authentik's pagination envelope. `next` is a page number; 0 means done.
 #[derive(Debug, Deserialize)]
 pub struct Page<T> {

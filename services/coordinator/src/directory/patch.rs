@@ -24,7 +24,9 @@ impl Patch {
 }
 
 /// The objects a patch changed (its own and the other side of each
-/// membership it moved): the snapshot rows to write back.
+/// membership it moved): the snapshot rows to write back. An object read
+/// exactly as the snapshot holds it is not touched, so a webhook about a
+/// change that is already known writes nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touched {
     pub users: BTreeSet<i64>,
@@ -51,6 +53,14 @@ impl Directory {
         group.pk = normalize_uuid(&group.pk);
         let id = group.pk.clone();
         let new: BTreeSet<i64> = group.users.iter().copied().collect();
+        group.users = new.iter().copied().collect();
+        if self
+            .groups
+            .get(&id)
+            .is_some_and(|known| same_but_member_order(known, &group, &new))
+        {
+            return;
+        }
         let old: BTreeSet<i64> = match self.groups.get(&id) {
             Some(known) => known.users.iter().copied().collect(),
             // New to us: a user read earlier may already name it.
@@ -73,7 +83,6 @@ impl Directory {
                 touched.users.insert(*pk);
             }
         }
-        group.users = new.into_iter().collect();
         touched.groups.insert(id.clone());
         self.groups.insert(id, group);
     }
@@ -87,6 +96,11 @@ impl Directory {
             .filter(|g| seen.insert(g.clone()))
             .collect();
         let new: BTreeSet<String> = user.groups.iter().cloned().collect();
+        if let Some(known) = self.all_users.get(&user.pk)
+            && same_but_group_order(known, &user, &new)
+        {
+            return;
+        }
         let old: BTreeSet<String> = match self.all_users.get(&user.pk) {
             Some(known) => known.groups.iter().cloned().collect(),
             None => self
@@ -115,6 +129,52 @@ impl Directory {
         touched.users.insert(user.pk);
         self.all_users.insert(user.pk, user);
     }
+}
+
+/// Whether `known` is `read` (whose groups are `groups`), maybe with its
+/// groups listed in another order.
+fn same_but_group_order(known: &User, read: &User, groups: &BTreeSet<String>) -> bool {
+    let User {
+        pk,
+        username,
+        name,
+        email,
+        is_active,
+        user_type,
+        groups: known_groups,
+        uid,
+        attributes,
+    } = known;
+    *pk == read.pk
+        && *username == read.username
+        && *name == read.name
+        && *email == read.email
+        && *is_active == read.is_active
+        && *user_type == read.user_type
+        && *uid == read.uid
+        && *attributes == read.attributes
+        && known_groups.len() == groups.len()
+        && known_groups.iter().all(|g| groups.contains(g))
+}
+
+/// Whether `known` is `read` (whose members are `members`), maybe with its
+/// members listed in another order.
+fn same_but_member_order(known: &Group, read: &Group, members: &BTreeSet<i64>) -> bool {
+    let Group {
+        pk,
+        name,
+        parents,
+        parent,
+        users,
+        attributes,
+    } = known;
+    *pk == read.pk
+        && *name == read.name
+        && *parents == read.parents
+        && *parent == read.parent
+        && *attributes == read.attributes
+        && users.len() == members.len()
+        && users.iter().all(|u| members.contains(u))
 }
 
 #[cfg(test)]
@@ -193,6 +253,30 @@ mod tests {
             d.all_users,
             "a whole read of the same world agrees"
         );
+    }
+
+    #[test]
+    fn reading_what_the_snapshot_already_holds_touches_nothing() {
+        let mut d = dir();
+        // Members and groups in another order than the snapshot lists them.
+        d.apply(Patch {
+            users: vec![user(1, &[B])],
+            ..Patch::default()
+        });
+        let before = d.clone();
+        let touched = d.apply(Patch {
+            groups: vec![group(B, &[A], &[1, 2])],
+            users: vec![user(1, &[B]), user(2, &[B])],
+        });
+        assert_eq!(touched, Touched::default());
+        assert_eq!(d.all_users, before.all_users);
+        assert_eq!(d.groups, before.groups);
+
+        let touched = d.apply(Patch {
+            users: vec![user(2, &[])],
+            ..Patch::default()
+        });
+        assert_eq!(touched.users, BTreeSet::from([2]), "a real change still is");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Engine, Subject};
+use crate::authentik::model::Attributed;
 use crate::authentik::{UserField, normalize_uuid};
 use crate::directory::{Directory, Patch, Touched};
 use crate::error::Result;
@@ -176,7 +177,13 @@ impl Engine {
         if slot.current.is_none()
             && let Some(stored) = self.store.load_directory().await?
         {
-            let directory = Directory::new(stored.users, stored.groups);
+            // Rows an earlier version wrote may hold every attribute.
+            let key = &self.config.desired.attribute_key;
+            let mut users = stored.users;
+            users.iter_mut().for_each(|u| u.keep_attributes(key));
+            let mut groups = stored.groups;
+            groups.iter_mut().for_each(|g| g.keep_attributes(key));
+            let directory = Directory::new(users, groups);
             slot.stored = Some(StoredRows::of(&directory));
             slot.current = Some((Arc::new(directory), stored.read_at_millis));
         }
@@ -299,6 +306,11 @@ impl Engine {
         // it. Our own handle goes first, or every patch would copy.
         drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
+        if touched == Touched::default() {
+            // Already known: nothing to write (most webhooks re-announce
+            // what an earlier one brought).
+            return Ok(directory.clone());
+        }
         self.store
             .save_directory_rows(directory, &touched, *read_at_millis)
             .await?;

@@ -268,9 +268,11 @@ impl Engine {
         report.state_backup = snapshot.map(|p| p.display().to_string());
         report.doveadm_execs += prepared.observe_doveadm_execs;
         if prepared.plausible {
-            self.store
-                .set_meta("last_user_count", &prepared.user_count.to_string())
-                .await?;
+            // Written when it moved only: a webhook run keeps the count.
+            let count = prepared.user_count.to_string();
+            if self.store.get_meta("last_user_count").await?.as_deref() != Some(&count) {
+                self.store.set_meta("last_user_count", &count).await?;
+            }
         }
         self.store.remember_users(&prepared.people).await?;
         if subject.is_sweep() {

@@ -51,6 +51,28 @@ pub struct Interrupted {
     pub gave_up: u64,
 }
 
+/// [`Store::finish`] inside `tx`.
+async fn finish_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    instance: &str,
+    id: i64,
+    summary: &str,
+) -> Result<()> {
+    if !end_attempt(tx, instance, id, "done").await? {
+        return Ok(());
+    }
+    let summary = combined_summary(tx, id, summary).await?;
+    sqlx::query(
+        "UPDATE jobs SET state = 'done', summary = $1, last_error = '', updated_at = $2 WHERE id = $3",
+    )
+    .bind(summary)
+    .bind(now_millis())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The job's stored summary combined with this attempt's.
 async fn combined_summary(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -239,8 +261,29 @@ impl Store {
     /// and nothing is claimed while it runs. The attempt is recorded under
     /// this store's instance in the same transaction.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>> {
-        let now = now_millis();
         let mut tx = self.write_tx().await?;
+        let job = self.claim_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Marks job `id` done ([`Self::finish`]) and claims the next runnable
+    /// job ([`Self::claim`]) in one transaction. A busy worker commits once
+    /// per job instead of twice, and every commit is an fsync holding the
+    /// state DB's one write lock, which webhook accepts wait for.
+    pub async fn finish_and_claim(&self, id: i64, summary: &str) -> Result<Option<ClaimedJob>> {
+        let mut tx = self.write_tx().await?;
+        finish_in(&mut tx, &self.instance, id, summary).await?;
+        let job = self.claim_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn claim_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<Option<ClaimedJob>> {
+        let now = now_millis();
         if self.backend == super::Backend::Postgres {
             // Claims from several instances (around a hand-over) go one at
             // a time, so the check for a running job of the same subject
@@ -249,7 +292,7 @@ impl Store {
             // row, and `void` is no type it knows.
             sqlx::query("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS claiming")
                 .bind(CLAIM_LOCK)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         let row = sqlx::query(
@@ -265,7 +308,7 @@ impl Store {
         )
         .bind(now)
         .bind(Subject::SWEEP)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let Some(r) = row else {
             return Ok(None);
@@ -285,9 +328,8 @@ impl Store {
         .bind(job.attempts)
         .bind(&*self.instance)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(Some(job))
     }
 
@@ -306,18 +348,7 @@ impl Store {
     /// summary combines it with earlier attempts' ([`summary::combine`]).
     pub async fn finish(&self, id: i64, summary: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        if !end_attempt(&mut tx, &self.instance, id, "done").await? {
-            return Ok(());
-        }
-        let summary = combined_summary(&mut tx, id, summary).await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'done', summary = $1, last_error = '', updated_at = $2 WHERE id = $3",
-        )
-        .bind(summary)
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        finish_in(&mut tx, &self.instance, id, summary).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -548,6 +579,42 @@ mod tests {
             store.claim().await.unwrap().is_none(),
             "nothing left to run"
         );
+    }
+
+    #[tokio::test]
+    async fn finishing_and_claiming_together_records_both_and_frees_the_subject() {
+        let (store, _dir) = store().await;
+        let alice = Subject::User("alice".into());
+        let first = claimed_then_crashed(&store, None).await;
+        // Queued while the first runs: the same subject waits for it.
+        let second = store.enqueue(&alice, false, "test", None).await.unwrap();
+        assert!(!second.deduplicated);
+        assert!(store.claim().await.unwrap().is_none(), "alice's job runs");
+
+        let next = store
+            .finish_and_claim(first, r#"{"outcomes":{}}"#)
+            .await
+            .unwrap()
+            .expect("the waiting job is claimed in the same transaction");
+        assert_eq!(next.id, second.job_id);
+        assert_eq!(store.job(first).await.unwrap().unwrap().state, "done");
+        assert_eq!(store.job(next.id).await.unwrap().unwrap().state, "running");
+        let attempts = store.job_attempts(first).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, "done");
+        assert!(attempts[0].ended_at.is_some());
+        let attempts = store.job_attempts(next.id).await.unwrap();
+        assert_eq!((attempts.len(), attempts[0].ended_at), (1, None));
+
+        // Nothing else to run: the result is still recorded.
+        assert!(
+            store
+                .finish_and_claim(next.id, "{}")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.job(next.id).await.unwrap().unwrap().state, "done");
     }
 
     #[tokio::test]

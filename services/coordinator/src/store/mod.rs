@@ -16,7 +16,9 @@ mod retention;
 mod sogo_evictions;
 pub mod summary;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
@@ -57,6 +59,8 @@ pub struct Store {
     path: Option<std::path::PathBuf>,
     /// Who this process is in the job attempt record.
     instance: Arc<str>,
+    /// Times the writer was taken for anything but accepts.
+    write_turns: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -80,6 +84,7 @@ impl Store {
             backend,
             path: opened.path,
             instance: Arc::from("local"),
+            write_turns: Arc::default(),
         };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
@@ -115,6 +120,7 @@ impl Store {
     /// PostgreSQL locks rows as they are written.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let _turn = self.in_line().await;
+        self.write_turns.fetch_add(1, Ordering::Relaxed);
         begin_write(&self.writer, self.backend).await
     }
 
@@ -122,7 +128,15 @@ impl Store {
     /// like [`Self::write_tx`].
     async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         let _turn = self.in_line().await;
+        self.write_turns.fetch_add(1, Ordering::Relaxed);
         Ok(self.writer.acquire().await?)
+    }
+
+    /// How often this store (and its clones) took the writer for a
+    /// transaction or statement other than accepting triggers: the
+    /// bookkeeping accepts wait behind on SQLite.
+    pub fn write_turns(&self) -> u64 {
+        self.write_turns.load(Ordering::Relaxed)
     }
 
     /// A non-urgent writer's turn ([`intake::Priority`]). Only SQLite has
@@ -150,11 +164,24 @@ impl Store {
         set_meta_in(&mut *self.write_conn().await?, name, value).await
     }
 
-    /// Remembers pk → username for people we grant things to.
+    /// Remembers pk → username for people we grant things to. Only new
+    /// or changed rows are written (`seen_at`: when a row last changed):
+    /// most runs remember exactly what is already there, and a write would
+    /// take the state DB's one write lock for nothing.
     pub async fn remember_users(&self, users: &[(i64, String, String)]) -> Result<()> {
+        let known = self.known_users(users).await?;
+        let changed: Vec<&(i64, String, String)> = users
+            .iter()
+            .filter(|(pk, username, email)| {
+                known.get(pk) != Some(&(username.clone(), email.clone()))
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
         let now = now_millis();
         let mut tx = self.write_tx().await?;
-        for (pk, username, email) in users {
+        for (pk, username, email) in changed {
             sqlx::query(
                 "INSERT INTO known_users (pk, username, email, seen_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (pk) DO UPDATE SET username = excluded.username,
@@ -169,6 +196,34 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The remembered username and email of each of `users`' pks: one
+    /// query per pk for a few, the whole table for many.
+    async fn known_users(
+        &self,
+        users: &[(i64, String, String)],
+    ) -> Result<HashMap<i64, (String, String)>> {
+        const ONE_BY_ONE_UP_TO: usize = 32;
+        if users.len() > ONE_BY_ONE_UP_TO {
+            let rows: Vec<(i64, String, String)> =
+                sqlx::query_as("SELECT pk, username, email FROM known_users")
+                    .fetch_all(&self.reader)
+                    .await?;
+            return Ok(rows.into_iter().map(|(pk, u, e)| (pk, (u, e))).collect());
+        }
+        let mut known = HashMap::new();
+        for (pk, _, _) in users {
+            let row: Option<(String, String)> =
+                sqlx::query_as("SELECT username, email FROM known_users WHERE pk = $1")
+                    .bind(pk)
+                    .fetch_optional(&self.reader)
+                    .await?;
+            if let Some(row) = row {
+                known.insert(*pk, row);
+            }
+        }
+        Ok(known)
     }
 
     /// Resolves a pk, username or email to a username we once granted to.

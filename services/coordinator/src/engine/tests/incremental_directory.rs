@@ -30,6 +30,31 @@ async fn after_a_sweep_a_user_webhook_reads_only_that_user() {
 }
 
 #[tokio::test]
+async fn a_webhook_about_what_is_already_known_writes_nothing_to_the_state_db() {
+    let w = world().await;
+    w.sweep().await;
+    w.directory.set_members(GROUP, &[1]);
+    w.engine.run(2, &user_run("alice"), false).await.unwrap();
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+
+    // The same announcement again: the same user read, the same plan, and
+    // not one turn at the writer (the job's own claim and result aside,
+    // which the worker records).
+    w.directory.take_calls();
+    let store = w.engine.store();
+    let before = store.write_turns();
+    w.engine.run(3, &user_run("alice"), false).await.unwrap();
+    assert_eq!(w.directory.take_calls(), ["user:1"]);
+    assert_eq!(store.write_turns() - before, 0);
+
+    // A change still is written: the snapshot row, the grant's bookkeeping.
+    w.directory.set_members(GROUP, &[]);
+    w.engine.run(4, &user_run("alice"), false).await.unwrap();
+    assert!(w.delegates().is_empty());
+    assert!(store.write_turns() > before);
+}
+
+#[tokio::test]
 async fn a_group_the_snapshot_has_not_seen_is_read_with_the_user() {
     let w = world().await;
     w.sweep().await;
