@@ -17,7 +17,7 @@ use sqlx::AnyPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::jobs::{EnqueueRequest, announce_new_jobs, enqueue_in};
-use super::{Backend, Enqueued, begin_write};
+use super::{Backend, Commit, Enqueued, begin_write};
 use crate::error::Result;
 
 /// At most this many triggers share a transaction: enough to absorb a
@@ -88,7 +88,7 @@ async fn begin_urgent(
     priority: &Priority,
 ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
     let _urgent = priority.urgent();
-    begin_write(writer, backend).await
+    begin_write(writer, backend, Commit::Durable).await
 }
 
 struct Pending {

@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 
-use super::{Store, now_millis, summary};
+use super::{Commit, Store, now_millis, summary};
 use crate::error::Result;
 use crate::subject::Subject;
 
@@ -261,7 +261,7 @@ impl Store {
     /// and nothing is claimed while it runs. The attempt is recorded under
     /// this store's instance in the same transaction.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
         let job = self.claim_in(&mut tx).await?;
         tx.commit().await?;
         Ok(job)
@@ -272,7 +272,7 @@ impl Store {
     /// per job instead of twice, and every commit is an fsync holding the
     /// state DB's one write lock, which webhook accepts wait for.
     pub async fn finish_and_claim(&self, id: i64, summary: &str) -> Result<Option<ClaimedJob>> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
         finish_in(&mut tx, &self.instance, id, summary).await?;
         let job = self.claim_in(&mut tx).await?;
         tx.commit().await?;
@@ -347,7 +347,7 @@ impl Store {
     /// Marks a job done. `summary` is this attempt's report; the stored
     /// summary combines it with earlier attempts' ([`summary::combine`]).
     pub async fn finish(&self, id: i64, summary: &str) -> Result<()> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
         finish_in(&mut tx, &self.instance, id, summary).await?;
         tx.commit().await?;
         Ok(())

@@ -119,9 +119,14 @@ impl Store {
     /// and the busy timeout cannot help it; `BEGIN IMMEDIATE` waits instead.
     /// PostgreSQL locks rows as they are written.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.write_tx_with(Commit::Durable).await
+    }
+
+    /// A write transaction committed as `commit` says.
+    async fn write_tx_with(&self, commit: Commit) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         let _turn = self.in_line().await;
         self.write_turns.fetch_add(1, Ordering::Relaxed);
-        begin_write(&self.writer, self.backend).await
+        begin_write(&self.writer, self.backend, commit).await
     }
 
     /// The writer for one statement outside a transaction, taken in line
@@ -129,7 +134,14 @@ impl Store {
     async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         let _turn = self.in_line().await;
         self.write_turns.fetch_add(1, Ordering::Relaxed);
-        Ok(self.writer.acquire().await?)
+        let mut conn = self.writer.acquire().await?;
+        if self.backend == Backend::Sqlite {
+            // The last transaction on it may have been a lazy one.
+            sqlx::query(Commit::Durable.sqlite_pragma())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(conn)
     }
 
     /// How often this store (and its clones) took the writer for a
@@ -239,12 +251,48 @@ impl Store {
 }
 
 /// See [`Store::write_tx`].
+/// How a write transaction's commit survives what may come after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// On disk before the commit returns (an fsync): survives a power cut.
+    /// What a 202, a ledger row or an intent promises.
+    Durable,
+    /// In the WAL before the commit returns, on disk with the next durable
+    /// commit or checkpoint: survives this process crashing, not a power
+    /// cut in between. Only for the job queue's own bookkeeping (a claim, a
+    /// result), which a power cut at worst makes run again: every run is
+    /// idempotent. Spares the fsync a webhook's accept would wait behind
+    /// (SQLite; PostgreSQL commits everything durably).
+    Lazy,
+}
+
+impl Commit {
+    /// Set before every write on SQLite's one writer connection, so the
+    /// level never carries over from the transaction before.
+    fn sqlite_pragma(self) -> &'static str {
+        match self {
+            Self::Durable => "PRAGMA synchronous = FULL",
+            Self::Lazy => "PRAGMA synchronous = NORMAL",
+        }
+    }
+
+    /// [`Self::sqlite_pragma`], then the write lock up front.
+    fn sqlite_begin(self) -> &'static str {
+        match self {
+            Self::Durable => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            Self::Lazy => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+        }
+    }
+}
+
 async fn begin_write(
     writer: &AnyPool,
     backend: Backend,
+    commit: Commit,
 ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
     Ok(match backend {
-        Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await?,
+        // The level cannot change inside a transaction: it goes first.
+        Backend::Sqlite => writer.begin_with(commit.sqlite_begin()).await?,
         Backend::Postgres => writer.begin().await?,
     })
 }
@@ -267,4 +315,37 @@ pub fn now_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(conn: &mut sqlx::AnyConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// 2 is FULL, 1 NORMAL: a lazy transaction never leaves its level to
+    /// the durable writes after it on the one writer connection.
+    #[tokio::test]
+    async fn each_write_sets_its_own_commit_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&url).await.unwrap();
+
+        let mut lazy = store.write_tx_with(Commit::Lazy).await.unwrap();
+        assert_eq!(synchronous(&mut lazy).await, 1);
+        lazy.commit().await.unwrap();
+        let mut durable = store.write_tx().await.unwrap();
+        assert_eq!(synchronous(&mut durable).await, 2);
+        durable.commit().await.unwrap();
+
+        let lazy = store.write_tx_with(Commit::Lazy).await.unwrap();
+        lazy.commit().await.unwrap();
+        let mut conn = store.write_conn().await.unwrap();
+        assert_eq!(synchronous(&mut conn).await, 2, "a single statement too");
+    }
 }
