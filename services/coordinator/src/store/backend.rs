@@ -56,6 +56,9 @@ pub(super) struct Opened {
     /// The SQLite file (`None` in memory and for PostgreSQL): snapshots
     /// are taken next to it.
     pub path: Option<std::path::PathBuf>,
+    /// SQLite file only: the connection that checkpoints the WAL
+    /// ([`super::checkpoint`]).
+    pub checkpointer: Option<AnyPool>,
 }
 
 /// Every SQLite connection's settings. WAL: readers never wait for the
@@ -108,15 +111,23 @@ pub(super) async fn open_sqlite(url: &str) -> Result<Opened> {
     };
     let writer = sqlite_pool(1).connect(&writer_url).await?;
     Backend::Sqlite.migrations().run(&writer).await?;
-    let reader = match reader_url {
-        Some(url) => sqlite_pool(8).connect(&url).await?,
-        // One in-memory database lives in one pool.
-        None => writer.clone(),
+    let (reader, checkpointer) = match reader_url {
+        Some(url) => {
+            // From now on only the checkpointer checkpoints.
+            writer.execute("PRAGMA wal_autocheckpoint = 0").await?;
+            (
+                sqlite_pool(8).connect(&url).await?,
+                Some(sqlite_pool(1).connect(&with_mode("rw")).await?),
+            )
+        }
+        // One in-memory database lives in one pool, and has no WAL.
+        None => (writer.clone(), None),
     };
     Ok(Opened {
         reader,
         writer,
         path,
+        checkpointer,
     })
 }
 
@@ -136,6 +147,7 @@ pub(super) async fn open_postgres(url: &str) -> Result<Opened> {
         reader: pool.clone(),
         writer: pool,
         path: None,
+        checkpointer: None,
     })
 }
 

@@ -7,6 +7,7 @@ mod backend;
 mod backoff;
 mod backup;
 mod batch;
+mod checkpoint;
 mod directory;
 mod intake;
 mod jobs;
@@ -61,6 +62,8 @@ pub struct Store {
     instance: Arc<str>,
     /// Times the writer was taken for anything but accepts.
     write_turns: Arc<AtomicU64>,
+    /// Keeps the WAL checkpointer going while any clone lives (SQLite file).
+    _checkpointer: Option<Arc<()>>,
 }
 
 impl Store {
@@ -85,6 +88,7 @@ impl Store {
             path: opened.path,
             instance: Arc::from("local"),
             write_turns: Arc::default(),
+            _checkpointer: opened.checkpointer.map(checkpoint::start),
         };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {

@@ -2,6 +2,8 @@
 //! value as a string, VARCHAR comparisons are case-insensitive, and strict
 //! mode turns out-of-range values into PDOExceptions.
 
+use std::borrow::Cow;
+
 use super::php::{Php, Uncaught, Val, numeric_prefix};
 
 /// What PDO binds for a value (`execute()` binds everything as a string;
@@ -30,11 +32,17 @@ pub(crate) fn sql_eq(column: &str, param: &str) -> bool {
 /// A VARCHAR as [`sql_eq`] compares it: two values are equal exactly when
 /// their keys are (case folded, trailing spaces dropped). What an index
 /// on the column is keyed by.
-pub(crate) fn sql_key(s: &str) -> String {
-    s.trim_end_matches(' ')
-        .chars()
-        .flat_map(char::to_lowercase)
-        .collect()
+pub(crate) fn sql_key(s: &str) -> Cow<'_, str> {
+    let s = s.trim_end_matches(' ');
+    // Every index lookup builds one: a value that already is its own key
+    // (lowercase ASCII, as stored addresses mostly are) is not copied.
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Cow::Owned(s.to_ascii_lowercase());
+        }
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().flat_map(char::to_lowercase).collect())
 }
 
 /// An INT column against a string parameter: MariaDB converts the string to

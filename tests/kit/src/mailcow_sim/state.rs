@@ -252,12 +252,12 @@ impl Db {
     }
 
     pub(crate) fn mailbox(&self, username: &str) -> Option<&Mailbox> {
-        let position = *self.mailbox_positions.get(&sql_key(username))?;
+        let position = *self.mailbox_positions.get(&*sql_key(username))?;
         self.mailboxes.get(position)
     }
 
     pub(crate) fn mailbox_mut(&mut self, username: &str) -> Option<&mut Mailbox> {
-        let position = *self.mailbox_positions.get(&sql_key(username))?;
+        let position = *self.mailbox_positions.get(&*sql_key(username))?;
         self.mailboxes.get_mut(position)
     }
 
@@ -398,7 +398,7 @@ impl Db {
             attributes.set(Key::Str(key.into()), value);
         }
         self.mailbox_positions
-            .insert(sql_key(&username), self.mailboxes.len());
+            .insert(sql_key(&username).into_owned(), self.mailboxes.len());
         self.mailboxes.push(Mailbox {
             username: username.clone(),
             local_part: local.to_owned(),
