@@ -42,11 +42,13 @@ impl Workers {
 
     async fn run(&self, worker: usize, shutdown: CancellationToken) {
         let store = self.engine.store();
+        // Every claim below is made only while not stopping, and every
+        // claimed job is run: none is left `running` by a clean stop.
+        if shutdown.is_cancelled() {
+            return;
+        }
         let mut claimed = store.claim().await;
         loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
             match claimed {
                 Ok(Some(job)) => {
                     // Another job may be runnable too; let a sibling look.
@@ -72,6 +74,7 @@ impl Workers {
                             }
                             return;
                         }
+                        None if shutdown.is_cancelled() => return,
                         None => store.claim().await,
                     };
                     // The job's subject (or the sweep) is free again.
