@@ -6,7 +6,7 @@
 //! that exists in the state DB, new or deduplicated into a queued one.
 //!
 //! cargo build --release --workspace --bins
-//! target/release/bench-webhook [--rate 500 --seconds 30 --users 1000]
+//! target/release/bench-webhook [--rate 500 --seconds 30 --users 1000 --authentik-cost-ms 0]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,6 +32,11 @@ struct Args {
     /// every job plans against a directory with grants in it.
     #[arg(long, default_value_t = 20)]
     groups: usize,
+    /// What each Authentik request costs (see
+    /// `AuthentikSim::set_request_cost`); 0 answers at once, so the jobs
+    /// run as fast as this machine allows, beside the load generator.
+    #[arg(long, default_value_t = 0)]
+    authentik_cost_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +84,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         assert_eq!(sweep["state"], "done", "{sweep}");
     }
     stack.authentik.reset_counts();
+    stack
+        .authentik
+        .set_request_cost(Duration::from_millis(args.authentik_cost_ms));
     let url = format!("{}/reconcile", stack.http_url);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -143,12 +151,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let authentik = stack.authentik.request_count();
     println!("## Webhook intake\n");
     println!(
-        "{} notifications at {}/s for {} s about {} users, {} workers running jobs (sent in {:.1} s)\n",
+        "{} notifications at {}/s for {} s about {} users, {} workers running jobs, {} ms per Authentik request (sent in {:.1} s)\n",
         total,
         args.rate,
         args.seconds,
         args.users,
         args.workers,
+        args.authentik_cost_ms,
         sending.as_secs_f64()
     );
     println!(

@@ -94,6 +94,10 @@ async fn gate(State(shared): St, request: Request, next: Next) -> Response {
     if let Err(error) = authenticate(authorization, &shared.config.token) {
         return error.into_response();
     }
+    let cost = shared.request_cost();
+    if !cost.is_zero() {
+        tokio::time::sleep(cost).await;
+    }
     next.run(request).await
 }
 

@@ -79,6 +79,9 @@ pub(crate) struct Shared {
     /// delivery).
     webhooks_paused: AtomicBool,
     http: reqwest::Client,
+    /// What each API request costs beside the simulator's own work, in
+    /// nanoseconds (see [`AuthentikSim::set_request_cost`]).
+    request_cost: AtomicU64,
 }
 
 impl Shared {
@@ -100,6 +103,10 @@ impl Shared {
             default: self.config.default_page_size,
             max: self.config.max_page_size,
         }
+    }
+
+    fn request_cost(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.request_cost.load(Ordering::Relaxed))
     }
 
     fn count(&self, route: String) {
@@ -217,6 +224,7 @@ impl AuthentikSim {
             events: Mutex::new(Vec::new()),
             webhooks_paused: AtomicBool::new(false),
             http,
+            request_cost: AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -353,6 +361,16 @@ impl AuthentikSim {
     /// The recorded events, oldest first, as the events API renders them.
     pub fn events(&self) -> Vec<Value> {
         self.shared.events().iter().map(|e| e.json()).collect()
+    }
+
+    /// Every API request from now on also costs `cost` (a sleep before it
+    /// is answered, holding no lock, so requests overlap): what a real
+    /// Authentik spends per request (Django, its database; 100–200 ms a
+    /// page of users is common), which sets how fast jobs can run. Zero
+    /// (the default) answers at once.
+    pub fn set_request_cost(&self, cost: std::time::Duration) {
+        let nanos = u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.request_cost.store(nanos, Ordering::Relaxed);
     }
 
     /// API requests received since start or the last [`Self::reset_counts`],
