@@ -189,7 +189,9 @@ impl Store {
         let changed: Vec<&(i64, String, String)> = users
             .iter()
             .filter(|(pk, username, email)| {
-                known.get(pk) != Some(&(username.clone(), email.clone()))
+                known
+                    .get(pk)
+                    .is_none_or(|(u, e)| u != username || e != email)
             })
             .collect();
         if changed.is_empty() {
@@ -254,7 +256,6 @@ impl Store {
     }
 }
 
-/// See [`Store::write_tx`].
 /// How a write transaction's commit survives what may come after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Commit {
@@ -289,6 +290,7 @@ impl Commit {
     }
 }
 
+/// See [`Store::write_tx`].
 async fn begin_write(
     writer: &AnyPool,
     backend: Backend,
