@@ -8,4 +8,4 @@ pub mod model;
 
 pub use client::{AuthentikClient, DirectorySource, UserField};
 pub use events::{Event, EventSource};
-pub use model::{Group, User, is_uuid, normalize_uuid};
+pub use model::{Group, User, into_normal_uuid, is_uuid, normalize_uuid};

@@ -118,14 +118,35 @@ pub struct Pagination {
 
 /// Whether `raw` is a UUID in either form Authentik uses.
 pub fn is_uuid(raw: &str) -> bool {
-    let hex: Vec<char> = raw.chars().filter(|c| *c != '-').collect();
-    hex.len() == 32 && hex.iter().all(|c| c.is_ascii_hexdigit())
+    let mut hex = raw.bytes().filter(|b| *b != b'-');
+    hex.clone().count() == 32 && hex.all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `raw` already is what [`normalize_uuid`] makes of it: dashed
+/// and lower case, as the API sends group UUIDs.
+fn is_normal_uuid(raw: &str) -> bool {
+    raw.len() == 36
+        && raw.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+/// [`normalize_uuid`] of an owned value, kept without a copy when it is
+/// already normal: the directory normalises every membership of every
+/// user (hundreds of thousands at 10,000 users), and most already are.
+pub fn into_normal_uuid(raw: String) -> String {
+    if is_normal_uuid(&raw) {
+        raw
+    } else {
+        normalize_uuid(&raw)
+    }
 }
 
 /// Group UUIDs arrive dashed from the API and undashed (hex) in event
 /// context. Everything inside the reconciler uses the dashed lower-case form.
 pub fn normalize_uuid(raw: &str) -> String {
-    if !is_uuid(raw) {
+    if is_normal_uuid(raw) || !is_uuid(raw) {
         return raw.to_owned();
     }
     let hex: String = raw
@@ -153,6 +174,27 @@ mod tests {
         assert_eq!(normalize_uuid("3f2a0c1e111122223333444455556666"), dashed);
         assert_eq!(normalize_uuid(&dashed.to_uppercase()), dashed);
         assert_eq!(normalize_uuid("admins"), "admins");
+        assert_eq!(normalize_uuid(dashed), dashed);
+        // Oddly dashed is still a UUID, and comes out in the one form.
+        assert_eq!(
+            normalize_uuid("3f2a0c1e1111-2222-3333-444455556666"),
+            dashed
+        );
+        for raw in [
+            dashed,
+            "3f2a0c1e111122223333444455556666",
+            "3F2A0C1E-1111-2222-3333-444455556666",
+            "admins",
+            "3f2a0c1e-1111-2222-3333-44445555666g",
+        ] {
+            assert_eq!(
+                into_normal_uuid(raw.to_owned()),
+                normalize_uuid(raw),
+                "{raw}"
+            );
+        }
+        assert!(!is_uuid("3f2a0c1e-1111-2222-3333-44445555666"));
+        assert!(!is_uuid("3f2a0c1e-1111-2222-3333-44445555666g"));
     }
 
     #[test]

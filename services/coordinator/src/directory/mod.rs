@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use reconciler_proto::address;
 
-use crate::authentik::{Group, User, normalize_uuid};
+use crate::authentik::{Group, User, into_normal_uuid, normalize_uuid};
 
 /// A user who counts: active, with an email, and a person (not a service account).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,14 +44,17 @@ impl Directory {
         let mut groups: BTreeMap<String, Group> = groups
             .into_iter()
             .map(|mut g| {
-                g.pk = normalize_uuid(&g.pk);
+                g.pk = into_normal_uuid(std::mem::take(&mut g.pk));
                 (g.pk.clone(), g)
             })
             .collect();
         let mut all_users: BTreeMap<i64, User> = users
             .into_iter()
             .map(|mut u| {
-                u.groups = u.groups.iter().map(|g| normalize_uuid(g)).collect();
+                u.groups = std::mem::take(&mut u.groups)
+                    .into_iter()
+                    .map(into_normal_uuid)
+                    .collect();
                 (u.pk, u)
             })
             .collect();
