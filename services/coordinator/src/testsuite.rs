@@ -37,7 +37,7 @@ impl FakeDirectory {
     pub fn add_user(&self, pk: i64, username: &str, email: &str) {
         let user = serde_json::from_value(serde_json::json!({
             "pk": pk, "username": username, "email": email,
-            "is_active": true, "type": "internal",
+            "is_active": true, "type": "internal", "attributes": {},
         }))
         .expect("a user");
         lock(&self.users).push(user);

@@ -62,8 +62,15 @@ impl Workers {
                         Some(summary) if !shutdown.is_cancelled() => {
                             match store.finish_and_claim(job.id, &summary).await {
                                 Ok(next) => Ok(next),
+                                // The claim may be what failed: the result
+                                // must not be lost with it (a job left
+                                // `running` holds its subject and every
+                                // sweep back).
                                 Err(e) => {
-                                    error!(error = %e, job_id = job.id, "cannot record the job's result");
+                                    warn!(error = %e, job_id = job.id, "result and next claim failed together; recording the result alone");
+                                    if let Err(e) = store.finish(job.id, &summary).await {
+                                        error!(error = %e, job_id = job.id, "cannot record the job's result");
+                                    }
                                     store.claim().await
                                 }
                             }
@@ -83,17 +90,26 @@ impl Workers {
                 Ok(None) => {
                     let wait = self.idle_wait().await;
                     tokio::select! {
+                        // A stop wins over a wake-up that is also ready.
+                        biased;
                         _ = shutdown.cancelled() => return,
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(wait) => {}
+                    }
+                    if shutdown.is_cancelled() {
+                        return;
                     }
                     claimed = store.claim().await;
                 }
                 Err(e) => {
                     error!(error = %e, "cannot claim a job");
                     tokio::select! {
+                        biased;
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                    if shutdown.is_cancelled() {
+                        return;
                     }
                     claimed = store.claim().await;
                 }

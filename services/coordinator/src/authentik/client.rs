@@ -103,7 +103,7 @@ impl AuthentikClient {
     ) -> Result<Option<T>> {
         let mut object: Option<T> = self.get_json(path, query, &format!("GET {path}")).await?;
         if let Some(object) = &mut object {
-            object.keep_attributes(&self.attribute_key);
+            let _ = object.keep_attributes(&self.attribute_key);
         }
         Ok(object)
     }
@@ -160,7 +160,7 @@ impl AuthentikClient {
         loop {
             let mut read: Page<T> = self.get_page(path, page, extra).await?;
             for object in &mut read.results {
-                object.keep_attributes(&self.attribute_key);
+                let _ = object.keep_attributes(&self.attribute_key);
             }
             let Some(next) = listing.accept(page, read)? else {
                 break;

@@ -68,17 +68,23 @@ pub trait Attributed {
     /// their own data there (tokens, personal details); dropped as each
     /// page is parsed, it never reaches the directory held in memory, the
     /// snapshot in the state DB or a log, and costs no memory past the page.
-    fn keep_attributes(&mut self, key: &str) {
+    /// Whether anything was dropped.
+    fn keep_attributes(&mut self, key: &str) -> bool {
         let attributes = self.attributes_mut();
-        let ours = match attributes {
-            serde_json::Value::Object(map) => map.remove(key),
-            _ => None,
+        let (ours, others) = match attributes {
+            serde_json::Value::Object(map) => {
+                let ours = map.remove(key);
+                (ours, !map.is_empty())
+            }
+            serde_json::Value::Null => (None, false),
+            _ => (None, true),
         };
         let mut kept = serde_json::Map::new();
         if let Some(ours) = ours {
             kept.insert(key.to_owned(), ours);
         }
         *attributes = serde_json::Value::Object(kept);
+        others
     }
 }
 

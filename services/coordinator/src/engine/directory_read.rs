@@ -177,14 +177,20 @@ impl Engine {
         if slot.current.is_none()
             && let Some(stored) = self.store.load_directory().await?
         {
-            // Rows an earlier version wrote may hold every attribute.
+            // Rows an earlier version wrote may hold every attribute: kept
+            // out of memory, and rewritten whole by the next whole read.
             let key = &self.config.desired.attribute_key;
             let mut users = stored.users;
-            users.iter_mut().for_each(|u| u.keep_attributes(key));
             let mut groups = stored.groups;
-            groups.iter_mut().for_each(|g| g.keep_attributes(key));
+            let mut pruned = false;
+            for user in &mut users {
+                pruned |= user.keep_attributes(key);
+            }
+            for group in &mut groups {
+                pruned |= group.keep_attributes(key);
+            }
             let directory = Directory::new(users, groups);
-            slot.stored = Some(StoredRows::of(&directory));
+            slot.stored = (!pruned).then(|| StoredRows::of(&directory));
             slot.current = Some((Arc::new(directory), stored.read_at_millis));
         }
         let max_age_millis = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
@@ -311,9 +317,17 @@ impl Engine {
             // what an earlier one brought).
             return Ok(directory.clone());
         }
-        self.store
+        if let Err(e) = self
+            .store
             .save_directory_rows(directory, &touched, *read_at_millis)
-            .await?;
+            .await
+        {
+            // Memory is ahead of the stored rows now, and a retry would
+            // find nothing to write: the next run reads everything again.
+            *current = None;
+            *stored = None;
+            return Err(e);
+        }
         if let Some(stored) = stored {
             stored.update(directory, &touched);
         }

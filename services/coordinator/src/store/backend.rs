@@ -99,27 +99,33 @@ pub(super) async fn open_sqlite(url: &str) -> Result<Opened> {
     let path = (!in_memory)
         .then(|| options.get_filename().to_path_buf())
         .filter(|p| !p.as_os_str().is_empty());
-    let sqlite_pool = |connections: u32| {
+    let sqlite_pool = |connections: u32, extra: &'static str| {
         AnyPoolOptions::new()
             .max_connections(connections)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     conn.execute(SQLITE_PRAGMAS).await?;
+                    if !extra.is_empty() {
+                        conn.execute(extra).await?;
+                    }
                     Ok(())
                 })
             })
     };
-    let writer = sqlite_pool(1).connect(&writer_url).await?;
+    // A file's writer never checkpoints (the checkpointer does), on every
+    // connection the pool opens, replacements included.
+    let writer_pragmas = if reader_url.is_some() {
+        "PRAGMA wal_autocheckpoint = 0"
+    } else {
+        ""
+    };
+    let writer = sqlite_pool(1, writer_pragmas).connect(&writer_url).await?;
     Backend::Sqlite.migrations().run(&writer).await?;
     let (reader, checkpointer) = match reader_url {
-        Some(url) => {
-            // From now on only the checkpointer checkpoints.
-            writer.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            (
-                sqlite_pool(8).connect(&url).await?,
-                Some(sqlite_pool(1).connect(&with_mode("rw")).await?),
-            )
-        }
+        Some(url) => (
+            sqlite_pool(8, "").connect(&url).await?,
+            Some(sqlite_pool(1, "").connect(&with_mode("rw")).await?),
+        ),
         // One in-memory database lives in one pool, and has no WAL.
         None => (writer.clone(), None),
     };

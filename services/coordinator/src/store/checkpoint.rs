@@ -73,6 +73,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(autocheckpoint, 0);
+        // A connection the pool opens later (after its lifetime) too.
+        let first = opened.writer.acquire().await.unwrap();
+        first.close().await.unwrap();
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&opened.writer)
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0, "a replacement writer connection");
         let checkpointer = opened.checkpointer.expect("a file has a checkpointer");
 
         // Well past SQLite's default of 1,000 pages: the writer's commits

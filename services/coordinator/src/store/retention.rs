@@ -87,7 +87,7 @@ impl Store {
             )
             .bind(before)
             .bind(batch)
-            .execute(&self.writer)
+            .execute(&mut *self.write_conn().await?)
             .await?
             .rows_affected();
         }

@@ -55,6 +55,48 @@ async fn a_webhook_about_what_is_already_known_writes_nothing_to_the_state_db() 
 }
 
 #[tokio::test]
+async fn snapshot_rows_an_earlier_version_stored_whole_are_rewritten_without_other_attributes() {
+    let w = world().await;
+    w.sweep().await;
+    let store = w.engine.store();
+    // As an earlier version stored them: every attribute of every user.
+    let stored = store.load_directory().await.unwrap().unwrap();
+    let users = stored
+        .users
+        .into_iter()
+        .map(|mut u| {
+            u.attributes = json!({"other_app": {"api_token": "s3cret"}});
+            u
+        })
+        .collect();
+    let old = crate::directory::Directory::new(users, stored.groups);
+    store
+        .replace_directory(&old, stored.read_at_millis)
+        .await
+        .unwrap();
+
+    let restarted = Engine::new(
+        store.clone(),
+        w.directory.clone(),
+        Adapters::default().with(Arc::new(w.sogo.adapter())),
+        EngineConfig::default(),
+    );
+    // A webhook loads the snapshot, without the other attributes...
+    restarted.run(2, &user_run("alice"), false).await.unwrap();
+    assert_eq!(w.directory.take_calls().last().unwrap(), "user:1");
+    // ...and the next whole read rewrites every row an earlier version wrote.
+    restarted.run(3, &Subject::All, false).await.unwrap();
+    let rows = store.load_directory().await.unwrap().unwrap();
+    let leftover: Vec<&str> = rows
+        .users
+        .iter()
+        .filter(|u| u.attributes.get("other_app").is_some())
+        .map(|u| u.username.as_str())
+        .collect();
+    assert!(leftover.is_empty(), "still stored for {leftover:?}");
+}
+
+#[tokio::test]
 async fn a_group_the_snapshot_has_not_seen_is_read_with_the_user() {
     let w = world().await;
     w.sweep().await;
