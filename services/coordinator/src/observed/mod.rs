@@ -49,13 +49,17 @@ pub struct ObservedOwnerAcls {
 }
 
 impl ObservedOwnerAcls {
-    /// The grantee's rights on `folder` (empty: no entry).
-    pub fn rights(&self, folder: &str, grantee: &str) -> BTreeSet<String> {
+    /// How the grantee's entries are named in [`Self::folders`].
+    pub fn entry_of(grantee: &str) -> String {
+        format!("user={}", canonical(grantee))
+    }
+
+    /// The rights of `entry` (see [`Self::entry_of`]) on `folder`; `None`:
+    /// no entry. Borrowed: the planner asks once per folder and grantee.
+    pub fn rights(&self, folder: &str, entry: &str) -> Option<&BTreeSet<String>> {
         self.folders
             .get(folder)
-            .and_then(|entries| entries.get(&format!("user={}", canonical(grantee))))
-            .cloned()
-            .unwrap_or_default()
+            .and_then(|entries| entries.get(entry))
     }
 }
 
