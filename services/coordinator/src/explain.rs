@@ -37,7 +37,7 @@ pub fn planned_change(
                 directory
                     .groups
                     .get(g)
-                    .map_or_else(|| g.clone(), |x| x.name.clone())
+                    .map_or_else(|| g.to_owned(), |x| x.name.clone())
             })
             .collect(),
         reason: step.reason.clone(),

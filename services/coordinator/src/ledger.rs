@@ -2,8 +2,6 @@
 //! meant to create, and what a person made and we must never remove. Pure
 //! data; `store` persists it.
 
-use std::collections::BTreeSet;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerState {
@@ -41,7 +39,7 @@ pub struct LedgerRow {
     pub key: LedgerKey,
     pub state: LedgerState,
     pub username: String,
-    pub groups: BTreeSet<String>,
+    pub groups: crate::group_set::GroupSet,
     pub remote_id: String,
 }
 

@@ -22,6 +22,7 @@ pub mod duties;
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod group_set;
 pub mod grpc;
 pub mod health;
 pub mod healthcheck;

@@ -4,7 +4,6 @@
 //! through one round trip each (each SQL statement runs at least once on
 //! PostgreSQL), and claims from two stores at once on one PostgreSQL.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use coordinator::ledger::{LedgerKey, LedgerRow, LedgerState};
@@ -186,7 +185,7 @@ fn ledger_row(key: &str) -> LedgerRow {
         key: LedgerKey::parse("sender_acl", key).expect("a sender_acl key"),
         state: LedgerState::Created,
         username: "alice".into(),
-        groups: BTreeSet::from(["g1".to_owned()]),
+        groups: coordinator::group_set::GroupSet::from(["g1"]),
         remote_id: "7".into(),
     }
 }

@@ -4,7 +4,7 @@
 //! space children and Matrix IDs needs Synapse, so the planner does it
 //! with what the matrix-agent observed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,7 @@ pub struct MatrixGrant {
     pub display_name: String,
     pub join: JoinMethod,
     pub power_level: Option<i64>,
-    pub groups: BTreeSet<String>,
+    pub groups: crate::group_set::GroupSet,
 }
 
 /// What a group does when a member leaves it.
@@ -132,7 +132,7 @@ impl DesiredMatrix {
     /// The removal policy of a membership granted by `groups`: the
     /// strictest action and the longest grace among those groups that
     /// still exist, the defaults when none does.
-    pub fn policy(&self, groups: &BTreeSet<String>) -> LeavePolicy {
+    pub fn policy(&self, groups: &crate::group_set::GroupSet) -> LeavePolicy {
         let known: Vec<&MatrixPolicy> =
             groups.iter().filter_map(|g| self.policies.get(g)).collect();
         if known.is_empty() {
@@ -193,7 +193,7 @@ impl DesiredMatrix {
                         display_name: person.name.clone(),
                         join,
                         power_level: None,
-                        groups: BTreeSet::new(),
+                        groups: crate::group_set::GroupSet::new(),
                     });
                 grant.include_children |= spec.include_children;
                 grant.join = grant.join.max(join);

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use reconciler_proto::mailcow::markers;
 use serde::Serialize;
 
+use crate::group_set::{GroupId, GroupSet};
 use crate::plan::Resource;
 
 use crate::attributes::{GrantSpec, parse_group_attributes};
@@ -48,7 +49,7 @@ pub struct SenderAcl {
     pub login: String,
     pub send_as: String,
     pub user: String,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// A Mailcow app password on `mailbox`, used by `user`'s Nextcloud Mail account.
@@ -58,7 +59,7 @@ pub struct AppPassword {
     pub name: String,
     pub user: String,
     pub protocols: Vec<String>,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// Dovecot rights for `grantee` on every folder of `owner`.
@@ -68,7 +69,7 @@ pub struct MailboxAcl {
     pub grantee: String,
     pub user: String,
     pub rights: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// SOGo: `delegate` is offered `owner`'s identity.
@@ -77,7 +78,7 @@ pub struct SogoDelegation {
     pub owner: String,
     pub delegate: String,
     pub user: String,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// A Nextcloud Mail account for `user` on the shared mailbox `email`,
@@ -90,7 +91,7 @@ pub struct NextcloudAccount {
     pub login: String,
     /// Ledger key of the app password whose secret the account uses.
     pub app_password_key: LedgerKey,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// A Mailcow alias whose targets are a group's effective members.
@@ -98,7 +99,7 @@ pub struct NextcloudAccount {
 pub struct Alias {
     pub address: String,
     pub goto: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
+    pub groups: GroupSet,
 }
 
 /// Everything that should exist, keyed by each resource's ledger key.
@@ -182,6 +183,8 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
                 continue;
             }
         };
+        // One copy of the id, shared by every object this group grants.
+        let shared_id = GroupId::from(group_id.as_str());
         let unusable = directory.unusable_members(group_id);
         if !unusable.is_empty() {
             state.groups_with_unusable_members.insert(group_id.clone());
@@ -198,7 +201,7 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
             state.stalwart.grant(
                 &config.stalwart,
                 &config.attribute_key,
-                group_id,
+                &shared_id,
                 stalwart,
                 &users,
             );
@@ -206,7 +209,7 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
         for matrix in spec.matrix.iter().chain(&mapped) {
             state
                 .matrix
-                .grant(&config.matrix, group_id, &group.name, matrix, &members);
+                .grant(&config.matrix, &shared_id, &group.name, matrix, &members);
         }
         if let Some(address) = &spec.alias {
             let goto: BTreeSet<String> = members
@@ -222,10 +225,10 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
                     .or_insert_with(|| Alias {
                         address: address.clone(),
                         goto: BTreeSet::new(),
-                        groups: BTreeSet::new(),
+                        groups: GroupSet::new(),
                     });
                 alias.goto.extend(goto);
-                alias.groups.insert(group_id.clone());
+                alias.groups.insert(shared_id.clone());
             }
         }
         let Some(target) = &spec.shared_mailbox else {
@@ -236,7 +239,7 @@ pub fn desired_state(directory: &Directory, config: &DesiredConfig) -> DesiredSt
             if &person.email == target {
                 continue;
             }
-            grant_member(&mut state, config, &spec, target, group_id, person);
+            grant_member(&mut state, config, &spec, target, &shared_id, person);
         }
     }
     state
@@ -247,16 +250,16 @@ fn grant_member(
     config: &DesiredConfig,
     spec: &GrantSpec,
     target: &str,
-    group_id: &str,
+    group_id: &GroupId,
     person: &crate::directory::Person,
 ) {
-    let group = || BTreeSet::from([group_id.to_owned()]);
+    let group = || GroupSet::from([group_id.clone()]);
     if spec.send_as {
         state
             .sender_acls
             .entry(keys::sender_acl(&person.email, target))
             .and_modify(|g| {
-                g.groups.insert(group_id.to_owned());
+                g.groups.insert(group_id.clone());
             })
             .or_insert_with(|| SenderAcl {
                 login: person.email.clone(),
@@ -271,7 +274,7 @@ fn grant_member(
             .app_passwords
             .entry(keys::app_password(target, &name))
             .and_modify(|g| {
-                g.groups.insert(group_id.to_owned());
+                g.groups.insert(group_id.clone());
             })
             .or_insert_with(|| AppPassword {
                 mailbox: target.to_owned(),
@@ -284,7 +287,7 @@ fn grant_member(
             .nextcloud_accounts
             .entry(keys::nextcloud_account(&person.username, target))
             .and_modify(|g| {
-                g.groups.insert(group_id.to_owned());
+                g.groups.insert(group_id.clone());
             })
             .or_insert_with(|| NextcloudAccount {
                 user: person.username.clone(),
@@ -307,17 +310,17 @@ fn grant_member(
                 grantee: person.email.clone(),
                 user: person.username.clone(),
                 rights: BTreeSet::new(),
-                groups: BTreeSet::new(),
+                groups: GroupSet::new(),
             });
         acl.rights.extend(spec.rights.iter().cloned());
-        acl.groups.insert(group_id.to_owned());
+        acl.groups.insert(group_id.clone());
     }
     if spec.sogo_delegate {
         state
             .sogo_delegations
             .entry(keys::sogo_delegation(target, &person.email))
             .and_modify(|g| {
-                g.groups.insert(group_id.to_owned());
+                g.groups.insert(group_id.clone());
             })
             .or_insert_with(|| SogoDelegation {
                 owner: target.to_owned(),

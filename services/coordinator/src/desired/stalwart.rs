@@ -36,7 +36,7 @@ pub struct StalwartAccountWant {
     /// Bytes; the largest any granting group gives.
     pub quota: Option<u64>,
     pub aliases: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
+    pub groups: crate::group_set::GroupSet,
     /// The user's `mail_aliases` do not parse: the aliases we added stay
     /// until it is fixed (a typo in a profile is not a wish to lose them).
     #[serde(skip)]
@@ -48,7 +48,7 @@ pub struct StalwartAccountWant {
 pub struct StalwartListWant {
     pub address: String,
     pub recipients: BTreeSet<String>,
-    pub groups: BTreeSet<String>,
+    pub groups: crate::group_set::GroupSet,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -99,7 +99,7 @@ impl DesiredStalwart {
                 .or_insert_with(|| StalwartListWant {
                     address: list.clone(),
                     recipients: BTreeSet::new(),
-                    groups: BTreeSet::new(),
+                    groups: crate::group_set::GroupSet::new(),
                 });
             // Deactivated users receive nothing through a list.
             want.recipients.extend(
@@ -159,7 +159,7 @@ impl DesiredStalwart {
                     active: user.is_active,
                     quota: None,
                     aliases,
-                    groups: BTreeSet::new(),
+                    groups: crate::group_set::GroupSet::new(),
                     keep_aliases,
                 });
             want.quota = want.quota.max(spec.quota);

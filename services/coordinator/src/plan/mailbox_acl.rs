@@ -20,7 +20,7 @@ pub(super) fn plan_mailbox_acls(
 ) {
     // (owner, grantee) pairs to consider, with who they belong to;
     // borrowed, as there is one ledger row per folder of each pair.
-    let mut pairs: BTreeMap<(&str, &str), (&str, &BTreeSet<String>)> = BTreeMap::new();
+    let mut pairs: BTreeMap<(&str, &str), (&str, &crate::group_set::GroupSet)> = BTreeMap::new();
     for d in desired
         .mailbox_acls
         .values()

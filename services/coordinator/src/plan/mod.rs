@@ -292,7 +292,7 @@ pub struct Step {
     /// The Authentik username the object belongs to ("" for aliases).
     pub username: String,
     /// Groups that grant it (for the ledger).
-    pub groups: BTreeSet<String>,
+    pub groups: crate::group_set::GroupSet,
     pub target: Target,
     pub reason: String,
 }

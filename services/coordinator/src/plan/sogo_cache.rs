@@ -5,8 +5,6 @@
 //! such evictions in the state DB; every run that reaches the sogo-agent
 //! plans them again until one succeeds.
 
-use std::collections::BTreeSet;
-
 use super::{Action, Plan, Resource, Step, Target};
 use crate::ledger::keys;
 use crate::store::OwedEviction;
@@ -37,7 +35,7 @@ pub fn plan_owed_evictions(plan: &mut Plan, owed: &[OwedEviction], agent_configu
             key: keys::sogo_cache_eviction(&o.uid),
             action: Action::Evict,
             username: String::new(),
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
             target: Target::SogoCacheEviction { uid: o.uid.clone() },
             reason: format!(
                 "owed after {} failed eviction(s): {}",

@@ -24,7 +24,7 @@ fn desired_alice() -> DesiredState {
             login: ALICE.into(),
             send_as: INFO.into(),
             user: "alice".into(),
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     d.app_passwords.insert(
@@ -34,7 +34,7 @@ fn desired_alice() -> DesiredState {
             name: NAME.into(),
             user: "alice".into(),
             protocols: vec!["imap_access".into(), "smtp_access".into()],
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     d
@@ -79,7 +79,7 @@ fn row(resource: Resource, key: &LedgerKey, state: LedgerState, remote_id: &str)
         key: key.clone(),
         state,
         username: "alice".into(),
-        groups: BTreeSet::from(["g1".into()]),
+        groups: crate::group_set::GroupSet::from(["g1"]),
         remote_id: remote_id.into(),
     }
 }
@@ -206,7 +206,7 @@ fn implicitly_allowed_send_as_does_not_loop() {
             login: ALICE.into(),
             send_as: ALICE.into(),
             user: "alice".into(),
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
         },
     );
     let p = plan(
@@ -310,7 +310,7 @@ fn scope_limits_users_but_not_aliases() {
         Alias {
             address: "team@example.com".into(),
             goto: BTreeSet::from([ALICE.into()]),
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
         },
     );
     let p = plan(&d, &observed(&[], vec![]), &[], &scope, &Guards::default());
@@ -325,7 +325,7 @@ fn aliases_follow_members_and_only_ours_are_touched() {
         Alias {
             address: "team@example.com".into(),
             goto: BTreeSet::from([ALICE.into()]),
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
         },
     );
     let alias = |address: &str, id, managed| ObservedAlias {
@@ -395,7 +395,7 @@ fn desired_acl(r: &[&str]) -> DesiredState {
             grantee: ALICE.into(),
             user: "alice".into(),
             rights: rights(r),
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     d
@@ -560,7 +560,7 @@ fn desired_delegation() -> DesiredState {
             owner: INFO.into(),
             delegate: ALICE.into(),
             user: "alice".into(),
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     d
@@ -695,7 +695,7 @@ fn desired_nextcloud() -> DesiredState {
             email: INFO.into(),
             login: INFO.into(),
             app_password_key: keys::app_password(INFO, NAME),
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     d
@@ -1089,7 +1089,7 @@ fn one_unreadable_mailbox_holds_only_that_mailbox() {
             name: other_name,
             user: "alice".into(),
             protocols: vec!["imap_access".into()],
-            groups: BTreeSet::from(["g2".into()]),
+            groups: crate::group_set::GroupSet::from(["g2"]),
         },
     );
     let mut obs = observed(&[INFO], vec![]);

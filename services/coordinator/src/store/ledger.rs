@@ -164,7 +164,6 @@ fn row_to_ledger(r: sqlx::any::AnyRow) -> Result<LedgerRow> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use super::*;
 
@@ -174,7 +173,7 @@ mod tests {
             key: LedgerKey::parse(APP_PASSWORD, key).unwrap(),
             state: LedgerState::Created,
             username: "o'neil".into(),
-            groups: BTreeSet::from(["desk".to_owned()]),
+            groups: crate::group_set::GroupSet::from(["desk".to_owned()]),
             remote_id: remote_id.into(),
         }
     }

@@ -490,7 +490,7 @@ mod tests {
             key: keys::matrix("!room", "@alice:example.org"),
             action,
             username: "alice".into(),
-            groups: std::collections::BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
             target: Target::MatrixPowerLevel {
                 room_id: "!room".into(),
                 user_id: "@alice:example.org".into(),

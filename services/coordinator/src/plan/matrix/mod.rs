@@ -25,7 +25,7 @@ struct Want<'d> {
     grant: &'d MatrixGrant,
     join: JoinMethod,
     power_level: Option<i64>,
-    groups: BTreeSet<String>,
+    groups: crate::group_set::GroupSet,
 }
 
 /// The matrix ledger rows of users in scope, by resource.
@@ -155,11 +155,11 @@ fn resolve<'d>(
                 grant,
                 join: grant.join,
                 power_level: None,
-                groups: BTreeSet::new(),
+                groups: crate::group_set::GroupSet::new(),
             });
             want.join = want.join.max(grant.join);
             want.power_level = want.power_level.max(grant.power_level);
-            want.groups.extend(grant.groups.iter().cloned());
+            want.groups.union_with(&grant.groups);
         }
     }
     wants

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::attributes::{JoinMethod, LeaveAction};
@@ -41,7 +41,7 @@ fn grant(join: JoinMethod, power_level: Option<i64>) -> MatrixGrant {
         display_name: "Alice".into(),
         join,
         power_level,
-        groups: BTreeSet::from(["g1".into()]),
+        groups: crate::group_set::GroupSet::from(["g1"]),
     }
 }
 
@@ -80,7 +80,7 @@ fn row(resource: Resource, state: LedgerState, remote_id: &str) -> LedgerRow {
         key: keys::matrix(ROOM_ID, ALICE),
         state,
         username: "alice".into(),
-        groups: BTreeSet::from(["g1".into()]),
+        groups: crate::group_set::GroupSet::from(["g1"]),
         remote_id: remote_id.into(),
     }
 }

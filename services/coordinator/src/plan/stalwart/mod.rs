@@ -133,7 +133,7 @@ fn step(
     resource: Resource,
     key: LedgerKey,
     action: Action,
-    (username, groups): (&str, &BTreeSet<String>),
+    (username, groups): (&str, &crate::group_set::GroupSet),
     target: Target,
     reason: &str,
 ) -> Step {
@@ -152,7 +152,7 @@ impl Planner<'_, '_> {
     /// Managed domains the desired accounts and lists need, created when
     /// missing. Never destroyed.
     fn domains(&mut self) {
-        let none = BTreeSet::new();
+        let none = crate::group_set::GroupSet::new();
         for domain in &self.want.domains {
             let Some(observed) = self.stalwart.domains.get(domain) else {
                 continue;
@@ -295,7 +295,7 @@ impl Planner<'_, '_> {
         key: &LedgerKey,
         row: Option<&LedgerRow>,
         observed: Option<&ObservedStalwartAccount>,
-        who: (&str, &BTreeSet<String>),
+        who: (&str, &crate::group_set::GroupSet),
     ) {
         let Some(row) = row else { return };
         let target = Target::StalwartAccount {
@@ -399,7 +399,7 @@ impl Planner<'_, '_> {
         address: &str,
         account: &ObservedStalwartAccount,
         suspend: bool,
-        who: (&str, &BTreeSet<String>),
+        who: (&str, &crate::group_set::GroupSet),
     ) {
         let key = keys::stalwart(address);
         let row = self.rows.suspensions.get(&key).copied();
@@ -447,7 +447,7 @@ impl Planner<'_, '_> {
         address: &str,
         want: Option<&StalwartAccountWant>,
         account: Option<&ObservedStalwartAccount>,
-        who: (&str, &BTreeSet<String>),
+        who: (&str, &crate::group_set::GroupSet),
     ) {
         let wanted: BTreeSet<&str> = want
             .map(|w| w.aliases.iter().map(String::as_str).collect())

@@ -23,7 +23,7 @@ fn desired(active: Option<bool>) -> DesiredState {
                 active,
                 quota: Some(1 << 30),
                 aliases: BTreeSet::from(["a.smith@example.com".into()]),
-                groups: BTreeSet::from(["g1".into()]),
+                groups: crate::group_set::GroupSet::from(["g1"]),
                 keep_aliases: false,
             },
         );
@@ -57,7 +57,7 @@ fn row(resource: Resource, key: crate::ledger::LedgerKey, state: LedgerState) ->
         key,
         state,
         username: "alice".into(),
-        groups: BTreeSet::from(["g1".into()]),
+        groups: crate::group_set::GroupSet::from(["g1"]),
         remote_id: if resource == Resource::StalwartAccount {
             "acc1".into()
         } else {
@@ -281,7 +281,7 @@ fn lists_follow_the_group_and_a_persons_list_is_left_alone() {
         StalwartListWant {
             address: TEAM.into(),
             recipients: BTreeSet::from([ALICE.into()]),
-            groups: BTreeSet::from(["g1".into()]),
+            groups: crate::group_set::GroupSet::from(["g1"]),
         },
     );
     let p = run(&d, &observed(None), &[], &at(0, None));

@@ -479,7 +479,6 @@ fn single_change(step: &Step) -> Option<Kind> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use super::*;
 
@@ -489,7 +488,7 @@ mod tests {
             key: crate::ledger::keys::mailbox_acl("info@x.org", "bob@x.org", folder),
             action,
             username: "bob".into(),
-            groups: BTreeSet::new(),
+            groups: crate::group_set::GroupSet::new(),
             target: Target::MailboxAcl {
                 owner: "info@x.org".into(),
                 grantee: "bob@x.org".into(),
