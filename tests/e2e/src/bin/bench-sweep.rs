@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reconciler_testkit::authentik_sim::{GeneratedDirectory, generate_directory};
-use reconciler_testkit::harness::{Stack, StackOptions};
+use reconciler_testkit::harness::{Stack, StackOptions, env_pairs};
 
 #[derive(Parser)]
 struct Args {
@@ -57,10 +57,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "DIRECTORY_MAX_AGE_SECONDS".to_owned(),
             args.directory_max_age.to_string(),
         ))
-        .chain(args.coordinator_env.iter().filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        }))
+        .chain(env_pairs(&args.coordinator_env))
         .collect(),
         ..StackOptions::default()
     })

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN;
-use reconciler_testkit::harness::{Stack, StackOptions};
+use reconciler_testkit::harness::{Stack, StackOptions, env_pairs};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -37,6 +37,10 @@ struct Args {
     /// run as fast as this machine allows, beside the load generator.
     #[arg(long, default_value_t = 0)]
     authentik_cost_ms: u64,
+    /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
+    /// `JOB_THREAD_NICE=0` for the baseline of the same run.
+    #[arg(long = "coordinator-env")]
+    coordinator_env: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
         workers: args.workers,
+        coordinator_env: env_pairs(&args.coordinator_env),
         ..StackOptions::default()
     })
     .await;

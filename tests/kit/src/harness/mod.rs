@@ -27,7 +27,9 @@ pub use ports::RefusedPort;
 pub use postgres::Postgres;
 pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
-pub use stack::{AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, start_agent};
+pub use stack::{
+    AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, env_pairs, start_agent,
+};
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
 pub use tls::CertDir;
 

@@ -40,6 +40,17 @@ async fn authed_channel(addr: &str) -> tonic::transport::Channel {
         .expect("connect")
 }
 
+/// `NAME=VALUE` arguments (a benchmark's `--coordinator-env`) as pairs for
+/// [`StackOptions::coordinator_env`]; an argument without `=` is skipped.
+pub fn env_pairs(args: &[String]) -> Vec<(String, String)> {
+    args.iter()
+        .filter_map(|kv| {
+            let (name, value) = kv.split_once('=')?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug)]
 pub struct StackOptions {
     pub workers: usize,
