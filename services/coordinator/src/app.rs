@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::grpc::CoordinatorService;
 use crate::http::{HttpState, router};
 use crate::leader::Leadership;
-use crate::reconcile_runtime::ReconcileRuntime;
 use crate::serve_http;
 use crate::store::{Backend, Store};
 use crate::targets::{
@@ -85,17 +84,9 @@ pub async fn run(config: Config) -> Result<()> {
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
 
-    let jobs = ReconcileRuntime::start(
-        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-        config.job_thread_nice,
-    )
-    .map_err(|e| Error::Config(format!("cannot start the job threads: {e}")))?;
     let duties = {
         let (engine, wake, config) = (engine.clone(), wake.clone(), config.clone());
-        let jobs = jobs.handle();
-        move |stop: CancellationToken| {
-            leader_duties(&engine, &directory, &wake, &config, &jobs, stop)
-        }
+        move |stop: CancellationToken| leader_duties(&engine, &directory, &wake, &config, stop)
     };
     let leading = tokio::spawn(crate::duties::lead(
         leadership,
@@ -160,8 +151,6 @@ pub async fn run(config: Config) -> Result<()> {
     shutdown.cancel();
     let _ = http_task.await;
     let _ = leading.await;
-    // The workers have stopped with the leader duties.
-    drop(jobs);
     resign.cancel();
     grpc_result.map_err(|e| Error::Config(e.to_string()))
 }
@@ -172,7 +161,6 @@ fn leader_duties(
     directory: &Arc<AuthentikClient>,
     wake: &Arc<Notify>,
     config: &Config,
-    jobs: &tokio::runtime::Handle,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let store = engine.store();
@@ -181,7 +169,6 @@ fn leader_duties(
         wake: wake.clone(),
         max_attempts: config.job_max_attempts,
         retry_base: config.retry_base,
-        runtime: jobs.clone(),
     };
     let mut tasks = workers.spawn(config.worker_concurrency, stop.clone());
     tasks.push(tokio::spawn(crate::worker::prune_timer(

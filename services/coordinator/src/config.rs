@@ -79,10 +79,6 @@ pub struct Config {
     pub events_catchup: Option<Duration>,
     /// 0 accepts and stores jobs but runs none (maintenance).
     pub worker_concurrency: usize,
-    /// The nice value of the threads jobs run on (0 to 19), so webhook
-    /// accepts never wait for a core behind them
-    /// ([`crate::reconcile_runtime`]); 0 runs them like every other thread.
-    pub job_thread_nice: i32,
     pub job_max_attempts: i64,
     pub retry_base: Duration,
     pub attribute_key: String,
@@ -249,14 +245,6 @@ impl Config {
             grace_poll: Duration::from_secs(number("GRACE_POLL_SECONDS", "30")?.max(1)),
             events_catchup: (catchup > 0).then(|| Duration::from_secs(catchup)),
             worker_concurrency: number("WORKER_CONCURRENCY", "4")? as usize,
-            job_thread_nice: match number("JOB_THREAD_NICE", "10")? {
-                nice @ 0..=19 => nice as i32,
-                other => {
-                    return Err(Error::Config(format!(
-                        "JOB_THREAD_NICE: {other} is not a nice value from 0 to 19"
-                    )));
-                }
-            },
             job_max_attempts: number("JOB_MAX_ATTEMPTS", "8")?.max(1) as i64,
             retry_base: Duration::from_millis(number("RETRY_BASE_MILLIS", "2000")?),
             attribute_key: get("RECONCILER_ATTRIBUTE_KEY", "reconciler"),

@@ -58,9 +58,7 @@ impl GroupSet {
     /// Every id of `other` added to this set.
     pub fn union_with(&mut self, other: &GroupSet) {
         for id in &other.0 {
-            if !self.contains(id) {
-                self.insert(id.clone());
-            }
+            self.insert(id.clone());
         }
     }
 }

@@ -33,7 +33,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod observed;
 pub mod plan;
-pub mod reconcile_runtime;
 pub mod serve_http;
 pub mod status_page;
 pub mod store;

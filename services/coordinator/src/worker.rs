@@ -23,9 +23,6 @@ pub struct Workers {
     pub wake: Arc<Notify>,
     pub max_attempts: i64,
     pub retry_base: Duration,
-    /// Where jobs run: [`crate::reconcile_runtime`], below the threads
-    /// that answer webhooks.
-    pub runtime: tokio::runtime::Handle,
 }
 
 impl Workers {
@@ -38,8 +35,7 @@ impl Workers {
             .map(|n| {
                 let this = self.clone();
                 let shutdown = shutdown.clone();
-                self.runtime
-                    .spawn(async move { this.run(n, shutdown).await })
+                tokio::spawn(async move { this.run(n, shutdown).await })
             })
             .collect()
     }

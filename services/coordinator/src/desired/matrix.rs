@@ -158,14 +158,14 @@ impl DesiredMatrix {
     pub fn grant(
         &mut self,
         defaults: &MatrixDefaults,
-        group_id: &str,
+        group_id: &crate::group_set::GroupId,
         group_name: &str,
         spec: &MatrixSpec,
         members: &[&Person],
     ) {
         let policy = self
             .policies
-            .entry(group_id.to_owned())
+            .entry(group_id.to_string())
             .or_insert_with(|| MatrixPolicy {
                 group_name: group_name.to_owned(),
                 on_leave: LeaveAction::Kick,
@@ -198,7 +198,7 @@ impl DesiredMatrix {
                 grant.include_children |= spec.include_children;
                 grant.join = grant.join.max(join);
                 grant.power_level = grant.power_level.max(spec.power_level);
-                grant.groups.insert(group_id.to_owned());
+                grant.groups.insert(group_id.clone());
             }
         }
     }
@@ -239,10 +239,16 @@ mod tests {
             grace_period: Some(Duration::from_secs(grace)),
             ..MatrixSpec::default()
         };
-        m.grant(&defaults, "g1", "one", &spec(None, Some(10), 60), &[&alice]);
         m.grant(
             &defaults,
-            "g2",
+            &"g1".into(),
+            "one",
+            &spec(None, Some(10), 60),
+            &[&alice],
+        );
+        m.grant(
+            &defaults,
+            &"g2".into(),
             "two",
             &spec(Some(JoinMethod::Force), Some(50), 5),
             &[&alice],

@@ -78,7 +78,7 @@ impl DesiredStalwart {
         &mut self,
         settings: &StalwartSettings,
         attribute_key: &str,
-        group_id: &str,
+        group_id: &crate::group_set::GroupId,
         spec: &StalwartSpec,
         members: &[&User],
     ) {
@@ -108,7 +108,7 @@ impl DesiredStalwart {
                     .filter(|(u, email)| u.is_active && email != list)
                     .map(|(_, email)| email.clone()),
             );
-            want.groups.insert(group_id.to_owned());
+            want.groups.insert(group_id.clone());
             if let Some(domain) = managed_domain(settings, list) {
                 self.domains.insert(domain);
             }
@@ -163,7 +163,7 @@ impl DesiredStalwart {
                     keep_aliases,
                 });
             want.quota = want.quota.max(spec.quota);
-            want.groups.insert(group_id.to_owned());
+            want.groups.insert(group_id.clone());
         }
     }
 }
@@ -207,7 +207,13 @@ mod tests {
             list: Some("team@example.com".into()),
         };
         let mut d = DesiredStalwart::default();
-        d.grant(&settings, "reconciler", "g1", &spec, &[&alice, &bob, &eve]);
+        d.grant(
+            &settings,
+            "reconciler",
+            &"g1".into(),
+            &spec,
+            &[&alice, &bob, &eve],
+        );
         let a = &d.accounts["alice@example.com"];
         assert!(a.active);
         assert_eq!(a.aliases, BTreeSet::from(["a.smith@example.com".into()]));
@@ -242,7 +248,7 @@ mod tests {
             ..StalwartSpec::default()
         };
         let mut d = DesiredStalwart::default();
-        d.grant(&settings, "reconciler", "g1", &spec, &[&alice]);
+        d.grant(&settings, "reconciler", &"g1".into(), &spec, &[&alice]);
         assert_eq!(
             d.domains,
             BTreeSet::from(["example.com".into(), "example.org".into()])

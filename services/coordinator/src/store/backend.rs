@@ -99,14 +99,9 @@ pub(super) async fn open_sqlite(url: &str) -> Result<Opened> {
     let path = (!in_memory)
         .then(|| options.get_filename().to_path_buf())
         .filter(|p| !p.as_os_str().is_empty());
-    // A SQLite connection never goes stale, so none is closed for being
-    // idle or old: the writer, which webhook accepts share, stays the one
-    // opened here, on a thread of normal priority (`reconcile_runtime`).
     let sqlite_pool = |connections: u32, extra: &'static str| {
         AnyPoolOptions::new()
             .max_connections(connections)
-            .idle_timeout(None)
-            .max_lifetime(None)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     conn.execute(SQLITE_PRAGMAS).await?;

@@ -261,14 +261,10 @@ impl Store {
     /// and nothing is claimed while it runs. The attempt is recorded under
     /// this store's instance in the same transaction.
     pub async fn claim(&self) -> Result<Option<ClaimedJob>> {
-        let store = self.clone();
-        self.at_home(async move {
-            let mut tx = store.write_tx_with(Commit::Lazy).await?;
-            let job = store.claim_in(&mut tx).await?;
-            tx.commit().await?;
-            Ok(job)
-        })
-        .await
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
+        let job = self.claim_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(job)
     }
 
     /// Marks job `id` done ([`Self::finish`]) and claims the next runnable
@@ -276,15 +272,11 @@ impl Store {
     /// per job instead of twice, and every commit is an fsync holding the
     /// state DB's one write lock, which webhook accepts wait for.
     pub async fn finish_and_claim(&self, id: i64, summary: &str) -> Result<Option<ClaimedJob>> {
-        let (store, summary) = (self.clone(), summary.to_owned());
-        self.at_home(async move {
-            let mut tx = store.write_tx_with(Commit::Lazy).await?;
-            finish_in(&mut tx, &store.instance, id, &summary).await?;
-            let job = store.claim_in(&mut tx).await?;
-            tx.commit().await?;
-            Ok(job)
-        })
-        .await
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
+        finish_in(&mut tx, &self.instance, id, summary).await?;
+        let job = self.claim_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(job)
     }
 
     async fn claim_in(
@@ -355,36 +347,16 @@ impl Store {
     /// Marks a job done. `summary` is this attempt's report; the stored
     /// summary combines it with earlier attempts' ([`summary::combine`]).
     pub async fn finish(&self, id: i64, summary: &str) -> Result<()> {
-        let (store, summary) = (self.clone(), summary.to_owned());
-        self.at_home(async move {
-            let mut tx = store.write_tx_with(Commit::Lazy).await?;
-            finish_in(&mut tx, &store.instance, id, &summary).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
+        let mut tx = self.write_tx_with(Commit::Lazy).await?;
+        finish_in(&mut tx, &self.instance, id, summary).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Puts a job back with a delay, or marks it failed for good. `summary`
     /// is this attempt's report (empty if it produced none), combined with
     /// earlier attempts' as in [`Self::finish`].
     pub async fn retry_or_fail(
-        &self,
-        id: i64,
-        error: &str,
-        summary: &str,
-        retry_at: Option<i64>,
-    ) -> Result<()> {
-        let (store, error, summary) = (self.clone(), error.to_owned(), summary.to_owned());
-        self.at_home(async move {
-            store
-                .retry_or_fail_here(id, &error, &summary, retry_at)
-                .await
-        })
-        .await
-    }
-
-    async fn retry_or_fail_here(
         &self,
         id: i64,
         error: &str,

@@ -64,9 +64,6 @@ pub struct Store {
     write_turns: Arc<AtomicU64>,
     /// Keeps the WAL checkpointer going while any clone lives (SQLite file).
     _checkpointer: Option<Arc<()>>,
-    /// The runtime the store was opened on, which answers webhooks
-    /// ([`Self::at_home`]).
-    home: tokio::runtime::Handle,
 }
 
 impl Store {
@@ -92,7 +89,6 @@ impl Store {
             instance: Arc::from("local"),
             write_turns: Arc::default(),
             _checkpointer: opened.checkpointer.map(checkpoint::start),
-            home: tokio::runtime::Handle::current(),
         };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
@@ -157,28 +153,6 @@ impl Store {
     /// bookkeeping accepts wait behind on SQLite.
     pub fn write_turns(&self) -> u64 {
         self.write_turns.load(Ordering::Relaxed)
-    }
-
-    /// Runs `work` on the runtime the store was opened on. A write
-    /// transaction holds SQLite's one write lock from its first statement
-    /// to its commit, and webhook accepts wait for that lock; jobs run on
-    /// threads of lower priority (`crate::reconcile_runtime`), and a job
-    /// holding the lock while the kernel lets it wait for a core would make
-    /// the accepts wait with it (a priority inversion). So the job queue's
-    /// own transactions, which every job makes, are driven from here.
-    async fn at_home<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T>> + Send + 'static,
-    ) -> Result<T> {
-        if tokio::runtime::Handle::current().id() == self.home.id() {
-            return work.await;
-        }
-        match self.home.spawn(work).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // That runtime is shutting down, and with it the store.
-            Err(_) => Err(Error::Db(sqlx::Error::PoolClosed)),
-        }
     }
 
     /// A non-urgent writer's turn ([`intake::Priority`]). Only SQLite has
@@ -362,32 +336,6 @@ mod tests {
 
     /// 2 is FULL, 1 NORMAL: a lazy transaction never leaves its level to
     /// the durable writes after it on the one writer connection.
-    #[tokio::test]
-    async fn job_queue_writes_from_another_runtime_are_driven_from_the_stores_own() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let home = tokio::runtime::Handle::current().id();
-        let jobs = crate::reconcile_runtime::ReconcileRuntime::start(1, 10).unwrap();
-        let (from, store_) = (store.clone(), store.clone());
-        let ran_on = jobs
-            .handle()
-            .spawn(async move {
-                from.at_home(async { Ok(tokio::runtime::Handle::current().id()) })
-                    .await
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(ran_on, home);
-        // And a claim made from the job threads works as one made here.
-        let claimed = jobs
-            .handle()
-            .spawn(async move { store_.claim().await })
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(claimed.is_none(), "nothing queued");
-    }
-
     #[tokio::test]
     async fn each_write_sets_its_own_commit_level() {
         let dir = tempfile::tempdir().unwrap();

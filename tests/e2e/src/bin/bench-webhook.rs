@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     authentik_cost_ms: u64,
     /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
-    /// `JOB_THREAD_NICE=0` for the baseline of the same run.
+    /// `MALLOC_ARENA_MAX=2`.
     #[arg(long = "coordinator-env")]
     coordinator_env: Vec<String>,
 }
