@@ -53,12 +53,9 @@ const BASELINE_GET: &str = r#"doveadm mailbox list -u "$1" | while IFS= read -r 
 done
 "#;
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 /// Creates `count` folders named `Folder <i>` in one exec.

@@ -54,12 +54,9 @@ struct Args {
     script: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 /// One measured run: wall time, Mailcow requests by kind, writes.

@@ -33,12 +33,9 @@ struct Args {
     join: String,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -44,12 +44,9 @@ struct Args {
     per_mailbox: usize,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 struct Measured {

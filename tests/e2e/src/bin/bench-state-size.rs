@@ -29,12 +29,9 @@ struct Args {
     mailboxes: usize,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 /// The state DB's bytes on disk: the file and its write-ahead log.

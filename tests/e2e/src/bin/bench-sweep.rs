@@ -40,12 +40,9 @@ struct Args {
     coordinator_env: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(args))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(Args::parse()).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -24,12 +24,9 @@ const BOB: &str = "bob@example.com";
 const CAROL: &str = "carol@example.com";
 const SALES: &str = "sales@example.com";
 
-fn main() -> anyhow::Result<()> {
-    let once = std::env::args().any(|a| a == "--once");
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(once))
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    run(std::env::args().any(|a| a == "--once")).await
 }
 
 struct Demo {
