@@ -16,7 +16,7 @@ use super::validate::{filter_email, idn_to_ascii};
 pub(crate) fn find(ctx: &Ctx, key: &Val) -> Option<Alias> {
     let row = ctx
         .db
-        .aliases
+        .aliases()
         .iter()
         .filter(|a| !a.is_self_alias())
         .find(|a| sql_id_matches(a.id, key) || sql_str_matches(&a.address, key))?;
@@ -71,7 +71,7 @@ pub(crate) fn list(ctx: &Ctx, extra: Option<&str>) -> Option<Val> {
         }
         let ids: Vec<i64> = ctx
             .db
-            .aliases
+            .aliases()
             .iter()
             .filter(|a| !a.is_self_alias() && sql_eq(&a.domain, &domain))
             .map(|a| a.id)
@@ -231,7 +231,7 @@ pub(crate) fn add(ctx: &mut Ctx, data: &Arr) -> Php<bool> {
             tinyint(active)?,
         ];
         let id = ctx.db.next_alias_id();
-        ctx.db.aliases.push(Alias {
+        ctx.db.insert_alias(Alias {
             id,
             address: stored,
             goto: goto.clone(),
@@ -443,16 +443,15 @@ fn update(ctx: &mut Ctx, next: Alias) -> Php<()> {
     varchar255(&next.address)?;
     let duplicate = ctx
         .db
-        .aliases
-        .iter()
-        .any(|a| a.id != next.id && sql_eq(&a.address, &next.address));
+        .alias_by_address(&next.address)
+        .is_some_and(|a| a.id != next.id);
     if duplicate {
         return Err(Uncaught(format!(
             "SQLSTATE[23000]: Duplicate entry '{}' for key 'address'",
             next.address
         )));
     }
-    let Some(row) = ctx.db.aliases.iter_mut().find(|a| a.id == next.id) else {
+    let Some(row) = ctx.db.alias_by_id(next.id) else {
         return Ok(());
     };
     let changed = (
@@ -480,14 +479,12 @@ fn update(ctx: &mut Ctx, next: Alias) -> Php<()> {
             next.active,
         ],
     );
-    *row = Alias {
-        modified: if changed {
-            Some(now())
-        } else {
-            row.modified.clone()
-        },
-        ..next
+    let modified = if changed {
+        Some(now())
+    } else {
+        row.modified.clone()
     };
+    ctx.db.replace_alias(Alias { modified, ..next });
     Ok(())
 }
 
@@ -496,7 +493,7 @@ fn update(ctx: &mut Ctx, next: Alias) -> Php<()> {
 fn expand(ctx: &mut Ctx, log: &Val, address: &Val) -> Php<()> {
     let primary = ctx
         .db
-        .aliases
+        .aliases()
         .iter()
         .find(|a| sql_str_matches(&a.address, address) && ctx.db.alias_domain(&a.domain).is_none())
         .cloned();
@@ -518,7 +515,7 @@ fn expand(ctx: &mut Ctx, log: &Val, address: &Val) -> Php<()> {
             .map(|ad| format!("{local}@{}", ad.alias_domain))
             .filter(|candidate| {
                 !ctx.db
-                    .aliases
+                    .aliases()
                     .iter()
                     .any(|a| !a.is_self_alias() && sql_eq(&a.address, candidate))
             })
@@ -549,7 +546,7 @@ pub(crate) fn delete(ctx: &mut Ctx, data: &Arr) -> Php<bool> {
             ctx.danger(&log, "access_denied");
             continue;
         };
-        ctx.db.aliases.retain(|a| a.id != alias.id);
+        ctx.db.remove_alias(alias.id);
         ctx.db
             .sender_acl
             .retain(|r| !sql_eq(&r.send_as, &alias.address));

@@ -123,7 +123,7 @@ pub(crate) fn apply_seed(db: &mut Db, seed: &Seed) -> Result<Value, String> {
         "domains": db.domains.len(),
         "alias_domains": db.alias_domains.len(),
         "mailboxes": db.mailboxes.len(),
-        "aliases": db.aliases.iter().filter(|a| !a.is_self_alias()).count(),
+        "aliases": db.aliases().iter().filter(|a| !a.is_self_alias()).count(),
         "sender_acl": db.sender_acl.len(),
         "app_passwords": db.app_passwd.len(),
     }))
@@ -144,7 +144,7 @@ pub(crate) fn dump(db: &Db) -> Value {
             "active": m.active,
             "quota": m.quota,
         })).collect::<Vec<_>>(),
-        "aliases": db.aliases.iter().map(|a| json!({
+        "aliases": db.aliases().iter().map(|a| json!({
             "id": a.id,
             "address": a.address,
             "goto": a.goto,

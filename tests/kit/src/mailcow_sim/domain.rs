@@ -33,20 +33,16 @@ pub(crate) fn details_arr(ctx: &Ctx, name: &Val) -> Php<Option<Arr>> {
         count += 1;
         in_use += mailbox.quota;
     }
-    let alias_count = ctx
-        .db
-        .aliases
-        .iter()
-        .filter(|a| {
-            sql_eq(&a.domain, &name)
-                || ctx
-                    .db
-                    .alias_domain(&a.domain)
-                    .is_some_and(|ad| sql_eq(&ad.target_domain, &name))
-        })
-        // Mailbox self-aliases do not count (an index lookup each).
-        .filter(|a| ctx.db.mailbox(&a.address).is_none())
-        .count() as i64;
+    // Rows of the domain and of its alias domains, mailbox self-aliases
+    // left out; kept per domain as rows change (see `Db`).
+    let alias_count = ctx.db.non_mailbox_aliases_in(&name)
+        + ctx
+            .db
+            .alias_domains
+            .iter()
+            .filter(|ad| sql_eq(&ad.target_domain, &name) && !sql_eq(&ad.alias_domain, &name))
+            .map(|ad| ctx.db.non_mailbox_aliases_in(&ad.alias_domain))
+            .sum::<i64>();
     let mut max_new = domain.quota * MIB - in_use;
     if max_new > domain.maxquota * MIB {
         max_new = domain.maxquota * MIB;

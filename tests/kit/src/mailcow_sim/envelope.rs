@@ -87,7 +87,7 @@ impl<'a> Ctx<'a> {
         }
         let domain = self
             .db
-            .aliases
+            .aliases()
             .iter()
             .find(|a| sql_str_matches(&a.address, object))
             .map(|a| a.domain.clone());

@@ -7,7 +7,7 @@ use super::domain;
 use super::envelope::{Ctx, mailbox_log};
 use super::php::{Arr, Key, Php, Val, htmlspecialchars, split_list, str_empty};
 use super::sql::{sql_eq, sql_str_matches, sql_text, tinyint};
-use super::state::{MIB, Mailbox, now};
+use super::state::{Alias, MIB, Mailbox, now};
 use super::validate::{filter_email, idn_to_ascii, is_valid_domain_name};
 
 /// `mailbox('get', 'mailbox_details', $x, $extra)`. `"API"` passes the
@@ -218,13 +218,12 @@ pub(crate) fn edit(ctx: &mut Ctx, data: &Arr) -> Php<bool> {
         // The self-alias follows the mailbox's active flag on every edit;
         // this UPDATE is outside the try block below.
         let active = tinyint(changes.active)?;
-        for alias in ctx
-            .db
-            .aliases
-            .iter_mut()
-            .filter(|a| sql_eq(&a.address, &username))
-        {
-            alias.active = active;
+        if let Some(alias) = ctx.db.alias_by_address(&username) {
+            let alias = Alias {
+                active,
+                ..alias.clone()
+            };
+            ctx.db.replace_alias(alias);
         }
         if changes.name.chars().count() > 255 {
             ctx.danger(&log, NAME_TOO_LONG);

@@ -399,7 +399,7 @@ impl MailcowSim {
     pub fn aliases(&self) -> Vec<SimAlias> {
         self.shared
             .db()
-            .aliases
+            .aliases()
             .iter()
             .filter(|a| !a.is_self_alias())
             .map(|a| SimAlias {

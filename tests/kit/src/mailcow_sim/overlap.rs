@@ -113,7 +113,7 @@ pub(crate) fn written_objects(route: &str, body: &[u8], db: &Db) -> Vec<String> 
         keys.iter()
             .filter_map(|k| {
                 let key = k.as_i64().map(|id| id.to_string()).or_else(|| text(k))?;
-                db.aliases
+                db.aliases()
                     .iter()
                     .find(|a| a.id.to_string() == key || sql_eq(&a.address, &key))
                     .map(|a| a.address.clone())

@@ -3,6 +3,7 @@
 //! comparisons are case-insensitive (utf8mb4_general_ci), rows come back in
 //! primary-key order, and auto-increment ids are never reused.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::app_passwd::hash_password;
@@ -191,7 +192,9 @@ pub(crate) struct Db {
     pub domains: Vec<Domain>,
     pub alias_domains: Vec<AliasDomain>,
     pub mailboxes: Vec<Mailbox>,
-    pub aliases: Vec<Alias>,
+    /// The `alias` table, in id order (ids only grow, rows are appended);
+    /// written only through the methods below, which keep its indexes.
+    aliases: Vec<Alias>,
     pub sender_acl: Vec<SenderAcl>,
     pub app_passwd: Vec<AppPasswd>,
     pub policy: PasswordPolicy,
@@ -200,7 +203,17 @@ pub(crate) struct Db {
     /// none), so positions stay valid. Without it every lookup scanned
     /// 10,000 mailboxes under the simulator's one lock, where MariaDB
     /// answers from the index.
-    mailbox_positions: std::collections::HashMap<String, usize>,
+    mailbox_positions: HashMap<String, usize>,
+    /// `alias.address`'s UNIQUE index: [`sql_key`] → id.
+    alias_ids: HashMap<String, i64>,
+    /// Per alias row domain ([`sql_key`]): rows whose address is not a
+    /// mailbox, the `aliases_in_domain` MariaDB counts on every
+    /// `add/alias`. Kept as rows change, so the count is not a scan of
+    /// every alias under the simulator's one lock: Mailcow's php-fpm
+    /// workers run that query side by side. A row's address never turns
+    /// into a mailbox later (a mailbox cannot take an alias's address),
+    /// so the count of a row is fixed while it lives.
+    non_mailbox_aliases: HashMap<String, i64>,
     next_alias_id: i64,
     next_sender_acl_id: i64,
     next_app_passwd_id: i64,
@@ -273,8 +286,68 @@ impl Db {
         names
     }
 
+    /// Every alias row, self-aliases included, in id order.
+    pub(crate) fn aliases(&self) -> &[Alias] {
+        &self.aliases
+    }
+
+    pub(crate) fn alias_by_id(&self, id: i64) -> Option<&Alias> {
+        let position = self.aliases.binary_search_by_key(&id, |a| a.id).ok()?;
+        self.aliases.get(position)
+    }
+
     pub(crate) fn alias_by_address(&self, address: &str) -> Option<&Alias> {
-        self.aliases.iter().find(|a| sql_eq(&a.address, address))
+        self.alias_by_id(*self.alias_ids.get(&*sql_key(address))?)
+    }
+
+    /// Aliases whose row domain is `domain` ([`sql_eq`]) and whose address
+    /// is not a mailbox.
+    pub(crate) fn non_mailbox_aliases_in(&self, domain: &str) -> i64 {
+        self.non_mailbox_aliases
+            .get(&*sql_key(domain))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// INSERT of a new row; its id must come from [`Db::next_alias_id`].
+    pub(crate) fn insert_alias(&mut self, alias: Alias) {
+        debug_assert!(self.aliases.last().is_none_or(|last| last.id < alias.id));
+        self.index_alias(&alias, 1);
+        self.aliases.push(alias);
+    }
+
+    /// UPDATE of the row with `alias.id`, every column as given.
+    pub(crate) fn replace_alias(&mut self, alias: Alias) {
+        let Ok(position) = self.aliases.binary_search_by_key(&alias.id, |a| a.id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.aliases[position], alias);
+        self.index_alias(&old, -1);
+        self.index_alias(&self.aliases[position].clone(), 1);
+    }
+
+    /// DELETE by id.
+    pub(crate) fn remove_alias(&mut self, id: i64) {
+        if let Ok(position) = self.aliases.binary_search_by_key(&id, |a| a.id) {
+            let old = self.aliases.remove(position);
+            self.index_alias(&old, -1);
+        }
+    }
+
+    /// Adds (`1`) or takes back (`-1`) a row's index entries.
+    fn index_alias(&mut self, alias: &Alias, sign: i64) {
+        let key = sql_key(&alias.address).into_owned();
+        if sign > 0 {
+            self.alias_ids.insert(key, alias.id);
+        } else if self.alias_ids.get(&key) == Some(&alias.id) {
+            self.alias_ids.remove(&key);
+        }
+        if self.mailbox(&alias.address).is_none() {
+            *self
+                .non_mailbox_aliases
+                .entry(sql_key(&alias.domain).into_owned())
+                .or_default() += sign;
+        }
     }
 
     /// Is `local@domain` a mailbox reached through alias domain `domain`?
@@ -411,7 +484,7 @@ impl Db {
             modified: None,
         });
         let id = self.next_alias_id();
-        self.aliases.push(Alias {
+        self.insert_alias(Alias {
             id,
             address: username.clone(),
             goto: username,
@@ -477,7 +550,7 @@ impl Db {
             return Err(format!("alias {address:?} needs at least one goto"));
         }
         let id = self.next_alias_id();
-        self.aliases.push(Alias {
+        self.insert_alias(Alias {
             id,
             address: address.to_owned(),
             goto: goto.join(","),

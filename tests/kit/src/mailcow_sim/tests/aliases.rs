@@ -341,3 +341,79 @@ async fn domain_details_count_aliases_but_not_the_mailboxes_self_aliases() {
         Some(details["max_num_aliases_for_domain"].as_i64().unwrap() - 2)
     );
 }
+
+/// The count `add/alias` checks against the domain's limit follows every
+/// kind of row change, alias domains included (the simulator keeps it per
+/// domain instead of scanning every alias on each add).
+#[tokio::test]
+async fn the_domain_alias_count_follows_adds_edits_deletes_and_alias_domains() {
+    let sim = &Sim::seeded().await;
+    sim.sim.add_alias_domain("alias.example.net", "example.com");
+    let count = || async {
+        let details: serde_json::Value = sim.get("/api/v1/get/domain/example.com").await.json();
+        details["aliases_in_domain"].as_i64().expect("a count")
+    };
+    let add = |address: &'static str| async move {
+        let answer = sim
+            .post_json(
+                "/api/v1/add/alias",
+                json!({"address": address, "goto": "alice@example.com", "active": 1}),
+            )
+            .await;
+        assert_eq!(answer.types(), vec!["success"], "{address}");
+    };
+    add("team@example.com").await;
+    add("ops@alias.example.net").await;
+    assert_eq!(
+        count().await,
+        2,
+        "an alias domain's aliases count for its target"
+    );
+
+    // An address moved into the alias domain is still one alias.
+    let moved = sim
+        .post_json(
+            "/api/v1/edit/alias",
+            json!({"items": ["team@example.com"], "attr": {"address": "crew@alias.example.net"}}),
+        )
+        .await;
+    assert_eq!(moved.types(), vec!["success"]);
+    assert!(
+        sim.sim
+            .aliases()
+            .iter()
+            .any(|a| a.address == "crew@alias.example.net")
+    );
+    assert_eq!(count().await, 2);
+
+    // Editing a mailbox rewrites its self-alias, which still does not count.
+    let edited = sim
+        .post_json(
+            "/api/v1/edit/mailbox",
+            json!({"items": ["bob@example.com"], "attr": {"active": 0}}),
+        )
+        .await;
+    assert_eq!(edited.types(), vec!["success"]);
+    assert_eq!(count().await, 2);
+
+    let ops = sim
+        .sim
+        .aliases()
+        .into_iter()
+        .find(|a| a.address == "ops@alias.example.net")
+        .expect("ops");
+    let deleted = sim.post_json("/api/v1/delete/alias", json!([ops.id])).await;
+    assert_eq!(deleted.types(), vec!["success"]);
+    assert_eq!(count().await, 1);
+
+    // The freed address can be taken again; a taken one cannot.
+    add("ops@alias.example.net").await;
+    let taken = sim
+        .post_json(
+            "/api/v1/add/alias",
+            json!({"address": "CREW@alias.example.net", "goto": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(taken.types(), vec!["danger"]);
+    assert_eq!(count().await, 2);
+}
