@@ -373,6 +373,15 @@ async fn compose_stack_reconciles_through_the_webhook_with_hardened_images() {
             "the coordinator holds {target_secret}: {env:?}"
         );
     }
+    // The image's one malloc arena (its peak memory, docs/BENCHMARKS.md).
+    assert!(
+        coordinator["Config"]["Env"]
+            .as_array()
+            .expect("Config.Env")
+            .iter()
+            .any(|e| e == "MALLOC_ARENA_MAX=1"),
+        "the coordinator runs with one malloc arena: {env:?}"
+    );
     for file in ["mailcow_api_key", "sogo_db_url"] {
         assert!(
             !mounts.iter().any(|m| m.ends_with(file)),
