@@ -3,7 +3,7 @@
 //! comparisons are case-insensitive (utf8mb4_general_ci), rows come back in
 //! primary-key order, and auto-increment ids are never reused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::app_passwd::hash_password;
@@ -204,16 +204,8 @@ pub(crate) struct Db {
     /// 10,000 mailboxes under the simulator's one lock, where MariaDB
     /// answers from the index.
     mailbox_positions: HashMap<String, usize>,
-    /// `alias.address`'s UNIQUE index: [`sql_key`] → id.
-    alias_ids: HashMap<String, i64>,
-    /// Per alias row domain ([`sql_key`]): rows whose address is not a
-    /// mailbox, the `aliases_in_domain` MariaDB counts on every
-    /// `add/alias`. Kept as rows change, so the count is not a scan of
-    /// every alias under the simulator's one lock: Mailcow's php-fpm
-    /// workers run that query side by side. A row's address never turns
-    /// into a mailbox later (a mailbox cannot take an alias's address),
-    /// so the count of a row is fixed while it lives.
-    non_mailbox_aliases: HashMap<String, i64>,
+    /// The alias table's indexes (see [`AliasIndex`]).
+    alias_index: AliasIndex,
     next_alias_id: i64,
     next_sender_acl_id: i64,
     next_app_passwd_id: i64,
@@ -222,6 +214,57 @@ pub(crate) struct Db {
 /// Primary-key order under a case-insensitive collation.
 fn collation_key(s: &str) -> String {
     s.to_lowercase()
+}
+
+/// What MariaDB answers from indexes rather than by reading every alias
+/// row under the simulator's one lock.
+#[derive(Default)]
+struct AliasIndex {
+    /// `alias.address`'s UNIQUE index: [`sql_key`] → id.
+    ids: HashMap<String, i64>,
+    /// Per alias row domain ([`sql_key`]): rows whose address is not a
+    /// mailbox, the `aliases_in_domain` MariaDB counts on every
+    /// `add/alias` (php-fpm workers run that query side by side).
+    non_mailbox: HashMap<String, i64>,
+    /// The rows counted in `non_mailbox`, so that taking a row back
+    /// undoes exactly what adding it did, whatever became of mailboxes.
+    counted: HashSet<i64>,
+}
+
+impl AliasIndex {
+    fn insert(&mut self, alias: &Alias, is_mailbox: bool) {
+        let previous = self
+            .ids
+            .insert(sql_key(&alias.address).into_owned(), alias.id);
+        assert!(
+            previous.is_none_or(|id| id == alias.id),
+            "two alias rows with the address {:?}",
+            alias.address
+        );
+        if !is_mailbox {
+            *self
+                .non_mailbox
+                .entry(sql_key(&alias.domain).into_owned())
+                .or_default() += 1;
+            self.counted.insert(alias.id);
+        }
+    }
+
+    fn remove(&mut self, alias: &Alias) {
+        let key = sql_key(&alias.address);
+        if self.ids.get(&*key) == Some(&alias.id) {
+            self.ids.remove(&*key);
+        }
+        if self.counted.remove(&alias.id) {
+            let domain = sql_key(&alias.domain);
+            if let Some(count) = self.non_mailbox.get_mut(&*domain) {
+                *count -= 1;
+                if *count == 0 {
+                    self.non_mailbox.remove(&*domain);
+                }
+            }
+        }
+    }
 }
 
 impl Db {
@@ -297,22 +340,25 @@ impl Db {
     }
 
     pub(crate) fn alias_by_address(&self, address: &str) -> Option<&Alias> {
-        self.alias_by_id(*self.alias_ids.get(&*sql_key(address))?)
+        self.alias_by_id(*self.alias_index.ids.get(&*sql_key(address))?)
     }
 
     /// Aliases whose row domain is `domain` ([`sql_eq`]) and whose address
     /// is not a mailbox.
     pub(crate) fn non_mailbox_aliases_in(&self, domain: &str) -> i64 {
-        self.non_mailbox_aliases
+        self.alias_index
+            .non_mailbox
             .get(&*sql_key(domain))
             .copied()
             .unwrap_or(0)
     }
 
-    /// INSERT of a new row; its id must come from [`Db::next_alias_id`].
+    /// INSERT of a new row; its id must come from [`Db::next_alias_id`]
+    /// (rows stay in id order, which the lookups by id rely on).
     pub(crate) fn insert_alias(&mut self, alias: Alias) {
-        debug_assert!(self.aliases.last().is_none_or(|last| last.id < alias.id));
-        self.index_alias(&alias, 1);
+        assert!(self.aliases.last().is_none_or(|last| last.id < alias.id));
+        let is_mailbox = self.mailbox(&alias.address).is_some();
+        self.alias_index.insert(&alias, is_mailbox);
         self.aliases.push(alias);
     }
 
@@ -321,32 +367,17 @@ impl Db {
         let Ok(position) = self.aliases.binary_search_by_key(&alias.id, |a| a.id) else {
             return;
         };
+        let is_mailbox = self.mailbox(&alias.address).is_some();
         let old = std::mem::replace(&mut self.aliases[position], alias);
-        self.index_alias(&old, -1);
-        self.index_alias(&self.aliases[position].clone(), 1);
+        self.alias_index.remove(&old);
+        self.alias_index.insert(&self.aliases[position], is_mailbox);
     }
 
     /// DELETE by id.
     pub(crate) fn remove_alias(&mut self, id: i64) {
         if let Ok(position) = self.aliases.binary_search_by_key(&id, |a| a.id) {
             let old = self.aliases.remove(position);
-            self.index_alias(&old, -1);
-        }
-    }
-
-    /// Adds (`1`) or takes back (`-1`) a row's index entries.
-    fn index_alias(&mut self, alias: &Alias, sign: i64) {
-        let key = sql_key(&alias.address).into_owned();
-        if sign > 0 {
-            self.alias_ids.insert(key, alias.id);
-        } else if self.alias_ids.get(&key) == Some(&alias.id) {
-            self.alias_ids.remove(&key);
-        }
-        if self.mailbox(&alias.address).is_none() {
-            *self
-                .non_mailbox_aliases
-                .entry(sql_key(&alias.domain).into_owned())
-                .or_default() += sign;
+            self.alias_index.remove(&old);
         }
     }
 
