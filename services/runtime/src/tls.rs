@@ -118,40 +118,58 @@ fn files<const N: usize>(
     Ok(Some(values.map(Option::unwrap_or_default)))
 }
 
-fn read(var: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::File {
-        var,
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+/// A PEM file named by `var`, read once: parsed to check it, and its bytes
+/// handed on as they are.
+struct PemFile {
+    var: &'static str,
+    path: String,
+    bytes: Vec<u8>,
 }
 
-fn certificates(var: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |reason: String| TlsError::File {
-        var,
-        path: path.to_owned(),
-        reason,
-    };
-    let certs = CertificateDer::pem_slice_iter(&read(var, path)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
+impl PemFile {
+    fn read(var: &'static str, path: &str) -> Result<Self, TlsError> {
+        let bytes = std::fs::read(path).map_err(|e| TlsError::File {
+            var,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            var,
+            path: path.to_owned(),
+            bytes,
+        })
     }
-    Ok(certs)
+
+    fn error(&self, reason: String) -> TlsError {
+        TlsError::File {
+            var: self.var,
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let certs = CertificateDer::pem_slice_iter(&self.bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(self.error("no PEM certificate in it".into()));
+        }
+        Ok(certs)
+    }
+
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        // The key's bytes never appear in an error: only the file's name.
+        PrivateKeyDer::from_pem_slice(&self.bytes)
+            .map_err(|e| self.error(format!("no PEM private key in it ({e})")))
+    }
 }
 
-fn private_key(var: &'static str, path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    // The key's bytes never appear in an error: only the file's name.
-    PrivateKeyDer::from_pem_slice(&read(var, path)?).map_err(|e| TlsError::File {
-        var,
-        path: path.to_owned(),
-        reason: format!("no PEM private key in it ({e})"),
-    })
-}
-
+/// The one crypto provider (ring) every TLS configuration here uses.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::LazyLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    Arc::clone(&PROVIDER)
 }
 
 /// How an agent's gRPC listener is reached.
@@ -179,19 +197,16 @@ impl ServerTransport {
             return Ok(Self::Insecure);
         };
         let mut roots = RootCertStore::empty();
-        for ca in certificates(AGENT_CLIENT_CA, &ca_file)? {
-            roots.add(ca).map_err(|e| TlsError::File {
-                var: AGENT_CLIENT_CA,
-                path: ca_file.clone(),
-                reason: e.to_string(),
-            })?;
+        let ca_file = PemFile::read(AGENT_CLIENT_CA, &ca_file)?;
+        for ca in ca_file.certificates()? {
+            roots.add(ca).map_err(|e| ca_file.error(e.to_string()))?;
         }
         let client_name = lookup(AGENT_CLIENT_NAME)
             .map(|name| ServerName::try_from(name.clone()).map_err(|_| TlsError::Name(name)))
             .transpose()?;
         Self::mutual_tls(
-            certificates(AGENT_CERT, &cert)?,
-            private_key(AGENT_KEY, &key)?,
+            PemFile::read(AGENT_CERT, &cert)?.certificates()?,
+            PemFile::read(AGENT_KEY, &key)?.private_key()?,
             roots,
             client_name,
         )
@@ -467,17 +482,16 @@ impl ClientTransport {
         else {
             return Ok(Self::Insecure);
         };
+        let (ca, cert, key) = (
+            PemFile::read(COORDINATOR_CA, &ca)?,
+            PemFile::read(COORDINATOR_CERT, &cert)?,
+            PemFile::read(COORDINATOR_KEY, &key)?,
+        );
         // Parsed here so that a bad file stops the start, not the first call.
-        certificates(COORDINATOR_CA, &ca)?;
-        certificates(COORDINATOR_CERT, &cert)?;
-        private_key(COORDINATOR_KEY, &key)?;
-        Ok(Self::MutualTls {
-            ca: Certificate::from_pem(read(COORDINATOR_CA, &ca)?),
-            identity: Identity::from_pem(
-                read(COORDINATOR_CERT, &cert)?,
-                read(COORDINATOR_KEY, &key)?,
-            ),
-        })
+        ca.certificates()?;
+        cert.certificates()?;
+        key.private_key()?;
+        Ok(Self::mutual_tls(&ca.bytes, &cert.bytes, &key.bytes))
     }
 
     /// From PEM text: the CA agents' certificates chain to, and the
