@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     authentik_cost_ms: u64,
     /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
-    /// `MALLOC_ARENA_MAX=2`.
+    /// `MALLOC_ARENA_MAX=1` (what the shipped image and unit set).
     #[arg(long = "coordinator-env")]
     coordinator_env: Vec<String>,
 }

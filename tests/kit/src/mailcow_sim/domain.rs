@@ -33,16 +33,7 @@ pub(crate) fn details_arr(ctx: &Ctx, name: &Val) -> Php<Option<Arr>> {
         count += 1;
         in_use += mailbox.quota;
     }
-    // Rows of the domain and of its alias domains, mailbox self-aliases
-    // left out; kept per domain as rows change (see `Db`).
-    let alias_count = ctx.db.non_mailbox_aliases_in(&name)
-        + ctx
-            .db
-            .alias_domains
-            .iter()
-            .filter(|ad| sql_eq(&ad.target_domain, &name) && !sql_eq(&ad.alias_domain, &name))
-            .map(|ad| ctx.db.non_mailbox_aliases_in(&ad.alias_domain))
-            .sum::<i64>();
+    let alias_count = ctx.db.aliases_in_domain(&name);
     let mut max_new = domain.quota * MIB - in_use;
     if max_new > domain.maxquota * MIB {
         max_new = domain.maxquota * MIB;

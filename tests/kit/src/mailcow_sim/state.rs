@@ -343,14 +343,24 @@ impl Db {
         self.alias_by_id(*self.alias_index.ids.get(&*sql_key(address))?)
     }
 
-    /// Aliases whose row domain is `domain` ([`sql_eq`]) and whose address
-    /// is not a mailbox.
-    pub(crate) fn non_mailbox_aliases_in(&self, domain: &str) -> i64 {
-        self.alias_index
-            .non_mailbox
-            .get(&*sql_key(domain))
-            .copied()
-            .unwrap_or(0)
+    /// `aliases_in_domain` of a domain's details: alias rows of `domain`
+    /// and of the alias domains pointing at it, mailbox self-aliases left
+    /// out, from the per-domain counts rather than a scan of every row.
+    pub(crate) fn aliases_in_domain(&self, domain: &str) -> i64 {
+        let counted = |row_domain: &str| {
+            self.alias_index
+                .non_mailbox
+                .get(&*sql_key(row_domain))
+                .copied()
+                .unwrap_or(0)
+        };
+        counted(domain)
+            + self
+                .alias_domains
+                .iter()
+                .filter(|ad| sql_eq(&ad.target_domain, domain) && !sql_eq(&ad.alias_domain, domain))
+                .map(|ad| counted(&ad.alias_domain))
+                .sum::<i64>()
     }
 
     /// INSERT of a new row; its id must come from [`Db::next_alias_id`]
