@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reconciler_testkit::authentik_sim::{GeneratedDirectory, generate_directory};
-use reconciler_testkit::harness::{Stack, StackOptions, env_pairs};
+use reconciler_testkit::harness::{Stack, StackOptions, env_pair};
 
 #[derive(Parser)]
 struct Args {
@@ -36,8 +36,8 @@ struct Args {
     directory_max_age: u64,
     /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
     /// `MALLOC_ARENA_MAX=1` (what the shipped image and unit set).
-    #[arg(long = "coordinator-env")]
-    coordinator_env: Vec<String>,
+    #[arg(long = "coordinator-env", value_parser = env_pair)]
+    coordinator_env: Vec<(String, String)>,
 }
 
 #[tokio::main]
@@ -54,7 +54,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "DIRECTORY_MAX_AGE_SECONDS".to_owned(),
             args.directory_max_age.to_string(),
         ))
-        .chain(env_pairs(&args.coordinator_env))
+        .chain(args.coordinator_env)
         .collect(),
         ..StackOptions::default()
     })

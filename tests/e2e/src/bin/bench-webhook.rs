@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN;
-use reconciler_testkit::harness::{Stack, StackOptions, env_pairs};
+use reconciler_testkit::harness::{Stack, StackOptions, env_pair};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -39,8 +39,12 @@ struct Args {
     authentik_cost_ms: u64,
     /// More coordinator environment, `NAME=VALUE` (repeatable), e.g.
     /// `MALLOC_ARENA_MAX=1` (what the shipped image and unit set).
-    #[arg(long = "coordinator-env")]
-    coordinator_env: Vec<String>,
+    #[arg(long = "coordinator-env", value_parser = env_pair)]
+    coordinator_env: Vec<(String, String)>,
+    /// Send from the runtime the simulators serve on, as before the load
+    /// generator had a thread of its own (a baseline for the harness).
+    #[arg(long)]
+    shared_runtime: bool,
 }
 
 #[tokio::main]
@@ -52,11 +56,61 @@ async fn main() -> anyhow::Result<()> {
 /// queued job.
 type Answer = (Duration, u16, Option<i64>);
 
+/// The open-loop load: one POST every `interval`, each timed from send to
+/// its answer's headers.
+struct Schedule {
+    url: String,
+    interval: Duration,
+    bodies: Vec<String>,
+}
+
+impl Schedule {
+    async fn send(self) -> anyhow::Result<Vec<Answer>> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(self.bodies.len());
+        for (n, body) in self.bodies.into_iter().enumerate() {
+            // The schedule, not the answers, sets the pace.
+            let due = start + self.interval.mul_f64(n as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let (client, url, answers) = (client.clone(), self.url.clone(), answers.clone());
+            tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("X-Authentik-Webhook-Token", WEBHOOK_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let took = sent.elapsed();
+                let (status, job) = match response {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let value: serde_json::Value = r.json().await.unwrap_or_default();
+                        (status, value["job_id"].as_i64())
+                    }
+                    Err(_) => (0, None),
+                };
+                answers.lock().await.push((took, status, job));
+            }));
+        }
+        for task in tasks {
+            task.await?;
+        }
+        let answers = answers.lock().await.clone();
+        Ok(answers)
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions {
         authentik_max_page_size: 100,
         workers: args.workers,
-        coordinator_env: env_pairs(&args.coordinator_env),
+        coordinator_env: args.coordinator_env,
         ..StackOptions::default()
     })
     .await;
@@ -90,47 +144,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .authentik
         .set_request_cost(Duration::from_millis(args.authentik_cost_ms));
     let url = format!("{}/reconcile", stack.http_url);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
-    let total = args.rate * args.seconds;
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let bodies: Vec<String> = (0..args.rate * args.seconds)
+        .map(|n| Stack::user_event(pks[n as usize % pks.len()], &format!("bench-{n}")).to_string())
+        .collect();
+    let total = bodies.len();
+    let schedule = Schedule {
+        url,
+        interval: Duration::from_secs_f64(1.0 / args.rate as f64),
+        bodies,
+    };
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        // The schedule, not the answers, sets the pace.
-        let due = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let body =
-            Stack::user_event(pks[n as usize % pks.len()], &format!("bench-{n}")).to_string();
-        let (client, url, answers) = (client.clone(), url.clone(), answers.clone());
-        tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let response = client
-                .post(&url)
-                .header("X-Authentik-Webhook-Token", WEBHOOK_TOKEN)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            let took = sent.elapsed();
-            let (status, job) = match response {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let value: serde_json::Value = r.json().await.unwrap_or_default();
-                    (status, value["job_id"].as_i64())
-                }
-                Err(_) => (0, None),
-            };
-            answers.lock().await.push((took, status, job));
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
+    let answers = if args.shared_runtime {
+        schedule.send().await?
+    } else {
+        // The simulators serve on this process's runtime; a sender sharing
+        // it would time their work too (an answer waits for a runtime
+        // thread busy building a simulator's response before it is read).
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(schedule.send())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))??
+    };
     let sending = start.elapsed();
-    let answers = answers.lock().await.clone();
     let mut latencies: Vec<Duration> = answers.iter().map(|a| a.0).collect();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::dovecot::Exec;
+use super::command::Exec;
 
 /// The repository's root: the shipped compose files and scripts are there.
 pub fn repo_root() -> PathBuf {
@@ -24,20 +24,13 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn run(command: &mut Command) -> Exec {
-    let out = command
+    command
         .output()
-        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
-    Exec {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"))
+        .into()
 }
 
-/// `docker <args>`.
-pub fn docker(args: &[&str]) -> Exec {
-    run(Command::new("docker").args(args))
-}
+pub use super::command::docker_blocking as docker;
 
 /// Builds the service images (and the simulators' image) from the binaries
 /// this test runs, tagged `tag`: `scripts/images.sh --services`. Quick when

@@ -8,30 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+
+pub use super::command::Exec;
+use super::command::{docker, docker_blocking};
 
 pub const DOVECOT_IMAGE: &str = "reconciler-dovecot:test";
-
-/// Output of a command run with `docker exec`.
-#[derive(Debug)]
-pub struct Exec {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-async fn docker(args: &[&str]) -> Exec {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .expect("run the docker CLI");
-    Exec {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 pub struct DovecotContainer {
     pub name: String,
@@ -278,9 +259,7 @@ impl DovecotContainer {
 
 impl Drop for DovecotContainer {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .output();
+        docker_blocking(&["rm", "-f", &self.name]);
     }
 }
 

@@ -5,20 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-/// Output of a command.
-#[derive(Debug)]
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+use super::command::Exec;
+use super::ports::start_on_offered_port;
 
-pub(crate) async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let out = Command::new(program)
+pub(crate) async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Exec {
+    Command::new(program)
         .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
@@ -26,12 +20,8 @@ pub(crate) async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> 
         .await
         .unwrap_or_else(|e| {
             panic!("run {program} (apt-get install sogo mariadb-server memcached): {e}")
-        });
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        })
+        .into()
 }
 
 pub struct MariaDb {
@@ -128,18 +118,12 @@ fn mariadb_socket(dir: &Path) -> PathBuf {
 }
 
 /// Starts MariaDB on loopback and returns it with its TCP port once it
-/// answers. MariaDB cannot bind port 0 (it reads it as 3306), so it is
-/// offered ports below the kernel's ephemeral range (where every port-0
-/// listener and outgoing connection gets its port) until it binds one: it
-/// exits when the port is taken, so the server that answers owns its port.
-/// Nothing relies on a port staying free.
+/// answers, on a port offered by [`start_on_offered_port`].
 async fn start_mariadb(dir: &Path, data: &Path, tmp: &str) -> (Child, u16) {
     let socket = mariadb_socket(dir).display().to_string();
     let log_path = dir.join("mariadb.log");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    for _ in 0..20 {
-        let port = below_ephemeral_range();
-        let mut mariadb = Command::new("mariadbd")
+    let spawn = |port: u16| {
+        Command::new("mariadbd")
             .args([
                 "--no-defaults",
                 &format!("--datadir={}", data.display()),
@@ -157,44 +141,24 @@ async fn start_mariadb(dir: &Path, data: &Path, tmp: &str) -> (Child, u16) {
             .stderr(std::fs::File::create(&log_path).expect("log"))
             .kill_on_drop(true)
             .spawn()
-            .expect("start mariadbd");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = mariadb.try_wait() {
-                let log = log();
-                assert!(
-                    log.contains("Bind on TCP/IP port"),
-                    "mariadbd exited ({status}): {log}"
-                );
-                break; // The port was taken: offer another.
-            }
-            // The TCP port is bound before the socket answers.
-            let ping = run(
-                "mariadb-admin",
-                &["--no-defaults", "-S", &socket, "-u", "root", "ping"],
-                &[],
-            )
-            .await;
-            if ping.code == 0 {
-                return (mariadb, port);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "MariaDB did not start: {}",
-                log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("MariaDB found no free port in 20 tries: {}", log());
-}
-
-/// A port below the kernel's ephemeral range (`ip_local_port_range`).
-pub(crate) fn below_ephemeral_range() -> u16 {
-    use rand::Rng;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    rand::rng().random_range(10_000..low.max(10_001))
+            .expect("start mariadbd")
+    };
+    // The TCP port is bound before the socket answers.
+    let ready = async |_port: u16| {
+        let ping = run(
+            "mariadb-admin",
+            &["--no-defaults", "-S", &socket, "-u", "root", "ping"],
+            &[],
+        )
+        .await;
+        ping.code == 0
+    };
+    start_on_offered_port(
+        "MariaDB",
+        spawn,
+        ready,
+        |log| log.contains("Bind on TCP/IP port"),
+        || std::fs::read_to_string(&log_path).unwrap_or_default(),
+    )
+    .await
 }

@@ -8,6 +8,7 @@
 //! PostgreSQL, like MariaDB, is offered ports until it binds one ([`Postgres`]).
 //! [`compose`] runs the shipped compose files with the real docker-compose.
 
+mod command;
 pub mod compose;
 pub mod dovecot;
 pub mod mariadb;
@@ -28,7 +29,7 @@ pub use postgres::Postgres;
 pub use process::{Service, bin_dir};
 pub use sogo::SogoPeers;
 pub use stack::{
-    AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, env_pairs, start_agent,
+    AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, env_pair, start_agent,
 };
 pub use synapse::{MatrixUser, RateLimits, RoomSpec, Synapse};
 pub use tls::CertDir;

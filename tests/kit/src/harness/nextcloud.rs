@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::process::Command;
 
+use super::command::{Exec, docker, docker_blocking};
 use super::mariadb::MariaDb;
 use super::process::bin_dir;
 use crate::occ_sim::{MariaDbAccounts, State, create_table_sql};
@@ -35,25 +36,8 @@ pub struct NextcloudContainer {
     db_url: Option<String>,
 }
 
-#[derive(Debug)]
-pub struct Occ {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-async fn docker(args: &[&str]) -> Occ {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .expect("run the docker CLI");
-    Occ {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+/// What one `occ` run (a `docker exec`) gave back.
+pub type Occ = Exec;
 
 impl NextcloudContainer {
     /// Starts the container with these Nextcloud users.
@@ -267,8 +251,6 @@ impl NextcloudContainer {
 
 impl Drop for NextcloudContainer {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .output();
+        docker_blocking(&["rm", "-f", &self.name]);
     }
 }

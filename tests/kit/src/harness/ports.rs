@@ -1,8 +1,62 @@
 //! Ports of servers the kit does not build, read from the kernel rather than
-//! guessed, and a port that refuses every connection.
+//! guessed or offered until one binds, and a port that refuses every
+//! connection.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::process::Child;
+
+/// Starts a server that cannot be handed port 0 (MariaDB reads it as 3306)
+/// on ports below the kernel's ephemeral range (where every port-0 listener
+/// and outgoing connection gets its port) until it binds one. The server
+/// exits when its port is taken, so the one that answers owns its port and
+/// nothing relies on a port staying free.
+///
+/// `spawn` starts it on a port, `ready` asks whether it answers yet, and
+/// `port_taken` tells from its log (`log`) that it exited for that reason;
+/// any other exit fails the test with the log.
+pub(crate) async fn start_on_offered_port(
+    server: &str,
+    mut spawn: impl FnMut(u16) -> Child,
+    ready: impl AsyncFn(u16) -> bool,
+    port_taken: impl Fn(&str) -> bool,
+    log: impl Fn() -> String,
+) -> (Child, u16) {
+    for _ in 0..20 {
+        let port = below_ephemeral_range();
+        let mut child = spawn(port);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = log();
+                assert!(port_taken(&log), "{server} exited ({status}): {log}");
+                break; // Offer another.
+            }
+            if ready(port).await {
+                return (child, port);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{server} did not start: {}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("{server} found no free port in 20 tries: {}", log());
+}
+
+/// A port below the kernel's ephemeral range (`ip_local_port_range`).
+fn below_ephemeral_range() -> u16 {
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    rand::rng().random_range(10_000..low.max(10_001))
+}
 
 /// The TCP ports process `pid` listens on, read from `/proc`: the inodes of
 /// its socket descriptors, matched against the kernel's listening sockets.

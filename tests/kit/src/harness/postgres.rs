@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use super::mariadb::{Output, below_ephemeral_range};
+use super::command::Exec;
+use super::ports::start_on_offered_port;
 
 /// Where Debian installs PostgreSQL 15's server programs.
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -64,17 +64,13 @@ fn program(name: &str) -> Command {
     command
 }
 
-async fn run(name: &str, args: &[&str]) -> Output {
-    let out = program(name)
+async fn run(name: &str, args: &[&str]) -> Exec {
+    program(name)
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .unwrap_or_else(|e| panic!("run {name}: {e}"))
+        .into()
 }
 
 impl Postgres {
@@ -188,10 +184,6 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("postgres.log")
 }
 
-/// Starts the server on loopback and returns it with its TCP port once it
-/// accepts connections. Like MariaDB it is offered ports below the
-/// ephemeral range until it binds one (it exits when the port is taken), so
-/// the server that answers owns its port.
 /// A private CA (`ca.pem`) and a server certificate for 127.0.0.1 signed
 /// by it, made with `openssl`; the key readable by the server's user only.
 async fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
@@ -255,13 +247,15 @@ async fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("server.pem"), key)
 }
 
+/// Starts the server on loopback and returns it with its TCP port once it
+/// accepts connections. Like MariaDB it is offered ports below the
+/// ephemeral range until it binds one (it exits when the port is taken), so
+/// the server that answers owns its port ([`start_on_offered_port`]).
 async fn start_server(dir: &Path, data: &Path, settings: &[String]) -> (Child, u16) {
-    let log = || std::fs::read_to_string(log_path(dir)).unwrap_or_default();
     let socket_dir = dir.display().to_string();
-    for _ in 0..20 {
-        let port = below_ephemeral_range();
+    let spawn = |port: u16| {
         let log_file = std::fs::File::create(log_path(dir)).expect("log");
-        let mut server = program("postgres")
+        program("postgres")
             .args([
                 "-D",
                 &data.display().to_string(),
@@ -290,32 +284,22 @@ async fn start_server(dir: &Path, data: &Path, settings: &[String]) -> (Child, u
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .expect("start postgres");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = server.try_wait() {
-                let log = log();
-                assert!(
-                    log.contains("could not bind") || log.contains("could not create listen"),
-                    "postgres exited ({status}): {log}"
-                );
-                break; // The port was taken: offer another.
-            }
-            let ready = run(
-                "pg_isready",
-                &["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER],
-            )
-            .await;
-            if ready.code == 0 {
-                return (server, port);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "PostgreSQL did not start: {}",
-                log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("PostgreSQL found no free port in 20 tries: {}", log());
+            .expect("start postgres")
+    };
+    let ready = async |port: u16| {
+        let ready = run(
+            "pg_isready",
+            &["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER],
+        )
+        .await;
+        ready.code == 0
+    };
+    start_on_offered_port(
+        "PostgreSQL",
+        spawn,
+        ready,
+        |log| log.contains("could not bind") || log.contains("could not create listen"),
+        || std::fs::read_to_string(log_path(dir)).unwrap_or_default(),
+    )
+    .await
 }

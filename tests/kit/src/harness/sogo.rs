@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::mariadb::{MariaDb, Output, run};
+use super::command::Exec;
+use super::mariadb::{MariaDb, run};
 use super::ports;
 
 pub const DB_USER: &str = "sogo";
@@ -199,7 +200,7 @@ impl SogoPeers {
 
     /// `sogo-tool user-preferences get settings <uid> <key>`, as SOGo's
     /// own tool sees the profile (memcached first, then the database).
-    pub async fn sogo_tool_get(&self, uid: &str, key: &str) -> Output {
+    pub async fn sogo_tool_get(&self, uid: &str, key: &str) -> Exec {
         let config = self.config_file().display().to_string();
         run(
             "runuser",

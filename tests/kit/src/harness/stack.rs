@@ -40,15 +40,16 @@ async fn authed_channel(addr: &str) -> tonic::transport::Channel {
         .expect("connect")
 }
 
-/// `NAME=VALUE` arguments (a benchmark's `--coordinator-env`) as pairs for
-/// [`StackOptions::coordinator_env`]; an argument without `=` is skipped.
-pub fn env_pairs(args: &[String]) -> Vec<(String, String)> {
-    args.iter()
-        .filter_map(|kv| {
-            let (name, value) = kv.split_once('=')?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect()
+/// Parses one `NAME=VALUE` argument (a benchmark's `--coordinator-env`,
+/// as a clap `value_parser`): anything else is refused with a message,
+/// so a typo is not silently left out of the environment measured.
+pub fn env_pair(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{arg}` is not NAME=VALUE")),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -593,5 +594,23 @@ impl Service {
     /// Stands in until the first coordinator starts.
     fn placeholder() -> Self {
         Self::spawn_none()
+    }
+}
+
+#[cfg(test)]
+mod env_pair_tests {
+    use super::env_pair;
+
+    #[test]
+    fn name_value_pairs_parse_and_anything_else_is_refused() {
+        assert_eq!(
+            env_pair("MALLOC_ARENA_MAX=1"),
+            Ok(("MALLOC_ARENA_MAX".into(), "1".into()))
+        );
+        assert_eq!(env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(env_pair("EMPTY="), Ok(("EMPTY".into(), String::new())));
+        for bad in ["MALLOC_ARENA_MAX", "=1", "A B=1", ""] {
+            assert!(env_pair(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }
