@@ -315,3 +315,104 @@ pub async fn prune_timer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    use super::Workers;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::store::Store;
+    use crate::subject::Subject;
+    use crate::targets::Adapters;
+    use crate::testsuite::{EmptyMailcowAgent, FakeDirectory};
+
+    async fn state(store: &Store, id: i64) -> (String, i64) {
+        let job = store.job(id).await.unwrap().expect("the job exists");
+        (job.state, job.attempts)
+    }
+
+    /// Waits (bounded) until job `id` is in `wanted`.
+    async fn until_state(store: &Store, id: i64, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while state(store, id).await.0 != wanted {
+            assert!(Instant::now() < deadline, "job {id} never became {wanted}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The result and the next claim commit together; when that commit
+    /// fails because of the claim, the finished job's result is recorded
+    /// alone, and the job that could not be claimed stays queued, untouched,
+    /// until it can be.
+    #[tokio::test]
+    async fn a_failed_claim_does_not_lose_the_result_committed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .unwrap();
+        let directory = Arc::new(FakeDirectory::default());
+        directory.add_user(1, "alice", "alice@example.com");
+        directory.add_user(2, "bob", "bob@example.com");
+        let adapters = Adapters::default().with(Arc::new(EmptyMailcowAgent::adapter()));
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            directory,
+            adapters,
+            EngineConfig::default(),
+        ));
+        // Every claim of bob's job fails (a claim records its attempt).
+        let mut tx = store.write_tx().await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_bob BEFORE INSERT ON job_attempts
+             WHEN (SELECT subject FROM jobs WHERE id = NEW.job_id) = 'user:bob'
+             BEGIN SELECT RAISE(ABORT, 'claim refused'); END",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let alice = store
+            .enqueue(&Subject::User("alice".into()), false, "test", None)
+            .await
+            .unwrap()
+            .job_id;
+        let bob = store
+            .enqueue(&Subject::User("bob".into()), false, "test", None)
+            .await
+            .unwrap()
+            .job_id;
+
+        let shutdown = CancellationToken::new();
+        let workers = Workers {
+            engine,
+            wake: Arc::new(Notify::new()),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+        };
+        let handles = workers.spawn(1, shutdown.clone());
+
+        // Alice ran; her result and bob's claim failed together.
+        until_state(&store, alice, "done").await;
+        assert_eq!(state(&store, bob).await, ("queued".to_owned(), 0));
+
+        // Once bob can be claimed, the worker's next look runs him.
+        let mut tx = store.write_tx().await.unwrap();
+        sqlx::query("DROP TRIGGER refuse_bob")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        until_state(&store, bob, "done").await;
+        assert_eq!(state(&store, alice).await, ("done".to_owned(), 1));
+
+        shutdown.cancel();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    }
+}
