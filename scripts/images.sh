@@ -67,7 +67,7 @@ have_image() { [ "$REBUILD" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; 
 rootfs() {
   local name=$1 packages=$2 tarball="$CACHE/$1-$SUITE.tar"
   if [ ! -s "$tarball" ]; then
-    need debootstrap || { as_root apt-get update -qq && as_root apt-get install -y -qq debootstrap >/dev/null; }
+    need debootstrap || [ -x /usr/sbin/debootstrap ] || { as_root apt-get update -qq && as_root apt-get install -y -qq debootstrap >/dev/null; }
     local dir
     dir=$(mktemp -d)
     echo "==> debootstrap $SUITE with $packages (cached in $tarball)" >&2

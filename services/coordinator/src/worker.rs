@@ -398,6 +398,9 @@ mod tests {
 
         // Alice ran; her result and bob's claim failed together.
         until_state(&store, alice, "done").await;
+        let attempts = store.job_attempts(alice).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, "done", "her attempt is closed too");
         assert_eq!(state(&store, bob).await, ("queued".to_owned(), 0));
 
         // Once bob can be claimed, the worker's next look runs him.

@@ -41,8 +41,8 @@ struct Args {
     /// `MALLOC_ARENA_MAX=1` (what the shipped image and unit set).
     #[arg(long = "coordinator-env", value_parser = env_pair)]
     coordinator_env: Vec<(String, String)>,
-    /// Send from the runtime the simulators serve on, as before the load
-    /// generator had a thread of its own (a baseline for the harness).
+    /// Send from the runtime the simulators serve on, as the load generator
+    /// did before it had a thread of its own (to compare the harness).
     #[arg(long)]
     shared_runtime: bool,
 }
@@ -52,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
     run(Args::parse()).await
 }
 
-/// One request's answer: latency, status, job id and whether it joined a
-/// queued job.
+/// One request's answer: latency, HTTP status, and the job id it named.
 type Answer = (Duration, u16, Option<i64>);
 
 /// The open-loop load: one POST every `interval`, each timed from send to

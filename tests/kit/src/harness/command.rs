@@ -32,7 +32,15 @@ pub async fn docker(args: &[&str]) -> Exec {
         .into()
 }
 
-/// `docker <args>`, blocking (for drops and synchronous setup).
+/// Removes container `name` if it is there, for a `Drop`: never panics,
+/// since a panic while a failed test unwinds would abort every test.
+pub fn remove_container(name: &str) {
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", name])
+        .output();
+}
+
+/// `docker <args>`, blocking (for synchronous setup).
 pub fn docker_blocking(args: &[&str]) -> Exec {
     std::process::Command::new("docker")
         .args(args)

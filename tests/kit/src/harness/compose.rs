@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::command::Exec;
+pub use super::command::docker_blocking as docker;
 
 /// The repository's root: the shipped compose files and scripts are there.
 pub fn repo_root() -> PathBuf {
@@ -29,8 +30,6 @@ fn run(command: &mut Command) -> Exec {
         .unwrap_or_else(|e| panic!("run {command:?}: {e}"))
         .into()
 }
-
-pub use super::command::docker_blocking as docker;
 
 /// Builds the service images (and the simulators' image) from the binaries
 /// this test runs, tagged `tag`: `scripts/images.sh --services`. Quick when

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 pub use super::command::Exec;
-use super::command::{docker, docker_blocking};
+use super::command::{docker, remove_container};
 
 pub const DOVECOT_IMAGE: &str = "reconciler-dovecot:test";
 
@@ -259,7 +259,7 @@ impl DovecotContainer {
 
 impl Drop for DovecotContainer {
     fn drop(&mut self) {
-        docker_blocking(&["rm", "-f", &self.name]);
+        remove_container(&self.name);
     }
 }
 

@@ -21,6 +21,7 @@ mod stack;
 pub mod synapse;
 pub mod tls;
 
+pub use command::Exec;
 pub use dovecot::{DovecotContainer, Imap};
 pub use mariadb::MariaDb;
 pub use nextcloud::NextcloudContainer;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::process::Command;
 
-use super::command::{Exec, docker, docker_blocking};
+use super::command::{Exec, docker, remove_container};
 use super::mariadb::MariaDb;
 use super::process::bin_dir;
 use crate::occ_sim::{MariaDbAccounts, State, create_table_sql};
@@ -251,6 +251,6 @@ impl NextcloudContainer {
 
 impl Drop for NextcloudContainer {
     fn drop(&mut self) {
-        docker_blocking(&["rm", "-f", &self.name]);
+        remove_container(&self.name);
     }
 }

@@ -286,10 +286,13 @@ async fn start_server(dir: &Path, data: &Path, settings: &[String]) -> (Child, u
             .spawn()
             .expect("start postgres")
     };
+    // Asked on the socket in this server's own directory, which exists
+    // only once this server has bound the port: another cluster holding
+    // the TCP port cannot answer for it.
     let ready = async |port: u16| {
         let ready = run(
             "pg_isready",
-            &["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER],
+            &["-h", &socket_dir, "-p", &port.to_string(), "-U", USER],
         )
         .await;
         ready.code == 0

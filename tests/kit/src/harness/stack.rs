@@ -44,11 +44,15 @@ async fn authed_channel(addr: &str) -> tonic::transport::Channel {
 /// as a clap `value_parser`): anything else is refused with a message,
 /// so a typo is not silently left out of the environment measured.
 pub fn env_pair(arg: &str) -> Result<(String, String), String> {
+    let is_name = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
     match arg.split_once('=') {
-        Some((name, value)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
-            Ok((name.to_owned(), value.to_owned()))
-        }
-        _ => Err(format!("`{arg}` is not NAME=VALUE")),
+        Some((name, value)) if is_name(name) => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "`{arg}` is not NAME=VALUE (NAME: letters, digits and _, not starting with a digit)"
+        )),
     }
 }
 
@@ -609,7 +613,7 @@ mod env_pair_tests {
         );
         assert_eq!(env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert_eq!(env_pair("EMPTY="), Ok(("EMPTY".into(), String::new())));
-        for bad in ["MALLOC_ARENA_MAX", "=1", "A B=1", ""] {
+        for bad in ["MALLOC_ARENA_MAX", "=1", "A B=1", "1A=1", "A-B=1", ""] {
             assert!(env_pair(bad).is_err(), "{bad:?} accepted");
         }
     }
