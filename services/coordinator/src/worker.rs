@@ -351,10 +351,7 @@ mod tests {
     /// until it can be.
     #[tokio::test]
     async fn a_failed_claim_does_not_lose_the_result_committed_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         let directory = Arc::new(FakeDirectory::default());
         directory.add_user(1, "alice", "alice@example.com");
         directory.add_user(2, "bob", "bob@example.com");

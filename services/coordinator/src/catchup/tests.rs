@@ -56,10 +56,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(size: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, dir) = Store::open_temp().await;
         let script = Arc::new(Script {
             events: Mutex::new(Vec::new()),
             size,

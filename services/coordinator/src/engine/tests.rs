@@ -37,10 +37,7 @@ fn desk() -> Arc<FakeDirectory> {
 
 /// An engine over `directory` and `adapters`, with a fresh state DB.
 async fn engine(directory: Arc<FakeDirectory>, adapters: Adapters) -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
+    let (store, dir) = Store::open_temp().await;
     let engine = Engine::new(store, directory, adapters, EngineConfig::default());
     (engine, dir)
 }

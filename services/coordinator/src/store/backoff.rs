@@ -143,10 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_same_change_waits_longer_and_a_new_one_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         let (base, cap) = (Duration::from_secs(60), Duration::from_secs(3600));
         store
             .backoff_failed("alias", "a@x.org", "f1", "refused", base, cap)

@@ -80,10 +80,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_are_readable_copies_and_only_the_newest_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, dir) = Store::open_temp().await;
         store.set_meta("marker", "before").await.unwrap();
         let policy = BackupPolicy::default();
         let first = store.snapshot(&policy).await.unwrap().unwrap();

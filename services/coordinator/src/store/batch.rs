@@ -107,10 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_commits_all_its_rows_or_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         let mut db = store.batch().await.unwrap();
         db.ledger_put(&row("a")).await.unwrap();
         db.ledger_put(&row("b")).await.unwrap();

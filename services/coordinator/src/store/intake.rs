@@ -198,9 +198,7 @@ mod tests {
     use crate::store::Store;
 
     async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        (Store::open(&url).await.unwrap(), dir)
+        Store::open_temp().await
     }
 
     fn request(subject: &str, event_pk: Option<&str>) -> EnqueueRequest {

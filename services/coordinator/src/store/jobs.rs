@@ -518,9 +518,7 @@ mod tests {
     use serde_json::Value;
 
     async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        (Store::open(&url).await.unwrap(), dir)
+        Store::open_temp().await
     }
 
     /// Enqueues a job, claims it, and "crashes" (the process dies while it

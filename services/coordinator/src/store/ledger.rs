@@ -239,10 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_that_does_not_parse_is_an_error_not_an_intent() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         store.ledger_put(&row("a@x.org|n", "1")).await.unwrap();
         sqlx::query("UPDATE ledger SET state = 'bogus'")
             .execute(&store.writer)

@@ -335,6 +335,18 @@ pub fn now_millis() -> i64 {
 }
 
 #[cfg(test)]
+impl Store {
+    /// A store on a fresh SQLite file in a temporary directory, removed
+    /// when the returned guard is dropped: keep it as long as the store.
+    pub(crate) async fn open_temp() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&url).await.expect("a fresh state DB opens");
+        (store, dir)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -137,10 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_grace_period_keeps_its_due_time_and_goes_with_its_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         store
             .pending_put("matrix_membership", "!r:x|@a:x", "alice", 1_000, "left")
             .await

@@ -105,10 +105,7 @@ mod tests {
 
     #[tokio::test]
     async fn old_finished_jobs_and_audit_rows_go_in_batches_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
-            .await
-            .unwrap();
+        let (store, _dir) = Store::open_temp().await;
         let now = now_millis();
         let old = now - 40 * DAY.as_millis() as i64;
         let mut jobs = Vec::new();

@@ -230,10 +230,7 @@ async fn when_authentik_hides_every_user_a_webhook_removes_nothing() {
 async fn without_a_max_age_every_run_reads_the_whole_directory() {
     let directory = desk();
     let sogo = Arc::new(FakeSogoAgent::default());
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
-        .await
-        .unwrap();
+    let (store, _dir) = Store::open_temp().await;
     let engine = Engine::new(
         store,
         directory.clone(),
