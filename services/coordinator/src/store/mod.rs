@@ -275,28 +275,17 @@ impl Commit {
     /// Set before every write on SQLite's one writer connection, so the
     /// level never carries over from the transaction before.
     fn sqlite_pragma(self) -> &'static str {
-        self.sqlite_statements().0
+        match self {
+            Self::Durable => "PRAGMA synchronous = FULL",
+            Self::Lazy => "PRAGMA synchronous = NORMAL",
+        }
     }
 
     /// [`Self::sqlite_pragma`], then the write lock up front.
     fn sqlite_begin(self) -> &'static str {
-        self.sqlite_statements().1
-    }
-
-    /// The level alone, and the level then `BEGIN IMMEDIATE`: each level
-    /// spelled once.
-    fn sqlite_statements(self) -> (&'static str, &'static str) {
-        macro_rules! level {
-            ($level:literal) => {
-                (
-                    concat!("PRAGMA synchronous = ", $level),
-                    concat!("PRAGMA synchronous = ", $level, "; BEGIN IMMEDIATE"),
-                )
-            };
-        }
         match self {
-            Self::Durable => level!("FULL"),
-            Self::Lazy => level!("NORMAL"),
+            Self::Durable => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            Self::Lazy => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
         }
     }
 }

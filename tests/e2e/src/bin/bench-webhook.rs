@@ -9,13 +9,11 @@
 //! target/release/bench-webhook [--rate 500 --seconds 30 --users 1000 --authentik-cost-ms 0]
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use reconciler_testkit::harness::stack_tokens::WEBHOOK_TOKEN;
 use reconciler_testkit::harness::{Stack, StackOptions, env_pair};
-use tokio::sync::Mutex;
 
 #[derive(Parser)]
 struct Args {
@@ -68,14 +66,13 @@ impl Schedule {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
-        let answers: Arc<Mutex<Vec<Answer>>> = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let mut tasks = Vec::with_capacity(self.bodies.len());
         for (n, body) in self.bodies.into_iter().enumerate() {
             // The schedule, not the answers, sets the pace.
             let due = start + self.interval.mul_f64(n as f64);
             tokio::time::sleep_until(due.into()).await;
-            let (client, url, answers) = (client.clone(), self.url.clone(), answers.clone());
+            let (client, url) = (client.clone(), self.url.clone());
             tasks.push(tokio::spawn(async move {
                 let sent = Instant::now();
                 let response = client
@@ -94,13 +91,13 @@ impl Schedule {
                     }
                     Err(_) => (0, None),
                 };
-                answers.lock().await.push((took, status, job));
+                (took, status, job)
             }));
         }
+        let mut answers = Vec::with_capacity(tasks.len());
         for task in tasks {
-            task.await?;
+            answers.push(task.await?);
         }
-        let answers = answers.lock().await.clone();
         Ok(answers)
     }
 }

@@ -50,9 +50,11 @@ pub fn env_pair(arg: &str) -> Result<(String, String), String> {
     };
     match arg.split_once('=') {
         Some((name, value)) if is_name(name) => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!(
-            "`{arg}` is not NAME=VALUE (NAME: letters, digits and _, not starting with a digit)"
+        // Names only: the value may be a secret.
+        Some((name, _)) => Err(format!(
+            "`{name}=…` is not NAME=VALUE (NAME: letters, digits and _, not starting with a digit)"
         )),
+        None => Err("an argument without `=` is not NAME=VALUE".to_owned()),
     }
 }
 
