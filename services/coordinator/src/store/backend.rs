@@ -113,9 +113,10 @@ pub(super) async fn open_sqlite(url: &str) -> Result<Opened> {
             })
     };
     // A file's writer never checkpoints (the checkpointer does), on every
-    // connection the pool opens, replacements included.
+    // connection the pool opens, replacements included; when the WAL starts
+    // over, the writer cuts a file a burst grew back to 16 MiB.
     let writer_pragmas = if reader_url.is_some() {
-        "PRAGMA wal_autocheckpoint = 0"
+        "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 16777216"
     } else {
         ""
     };

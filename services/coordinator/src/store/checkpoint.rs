@@ -6,60 +6,136 @@
 //! (`wal_autocheckpoint = 0`); a connection of its own runs a `PASSIVE`
 //! checkpoint every [`INTERVAL`], which takes no write lock: writers and
 //! readers go on beside it.
+//!
+//! Copying the WAL is not enough to keep it small. SQLite starts the WAL
+//! over from its first frame only when a write transaction begins with
+//! every frame already copied, and under a steady load the writer appends
+//! more frames while the checkpointer copies: measured at 500 webhooks a
+//! second, every pass copied all it saw and the WAL still grew to 56 MB
+//! before a gap let it start over, once in about ten seconds. So once the
+//! WAL holds [`RESTART_AFTER`] frames, the pass is followed by a short one
+//! on the writer connection itself, taken in line like any other
+//! non-urgent write: it copies the few frames appended meanwhile, and
+//! nothing can append during it, so the next write transaction starts the
+//! WAL over (and cuts a file a burst left larger than
+//! [`super::backend`]'s `journal_size_limit` back to it).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
+
+use super::intake::Priority;
 
 /// Often enough that the WAL stays a few thousand pages at most under a
 /// steady load of jobs and webhooks.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
-/// Checkpoints through `pool` until every holder of the returned token is
-/// gone (the store and its clones).
-pub(super) fn start(pool: AnyPool) -> Arc<()> {
-    let alive = Arc::new(());
-    tokio::spawn(run(pool, Arc::downgrade(&alive)));
-    alive
+/// WAL frames (pages) after which a pass ends with the writer's short one,
+/// so the WAL starts over: SQLite's own autocheckpoint size (4 MB).
+pub const RESTART_AFTER: i64 = 1000;
+
+/// Where the checkpoints run.
+pub(super) struct Checkpointer {
+    /// A connection of its own, for the long copy beside the writer.
+    pub own: AnyPool,
+    /// The one writer connection, for the short pass after it.
+    pub writer: AnyPool,
+    /// The writer's line, so an accept's group still goes first.
+    pub priority: Arc<Priority>,
 }
 
-async fn run(pool: AnyPool, alive: Weak<()>) {
-    let mut ticker = tokio::time::interval(INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if alive.upgrade().is_none() {
-            return;
+impl Checkpointer {
+    /// Checkpoints until every holder of the returned token is gone (the
+    /// store and its clones).
+    pub fn start(self) -> Arc<()> {
+        let alive = Arc::new(());
+        tokio::spawn(self.run(Arc::downgrade(&alive)));
+        alive
+    }
+
+    async fn run(self, alive: Weak<()>) {
+        let mut ticker = tokio::time::interval(INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if alive.upgrade().is_none() {
+                return;
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "state DB checkpoint failed; retried shortly");
+            }
         }
-        if let Err(e) = checkpoint(&pool).await {
-            tracing::warn!(error = %e, "state DB checkpoint failed; retried shortly");
+    }
+
+    /// One pass: the copy beside the writer and, if the WAL has grown past
+    /// [`RESTART_AFTER`], the short one on the writer that lets it start
+    /// over.
+    pub async fn pass(&self) -> sqlx::Result<()> {
+        let copy = passive(&self.own).await?;
+        if copy.wal_frames >= RESTART_AFTER {
+            // In line behind accepts, like any non-urgent write.
+            let _turn = self.priority.in_line().await;
+            passive(&self.writer).await?;
         }
+        Ok(())
     }
 }
 
+/// What a `PASSIVE` checkpoint reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// Frames in the WAL.
+    pub wal_frames: i64,
+    /// Of those, frames now copied into the database file.
+    pub copied: i64,
+}
+
 /// One `PASSIVE` checkpoint: as much of the WAL as no reader still needs.
-pub(super) async fn checkpoint(pool: &AnyPool) -> sqlx::Result<()> {
-    // The answer (busy, WAL pages, pages copied) is a row; `Any` reads it.
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_all(pool)
+pub(super) async fn passive(pool: &AnyPool) -> sqlx::Result<Progress> {
+    // The answer is one row: busy, WAL frames, frames copied.
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(Progress {
+        wal_frames: row.try_get(1)?,
+        copied: row.try_get(2)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Row;
+    use std::sync::Arc;
 
     use super::super::backend::open_sqlite;
+    use super::*;
 
-    /// (WAL pages, pages checkpointed) from a PASSIVE checkpoint.
-    async fn passive(pool: &sqlx::AnyPool) -> (i64, i64) {
-        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(pool)
+    /// Adds `rows` rows of 8,000 bytes in one statement: about two WAL
+    /// frames each.
+    async fn fill(writer: &AnyPool, rows: u32, tag: &str) {
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+             INSERT INTO meta (name, value) SELECT $2 || i, printf('%.8000c', 'x') FROM n",
+        )
+        .bind(rows as i64)
+        .bind(format!("{tag}-"))
+        .execute(writer)
+        .await
+        .unwrap();
+    }
+
+    async fn one_write(writer: &AnyPool, name: &str) {
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, 'v')")
+            .bind(name)
+            .execute(writer)
             .await
             .unwrap();
-        (row.get(1), row.get(2))
+    }
+
+    fn wal_bytes(dir: &tempfile::TempDir) -> u64 {
+        std::fs::metadata(dir.path().join("state.db-wal"))
+            .unwrap()
+            .len()
     }
 
     #[tokio::test]
@@ -83,24 +159,93 @@ mod tests {
         assert_eq!(autocheckpoint, 0, "a replacement writer connection");
         let checkpointer = opened.checkpointer.expect("a file has a checkpointer");
 
-        // Well past SQLite's default of 1,000 pages: the writer's commits
-        // leave it all in the WAL.
-        let filler = "x".repeat(8000);
-        for i in 0..600 {
-            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2)")
-                .bind(format!("filler-{i}"))
-                .bind(&filler)
-                .execute(&opened.writer)
-                .await
-                .unwrap();
+        // Well past SQLite's default of 1,000 pages, in commits of their
+        // own: the writer's commits leave it all in the WAL.
+        for i in 0..6 {
+            fill(&opened.writer, 100, &format!("filler{i}")).await;
         }
-        let (wal_pages, copied) = passive(&checkpointer).await;
-        assert!(wal_pages > 1000, "{wal_pages} pages in the WAL");
-        assert_eq!(copied, wal_pages, "no reader holds anything back");
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE name LIKE 'filler-%'")
+        let progress = passive(&checkpointer).await.unwrap();
+        assert!(progress.wal_frames > 1000, "{progress:?}");
+        assert_eq!(
+            progress.copied, progress.wal_frames,
+            "no reader holds anything back"
+        );
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE name LIKE 'filler%'")
             .fetch_one(&opened.reader)
             .await
             .unwrap();
         assert_eq!(count, 600);
+    }
+
+    /// The growth a steady load caused, and its cure. A write under way
+    /// while the checkpointer copies keeps the WAL from starting over: the
+    /// copy took all it saw, the write appended after it, and so does every
+    /// later write. A pass past [`RESTART_AFTER`] frames ends with the
+    /// writer's short one, after which the WAL starts over, though writes
+    /// never stopped, and is cut back to the size limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_lets_the_wal_start_over_under_a_steady_stream_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        sqlx::any::install_default_drivers();
+        let opened = open_sqlite(&url).await.unwrap();
+        let checkpointer = Checkpointer {
+            own: opened.checkpointer.expect("a file has a checkpointer"),
+            writer: opened.writer.clone(),
+            priority: Arc::default(),
+        };
+        // More than the 16 MiB limit, so the cut shows.
+        fill(&opened.writer, 2500, "burst").await;
+        let grown = wal_bytes(&dir);
+        assert!(grown > 16 << 20, "{grown} bytes");
+
+        // The failure, step by step: a write transaction begins, the copy
+        // runs beside it and copies every frame there is, the write
+        // commits, and the next write appends at the WAL's end instead of
+        // starting it over.
+        let mut during = opened.writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let copy = passive(&checkpointer.own).await.unwrap();
+        assert_eq!(copy.copied, copy.wal_frames);
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('during', 'v')")
+            .execute(&mut *during)
+            .await
+            .unwrap();
+        during.commit().await.unwrap();
+        let before = wal_bytes(&dir);
+        one_write(&opened.writer, "after-copy").await;
+        assert!(wal_bytes(&dir) > before, "appended, not started over");
+
+        // A pass while another task writes without pause.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = tokio::spawn({
+            let (writer, stop) = (opened.writer.clone(), stop.clone());
+            async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    one_write(&writer, &format!("stream-{n}")).await;
+                    n += 1;
+                }
+                n
+            }
+        });
+        one_write(&opened.writer, "before-pass").await;
+        checkpointer.pass().await.unwrap();
+        one_write(&opened.writer, "after-pass").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let streamed = stream.await.unwrap();
+        assert!(streamed > 0);
+
+        let now = passive(&checkpointer.own).await.unwrap();
+        assert!(
+            now.wal_frames < copy.wal_frames / 2,
+            "started over: {now:?} frames now, {copy:?} before"
+        );
+        assert!(wal_bytes(&dir) <= 16 << 20, "{} bytes", wal_bytes(&dir));
+        let streamed_rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE name LIKE 'stream-%'")
+                .fetch_one(&opened.reader)
+                .await
+                .unwrap();
+        assert_eq!(streamed_rows, streamed as i64, "every write landed");
     }
 }

@@ -82,13 +82,20 @@ impl Store {
         let store = Self {
             reader: opened.reader,
             intake: intake::Intake::start(opened.writer.clone(), backend, priority.clone()),
+            _checkpointer: opened.checkpointer.map(|own| {
+                checkpoint::Checkpointer {
+                    own,
+                    writer: opened.writer.clone(),
+                    priority: priority.clone(),
+                }
+                .start()
+            }),
             priority,
             writer: opened.writer,
             backend,
             path: opened.path,
             instance: Arc::from("local"),
             write_turns: Arc::default(),
-            _checkpointer: opened.checkpointer.map(checkpoint::start),
         };
         let moved = store.canonicalize_app_password_keys().await?;
         if moved > 0 {
