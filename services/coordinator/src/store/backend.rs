@@ -178,6 +178,18 @@ mod tests {
         assert_eq!(sqlite, listed(Backend::Postgres));
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite with `fdatasync()`
+    /// (docs/BENCHMARKS.md, "Webhook intake"); cargo hands the same
+    /// variable to this crate's compiler as to libsqlite3-sys's build.
+    #[test]
+    fn the_bundled_sqlite_is_built_to_sync_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(
+            flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"),
+            "LIBSQLITE3_FLAGS = {flags:?}"
+        );
+    }
+
     #[test]
     fn urls_name_their_backend() {
         assert_eq!(Backend::of_url("sqlite://state.db"), Some(Backend::Sqlite));
