@@ -16,10 +16,13 @@
 //! WAL holds [`RESTART_AFTER`] frames, the pass is followed by a short one
 //! on the writer connection itself, taken in line like any other
 //! non-urgent write: it copies the few frames appended meanwhile, and
-//! nothing can append during it, so the next write transaction starts the
-//! WAL over (and cuts a file a burst left larger than
-//! [`super::backend`]'s `journal_size_limit` back to it).
+//! nothing can append during it, so the next write transaction can start
+//! the WAL over (and cut a file a burst left larger than
+//! [`super::backend`]'s `journal_size_limit` back to it). It does unless a
+//! reader that began before the pass is still reading the old WAL; the
+//! next pass tries again.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,7 +35,8 @@ use super::intake::Priority;
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
 /// WAL frames (pages) after which a pass ends with the writer's short one,
-/// so the WAL starts over: SQLite's own autocheckpoint size (4 MB).
+/// so the WAL can start over: SQLite's own autocheckpoint size (4 MB).
+/// Not every pass: the writer's is a turn an accept may wait behind.
 pub const RESTART_AFTER: i64 = 1000;
 
 /// Where the checkpoints run.
@@ -43,6 +47,8 @@ pub(super) struct Checkpointer {
     pub writer: AnyPool,
     /// The writer's line, so an accept's group still goes first.
     pub priority: Arc<Priority>,
+    /// The database file, flushed before the writer's pass.
+    pub database: PathBuf,
 }
 
 impl Checkpointer {
@@ -73,7 +79,14 @@ impl Checkpointer {
     /// over.
     pub async fn pass(&self) -> sqlx::Result<()> {
         let copy = passive(&self.own).await?;
-        if copy.wal_frames >= RESTART_AFTER {
+        // Only after a copy that took every frame it saw: one a reader held
+        // back would leave the long copy to the writer's pass.
+        if copy.wal_frames >= RESTART_AFTER && copy.copied == copy.wal_frames {
+            // SQLite syncs the database file only in a pass that reaches
+            // the WAL's live end, which under load is the writer's: it would
+            // flush every page the copy wrote while accepts wait. Flushed
+            // here, beside the writer, that sync is a few pages.
+            flush(&self.database).await;
             // In line behind accepts, like any non-urgent write.
             let _turn = self.priority.in_line().await;
             passive(&self.writer).await?;
@@ -82,9 +95,22 @@ impl Checkpointer {
     }
 }
 
+/// `fdatasync` of `file`, off the runtime. A failure is only logged: the
+/// writer's pass still syncs the file itself before the WAL can start over.
+async fn flush(file: &Path) {
+    let file = file.to_owned();
+    let flushed =
+        tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_data()).await;
+    match flushed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "state DB flush before checkpoint failed"),
+        Err(e) => tracing::warn!(error = %e, "state DB flush before checkpoint did not run"),
+    }
+}
+
 /// What a `PASSIVE` checkpoint reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Progress {
+struct Progress {
     /// Frames in the WAL.
     pub wal_frames: i64,
     /// Of those, frames now copied into the database file.
@@ -92,7 +118,7 @@ pub(super) struct Progress {
 }
 
 /// One `PASSIVE` checkpoint: as much of the WAL as no reader still needs.
-pub(super) async fn passive(pool: &AnyPool) -> sqlx::Result<Progress> {
+async fn passive(pool: &AnyPool) -> sqlx::Result<Progress> {
     // The answer is one row: busy, WAL frames, frames copied.
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(pool)
@@ -193,6 +219,7 @@ mod tests {
             own: opened.checkpointer.expect("a file has a checkpointer"),
             writer: opened.writer.clone(),
             priority: Arc::default(),
+            database: dir.path().join("state.db"),
         };
         // More than the 16 MiB limit, so the cut shows.
         fill(&opened.writer, 2500, "burst").await;
@@ -247,5 +274,42 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(streamed_rows, streamed as i64, "every write landed");
+    }
+
+    /// A copy a reader held back leaves the writer alone: the writer's pass
+    /// would do the long copy itself while accepts wait. Here the writer is
+    /// busy in a transaction throughout, so a pass that asked for it would
+    /// not finish.
+    #[tokio::test]
+    async fn a_copy_held_back_by_a_reader_does_not_take_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        sqlx::any::install_default_drivers();
+        let opened = open_sqlite(&url).await.unwrap();
+        let checkpointer = Checkpointer {
+            own: opened.checkpointer.expect("a file has a checkpointer"),
+            writer: opened.writer.clone(),
+            priority: Arc::default(),
+            database: dir.path().join("state.db"),
+        };
+        let mut reading = opened.reader.begin().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta")
+            .fetch_one(&mut *reading)
+            .await
+            .unwrap();
+        fill(&opened.writer, 600, "after-the-reader").await;
+        let writing = opened.writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+
+        tokio::time::timeout(Duration::from_secs(10), checkpointer.pass())
+            .await
+            .expect("the pass did not wait for the writer")
+            .unwrap();
+        let held_back = passive(&checkpointer.own).await.unwrap();
+        assert!(
+            held_back.wal_frames >= RESTART_AFTER && held_back.copied < held_back.wal_frames,
+            "{held_back:?}"
+        );
+        writing.rollback().await.unwrap();
+        reading.rollback().await.unwrap();
     }
 }

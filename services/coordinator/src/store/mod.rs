@@ -60,7 +60,8 @@ pub struct Store {
     path: Option<std::path::PathBuf>,
     /// Who this process is in the job attempt record.
     instance: Arc<str>,
-    /// Times the writer was taken for anything but accepts.
+    /// Times the writer was taken for a transaction or statement other than
+    /// accepts (the checkpointer's turns are not counted).
     write_turns: Arc<AtomicU64>,
     /// Keeps the WAL checkpointer going while any clone lives (SQLite file).
     _checkpointer: Option<Arc<()>>,
@@ -82,14 +83,18 @@ impl Store {
         let store = Self {
             reader: opened.reader,
             intake: intake::Intake::start(opened.writer.clone(), backend, priority.clone()),
-            _checkpointer: opened.checkpointer.map(|own| {
-                checkpoint::Checkpointer {
-                    own,
-                    writer: opened.writer.clone(),
-                    priority: priority.clone(),
-                }
-                .start()
-            }),
+            _checkpointer: opened
+                .checkpointer
+                .zip(opened.path.clone())
+                .map(|(own, database)| {
+                    checkpoint::Checkpointer {
+                        own,
+                        writer: opened.writer.clone(),
+                        priority: priority.clone(),
+                        database,
+                    }
+                    .start()
+                }),
             priority,
             writer: opened.writer,
             backend,
