@@ -133,7 +133,7 @@ async fn passive(pool: &AnyPool) -> sqlx::Result<Progress> {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::backend::open_sqlite;
+    use super::super::backend::{Opened, open_sqlite};
     use super::*;
 
     /// Adds `rows` rows of 8,000 bytes in one statement: about two WAL
@@ -156,6 +156,25 @@ mod tests {
             .execute(writer)
             .await
             .unwrap();
+    }
+
+    /// A fresh SQLite file, opened as the store opens it, and a
+    /// checkpointer on it (not started: the tests run its passes).
+    async fn checkpointed() -> (tempfile::TempDir, Opened, Checkpointer) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        sqlx::any::install_default_drivers();
+        let mut opened = open_sqlite(&url).await.unwrap();
+        let checkpointer = Checkpointer {
+            own: opened
+                .checkpointer
+                .take()
+                .expect("a file has a checkpointer"),
+            writer: opened.writer.clone(),
+            priority: Arc::default(),
+            database: dir.path().join("state.db"),
+        };
+        (dir, opened, checkpointer)
     }
 
     fn wal_bytes(dir: &tempfile::TempDir) -> u64 {
@@ -211,16 +230,7 @@ mod tests {
     /// never stopped, and is cut back to the size limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_lets_the_wal_start_over_under_a_steady_stream_of_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        sqlx::any::install_default_drivers();
-        let opened = open_sqlite(&url).await.unwrap();
-        let checkpointer = Checkpointer {
-            own: opened.checkpointer.expect("a file has a checkpointer"),
-            writer: opened.writer.clone(),
-            priority: Arc::default(),
-            database: dir.path().join("state.db"),
-        };
+        let (dir, opened, checkpointer) = checkpointed().await;
         // More than the 16 MiB limit, so the cut shows.
         fill(&opened.writer, 2500, "burst").await;
         let grown = wal_bytes(&dir);
@@ -282,16 +292,7 @@ mod tests {
     /// not finish.
     #[tokio::test]
     async fn a_copy_held_back_by_a_reader_does_not_take_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        sqlx::any::install_default_drivers();
-        let opened = open_sqlite(&url).await.unwrap();
-        let checkpointer = Checkpointer {
-            own: opened.checkpointer.expect("a file has a checkpointer"),
-            writer: opened.writer.clone(),
-            priority: Arc::default(),
-            database: dir.path().join("state.db"),
-        };
+        let (_dir, opened, checkpointer) = checkpointed().await;
         let mut reading = opened.reader.begin().await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta")
             .fetch_one(&mut *reading)
