@@ -112,9 +112,9 @@ async fn flush(file: &Path) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Progress {
     /// Frames in the WAL.
-    pub wal_frames: i64,
+    wal_frames: i64,
     /// Of those, frames now copied into the database file.
-    pub copied: i64,
+    copied: i64,
 }
 
 /// One `PASSIVE` checkpoint: as much of the WAL as no reader still needs.
@@ -185,10 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_never_checkpoints_and_the_checkpointer_copies_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        sqlx::any::install_default_drivers();
-        let opened = open_sqlite(&url).await.unwrap();
+        let (_dir, opened, checkpointer) = checkpointed().await;
         let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
             .fetch_one(&opened.writer)
             .await
@@ -202,14 +199,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(autocheckpoint, 0, "a replacement writer connection");
-        let checkpointer = opened.checkpointer.expect("a file has a checkpointer");
 
         // Well past SQLite's default of 1,000 pages, in commits of their
         // own: the writer's commits leave it all in the WAL.
         for i in 0..6 {
             fill(&opened.writer, 100, &format!("filler{i}")).await;
         }
-        let progress = passive(&checkpointer).await.unwrap();
+        let progress = passive(&checkpointer.own).await.unwrap();
         assert!(progress.wal_frames > 1000, "{progress:?}");
         assert_eq!(
             progress.copied, progress.wal_frames,
