@@ -318,8 +318,13 @@ impl SogoPeers {
     /// Logs in to sogod as `uid` and returns `Mail/mailAccounts`: the
     /// accounts and identities SOGo offers that user.
     pub async fn mail_accounts(&self, uid: &str) -> Value {
+        // A connection per request: sogod may close a kept-alive one just
+        // as the next request goes out on it, which fails that request
+        // with an incomplete message (seen once in CI, on the request
+        // after the login).
         let client = reqwest::Client::builder()
             .cookie_store(true)
+            .pool_max_idle_per_host(0)
             .build()
             .expect("client");
         let base = self.sogod_base();
