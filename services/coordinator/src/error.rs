@@ -33,6 +33,9 @@ pub enum Error {
     InvalidInput(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// What a run read kept changing under it; retried later.
+    #[error("overtaken: {0}")]
+    Overtaken(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,7 +49,7 @@ impl Error {
     /// The failure's class, in the terms agents report theirs.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Authentik(_) | Self::Db(_) => Outcome::Transient,
+            Self::Authentik(_) | Self::Db(_) | Self::Overtaken(_) => Outcome::Transient,
             Self::Agent { outcome, .. } => *outcome,
             Self::Config(_) | Self::Migrate(_) | Self::Corrupt(_) => Outcome::Config,
             Self::InvalidInput(_) | Self::NotFound(_) => Outcome::Permanent,
@@ -60,6 +63,7 @@ impl From<Error> for tonic::Status {
         match e {
             Error::Config(_) => tonic::Status::failed_precondition(message),
             Error::Authentik(_) => tonic::Status::unavailable(message),
+            Error::Overtaken(_) => tonic::Status::aborted(message),
             // An agent's failure keeps its class for the operator too.
             Error::Agent { outcome, .. } => reconciler_runtime::outcome::status(outcome, message),
             Error::Db(_) | Error::Migrate(_) | Error::Corrupt(_) => {

@@ -31,6 +31,20 @@ pub struct FakeDirectory {
     pub users: Mutex<Vec<User>>,
     pub groups: Mutex<Vec<Group>>,
     pub calls: Mutex<Vec<String>>,
+    /// Woken on every call.
+    pub called: tokio::sync::Notify,
+    holds: Mutex<BTreeMap<String, Arc<Hold>>>,
+}
+
+/// A read the fake holds until the test lets it go. It answers with what
+/// it held when the read came in, as a listing that has passed an object
+/// answers with what it saw then.
+#[derive(Default)]
+pub struct Hold {
+    /// Notified once the read has come in.
+    pub entered: tokio::sync::Notify,
+    /// Notify to let the read answer.
+    pub release: tokio::sync::Notify,
 }
 
 impl FakeDirectory {
@@ -56,8 +70,37 @@ impl FakeDirectory {
         std::mem::take(&mut *lock(&self.calls))
     }
 
+    /// Holds the next call named `call` (`users`, `group:<uuid>`, …).
+    pub fn hold(&self, call: &str) -> Arc<Hold> {
+        let hold = Arc::new(Hold::default());
+        lock(&self.holds).insert(call.to_owned(), hold.clone());
+        hold
+    }
+
+    /// Waits until a call named `call` has been made (and not taken).
+    pub async fn called_with(&self, call: &str) {
+        loop {
+            let called = self.called.notified();
+            if lock(&self.calls).iter().any(|c| c == call) {
+                return;
+            }
+            called.await;
+        }
+    }
+
     fn record(&self, call: String) {
         lock(&self.calls).push(call);
+        self.called.notify_waiters();
+    }
+
+    /// Answers `answer`, once the test lets a held call go.
+    async fn answer<T>(&self, call: &str, answer: T) -> T {
+        let hold = lock(&self.holds).remove(call);
+        if let Some(hold) = hold {
+            hold.entered.notify_one();
+            hold.release.notified().await;
+        }
+        answer
     }
 
     pub fn set_members(&self, uuid: &str, members: &[i64]) {
@@ -77,7 +120,8 @@ impl FakeDirectory {
 impl DirectorySource for FakeDirectory {
     async fn users(&self) -> Result<Vec<User>> {
         self.record("users".into());
-        Ok(lock(&self.users).clone())
+        let users = lock(&self.users).clone();
+        Ok(self.answer("users", users).await)
     }
 
     async fn groups(&self) -> Result<Vec<Group>> {
@@ -103,8 +147,10 @@ impl DirectorySource for FakeDirectory {
     }
 
     async fn group(&self, uuid: &str) -> Result<Option<Group>> {
-        self.record(format!("group:{uuid}"));
-        Ok(lock(&self.groups).iter().find(|g| g.pk == uuid).cloned())
+        let call = format!("group:{uuid}");
+        self.record(call.clone());
+        let group = lock(&self.groups).iter().find(|g| g.pk == uuid).cloned();
+        Ok(self.answer(&call, group).await)
     }
 
     async fn group_members(&self, uuid: &str) -> Result<Vec<User>> {
@@ -170,6 +216,9 @@ pub struct FakeSogoAgent {
     pub lose_answers: Mutex<u32>,
     /// Delegates whose changes fail permanently (a partially failed batch).
     pub refuse: Mutex<BTreeSet<String>>,
+    /// Holds the next observe, which answers with what was held when it
+    /// came in.
+    pub hold_observe: Mutex<Option<Arc<Hold>>>,
 }
 
 impl FakeSogoAgent {
@@ -188,22 +237,30 @@ impl SogoAgent for FakeSogoAgent {
         &self,
         request: Request<SogoObserveRequest>,
     ) -> std::result::Result<Response<SogoObserveResponse>, Status> {
-        let held = lock(&self.delegate_to);
-        Ok(Response::new(SogoObserveResponse {
-            delegations: request
-                .get_ref()
-                .owners
-                .iter()
-                .map(|owner| pb::SogoDelegationState {
-                    owner: owner.clone(),
-                    delegate_to: held
-                        .get(owner)
-                        .map(|d| d.iter().cloned().collect())
-                        .unwrap_or_default(),
-                    error: String::new(),
-                })
-                .collect(),
-        }))
+        let answer = {
+            let held = lock(&self.delegate_to);
+            SogoObserveResponse {
+                delegations: request
+                    .get_ref()
+                    .owners
+                    .iter()
+                    .map(|owner| pb::SogoDelegationState {
+                        owner: owner.clone(),
+                        delegate_to: held
+                            .get(owner)
+                            .map(|d| d.iter().cloned().collect())
+                            .unwrap_or_default(),
+                        error: String::new(),
+                    })
+                    .collect(),
+            }
+        };
+        let hold = lock(&self.hold_observe).take();
+        if let Some(hold) = hold {
+            hold.entered.notify_one();
+            hold.release.notified().await;
+        }
+        Ok(Response::new(answer))
     }
 
     async fn apply(

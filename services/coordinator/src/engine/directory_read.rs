@@ -17,11 +17,24 @@ use super::{Engine, Subject};
 use crate::authentik::model::Attributed;
 use crate::authentik::{UserField, normalize_uuid};
 use crate::directory::{Directory, Patch, Touched};
+
+use super::patch_log::{WholeRead, lock};
 use crate::error::Result;
 use crate::store::now_millis;
 
 /// The directory the last whole read gave, patched since, and what the
 /// state DB holds of it.
+///
+/// Three rules keep a patch from being lost or undone by an older read:
+/// - Patching runs read Authentik and patch one at a time
+///   ([`Engine::read_directory`] holds `patch_turn` across both), so the
+///   patch applied last is the one read last.
+/// - A whole read lists for a while; a patch made meanwhile may be newer
+///   than what the listing saw of the same objects. Such patches are
+///   logged ([`PatchLog`](super::patch_log::PatchLog)) and applied again
+///   on top of the whole read before it becomes the snapshot.
+/// - Previews (`coordinator plan`, `explain`, on any instance) read, and
+///   write neither the snapshot nor its rows.
 #[derive(Default)]
 pub(super) struct SnapshotSlot {
     /// What webhooks patch, with when it was read whole; `None` until
@@ -87,6 +100,13 @@ impl StoredRows {
     }
 }
 
+/// Whether a run may change the snapshot: runs do, previews never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Snapshot {
+    Keep,
+    Leave,
+}
+
 fn row_hash<T: serde::Serialize>(row: &T) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -99,9 +119,23 @@ fn row_hash<T: serde::Serialize>(row: &T) -> u64 {
 /// How a run's directory was read.
 pub(super) enum DirectoryRead {
     /// Every page, started at this time.
-    Whole { read_at_millis: i64 },
-    /// The snapshot, patched with what the subject's objects say now.
-    Patched,
+    Whole {
+        read_at_millis: i64,
+        read: WholeRead,
+    },
+    /// The snapshot, patched with what the subject's objects say now;
+    /// `next`: the number the patch after this one gets.
+    Patched { next: u64 },
+}
+
+impl DirectoryRead {
+    /// The first patch number that came after this read.
+    pub(super) fn patches_from(&self) -> u64 {
+        match self {
+            Self::Whole { read, .. } => read.start,
+            Self::Patched { next } => *next,
+        }
+    }
 }
 
 impl Engine {
@@ -115,25 +149,44 @@ impl Engine {
     pub(super) async fn read_directory(
         &self,
         subject: &Subject,
+        snapshot: Snapshot,
     ) -> Result<(Arc<Directory>, DirectoryRead)> {
-        if !subject.is_sweep()
-            && let Some(snapshot) = self.fresh_snapshot().await?
-            && let Some(patch) = self.read_subject(subject, &snapshot).await?
-        {
-            return Ok((
-                self.patch_snapshot(snapshot, patch).await?,
-                DirectoryRead::Patched,
-            ));
+        if !subject.is_sweep() {
+            // One patching run at a time from its read to its patch (see
+            // [`SnapshotSlot`]); a preview changes nothing and needs no turn.
+            let _turn = match snapshot {
+                Snapshot::Keep => Some(self.patch_turn.lock().await),
+                Snapshot::Leave => None,
+            };
+            if let Some(known) = self.fresh_snapshot().await?
+                && let Some(patch) = self.read_subject(subject, &known).await?
+            {
+                let (directory, next) = match snapshot {
+                    Snapshot::Keep => self.patch_snapshot(known, patch).await?,
+                    Snapshot::Leave => {
+                        let mut directory = (*known).clone();
+                        directory.apply(patch);
+                        (Arc::new(directory), lock(&self.patch_log).next)
+                    }
+                };
+                return Ok((directory, DirectoryRead::Patched { next }));
+            }
         }
-        // Let go of the snapshot before reading the whole directory again.
-        self.snapshot.lock().await.current = None;
+        let read = WholeRead::begin(&self.patch_log);
+        if snapshot == Snapshot::Keep {
+            // Let go of the snapshot before reading the whole directory again.
+            self.snapshot.lock().await.current = None;
+        }
         let read_at_millis = now_millis();
         // Both lists before anything else: an Authentik error ends the run
         // here, before a single change (and so before any removal).
         let (users, groups) = tokio::try_join!(self.directory.users(), self.directory.groups())?;
         Ok((
             Arc::new(Directory::new(users, groups)),
-            DirectoryRead::Whole { read_at_millis },
+            DirectoryRead::Whole {
+                read_at_millis,
+                read,
+            },
         ))
     }
 
@@ -144,11 +197,23 @@ impl Engine {
         &self,
         directory: &Arc<Directory>,
         read_at_millis: i64,
+        read: &WholeRead,
     ) -> Result<()> {
         if self.config.directory_max_age.is_none() {
             return Ok(());
         }
         let mut slot = self.snapshot.lock().await;
+        // Patches land under the slot's lock: none can slip in between.
+        let later = read.patches_since_start();
+        let directory = &if later.is_empty() {
+            directory.clone()
+        } else {
+            let mut patched = (**directory).clone();
+            for patch in later {
+                patched.apply(patch);
+            }
+            Arc::new(patched)
+        };
         let now = StoredRows::of(directory);
         match &slot.stored {
             Some(stored) => {
@@ -264,11 +329,19 @@ impl Engine {
             .iter()
             .any(|pk| !known.all_users.contains_key(pk))
         {
-            // Someone the snapshot has never seen: their objects, in one listing.
+            // Someone the snapshot has never seen: their objects, in one
+            // listing, and any group they are in that it has not seen
+            // either (without it, what that group inherits would be lost).
             patch.users = self.directory.group_members(&id).await?;
         }
-        self.read_unknown_groups(group.parent_ids(), known, &mut patch)
-            .await?;
+        let named = patch
+            .users
+            .iter()
+            .flat_map(|u| u.groups.iter().map(|g| normalize_uuid(g)))
+            .filter(|g| *g != id)
+            .chain(group.parent_ids())
+            .collect::<BTreeSet<_>>();
+        self.read_unknown_groups(named, known, &mut patch).await?;
         patch.groups.push(group);
         Ok(Some(patch))
     }
@@ -295,27 +368,49 @@ impl Engine {
         Ok(())
     }
 
-    /// Applies `patch` to the snapshot and writes the rows it changed.
-    async fn patch_snapshot(&self, read: Arc<Directory>, patch: Patch) -> Result<Arc<Directory>> {
+    /// Whether a read newer than `prepared`'s changed one of its users:
+    /// its plan may undo what that read's run did.
+    pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
+        let users = prepared
+            .directory
+            .people
+            .iter()
+            .filter(|(_, person)| prepared.scope_users.contains(&person.username))
+            .map(|(pk, _)| *pk);
+        lock(&self.patch_log).changed_since(prepared.patches_from, users)
+    }
+
+    /// Applies `patch` to the snapshot and writes the rows it changed; the
+    /// directory to plan from, and the number the next patch gets.
+    async fn patch_snapshot(
+        &self,
+        read: Arc<Directory>,
+        patch: Patch,
+    ) -> Result<(Arc<Directory>, u64)> {
         if patch.is_empty() {
-            return Ok(read);
+            return Ok((read, lock(&self.patch_log).next));
         }
         let mut slot = self.snapshot.lock().await;
+        // Logged even when no snapshot is held: a whole read under way
+        // applies it again before its listing becomes the snapshot.
+        let number = lock(&self.patch_log).record(&patch);
         let SnapshotSlot { current, stored } = &mut *slot;
         let Some((directory, read_at_millis)) = current.as_mut() else {
             // A whole read started meanwhile: plan from this read alone.
             let mut directory = (*read).clone();
-            directory.apply(patch);
-            return Ok(Arc::new(directory));
+            let touched = directory.apply(patch);
+            lock(&self.patch_log).changed(number, &touched);
+            return Ok((Arc::new(directory), number + 1));
         };
         // Copy on write: a run still planning from the old snapshot keeps
         // it. Our own handle goes first, or every patch would copy.
         drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
+        lock(&self.patch_log).changed(number, &touched);
         if touched == Touched::default() {
             // Already known: nothing to write (most webhooks re-announce
             // what an earlier one brought).
-            return Ok(directory.clone());
+            return Ok((directory.clone(), number + 1));
         }
         if let Err(e) = self
             .store
@@ -331,6 +426,6 @@ impl Engine {
         if let Some(stored) = stored {
             stored.update(directory, &touched);
         }
-        Ok(directory.clone())
+        Ok((directory.clone(), number + 1))
     }
 }

@@ -22,6 +22,7 @@ mod apply;
 mod bookkeeping;
 mod directory_read;
 mod observe;
+mod patch_log;
 mod report;
 mod scope;
 
@@ -29,8 +30,9 @@ use crate::subject::Subject;
 
 use crate::leader::Leadership;
 pub use bookkeeping::MAX_FAILURE_BACKOFF;
-use directory_read::{DirectoryRead, SnapshotSlot};
+use directory_read::{DirectoryRead, Snapshot, SnapshotSlot};
 use observe::Observation;
+use patch_log::PatchLog;
 pub use report::RunReport;
 
 #[derive(Clone, Debug)]
@@ -73,6 +75,11 @@ pub struct Engine {
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
     snapshot: tokio::sync::Mutex<SnapshotSlot>,
+    /// Held by a run from its read of Authentik to its patch of the
+    /// snapshot, so patches land in the order they were read.
+    patch_turn: tokio::sync::Mutex<()>,
+    /// Patches made while whole reads are under way.
+    patch_log: Arc<std::sync::Mutex<PatchLog>>,
     /// Whether this instance runs jobs (health and status show it).
     leadership: Leadership,
 }
@@ -87,6 +94,8 @@ pub struct Prepared {
     user_count: usize,
     plausible: bool,
     observe_doveadm_execs: u64,
+    /// The first directory patch made after this run's read.
+    patches_from: u64,
 }
 
 /// Objects whose change failed for good and waits out its backoff, for
@@ -133,6 +142,8 @@ impl Engine {
             config,
             locks: KeyedLocks::default(),
             snapshot: tokio::sync::Mutex::default(),
+            patch_turn: tokio::sync::Mutex::default(),
+            patch_log: Default::default(),
             leadership: Leadership::sole(),
         }
     }
@@ -159,10 +170,23 @@ impl Engine {
         &self.adapters
     }
 
-    /// Reads, observes and plans without changing anything.
-    #[tracing::instrument(skip_all, fields(subject = %subject))]
+    /// Reads, observes and plans without changing anything, the directory
+    /// snapshot included (`coordinator plan`, `explain`).
     pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
-        let (directory, read) = self.read_directory(subject).await?;
+        self.prepare_for(subject, force, Snapshot::Leave).await
+    }
+
+    /// [`Self::prepare`]; a run's ([`Snapshot::Keep`]) also keeps what it
+    /// read of the directory for the runs after it.
+    #[tracing::instrument(skip_all, fields(subject = %subject))]
+    async fn prepare_for(
+        &self,
+        subject: &Subject,
+        force: bool,
+        snapshot: Snapshot,
+    ) -> Result<Prepared> {
+        let (directory, read) = self.read_directory(subject, snapshot).await?;
+        let patches_from = read.patches_from();
         let user_count = directory.all_users.len();
         let group_count = directory.groups.len();
         let desired = {
@@ -188,10 +212,15 @@ impl Engine {
             guards.hold_reason = reason;
         }
         let plausible = guards.allow_removals;
-        if let DirectoryRead::Whole { read_at_millis } = read
+        if let DirectoryRead::Whole {
+            read_at_millis,
+            read,
+        } = read
             && plausible
+            && snapshot == Snapshot::Keep
         {
-            self.keep_snapshot(&directory, read_at_millis).await?;
+            self.keep_snapshot(&directory, read_at_millis, &read)
+                .await?;
         }
         let ledger = self.store.ledger_rows(None).await?;
         let scope = self.scope(subject, &directory, &ledger).await?;
@@ -230,28 +259,39 @@ impl Engine {
             user_count,
             plausible,
             observe_doveadm_execs,
+            patches_from,
         })
     }
 
     /// A full run: prepare, then apply under per-user locks.
     #[tracing::instrument(skip_all, fields(job_id, subject = %subject))]
     pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
-        let prepared = self.prepare(subject, force).await?;
-        let lock_keys: BTreeSet<String> = if subject.is_sweep() {
-            // Sweeps already run alone (the queue guarantees it).
-            BTreeSet::new()
-        } else {
-            prepared
-                .scope_users
-                .iter()
-                .map(|u| format!("user:{u}"))
-                .chain(["aliases".to_owned()])
-                .collect()
+        let mut prepared = self.prepare_for(subject, force, Snapshot::Keep).await?;
+        let mut replans = 0;
+        // Planning happens before the locks. A run whose users a newer read
+        // changed meanwhile plans again: that read's run may have applied
+        // already, and this plan would undo it (a grant revoked from a
+        // stale view). One that reads after the locks are held applies
+        // after this run, so its view wins either way.
+        let _held = loop {
+            let held = self.locks.lock_all(&lock_keys(subject, &prepared)).await;
+            if subject.is_sweep() || !self.overtaken(&prepared) {
+                break held;
+            }
+            drop(held);
+            if replans == MAX_REPLANS {
+                return Err(crate::error::Error::Overtaken(format!(
+                    "newer directory reads changed this run's users {} times in a row",
+                    replans + 1
+                )));
+            }
+            replans += 1;
+            info!(
+                replans,
+                "a newer directory read changed this run's users: planning again"
+            );
+            prepared = self.prepare_for(subject, force, Snapshot::Keep).await?;
         };
-        let _held = self.locks.lock_all(&lock_keys).await;
-        // Planning happened before the lock; plan again if someone else ran
-        // in between? Not needed: every step is idempotent on the agent side
-        // and re-checked there (existing names, markers, current lists).
         // A run that removes anything (from a target or from the ledger)
         // first snapshots the state DB, so a wrong removal can be undone.
         let removes = prepared
@@ -291,6 +331,26 @@ impl Engine {
         );
         Ok(report)
     }
+}
+
+/// How often a run plans again because newer reads changed its users.
+/// Each time costs a read of the subject (a few requests); past this, the
+/// run fails as transient and its job is retried later, rather than apply
+/// a plan that may be stale.
+const MAX_REPLANS: usize = 3;
+
+/// The per-user locks a run holds while it applies, and `aliases` (group
+/// aliases span users). Sweeps already run alone (the queue guarantees it).
+fn lock_keys(subject: &Subject, prepared: &Prepared) -> BTreeSet<String> {
+    if subject.is_sweep() {
+        return BTreeSet::new();
+    }
+    prepared
+        .scope_users
+        .iter()
+        .map(|u| format!("user:{u}"))
+        .chain(["aliases".to_owned()])
+        .collect()
 }
 
 /// Runs CPU-bound work over the whole directory (desired state, the plan)

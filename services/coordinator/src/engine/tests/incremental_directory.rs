@@ -247,3 +247,186 @@ async fn without_a_max_age_every_run_reads_the_whole_directory() {
         ["users", "groups", "users", "groups"]
     );
 }
+
+/// The groups alice (pk 1) is in, as the state DB's snapshot holds them.
+async fn stored_groups_of_alice(w: &World) -> Vec<String> {
+    let stored = w.engine.store().load_directory().await.unwrap().unwrap();
+    let alice = stored.users.into_iter().find(|u| u.pk == 1).unwrap();
+    alice.groups
+}
+
+/// A whole read lists for a while. A webhook patched in meanwhile is newer
+/// than what the listing saw of the same user, and the listing, once kept
+/// as the snapshot, must not undo it.
+#[tokio::test]
+async fn a_patch_made_while_a_whole_read_lists_outlives_that_read() {
+    let w = world().await;
+    // Enough people that one leaving is not a drop the guards hold.
+    for pk in 3..=6 {
+        w.directory
+            .add_user(pk, &format!("u{pk}"), &format!("u{pk}@example.com"));
+    }
+    w.sweep().await;
+    // bob is deleted: his webhook means a whole read, whose listing of
+    // users is taken now (alice in no group) and answered later.
+    let listing = w.directory.hold("users");
+    w.directory.users.lock().unwrap().retain(|u| u.pk != 2);
+    let bob = user_run("bob");
+    let whole = w.engine.run(2, &bob, false);
+    let meanwhile = async {
+        listing.entered.notified().await;
+        w.directory.set_members(GROUP, &[1]);
+        w.engine.run(3, &user_run("alice"), false).await.unwrap();
+        assert_eq!(w.delegates(), ["alice@example.com"]);
+        listing.release.notify_one();
+    };
+    let (whole, ()) = tokio::join!(whole, meanwhile);
+    whole.unwrap();
+    assert_eq!(stored_groups_of_alice(&w).await, [GROUP]);
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+}
+
+/// Two webhooks about one membership, run side by side: desk's run read
+/// desk before alice joined, alice's run read her after. Whatever order
+/// the runs finish in, the snapshot ends with what was read last.
+#[tokio::test]
+async fn patches_land_in_the_order_they_were_read() {
+    let w = world().await;
+    w.sweep().await;
+    w.directory.take_calls();
+    let desk_read = w.directory.hold(&format!("group:{GROUP}"));
+    let joined = tokio::sync::Notify::new();
+    let desk = Subject::Group(GROUP.into());
+    let desk_run = w.engine.run(2, &desk, false);
+    let alice_run = async {
+        joined.notified().await;
+        w.engine.run(3, &user_run("alice"), false).await.unwrap();
+    };
+    let meanwhile = async {
+        desk_read.entered.notified().await;
+        w.directory.set_members(GROUP, &[1]);
+        joined.notify_one();
+        // Every chance for alice's run to read (and patch) before desk's
+        // run patches what it read earlier. It must wait its turn instead.
+        let read_early = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            w.directory.called_with("user:1"),
+        )
+        .await
+        .is_ok();
+        desk_read.release.notify_one();
+        read_early
+    };
+    let (desk_run, (), read_early) = tokio::join!(desk_run, alice_run, meanwhile);
+    desk_run.unwrap();
+    assert!(
+        !read_early,
+        "alice was read while desk's read was not patched in"
+    );
+    assert_eq!(
+        w.directory.take_calls(),
+        [format!("group:{GROUP}"), "user:1".to_owned()]
+    );
+    assert_eq!(stored_groups_of_alice(&w).await, [GROUP]);
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+}
+
+/// `coordinator plan` and `explain` read, and change neither the snapshot
+/// in memory nor its rows: another instance, or a run later, would trust
+/// what a preview wrote.
+#[tokio::test]
+async fn a_preview_leaves_the_snapshot_as_it_was() {
+    let w = world().await;
+    w.sweep().await;
+    w.directory.set_members(GROUP, &[1]);
+    let before = w.engine.store().write_turns();
+    let preview = w.engine.prepare(&user_run("alice"), false).await.unwrap();
+    assert!(!preview.plan.steps.is_empty(), "alice's grant is pending");
+    let preview = w.engine.prepare(&Subject::All, false).await.unwrap();
+    assert!(!preview.plan.steps.is_empty());
+    assert_eq!(w.engine.store().write_turns(), before);
+    assert!(stored_groups_of_alice(&w).await.is_empty());
+    assert!(w.delegates().is_empty());
+
+    // A run afterwards patches from what it reads itself.
+    w.directory.take_calls();
+    w.engine
+        .run(2, &Subject::Group(GROUP.into()), false)
+        .await
+        .unwrap();
+    assert_eq!(w.directory.take_calls(), [format!("group:{GROUP}")]);
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+}
+
+/// A group webhook that lists members the snapshot has never seen also
+/// reads the unknown groups they are in: without them, what those groups
+/// inherit from known ones would be missing from the plan.
+#[tokio::test]
+async fn a_group_webhook_reads_the_unknown_groups_of_new_members() {
+    const STAFF: &str = "00000000-0000-0000-0000-00000000000c";
+    let w = world().await;
+    w.directory.add_group(STAFF, "staff", json!({}));
+    w.sweep().await;
+    w.directory.take_calls();
+    // carol is new, in staff and in desk-team, a new child of desk.
+    w.directory.add_user(3, "carol", "carol@example.com");
+    w.directory.add_group(NEW_GROUP, "desk-team", json!({}));
+    for group in w.directory.groups.lock().unwrap().iter_mut() {
+        if group.pk == NEW_GROUP {
+            group.parents = Some(vec![GROUP.to_owned()]);
+        }
+    }
+    w.directory.set_members(STAFF, &[3]);
+    w.directory.set_members(NEW_GROUP, &[3]);
+    w.engine
+        .run(2, &Subject::Group(STAFF.into()), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.directory.take_calls(),
+        [
+            format!("group:{STAFF}"),
+            format!("group_members:{STAFF}"),
+            format!("group:{NEW_GROUP}"),
+        ]
+    );
+    assert_eq!(w.delegates(), ["carol@example.com"], "desk ← desk-team");
+}
+
+/// alice leaves desk and joins again at once. desk's run (from the leave)
+/// read desk without her and planned her revoke; alice's run (from the
+/// join) read her back in and ran to the end meanwhile. desk's run must
+/// not then apply its revoke: it plans again and finds nothing to do.
+#[tokio::test]
+async fn a_run_whose_users_a_newer_read_changed_plans_again() {
+    let w = world().await;
+    w.directory.set_members(GROUP, &[1]);
+    w.sweep().await;
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    w.directory.take_calls();
+
+    w.directory.set_members(GROUP, &[]);
+    let observe = Arc::new(crate::testsuite::Hold::default());
+    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
+    let desk = Subject::Group(GROUP.into());
+    let desk_run = w.engine.run(2, &desk, false);
+    let meanwhile = async {
+        // desk's run has read and planned from desk without alice.
+        observe.entered.notified().await;
+        w.directory.set_members(GROUP, &[1]);
+        w.engine.run(3, &user_run("alice"), false).await.unwrap();
+        observe.release.notify_one();
+    };
+    let (desk_run, ()) = tokio::join!(desk_run, meanwhile);
+    let report = desk_run.unwrap();
+    assert_eq!(w.delegates(), ["alice@example.com"], "{report:?}");
+    assert_eq!(
+        w.directory.take_calls(),
+        [
+            format!("group:{GROUP}"),
+            "user:1".to_owned(),
+            format!("group:{GROUP}"),
+        ],
+        "desk read again after alice's read"
+    );
+}

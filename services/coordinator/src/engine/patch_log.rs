@@ -1,0 +1,169 @@
+//! Patches of the directory snapshot, numbered (issue 12 and the review
+//! of its incremental directory): which ones a whole read under way must
+//! apply again on top of its listing, and which patch last changed each
+//! user, so a run can tell that a newer read overtook it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::directory::{Patch, Touched};
+
+/// The patches made while whole reads are under way, numbered, so that
+/// each whole read can apply those made after it began. Kept only while a
+/// whole read that began before them is under way.
+///
+/// It also knows which patch last changed each user, so a run can tell
+/// whether a read newer than its own changed one of its users before it
+/// held them (`Engine::overtaken`).
+#[derive(Default)]
+pub(super) struct PatchLog {
+    pub(super) next: u64,
+    /// Where each whole read under way began in the numbering.
+    whole_reads: Vec<u64>,
+    patches: Vec<(u64, Patch)>,
+    /// The patch that last changed each user (by pk), either side of a
+    /// membership.
+    last_change: HashMap<i64, u64>,
+}
+
+impl PatchLog {
+    /// Numbers `patch`, and keeps it for the whole reads under way.
+    pub(super) fn record(&mut self, patch: &Patch) -> u64 {
+        let number = self.next;
+        if !self.whole_reads.is_empty() {
+            self.patches.push((number, patch.clone()));
+        }
+        self.next += 1;
+        number
+    }
+
+    pub(super) fn changed(&mut self, number: u64, touched: &Touched) {
+        for pk in &touched.users {
+            self.last_change.insert(*pk, number);
+        }
+    }
+
+    /// Whether a patch numbered `from` or later changed any of `users`.
+    pub(super) fn changed_since(&self, from: u64, mut users: impl Iterator<Item = i64>) -> bool {
+        users.any(|pk| self.last_change.get(&pk).is_some_and(|n| *n >= from))
+    }
+
+    fn since(&self, start: u64) -> Vec<Patch> {
+        self.patches
+            .iter()
+            .filter(|(n, _)| *n >= start)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn end(&mut self, start: u64) {
+        if let Some(i) = self.whole_reads.iter().position(|s| *s == start) {
+            self.whole_reads.swap_remove(i);
+        }
+        match self.whole_reads.iter().min() {
+            Some(&oldest) => self.patches.retain(|(n, _)| *n >= oldest),
+            None => self.patches.clear(),
+        }
+    }
+}
+
+/// A whole read under way: patches made from now on are logged for it
+/// until it is dropped.
+pub(super) struct WholeRead {
+    log: Arc<std::sync::Mutex<PatchLog>>,
+    pub(super) start: u64,
+}
+
+impl WholeRead {
+    pub(super) fn begin(log: &Arc<std::sync::Mutex<PatchLog>>) -> Self {
+        let mut entries = lock(log);
+        let start = entries.next;
+        entries.whole_reads.push(start);
+        Self {
+            log: log.clone(),
+            start,
+        }
+    }
+
+    pub(super) fn patches_since_start(&self) -> Vec<Patch> {
+        lock(&self.log).since(self.start)
+    }
+}
+
+impl Drop for WholeRead {
+    fn drop(&mut self) {
+        lock(&self.log).end(self.start);
+    }
+}
+
+pub(super) fn lock(log: &std::sync::Mutex<PatchLog>) -> std::sync::MutexGuard<'_, PatchLog> {
+    // Every critical section leaves the log whole: a panic elsewhere
+    // cannot have broken it.
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch_of(pk: i64) -> Patch {
+        let user = serde_json::from_value(serde_json::json!({
+            "pk": pk, "username": format!("u{pk}"), "email": format!("u{pk}@x.org"),
+            "is_active": true, "type": "internal", "attributes": {},
+        }))
+        .unwrap();
+        Patch {
+            users: vec![user],
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn a_whole_read_gets_the_patches_made_after_it_began_and_they_go_with_it() {
+        let log = Arc::new(std::sync::Mutex::new(PatchLog::default()));
+        lock(&log).record(&patch_of(1)); // before any whole read: not kept
+        let first = WholeRead::begin(&log);
+        lock(&log).record(&patch_of(2));
+        let second = WholeRead::begin(&log);
+        lock(&log).record(&patch_of(3));
+        let pks = |patches: Vec<Patch>| -> Vec<i64> {
+            patches
+                .iter()
+                .flat_map(|p| p.users.iter().map(|u| u.pk))
+                .collect()
+        };
+        assert_eq!(pks(first.patches_since_start()), [2, 3]);
+        assert_eq!(pks(second.patches_since_start()), [3]);
+        drop(first);
+        assert_eq!(lock(&log).patches.len(), 1, "only what the second needs");
+        drop(second);
+        assert!(lock(&log).patches.is_empty());
+        assert!(lock(&log).whole_reads.is_empty());
+    }
+
+    #[test]
+    fn a_user_changed_by_a_later_patch_is_seen_as_overtaken() {
+        let mut log = PatchLog::default();
+        let mine = log.record(&patch_of(1));
+        log.changed(
+            mine,
+            &Touched {
+                users: [1].into(),
+                groups: Default::default(),
+            },
+        );
+        let from = mine + 1;
+        assert!(!log.changed_since(from, [1, 2].into_iter()), "my own patch");
+        let theirs = log.record(&patch_of(2));
+        log.changed(
+            theirs,
+            &Touched {
+                users: [2].into(),
+                groups: Default::default(),
+            },
+        );
+        assert!(log.changed_since(from, [1, 2].into_iter()));
+        assert!(!log.changed_since(from, [1, 3].into_iter()));
+    }
+}
