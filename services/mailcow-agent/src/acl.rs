@@ -19,6 +19,19 @@ pub struct AclChange {
     pub folders: BTreeSet<String>,
 }
 
+/// An owner or grantee doveadm takes as exactly one user: a plain address
+/// without `*`, which an address may hold but `doveadm -u` reads as a mask
+/// of users (as it would `?`, which no address holds).
+pub fn one_user<'a>(what: &str, value: &'a str) -> Result<&'a str, Error> {
+    let value = crate::address::plain(what, value)?;
+    if value.contains('*') {
+        return Err(Error::Permanent(format!(
+            "invalid {what} {value:?}: doveadm reads `*` as a mask of users"
+        )));
+    }
+    Ok(value)
+}
+
 /// The operations `change` needs on the folders in `acls`.
 fn ops_for(change: &AclChange, acls: &OwnerAcls) -> Vec<AclOp> {
     acls.rights_of(&change.grantee)
@@ -389,6 +402,24 @@ mod tests {
         let dovecot = Dovecot::new(Arc::new(Scripted(Mutex::new(outputs))), "doveadm");
         let mut report = apply_owner(&dovecot, "o@x.org", &[c], false).await;
         report.results.remove(0)
+    }
+
+    #[test]
+    fn an_owner_or_grantee_names_one_user() {
+        assert_eq!(one_user("owner", "o@x.org").unwrap(), "o@x.org");
+        for bad in [
+            "",
+            " o@x.org",
+            "*@x.org",
+            "o*@x.org",
+            "o?@x.org",
+            "o",
+            "a b@x.org",
+        ] {
+            let err = one_user("grantee", bad).unwrap_err();
+            assert_eq!(err.outcome(), Outcome::Permanent, "{bad:?}");
+            assert!(err.to_string().contains("invalid grantee"), "{err}");
+        }
     }
 
     #[tokio::test]

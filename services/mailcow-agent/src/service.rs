@@ -205,15 +205,10 @@ fn split(changes: Vec<MailcowChange>) -> Split {
                 continue;
             }
         };
-        if owner.trim().is_empty() || acl_change.grantee.trim().is_empty() {
-            invalid.push((
-                i,
-                failed(
-                    &acl_change.id,
-                    Outcome::Permanent,
-                    "owner or grantee is empty".into(),
-                ),
-            ));
+        if let Err(e) = acl::one_user("owner", &owner)
+            .and_then(|_| acl::one_user("grantee", &acl_change.grantee))
+        {
+            invalid.push((i, failed(&acl_change.id, e.outcome(), e.to_string())));
             continue;
         }
         acls.entry(owner.to_ascii_lowercase())
