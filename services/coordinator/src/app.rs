@@ -135,11 +135,20 @@ pub async fn run(config: Config) -> Result<()> {
     >(router)
     .await
     .map_err(|e| Error::Config(e.to_string()))?;
+    if config.operator_token_in_the_clear() {
+        warn!(
+            addr = %config.grpc_listen,
+            "the operator gRPC port is plaintext HTTP/2: the admin token crosses the network in \
+             the clear unless only loopback or a private network reaches this address; \
+             GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE turn on TLS"
+        );
+    }
     let grpc_shutdown = shutdown.clone();
     let grpc_result = grpc::serve(
         router,
         config.grpc_listen,
         &config.grpc_limits,
+        config.grpc_transport.clone(),
         async move {
             tokio::select! {
                 _ = grpc::shutdown_signal() => {}

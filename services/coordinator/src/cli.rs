@@ -6,8 +6,9 @@
 //! ```sh
 //! coordinator plan [--subject sweep|user:alice|group:support] [--json]
 //! coordinator explain alice [--json]
+//! coordinator explain alice --url https://coordinator:50050 --ca-file tls/ca.pem
 //! coordinator healthcheck [--url http://127.0.0.1:5000/healthz]
-//! coordinator certs --out DIR --agent mailcow-agent[=SAN,SAN…]… [--days N] [--force]
+//! coordinator certs --out DIR --agent mailcow-agent[=SAN,SAN…]… [--server coordinator-grpc[=SAN…]] [--days N] [--force]
 //! ```
 //!
 //! `plan` exits 0 when everything is in sync, 2 when changes are pending
@@ -23,6 +24,7 @@ use reconciler_proto::coordinator::{
 };
 use reconciler_runtime::auth::SendToken;
 use reconciler_runtime::secrets::read_secret;
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 #[derive(Parser)]
 #[command(name = "coordinator", about = "authentik-reconciler's coordinator")]
@@ -65,9 +67,15 @@ pub enum Command {
         /// The directory to write into (made if missing).
         #[arg(long)]
         out: PathBuf,
-        /// An agent's server certificate: `NAME` (valid for NAME, localhost
-        /// and 127.0.0.1) or `NAME=SAN,SAN…` (and those names or addresses).
-        #[arg(long = "agent", value_name = "NAME[=SAN,SAN…]")]
+        /// A server certificate, an agent's or the coordinator's operator
+        /// port's (`--server coordinator-grpc=…`, for GRPC_TLS_CERT_FILE):
+        /// `NAME` (valid for NAME, localhost and 127.0.0.1) or
+        /// `NAME=SAN,SAN…` (and those names or addresses).
+        #[arg(
+            long = "agent",
+            visible_alias = "server",
+            value_name = "NAME[=SAN,SAN…]"
+        )]
         agents: Vec<crate::certs::AgentSpec>,
         /// Days the certificates made now are valid (the CA: at least ten years).
         #[arg(long, default_value_t = 825)]
@@ -91,6 +99,11 @@ pub struct Connect {
         default_value = "http://127.0.0.1:50050"
     )]
     url: String,
+    /// With an `https://` URL: the CA that signed the coordinator's
+    /// `GRPC_TLS_CERT_FILE` (e.g. `ca.pem` from `coordinator certs`);
+    /// without it, the system's trusted roots.
+    #[arg(long, env = "COORDINATOR_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -120,8 +133,27 @@ async fn connect(connect: &Connect) -> Result<Client, String> {
     let token = read_secret(lookup, "ADMIN_TOKEN")
         .map_err(|e| e.to_string())?
         .ok_or("ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is required")?;
-    let channel = tonic::transport::Endpoint::from_shared(connect.url.clone())
-        .map_err(|e| format!("{}: {e}", connect.url))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(connect.url.clone())
+        .map_err(|e| format!("{}: {e}", connect.url))?;
+    if connect.url.starts_with("https://") {
+        let tls = match &connect.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("COORDINATOR_CA_FILE `{}`: {e}", path.display()))?;
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("{}: {e}", connect.url))?;
+    } else if connect.ca_file.is_some() {
+        return Err(format!(
+            "COORDINATOR_CA_FILE is for TLS, but {} is not an https:// URL",
+            connect.url
+        ));
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach the coordinator at {}: {e}", connect.url))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reconciler_runtime::listen::ConnectionLimits;
 use reconciler_runtime::secrets::{Secret, read_secret};
-use reconciler_runtime::tls::ClientTransport;
+use reconciler_runtime::tls::{ClientTransport, ServerTransport};
 
 use crate::error::{Error, Result};
 
@@ -19,6 +19,9 @@ pub struct Config {
     pub http_limits: ConnectionLimits,
     /// `GRPC_MAX_CONNECTIONS`, `GRPC_HANDSHAKE_TIMEOUT_SECONDS`, `GRPC_KEEPALIVE_*`.
     pub grpc_limits: ConnectionLimits,
+    /// `GRPC_TLS_CERT_FILE` and `GRPC_TLS_KEY_FILE`: TLS on the operator
+    /// port; plaintext without them.
+    pub grpc_transport: ServerTransport,
     /// `sqlite://<file>` (the default, one coordinator) or
     /// `postgres://…` (one or more coordinators, one leads). A secret: a
     /// PostgreSQL URL carries the password (`STATE_DB_URL_FILE` reads it
@@ -127,6 +130,13 @@ fn default_instance() -> String {
 }
 
 impl Config {
+    /// The operator port is plaintext and reachable beyond this host: the
+    /// admin token would cross the network in the clear.
+    pub fn operator_token_in_the_clear(&self) -> bool {
+        matches!(self.grpc_transport, ServerTransport::Insecure)
+            && !self.grpc_listen.ip().is_loopback()
+    }
+
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
@@ -197,6 +207,8 @@ impl Config {
             grpc_listen: addr("GRPC_LISTEN", "0.0.0.0:50050")?,
             http_limits: ConnectionLimits::http_from_lookup(&lookup).map_err(Error::Config)?,
             grpc_limits: ConnectionLimits::grpc_from_lookup(&lookup).map_err(Error::Config)?,
+            grpc_transport: ServerTransport::operator_from_lookup(&lookup)
+                .map_err(|e| Error::Config(e.to_string()))?,
             state_db_url: state_db_url(
                 read_secret(&lookup, "STATE_DB_URL")
                     .map_err(|e| Error::Config(e.to_string()))?
@@ -362,6 +374,22 @@ mod tests {
             ("MAILCOW_AGENT_URL", "http://127.0.0.1:50051".to_owned()),
             ("AGENT_INSECURE", "true".to_owned()),
         ])
+    }
+
+    #[test]
+    fn a_plaintext_operator_port_beyond_loopback_is_called_out() {
+        let mut env = base();
+        let config = |env: &HashMap<&str, String>| Config::from_lookup(|k| env.get(k).cloned());
+        assert!(config(&env).unwrap().operator_token_in_the_clear());
+        env.insert("GRPC_LISTEN", "127.0.0.1:50050".into());
+        assert!(!config(&env).unwrap().operator_token_in_the_clear());
+        env.insert("GRPC_LISTEN", "[::1]:50050".into());
+        assert!(!config(&env).unwrap().operator_token_in_the_clear());
+
+        let mut env = base();
+        env.insert("GRPC_TLS_CERT_FILE", "/nonexistent/grpc.pem".into());
+        let err = config(&env).unwrap_err().to_string();
+        assert!(err.contains("GRPC_TLS_KEY_FILE is not"), "{err}");
     }
 
     #[test]

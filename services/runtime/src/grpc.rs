@@ -8,6 +8,7 @@ use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
 use crate::listen::{ConnectionLimits, Establish, LimitedListener};
+use crate::tls::ServerTransport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -92,19 +93,21 @@ pub fn server(limits: &ConnectionLimits) -> tonic::transport::Server<tower::laye
 
 /// Binds `addr` first (so a port conflict is reported before anything else
 /// starts), announces the bound address as `grpc` (port 0 names a free one:
-/// see [`crate::announce`]) and serves `router` until `shutdown` resolves,
-/// under `limits` (connection cap, handshake deadline: see [`crate::listen`]).
+/// see [`crate::announce`]) and serves `router` over `transport` until
+/// `shutdown` resolves, under `limits` (connection cap, handshake deadline:
+/// see [`crate::listen`]).
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
     limits: &ConnectionLimits,
+    transport: ServerTransport,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let (listener, bound) = bind(addr, limits, Establish::Http2Preface).await?;
+    let (listener, bound) = bind(addr, limits, transport.establish()).await?;
     crate::announce::announce("grpc", bound).map_err(ServeError::Announce)?;
-    tracing::info!(addr = %bound, "gRPC listening");
+    tracing::info!(addr = %bound, transport = transport.mode(), "gRPC listening");
     router
-        .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
+        .serve_with_incoming_shutdown(transport.incoming(listener), shutdown)
         .await?;
     Ok(())
 }

@@ -10,6 +10,11 @@
 //! Plaintext HTTP/2 is only served or spoken with `AGENT_INSECURE=true`;
 //! without TLS settings and without it, the process refuses to start.
 //!
+//! The coordinator's own gRPC port (operators, with the admin token) serves
+//! TLS without asking for a client certificate when `GRPC_TLS_CERT_FILE`
+//! and `GRPC_TLS_KEY_FILE` are set ([`ServerTransport::operator_from_lookup`]):
+//! the token then never crosses the network in the clear.
+//!
 //! Agents run the TLS handshake themselves (tokio-rustls, not tonic's
 //! `tls_config`) for two reasons: rustls checks the client's name inside
 //! the handshake, so a wrong certificate never reaches a service; and the
@@ -45,6 +50,9 @@ pub const AGENT_CLIENT_NAME: &str = "AGENT_TLS_CLIENT_NAME";
 pub const COORDINATOR_CA: &str = "AGENT_TLS_CA_FILE";
 pub const COORDINATOR_CERT: &str = "COORDINATOR_TLS_CERT_FILE";
 pub const COORDINATOR_KEY: &str = "COORDINATOR_TLS_KEY_FILE";
+/// The coordinator's operator port: its certificate and key.
+pub const OPERATOR_CERT: &str = "GRPC_TLS_CERT_FILE";
+pub const OPERATOR_KEY: &str = "GRPC_TLS_KEY_FILE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -55,6 +63,14 @@ pub enum TlsError {
         .0.join(", ")
     )]
     Missing(Vec<&'static str>),
+    #[error(
+        "{set} is set but {missing} is not: the coordinator's gRPC port serves TLS with both \
+         (or plaintext with neither)"
+    )]
+    Half {
+        set: &'static str,
+        missing: &'static str,
+    },
     #[error("{INSECURE}=true and {0} are both set: choose TLS or plaintext")]
     Both(String),
     #[error("{INSECURE}: expected true or false, got `{0}`")]
@@ -172,12 +188,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::clone(&PROVIDER)
 }
 
-/// How an agent's gRPC listener is reached.
+/// How a gRPC listener is reached.
 #[derive(Clone)]
 pub enum ServerTransport {
-    /// TLS, with a client certificate required.
+    /// TLS, with a client certificate required (an agent).
     MutualTls(Arc<rustls::ServerConfig>),
-    /// Plaintext HTTP/2 (`AGENT_INSECURE=true`).
+    /// TLS, no client certificate asked for: the caller proves itself with
+    /// its token (the coordinator's operator port).
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plaintext HTTP/2 (`AGENT_INSECURE=true`; the coordinator's operator
+    /// port without `GRPC_TLS_*`).
     Insecure,
 }
 
@@ -217,6 +237,35 @@ impl ServerTransport {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
     }
 
+    /// The coordinator's operator port: TLS from `GRPC_TLS_CERT_FILE` and
+    /// `GRPC_TLS_KEY_FILE` (both, or neither for plaintext).
+    pub fn operator_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TlsError> {
+        match (lookup(OPERATOR_CERT), lookup(OPERATOR_KEY)) {
+            (None, None) => Ok(Self::Insecure),
+            (Some(_), None) => Err(TlsError::Half {
+                set: OPERATOR_CERT,
+                missing: OPERATOR_KEY,
+            }),
+            (None, Some(_)) => Err(TlsError::Half {
+                set: OPERATOR_KEY,
+                missing: OPERATOR_CERT,
+            }),
+            (Some(cert), Some(key)) => Self::server_tls(
+                PemFile::read(OPERATOR_CERT, &cert)?.certificates()?,
+                PemFile::read(OPERATOR_KEY, &key)?.private_key()?,
+            ),
+        }
+    }
+
+    /// Presents `chain`; asks the client for no certificate.
+    pub fn server_tls(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
+        let config = server_builder()?.with_no_client_auth();
+        Ok(Self::Tls(presenting(config, chain, key)?))
+    }
+
     /// Presents `chain` and requires a client certificate chaining to
     /// `client_roots` (and valid for `client_name`, when given).
     pub fn mutual_tls(
@@ -225,10 +274,9 @@ impl ServerTransport {
         client_roots: RootCertStore,
         client_name: Option<ServerName<'static>>,
     ) -> Result<Self, TlsError> {
-        let setup = |e: &dyn std::fmt::Display| TlsError::Setup(e.to_string());
         let verifier = WebPkiClientVerifier::builder_with_provider(client_roots.into(), provider())
             .build()
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
         let verifier: Arc<dyn ClientCertVerifier> = match client_name {
             Some(name) => Arc::new(NamedClient {
                 inner: verifier,
@@ -236,21 +284,15 @@ impl ServerTransport {
             }),
             None => verifier,
         };
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| setup(&e))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| setup(&e))?;
-        // gRPC clients insist on HTTP/2 being negotiated.
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self::MutualTls(Arc::new(config)))
+        let config = server_builder()?.with_client_cert_verifier(verifier);
+        Ok(Self::MutualTls(presenting(config, chain, key)?))
     }
 
-    /// `mtls` or `insecure`, for logs and health.
+    /// `mtls`, `tls` or `insecure`, for logs and health.
     pub fn mode(&self) -> &'static str {
         match self {
             Self::MutualTls(_) => "mtls",
+            Self::Tls(_) => "tls",
             Self::Insecure => "insecure",
         }
     }
@@ -260,7 +302,7 @@ impl ServerTransport {
     /// are a ClientHello, so the completed handshake does ([`Self::incoming`]).
     pub(crate) fn establish(&self) -> Establish {
         match self {
-            Self::MutualTls(_) => Establish::ByServer,
+            Self::MutualTls(_) | Self::Tls(_) => Establish::ByServer,
             Self::Insecure => Establish::Http2Preface,
         }
     }
@@ -274,7 +316,7 @@ impl ServerTransport {
     ) -> BoxStream<'static, Result<Connection, io::Error>> {
         match self {
             Self::Insecure => listener.into_incoming().map_ok(Connection::Plain).boxed(),
-            Self::MutualTls(config) => {
+            Self::MutualTls(config) | Self::Tls(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let deadline = listener.limits().handshake_timeout;
                 // The listener's cap already bounds handshakes; one slot more
@@ -290,6 +332,29 @@ impl ServerTransport {
             }
         }
     }
+}
+
+/// A server configuration on the one provider, with rustls's safe protocol
+/// versions.
+fn server_builder()
+-> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, TlsError> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))
+}
+
+/// `config` presenting `chain`, speaking HTTP/2 only.
+fn presenting(
+    config: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = config
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    // gRPC clients insist on HTTP/2 being negotiated.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 async fn handshake(
@@ -605,6 +670,39 @@ mod tests {
             ServerTransport::from_lookup(lookup(&env)).unwrap_err(),
             TlsError::Flag(_)
         ));
+    }
+
+    #[test]
+    fn the_operator_port_is_tls_with_both_files_plaintext_with_neither() {
+        let env = HashMap::new();
+        assert_eq!(
+            ServerTransport::operator_from_lookup(lookup(&env))
+                .unwrap()
+                .mode(),
+            "insecure"
+        );
+        // AGENT_INSECURE is about agents; it neither asks for nor forbids
+        // TLS here.
+        let env = HashMap::from([(INSECURE, "true")]);
+        assert!(ServerTransport::operator_from_lookup(lookup(&env)).is_ok());
+
+        for (set, missing) in [(OPERATOR_CERT, OPERATOR_KEY), (OPERATOR_KEY, OPERATOR_CERT)] {
+            let env = HashMap::from([(set, "/x.pem")]);
+            let err = ServerTransport::operator_from_lookup(lookup(&env)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("{missing} is not")), "{text}");
+        }
+
+        let env = HashMap::from([
+            (OPERATOR_CERT, "/nonexistent/grpc.pem"),
+            (OPERATOR_KEY, "/nonexistent/grpc-key.pem"),
+        ]);
+        let err = ServerTransport::operator_from_lookup(lookup(&env)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(OPERATOR_CERT) && text.contains("/nonexistent/grpc.pem"),
+            "{text}"
+        );
     }
 
     #[test]

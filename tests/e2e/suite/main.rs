@@ -24,6 +24,7 @@ mod metrics;
 mod mtls;
 mod nextcloud;
 mod nextcloud_db;
+mod operator_tls;
 mod request_floor;
 mod safety;
 mod sogo;
