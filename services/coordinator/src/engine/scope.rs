@@ -47,6 +47,27 @@ impl Engine {
                         .map(|r| r.username.clone())
                         .filter(|u| !u.is_empty()),
                 );
+                // And everyone it ties to a group above this one who is no
+                // longer among that group's members: someone who left this
+                // group (or one below it) and held the ancestor's grants
+                // through it. Their rows name the ancestor, not this group.
+                for above in directory.ancestors(&id).into_iter().filter(|g| *g != id) {
+                    let members: BTreeSet<&str> = directory
+                        .effective_members(&above)
+                        .iter()
+                        .filter_map(|pk| directory.people.get(pk))
+                        .map(|p| p.username.as_str())
+                        .collect();
+                    users.extend(
+                        ledger
+                            .iter()
+                            .filter(|r| r.groups.iter().any(|g| g == above))
+                            .filter(|r| {
+                                !r.username.is_empty() && !members.contains(r.username.as_str())
+                            })
+                            .map(|r| r.username.clone()),
+                    );
+                }
                 Scope::Users(users)
             }
         })

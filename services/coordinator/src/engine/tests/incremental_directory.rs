@@ -371,11 +371,7 @@ async fn a_group_webhook_reads_the_unknown_groups_of_new_members() {
     // carol is new, in staff and in desk-team, a new child of desk.
     w.directory.add_user(3, "carol", "carol@example.com");
     w.directory.add_group(NEW_GROUP, "desk-team", json!({}));
-    for group in w.directory.groups.lock().unwrap().iter_mut() {
-        if group.pk == NEW_GROUP {
-            group.parents = Some(vec![GROUP.to_owned()]);
-        }
-    }
+    w.directory.set_parents(NEW_GROUP, &[GROUP]);
     w.directory.set_members(STAFF, &[3]);
     w.directory.set_members(NEW_GROUP, &[3]);
     w.engine
@@ -429,4 +425,26 @@ async fn a_run_whose_users_a_newer_read_changed_plans_again() {
         ],
         "desk read again after alice's read"
     );
+}
+
+/// alice holds desk's grant through desk-team, a group below desk. She
+/// leaves desk-team, and only desk-team's webhook comes: her ledger row
+/// names desk, yet that webhook must take the grant back, not the next
+/// sweep.
+#[tokio::test]
+async fn leaving_a_group_below_the_granting_one_revokes_at_that_groups_webhook() {
+    let w = world().await;
+    w.directory.add_group(NEW_GROUP, "desk-team", json!({}));
+    w.directory.set_parents(NEW_GROUP, &[GROUP]);
+    w.directory.set_members(NEW_GROUP, &[1]);
+    w.directory.set_members(GROUP, &[2]);
+    w.sweep().await;
+    assert_eq!(w.delegates(), ["alice@example.com", "bob@example.com"]);
+
+    w.directory.set_members(NEW_GROUP, &[]);
+    w.engine
+        .run(2, &Subject::Group(NEW_GROUP.into()), false)
+        .await
+        .unwrap();
+    assert_eq!(w.delegates(), ["bob@example.com"], "bob is still in desk");
 }
