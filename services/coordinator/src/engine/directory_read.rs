@@ -19,16 +19,17 @@ use crate::authentik::{UserField, normalize_uuid};
 use crate::directory::{Directory, Patch, Touched};
 
 use super::patch_log::{WholeRead, lock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::now_millis;
 
 /// The directory the last whole read gave, patched since, and what the
 /// state DB holds of it.
 ///
 /// Three rules keep a patch from being lost or undone by an older read:
-/// - Patching runs read Authentik and patch one at a time
-///   ([`Engine::read_directory`] holds `patch_turn` across both), so the
-///   patch applied last is the one read last.
+/// - Runs read Authentik side by side, but a patch whose objects another
+///   patch changed after this read began is not applied: the run reads
+///   again ([`Engine::read_directory`]), so of two reads of one object the
+///   one applied last began after the other was applied.
 /// - A whole read lists for a while; a patch made meanwhile may be newer
 ///   than what the listing saw of the same objects. Such patches are
 ///   logged ([`PatchLog`](super::patch_log::PatchLog)) and applied again
@@ -44,6 +45,10 @@ pub(super) struct SnapshotSlot {
     /// A hash of each stored row; `None` when unknown (a whole replace).
     stored: Option<StoredRows>,
 }
+
+/// How often a run reads its subject again because a newer read of the
+/// same objects was applied first; past this it fails as transient.
+const MAX_REREADS: usize = 3;
 
 /// Hashes of the snapshot rows as stored, to write only the rows a new
 /// whole read changed: a sweep that finds the directory as it was holds
@@ -151,25 +156,32 @@ impl Engine {
         subject: &Subject,
         snapshot: Snapshot,
     ) -> Result<(Arc<Directory>, DirectoryRead)> {
-        if !subject.is_sweep() {
-            // One patching run at a time from its read to its patch (see
-            // [`SnapshotSlot`]); a preview changes nothing and needs no turn.
-            let _turn = match snapshot {
-                Snapshot::Keep => Some(self.patch_turn.lock().await),
-                Snapshot::Leave => None,
+        let mut attempts = 0;
+        while !subject.is_sweep() {
+            // Patches numbered from here on came after this read began.
+            let from = lock(&self.patch_log).next;
+            let Some(known) = self.fresh_snapshot().await? else {
+                break;
             };
-            if let Some(known) = self.fresh_snapshot().await?
-                && let Some(patch) = self.read_subject(subject, &known).await?
-            {
-                let (directory, next) = match snapshot {
-                    Snapshot::Keep => self.patch_snapshot(known, patch).await?,
-                    Snapshot::Leave => {
-                        let mut directory = (*known).clone();
-                        directory.apply(patch);
-                        (Arc::new(directory), lock(&self.patch_log).next)
-                    }
-                };
+            let Some(patch) = self.read_subject(subject, &known).await? else {
+                break;
+            };
+            if snapshot == Snapshot::Leave {
+                let mut directory = (*known).clone();
+                directory.apply(patch);
+                let next = lock(&self.patch_log).next;
+                return Ok((Arc::new(directory), DirectoryRead::Patched { next }));
+            }
+            if let Some((directory, next)) = self.patch_snapshot(known, patch, from).await? {
                 return Ok((directory, DirectoryRead::Patched { next }));
+            }
+            // A patch read after this one began changed its objects first.
+            attempts += 1;
+            if attempts > MAX_REREADS {
+                return Err(Error::Overtaken(format!(
+                    "other webhooks changed {subject}'s directory objects during each of \
+                     {attempts} reads"
+                )));
             }
         }
         let read = WholeRead::begin(&self.patch_log);
@@ -380,27 +392,37 @@ impl Engine {
         lock(&self.patch_log).changed_since(prepared.patches_from, users)
     }
 
-    /// Applies `patch` to the snapshot and writes the rows it changed; the
-    /// directory to plan from, and the number the next patch gets.
+    /// Applies `patch`, read after patch number `from` was applied, to the
+    /// snapshot and writes the rows it changed: the directory to plan from,
+    /// and the number the next patch gets. `None`, and nothing applied,
+    /// when a patch numbered `from` or later changed one of its objects
+    /// (this read may be the older one).
     async fn patch_snapshot(
         &self,
         read: Arc<Directory>,
         patch: Patch,
-    ) -> Result<(Arc<Directory>, u64)> {
+        from: u64,
+    ) -> Result<Option<(Arc<Directory>, u64)>> {
         if patch.is_empty() {
-            return Ok((read, lock(&self.patch_log).next));
+            return Ok(Some((read, lock(&self.patch_log).next)));
         }
         let mut slot = self.snapshot.lock().await;
-        // Logged even when no snapshot is held: a whole read under way
-        // applies it again before its listing becomes the snapshot.
-        let number = lock(&self.patch_log).record(&patch);
+        let number = {
+            let mut log = lock(&self.patch_log);
+            if log.overtakes(from, &patch) {
+                return Ok(None);
+            }
+            // Logged even when no snapshot is held: a whole read under way
+            // applies it again before its listing becomes the snapshot.
+            log.record(&patch)
+        };
         let SnapshotSlot { current, stored } = &mut *slot;
         let Some((directory, read_at_millis)) = current.as_mut() else {
             // A whole read started meanwhile: plan from this read alone.
             let mut directory = (*read).clone();
             let touched = directory.apply(patch);
             lock(&self.patch_log).changed(number, &touched);
-            return Ok((Arc::new(directory), number + 1));
+            return Ok(Some((Arc::new(directory), number + 1)));
         };
         // Copy on write: a run still planning from the old snapshot keeps
         // it. Our own handle goes first, or every patch would copy.
@@ -410,7 +432,7 @@ impl Engine {
         if touched == Touched::default() {
             // Already known: nothing to write (most webhooks re-announce
             // what an earlier one brought).
-            return Ok((directory.clone(), number + 1));
+            return Ok(Some((directory.clone(), number + 1)));
         }
         if let Err(e) = self
             .store
@@ -426,6 +448,6 @@ impl Engine {
         if let Some(stored) = stored {
             stored.update(directory, &touched);
         }
-        Ok((directory.clone(), number + 1))
+        Ok(Some((directory.clone(), number + 1)))
     }
 }

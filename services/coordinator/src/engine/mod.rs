@@ -75,9 +75,6 @@ pub struct Engine {
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
     snapshot: tokio::sync::Mutex<SnapshotSlot>,
-    /// Held by a run from its read of Authentik to its patch of the
-    /// snapshot, so patches land in the order they were read.
-    patch_turn: tokio::sync::Mutex<()>,
     /// Patches made while whole reads are under way.
     patch_log: Arc<std::sync::Mutex<PatchLog>>,
     /// Whether this instance runs jobs (health and status show it).
@@ -142,7 +139,6 @@ impl Engine {
             config,
             locks: KeyedLocks::default(),
             snapshot: tokio::sync::Mutex::default(),
-            patch_turn: tokio::sync::Mutex::default(),
             patch_log: Default::default(),
             leadership: Leadership::sole(),
         }

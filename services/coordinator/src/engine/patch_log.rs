@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::authentik::normalize_uuid;
 use crate::directory::{Patch, Touched};
 
 /// The patches made while whole reads are under way, numbered, so that
@@ -21,9 +22,10 @@ pub(super) struct PatchLog {
     /// Where each whole read under way began in the numbering.
     whole_reads: Vec<u64>,
     patches: Vec<(u64, Patch)>,
-    /// The patch that last changed each user (by pk), either side of a
-    /// membership.
+    /// The patch that last changed each user (by pk) and group (by id),
+    /// either side of a membership.
     last_change: HashMap<i64, u64>,
+    last_group_change: HashMap<String, u64>,
 }
 
 impl PatchLog {
@@ -41,6 +43,23 @@ impl PatchLog {
         for pk in &touched.users {
             self.last_change.insert(*pk, number);
         }
+        for id in &touched.groups {
+            self.last_group_change.insert(id.clone(), number);
+        }
+    }
+
+    /// Whether a patch numbered `from` or later changed one of the objects
+    /// `patch` would set: then `patch` may hold the older read of them.
+    pub(super) fn overtakes(&self, from: u64, patch: &Patch) -> bool {
+        let after = |n: Option<&u64>| n.is_some_and(|n| *n >= from);
+        patch
+            .users
+            .iter()
+            .any(|u| after(self.last_change.get(&u.pk)))
+            || patch
+                .groups
+                .iter()
+                .any(|g| after(self.last_group_change.get(&normalize_uuid(&g.pk))))
     }
 
     /// Whether a patch numbered `from` or later changed any of `users`.
@@ -165,5 +184,35 @@ mod tests {
         );
         assert!(log.changed_since(from, [1, 2].into_iter()));
         assert!(!log.changed_since(from, [1, 3].into_iter()));
+    }
+
+    #[test]
+    fn a_patch_whose_objects_changed_after_its_read_began_is_overtaken() {
+        let mut log = PatchLog::default();
+        let from = log.next; // a read of user 2 begins
+        let group = "00000000-0000-0000-0000-00000000000a".to_owned();
+        let other = log.record(&patch_of(1));
+        // User 1's patch moved them into the group: both sides changed.
+        log.changed(
+            other,
+            &Touched {
+                users: [1].into(),
+                groups: [group.clone()].into(),
+            },
+        );
+        assert!(!log.overtakes(from, &patch_of(2)), "user 2 was not touched");
+        assert!(log.overtakes(from, &patch_of(1)));
+        let mut group_patch = Patch::default();
+        group_patch.groups.push(
+            serde_json::from_value(serde_json::json!({
+                "pk": group.replace('-', ""), "name": "desk", "users": [],
+            }))
+            .unwrap(),
+        );
+        assert!(log.overtakes(from, &group_patch), "undashed id, same group");
+        assert!(
+            !log.overtakes(from + 1, &group_patch),
+            "a read begun after it"
+        );
     }
 }
