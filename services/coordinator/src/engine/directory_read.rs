@@ -185,8 +185,11 @@ impl Engine {
             }
         }
         let read = WholeRead::begin(&self.patch_log);
-        if snapshot == Snapshot::Keep {
-            // Let go of the snapshot before reading the whole directory again.
+        if snapshot == Snapshot::Keep && subject.is_sweep() {
+            // A sweep lets go of the snapshot before reading everything
+            // again, so it never holds two directories at once. It runs
+            // alone; a webhook's whole read (a deletion's) does not, and
+            // the runs beside it keep patching the snapshot meanwhile.
             self.snapshot.lock().await.current = None;
         }
         let read_at_millis = now_millis();
@@ -380,16 +383,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether a read newer than `prepared`'s changed one of its users:
-    /// its plan may undo what that read's run did.
+    /// Whether a read newer than `prepared`'s changed one of its users, or
+    /// what one of the groups granting them is (its attributes, its
+    /// parents): its plan may undo what that read's run did.
     pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
-        let users = prepared
-            .directory
+        let directory = &prepared.directory;
+        let users: Vec<i64> = directory
             .people
             .iter()
             .filter(|(_, person)| prepared.scope_users.contains(&person.username))
-            .map(|(pk, _)| *pk);
-        lock(&self.patch_log).changed_since(prepared.patches_from, users)
+            .map(|(pk, _)| *pk)
+            .collect();
+        let groups: BTreeSet<String> = users
+            .iter()
+            .filter_map(|pk| directory.all_users.get(pk))
+            .flat_map(|user| directory.effective_groups(user))
+            .collect();
+        lock(&self.patch_log).changed_since(prepared.patches_from, &users, &groups)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the
@@ -404,31 +414,29 @@ impl Engine {
         from: u64,
     ) -> Result<Option<(Arc<Directory>, u64)>> {
         if patch.is_empty() {
-            return Ok(Some((read, lock(&self.patch_log).next)));
+            // `read` may lack the patches applied since this read began.
+            return Ok(Some((read, from)));
         }
         let mut slot = self.snapshot.lock().await;
+        let SnapshotSlot { current, stored } = &mut *slot;
+        let Some((directory, read_at_millis)) = current.as_mut() else {
+            // Let go of since this read began (a failed write of its rows):
+            // read again, from the stored copy.
+            return Ok(None);
+        };
         let number = {
             let mut log = lock(&self.patch_log);
             if log.overtakes(from, &patch) {
                 return Ok(None);
             }
-            // Logged even when no snapshot is held: a whole read under way
-            // applies it again before its listing becomes the snapshot.
             log.record(&patch)
         };
-        let SnapshotSlot { current, stored } = &mut *slot;
-        let Some((directory, read_at_millis)) = current.as_mut() else {
-            // A whole read started meanwhile: plan from this read alone.
-            let mut directory = (*read).clone();
-            let touched = directory.apply(patch);
-            lock(&self.patch_log).changed(number, &touched);
-            return Ok(Some((Arc::new(directory), number + 1)));
-        };
+        let redefined = redefined_groups(directory, &patch);
         // Copy on write: a run still planning from the old snapshot keeps
         // it. Our own handle goes first, or every patch would copy.
         drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
-        lock(&self.patch_log).changed(number, &touched);
+        lock(&self.patch_log).changed(number, &touched, redefined);
         if touched == Touched::default() {
             // Already known: nothing to write (most webhooks re-announce
             // what an earlier one brought).
@@ -450,4 +458,21 @@ impl Engine {
         }
         Ok(Some((directory.clone(), number + 1)))
     }
+}
+
+/// The groups `patch` defines anew in `directory`: new ones, and those
+/// whose attributes or parents it changes. A change of members alone is
+/// not one: that is the members' change.
+fn redefined_groups(directory: &Directory, patch: &Patch) -> Vec<String> {
+    patch
+        .groups
+        .iter()
+        .map(|group| (normalize_uuid(&group.pk), group))
+        .filter(|(id, group)| {
+            directory.groups.get(id).is_none_or(|known| {
+                known.attributes != group.attributes || known.parent_ids() != group.parent_ids()
+            })
+        })
+        .map(|(id, _)| id)
+        .collect()
 }

@@ -3,7 +3,7 @@
 //! apply again on top of its listing, and which patch last changed each
 //! user, so a run can tell that a newer read overtook it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::authentik::normalize_uuid;
@@ -26,6 +26,9 @@ pub(super) struct PatchLog {
     /// either side of a membership.
     last_change: HashMap<i64, u64>,
     last_group_change: HashMap<String, u64>,
+    /// The patch that last changed what each group is (its attributes or
+    /// parents), not who is in it.
+    last_redefinition: HashMap<String, u64>,
 }
 
 impl PatchLog {
@@ -39,12 +42,15 @@ impl PatchLog {
         number
     }
 
-    pub(super) fn changed(&mut self, number: u64, touched: &Touched) {
+    pub(super) fn changed(&mut self, number: u64, touched: &Touched, redefined: Vec<String>) {
         for pk in &touched.users {
             self.last_change.insert(*pk, number);
         }
         for id in &touched.groups {
             self.last_group_change.insert(id.clone(), number);
+        }
+        for id in redefined {
+            self.last_redefinition.insert(id, number);
         }
     }
 
@@ -62,9 +68,19 @@ impl PatchLog {
                 .any(|g| after(self.last_group_change.get(&normalize_uuid(&g.pk))))
     }
 
-    /// Whether a patch numbered `from` or later changed any of `users`.
-    pub(super) fn changed_since(&self, from: u64, mut users: impl Iterator<Item = i64>) -> bool {
-        users.any(|pk| self.last_change.get(&pk).is_some_and(|n| *n >= from))
+    /// Whether a patch numbered `from` or later changed any of `users`, or
+    /// redefined any of `groups`.
+    pub(super) fn changed_since(
+        &self,
+        from: u64,
+        users: &[i64],
+        groups: &BTreeSet<String>,
+    ) -> bool {
+        let after = |n: Option<&u64>| n.is_some_and(|n| *n >= from);
+        users.iter().any(|pk| after(self.last_change.get(pk)))
+            || groups
+                .iter()
+                .any(|id| after(self.last_redefinition.get(id)))
     }
 
     fn since(&self, start: u64) -> Vec<Patch> {
@@ -161,29 +177,34 @@ mod tests {
         assert!(lock(&log).whole_reads.is_empty());
     }
 
+    fn touched(users: &[i64], groups: &[&str]) -> Touched {
+        Touched {
+            users: users.iter().copied().collect(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
     #[test]
-    fn a_user_changed_by_a_later_patch_is_seen_as_overtaken() {
+    fn a_user_or_granting_group_changed_by_a_later_patch_is_seen_as_overtaken() {
         let mut log = PatchLog::default();
+        let none = BTreeSet::new();
+        let g: BTreeSet<String> = ["g".to_owned()].into();
         let mine = log.record(&patch_of(1));
-        log.changed(
-            mine,
-            &Touched {
-                users: [1].into(),
-                groups: Default::default(),
-            },
-        );
+        log.changed(mine, &touched(&[1], &[]), vec![]);
         let from = mine + 1;
-        assert!(!log.changed_since(from, [1, 2].into_iter()), "my own patch");
+        assert!(!log.changed_since(from, &[1, 2], &none), "my own patch");
         let theirs = log.record(&patch_of(2));
-        log.changed(
-            theirs,
-            &Touched {
-                users: [2].into(),
-                groups: Default::default(),
-            },
+        log.changed(theirs, &touched(&[2], &["g"]), vec![]);
+        assert!(log.changed_since(from, &[1, 2], &none));
+        assert!(!log.changed_since(from, &[1, 3], &none));
+        // Someone joining g changes g's members, not what g grants.
+        assert!(!log.changed_since(from, &[1], &g));
+        let moved = log.record(&Patch::default());
+        log.changed(moved, &touched(&[], &["g"]), vec!["g".into()]);
+        assert!(
+            log.changed_since(from, &[1], &g),
+            "g moved or granting anew"
         );
-        assert!(log.changed_since(from, [1, 2].into_iter()));
-        assert!(!log.changed_since(from, [1, 3].into_iter()));
     }
 
     #[test]
@@ -199,6 +220,7 @@ mod tests {
                 users: [1].into(),
                 groups: [group.clone()].into(),
             },
+            vec![],
         );
         assert!(!log.overtakes(from, &patch_of(2)), "user 2 was not touched");
         assert!(log.overtakes(from, &patch_of(1)));

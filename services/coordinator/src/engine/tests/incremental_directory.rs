@@ -437,3 +437,40 @@ async fn leaving_a_group_below_the_granting_one_revokes_at_that_groups_webhook()
         .unwrap();
     assert_eq!(w.delegates(), ["bob@example.com"], "bob is still in desk");
 }
+
+/// desk-team is taken out from under desk and put back at once. The run
+/// of the first webhook read desk-team without its parent and planned to
+/// take back what desk grants alice; the second run read it back in place
+/// and finished first. The first must plan again, not revoke: what a
+/// group grants changed under it, though none of its users did.
+#[tokio::test]
+async fn a_run_whose_granting_group_a_newer_read_redefined_plans_again() {
+    let w = world().await;
+    w.directory.add_group(NEW_GROUP, "desk-team", json!({}));
+    w.directory.set_parents(NEW_GROUP, &[GROUP]);
+    w.directory.set_members(NEW_GROUP, &[1]);
+    w.sweep().await;
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    w.directory.take_calls();
+
+    w.directory.set_parents(NEW_GROUP, &[]);
+    let observe = Arc::new(crate::testsuite::Hold::default());
+    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
+    let team = Subject::Group(NEW_GROUP.into());
+    let detached_run = w.engine.run(2, &team, false);
+    let meanwhile = async {
+        // The first run read desk-team on its own and planned from that.
+        observe.entered.notified().await;
+        w.directory.set_parents(NEW_GROUP, &[GROUP]);
+        w.engine.run(3, &team, false).await.unwrap();
+        observe.release.notify_one();
+    };
+    let (detached_run, ()) = tokio::join!(detached_run, meanwhile);
+    detached_run.unwrap();
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    assert_eq!(
+        w.directory.take_calls(),
+        vec![format!("group:{NEW_GROUP}"); 3],
+        "the first run read desk-team again"
+    );
+}
