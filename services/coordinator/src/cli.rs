@@ -146,7 +146,10 @@ async fn connect(connect: &Connect) -> Result<Client, String> {
         };
         endpoint = endpoint
             .tls_config(tls)
-            .map_err(|e| format!("{}: {e}", connect.url))?;
+            .map_err(|e| match &connect.ca_file {
+                Some(path) => format!("{} with --ca-file {}: {e}", connect.url, path.display()),
+                None => format!("{}: {e}", connect.url),
+            })?;
     } else if connect.ca_file.is_some() {
         return Err(format!(
             "COORDINATOR_CA_FILE is for TLS, but {} is not an https:// URL",

@@ -74,3 +74,15 @@ impl From<Error> for tonic::Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overtaken_run_is_retried_and_reads_as_aborted() {
+        let e = Error::Overtaken("alice".into());
+        assert!(e.is_transient());
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::Aborted);
+    }
+}

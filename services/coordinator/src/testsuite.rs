@@ -31,8 +31,6 @@ pub struct FakeDirectory {
     pub users: Mutex<Vec<User>>,
     pub groups: Mutex<Vec<Group>>,
     pub calls: Mutex<Vec<String>>,
-    /// Woken on every call.
-    pub called: tokio::sync::Notify,
     holds: Mutex<BTreeMap<String, Arc<Hold>>>,
 }
 
@@ -77,20 +75,8 @@ impl FakeDirectory {
         hold
     }
 
-    /// Waits until a call named `call` has been made (and not taken).
-    pub async fn called_with(&self, call: &str) {
-        loop {
-            let called = self.called.notified();
-            if lock(&self.calls).iter().any(|c| c == call) {
-                return;
-            }
-            called.await;
-        }
-    }
-
     fn record(&self, call: String) {
         lock(&self.calls).push(call);
-        self.called.notify_waiters();
     }
 
     /// Answers `answer`, once the test lets a held call go.

@@ -122,7 +122,22 @@ pub async fn observe(
         Vec::new()
     };
 
-    let owners = unique(&request.mailbox_acl_owners);
+    // An owner doveadm would read as a mask of users (`*`) is reported,
+    // never asked about.
+    let owners: Vec<String> = unique(&request.mailbox_acl_owners)
+        .into_iter()
+        .filter_map(|owner| {
+            keep(
+                crate::acl::one_user("owner", &owner).map(|_| ()),
+                "mailbox_acl",
+                owner.clone(),
+                &mut errors,
+            )
+            .ok()
+            .flatten()
+            .map(|()| owner)
+        })
+        .collect();
     // Without Dovecot access the rest is still worth reporting; the
     // coordinator then plans no ACL changes and says why.
     let unavailable = |e: Error| Unavailable {
@@ -333,4 +348,59 @@ fn wire_rights(rights: &BTreeSet<String>) -> Vec<i32> {
     wire.sort_unstable();
     wire.dedup();
     wire
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use reconciler_proto::agent::Outcome;
+    use reconciler_runtime::exec::{CommandRunner, ExecError, ExecOutput};
+
+    use super::*;
+
+    /// Counts execs; answers every one as if the owner were unknown (67).
+    #[derive(Default)]
+    struct Counting(Mutex<u32>);
+
+    #[async_trait]
+    impl CommandRunner for Counting {
+        async fn run(&self, _argv: &[String]) -> Result<ExecOutput, ExecError> {
+            *self.0.lock().unwrap() += 1;
+            Ok(ExecOutput {
+                stdout: "\u{1e}LIST 67\n".into(),
+                stderr: String::new(),
+                exit_code: 0,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_owner_doveadm_would_read_as_a_mask_is_reported_and_never_asked_about() {
+        let runner = Arc::new(Counting::default());
+        let dovecot = Dovecot::new(runner.clone(), "doveadm");
+        let api: Arc<dyn MailcowApi> = Arc::new(crate::fake::FakeMailcow::default());
+        let answer = observe(
+            api,
+            Some(&dovecot),
+            &ListingSizes::default(),
+            MailcowObserveRequest {
+                mailbox_acl_owners: vec!["*@example.com".into(), "info@example.com".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(*runner.0.lock().unwrap(), 1, "only info@ went to doveadm");
+        let owners: Vec<&str> = answer
+            .mailbox_acls
+            .iter()
+            .map(|a| a.owner.as_str())
+            .collect();
+        assert_eq!(owners, ["info@example.com"]);
+        assert_eq!(answer.errors.len(), 1, "{:?}", answer.errors);
+        assert_eq!(answer.errors[0].subject, "*@example.com");
+        assert_eq!(answer.errors[0].outcome, Outcome::Permanent as i32);
+    }
 }

@@ -253,7 +253,14 @@ impl ServerTransport {
             (Some(cert), Some(key)) => Self::server_tls(
                 PemFile::read(OPERATOR_CERT, &cert)?.certificates()?,
                 PemFile::read(OPERATOR_KEY, &key)?.private_key()?,
-            ),
+            )
+            .map_err(|e| match e {
+                // A key that is not the certificate's, say: name both files.
+                TlsError::Setup(why) => TlsError::Setup(format!(
+                    "{OPERATOR_CERT} `{cert}` with {OPERATOR_KEY} `{key}`: {why}"
+                )),
+                other => other,
+            }),
         }
     }
 

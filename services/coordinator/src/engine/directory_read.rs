@@ -33,7 +33,9 @@ use crate::store::now_millis;
 /// - A whole read lists for a while; a patch made meanwhile may be newer
 ///   than what the listing saw of the same objects. Such patches are
 ///   logged ([`PatchLog`](super::patch_log::PatchLog)) and applied again
-///   on top of the whole read before it becomes the snapshot.
+///   on top of the whole read before it becomes the snapshot. (One whose
+///   read began just before the listing may be the older of the two; the
+///   next webhook about those objects, or the next sweep, settles it.)
 /// - Previews (`coordinator plan`, `explain`, on any instance) read, and
 ///   write neither the snapshot nor its rows.
 #[derive(Default)]
@@ -45,10 +47,6 @@ pub(super) struct SnapshotSlot {
     /// A hash of each stored row; `None` when unknown (a whole replace).
     stored: Option<StoredRows>,
 }
-
-/// How often a run reads its subject again because a newer read of the
-/// same objects was applied first; past this it fails as transient.
-const MAX_REREADS: usize = 3;
 
 /// Hashes of the snapshot rows as stored, to write only the rows a new
 /// whole read changed: a sweep that finds the directory as it was holds
@@ -108,8 +106,8 @@ impl StoredRows {
 /// Whether a run may change the snapshot: runs do, previews never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Snapshot {
-    Keep,
-    Leave,
+    Write,
+    ReadOnly,
 }
 
 fn row_hash<T: serde::Serialize>(row: &T) -> u64 {
@@ -166,7 +164,7 @@ impl Engine {
             let Some(patch) = self.read_subject(subject, &known).await? else {
                 break;
             };
-            if snapshot == Snapshot::Leave {
+            if snapshot == Snapshot::ReadOnly {
                 let mut directory = (*known).clone();
                 directory.apply(patch);
                 let next = lock(&self.patch_log).next;
@@ -177,7 +175,7 @@ impl Engine {
             }
             // A patch read after this one began changed its objects first.
             attempts += 1;
-            if attempts > MAX_REREADS {
+            if attempts > super::MAX_OVERTAKES {
                 return Err(Error::Overtaken(format!(
                     "other webhooks changed {subject}'s directory objects during each of \
                      {attempts} reads"
@@ -185,7 +183,7 @@ impl Engine {
             }
         }
         let read = WholeRead::begin(&self.patch_log);
-        if snapshot == Snapshot::Keep && subject.is_sweep() {
+        if snapshot == Snapshot::Write && subject.is_sweep() {
             // A sweep lets go of the snapshot before reading everything
             // again, so it never holds two directories at once. It runs
             // alone; a webhook's whole read (a deletion's) does not, and
@@ -388,18 +386,18 @@ impl Engine {
     /// parents): its plan may undo what that read's run did.
     pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
         let directory = &prepared.directory;
-        let users: Vec<i64> = directory
-            .people
-            .iter()
-            .filter(|(_, person)| prepared.scope_users.contains(&person.username))
-            .map(|(pk, _)| *pk)
+        // Every user, the inactive included: a newer read may have found
+        // one active again whom this run's read saw deactivated.
+        let users: Vec<&crate::authentik::User> = directory
+            .users()
+            .filter(|user| prepared.scope_users.contains(&user.username))
             .collect();
         let groups: BTreeSet<String> = users
             .iter()
-            .filter_map(|pk| directory.all_users.get(pk))
             .flat_map(|user| directory.effective_groups(user))
             .collect();
-        lock(&self.patch_log).changed_since(prepared.patches_from, &users, &groups)
+        let pks: Vec<i64> = users.iter().map(|user| user.pk).collect();
+        lock(&self.patch_log).changed_since(prepared.patches_from, &pks, &groups)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the
@@ -420,8 +418,8 @@ impl Engine {
         let mut slot = self.snapshot.lock().await;
         let SnapshotSlot { current, stored } = &mut *slot;
         let Some((directory, read_at_millis)) = current.as_mut() else {
-            // Let go of since this read began (a failed write of its rows):
-            // read again, from the stored copy.
+            // The snapshot was dropped after this read began (a failed
+            // write of its rows): read again, from the stored copy.
             return Ok(None);
         };
         let number = {
@@ -448,7 +446,7 @@ impl Engine {
             .await
         {
             // Memory is ahead of the stored rows now, and a retry would
-            // find nothing to write: the next run reads everything again.
+            // find nothing to write: the next run loads the stored copy.
             *current = None;
             *stored = None;
             return Err(e);

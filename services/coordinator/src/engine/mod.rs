@@ -75,7 +75,8 @@ pub struct Engine {
     locks: KeyedLocks,
     /// The last whole directory read, patched by webhooks since.
     snapshot: tokio::sync::Mutex<SnapshotSlot>,
-    /// Patches made while whole reads are under way.
+    /// Every patch of the snapshot, numbered: which object each last
+    /// changed, and those made while whole reads are under way.
     patch_log: Arc<std::sync::Mutex<PatchLog>>,
     /// Whether this instance runs jobs (health and status show it).
     leadership: Leadership,
@@ -169,10 +170,10 @@ impl Engine {
     /// Reads, observes and plans without changing anything, the directory
     /// snapshot included (`coordinator plan`, `explain`).
     pub async fn prepare(&self, subject: &Subject, force: bool) -> Result<Prepared> {
-        self.prepare_for(subject, force, Snapshot::Leave).await
+        self.prepare_for(subject, force, Snapshot::ReadOnly).await
     }
 
-    /// [`Self::prepare`]; a run's ([`Snapshot::Keep`]) also keeps what it
+    /// [`Self::prepare`]; a run's ([`Snapshot::Write`]) also keeps what it
     /// read of the directory for the runs after it.
     #[tracing::instrument(skip_all, fields(subject = %subject))]
     async fn prepare_for(
@@ -213,7 +214,7 @@ impl Engine {
             read,
         } = read
             && plausible
-            && snapshot == Snapshot::Keep
+            && snapshot == Snapshot::Write
         {
             self.keep_snapshot(&directory, read_at_millis, &read)
                 .await?;
@@ -262,20 +263,22 @@ impl Engine {
     /// A full run: prepare, then apply under per-user locks.
     #[tracing::instrument(skip_all, fields(job_id, subject = %subject))]
     pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
-        let mut prepared = self.prepare_for(subject, force, Snapshot::Keep).await?;
+        let mut prepared = self.prepare_for(subject, force, Snapshot::Write).await?;
         let mut replans = 0;
         // Planning happens before the locks. A run whose users a newer read
         // changed meanwhile plans again: that read's run may have applied
         // already, and this plan would undo it (a grant revoked from a
         // stale view). One that reads after the locks are held applies
-        // after this run, so its view wins either way.
+        // after this run. (One that read after this run but observed the
+        // target before this run applied may plan from that observation;
+        // the next run for those users, or the next sweep, settles it.)
         let _held = loop {
             let held = self.locks.lock_all(&lock_keys(subject, &prepared)).await;
             if subject.is_sweep() || !self.overtaken(&prepared) {
                 break held;
             }
             drop(held);
-            if replans == MAX_REPLANS {
+            if replans == MAX_OVERTAKES {
                 return Err(crate::error::Error::Overtaken(format!(
                     "newer directory reads changed this run's users {} times in a row",
                     replans + 1
@@ -286,7 +289,7 @@ impl Engine {
                 replans,
                 "a newer directory read changed this run's users: planning again"
             );
-            prepared = self.prepare_for(subject, force, Snapshot::Keep).await?;
+            prepared = self.prepare_for(subject, force, Snapshot::Write).await?;
         };
         // A run that removes anything (from a target or from the ledger)
         // first snapshots the state DB, so a wrong removal can be undone.
@@ -329,11 +332,13 @@ impl Engine {
     }
 }
 
-/// How often a run plans again because newer reads changed its users.
-/// Each time costs a read of the subject (a few requests); past this, the
-/// run fails as transient and its job is retried later, rather than apply
-/// a plan that may be stale.
-const MAX_REPLANS: usize = 3;
+/// How often a run reads its subject again (a newer read of the same
+/// objects was applied first), and how often it plans again (a newer read
+/// changed its users before it held them). Each costs a read of the
+/// subject, a few requests; past this the run fails as transient
+/// ([`crate::error::Error::Overtaken`]) and its job is retried later,
+/// rather than apply what may be stale.
+const MAX_OVERTAKES: usize = 3;
 
 /// The per-user locks a run holds while it applies, and `aliases` (group
 /// aliases span users). Sweeps already run alone (the queue guarantees it).

@@ -474,3 +474,38 @@ async fn a_run_whose_granting_group_a_newer_read_redefined_plans_again() {
         "the first run read desk-team again"
     );
 }
+
+/// The same with alice deactivated and active again at once: the first
+/// run read her inactive (no longer among the people it plans for) and
+/// planned her revoke. That she is in its scope still makes it plan again.
+#[tokio::test]
+async fn a_run_that_read_its_user_inactive_plans_again_when_a_newer_read_finds_her_active() {
+    let w = world().await;
+    w.directory.set_members(GROUP, &[1]);
+    w.sweep().await;
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    w.directory.take_calls();
+    let set_active = |active: bool| {
+        for user in w.directory.users.lock().unwrap().iter_mut() {
+            if user.pk == 1 {
+                user.is_active = active;
+            }
+        }
+    };
+
+    set_active(false);
+    let observe = Arc::new(crate::testsuite::Hold::default());
+    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
+    let alice = user_run("alice");
+    let deactivated_run = w.engine.run(2, &alice, false);
+    let meanwhile = async {
+        observe.entered.notified().await;
+        set_active(true);
+        w.engine.run(3, &alice, false).await.unwrap();
+        observe.release.notify_one();
+    };
+    let (deactivated_run, ()) = tokio::join!(deactivated_run, meanwhile);
+    deactivated_run.unwrap();
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    assert_eq!(w.directory.take_calls(), ["user:1"; 3], "read again");
+}
