@@ -378,6 +378,28 @@ async fn a_group_webhook_reads_the_unknown_groups_of_new_members() {
     assert_eq!(w.delegates(), ["carol@example.com"], "desk ← desk-team");
 }
 
+/// Runs `first` until it has read and planned (its observation is held),
+/// then makes `change` in Authentik and runs `second` to the end, then
+/// lets `first` go on: a run whose plan a newer run overtook.
+async fn overtaken_while_observing(
+    w: &World,
+    first: &Subject,
+    change: impl FnOnce(),
+    second: &Subject,
+) {
+    let observe = Arc::new(crate::testsuite::Hold::default());
+    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
+    let first_run = w.engine.run(2, first, false);
+    let meanwhile = async {
+        observe.entered.notified().await;
+        change();
+        w.engine.run(3, second, false).await.unwrap();
+        observe.release.notify_one();
+    };
+    let (first_run, ()) = tokio::join!(first_run, meanwhile);
+    first_run.unwrap();
+}
+
 /// alice leaves desk and joins again at once. desk's run (from the leave)
 /// read desk without her and planned her revoke; alice's run (from the
 /// join) read her back in and ran to the end meanwhile. desk's run must
@@ -391,20 +413,16 @@ async fn a_run_whose_users_a_newer_read_changed_plans_again() {
     w.directory.take_calls();
 
     w.directory.set_members(GROUP, &[]);
-    let observe = Arc::new(crate::testsuite::Hold::default());
-    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
-    let desk = Subject::Group(GROUP.into());
-    let desk_run = w.engine.run(2, &desk, false);
-    let meanwhile = async {
-        // desk's run has read and planned from desk without alice.
-        observe.entered.notified().await;
-        w.directory.set_members(GROUP, &[1]);
-        w.engine.run(3, &user_run("alice"), false).await.unwrap();
-        observe.release.notify_one();
-    };
-    let (desk_run, ()) = tokio::join!(desk_run, meanwhile);
-    let report = desk_run.unwrap();
-    assert_eq!(w.delegates(), ["alice@example.com"], "{report:?}");
+    // desk's run reads and plans from desk without alice; alice's run
+    // reads her back in and finishes first.
+    overtaken_while_observing(
+        &w,
+        &Subject::Group(GROUP.into()),
+        || w.directory.set_members(GROUP, &[1]),
+        &user_run("alice"),
+    )
+    .await;
+    assert_eq!(w.delegates(), ["alice@example.com"]);
     assert_eq!(
         w.directory.take_calls(),
         [
@@ -454,19 +472,15 @@ async fn a_run_whose_granting_group_a_newer_read_redefined_plans_again() {
     w.directory.take_calls();
 
     w.directory.set_parents(NEW_GROUP, &[]);
-    let observe = Arc::new(crate::testsuite::Hold::default());
-    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
+    // The first run reads desk-team on its own and plans from that.
     let team = Subject::Group(NEW_GROUP.into());
-    let detached_run = w.engine.run(2, &team, false);
-    let meanwhile = async {
-        // The first run read desk-team on its own and planned from that.
-        observe.entered.notified().await;
-        w.directory.set_parents(NEW_GROUP, &[GROUP]);
-        w.engine.run(3, &team, false).await.unwrap();
-        observe.release.notify_one();
-    };
-    let (detached_run, ()) = tokio::join!(detached_run, meanwhile);
-    detached_run.unwrap();
+    overtaken_while_observing(
+        &w,
+        &team,
+        || w.directory.set_parents(NEW_GROUP, &[GROUP]),
+        &team,
+    )
+    .await;
     assert_eq!(w.delegates(), ["alice@example.com"]);
     assert_eq!(
         w.directory.take_calls(),
@@ -494,18 +508,8 @@ async fn a_run_that_read_its_user_inactive_plans_again_when_a_newer_read_finds_h
     };
 
     set_active(false);
-    let observe = Arc::new(crate::testsuite::Hold::default());
-    *w.sogo.hold_observe.lock().unwrap() = Some(observe.clone());
     let alice = user_run("alice");
-    let deactivated_run = w.engine.run(2, &alice, false);
-    let meanwhile = async {
-        observe.entered.notified().await;
-        set_active(true);
-        w.engine.run(3, &alice, false).await.unwrap();
-        observe.release.notify_one();
-    };
-    let (deactivated_run, ()) = tokio::join!(deactivated_run, meanwhile);
-    deactivated_run.unwrap();
+    overtaken_while_observing(&w, &alice, || set_active(true), &alice).await;
     assert_eq!(w.delegates(), ["alice@example.com"]);
     assert_eq!(w.directory.take_calls(), ["user:1"; 3], "read again");
 }
