@@ -28,9 +28,12 @@ pub struct Config {
     pub concurrency: usize,
 }
 
-/// `MAILCOW_CONCURRENCY` when unset: enough to hide a PHP worker's
-/// latency without crowding a small Mailcow's php-fpm pool.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+/// `MAILCOW_CONCURRENCY` when unset. Mailcow's API runs in its php-fpm
+/// `web-worker` pool (`pm.max_children = 50`), so 8 requests take a sixth
+/// of it and leave the rest to the UI and SOGo's sync. At 4 a cold batch
+/// cannot be 4× faster than a sequential script making the same requests
+/// (docs/BENCHMARKS.md, "Alias job").
+pub const DEFAULT_CONCURRENCY: usize = 8;
 
 /// Where doveadm runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -776,14 +776,14 @@ async fn apply_mixed_batch(options: StackOptions) -> (usize, usize) {
     )
 }
 
-/// A cold batch writes side by side (`MAILCOW_CONCURRENCY`, default 4) but
+/// A cold batch writes side by side (`MAILCOW_CONCURRENCY`, default 8) but
 /// never twice to one mailbox or alias at once, so both whole-list edits
 /// of a login's sender_acl land.
 #[tokio::test]
 async fn a_batch_writes_side_by_side_but_never_twice_to_one_object_at_once() {
     let (overall, per_object) = apply_mixed_batch(StackOptions::default()).await;
     assert!(
-        overall > 1 && overall <= 4,
+        overall > 1 && overall <= 8,
         "writes in flight at once: {overall}"
     );
     assert_eq!(per_object, 1, "two writes at once on one object");

@@ -105,9 +105,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         sim.set_request_cost(cost);
     }
-    let concurrency = args
-        .concurrency
-        .map_or_else(|| "unset (4)".to_owned(), |n| n.to_string());
+    let concurrency = args.concurrency.map_or_else(
+        || format!("unset ({})", mailcow_agent::config::DEFAULT_CONCURRENCY),
+        |n| n.to_string(),
+    );
 
     // Cold.
     let ours_cold = sweep(&stack).await?;
