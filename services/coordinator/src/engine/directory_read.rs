@@ -381,9 +381,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether a read newer than `prepared`'s changed one of its users, or
+    /// Whether a read newer than `prepared`'s changed one of its users,
     /// what one of the groups granting them is (its attributes, its
-    /// parents): its plan may undo what that read's run did.
+    /// parents), or who is in a group behind an object of its plan that
+    /// belongs to no one user: its plan may undo what that read's run did.
     pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
         let directory = &prepared.directory;
         // Every user, the inactive included: a newer read may have found
@@ -397,7 +398,22 @@ impl Engine {
             .flat_map(|user| directory.effective_groups(user))
             .collect();
         let pks: Vec<i64> = users.iter().map(|user| user.pk).collect();
-        lock(&self.patch_log).changed_since(prepared.patches_from, &pks, &groups)
+        // A group alias's goto is every member of its group and of the
+        // groups below it, not only this run's users: a newer read that
+        // moved someone else in (bob joining while alice's run waited)
+        // leaves this plan's goto without them, and applied after that
+        // read's run it would take them out again.
+        let member_lists: BTreeSet<String> = prepared
+            .plan
+            .steps
+            .iter()
+            .filter(|step| step.username.is_empty())
+            .flat_map(|step| step.groups.iter())
+            .flat_map(|group| directory.descendants(group))
+            .collect();
+        let log = lock(&self.patch_log);
+        log.changed_since(prepared.patches_from, &pks, &groups)
+            || log.moved_members_since(prepared.patches_from, &member_lists)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the

@@ -86,6 +86,14 @@ impl PatchLog {
                 .any(|id| changed_from(&self.last_redefinition, id, from))
     }
 
+    /// Whether a patch numbered `from` or later moved anyone into or out
+    /// of any of `groups`.
+    pub(super) fn moved_members_since(&self, from: u64, groups: &BTreeSet<String>) -> bool {
+        groups
+            .iter()
+            .any(|id| changed_from(&self.last_group_change, id, from))
+    }
+
     fn since(&self, start: u64) -> Vec<Patch> {
         self.patches
             .iter()
@@ -205,8 +213,11 @@ mod tests {
         log.changed(theirs, &touched(&[2], &["g"]), vec![]);
         assert!(log.changed_since(from, &[1, 2], &none));
         assert!(!log.changed_since(from, &[1, 3], &none));
-        // Someone joining g changes g's members, not what g grants.
+        // Someone joining g changes g's members, not what g grants...
         assert!(!log.changed_since(from, &[1], &g));
+        // ...which a group-wide object of g (its alias) is made of.
+        assert!(log.moved_members_since(from, &g));
+        assert!(!log.moved_members_since(theirs + 1, &g));
         let moved = log.record(&Patch::default());
         log.changed(moved, &touched(&[], &["g"]), vec!["g".into()]);
         assert!(

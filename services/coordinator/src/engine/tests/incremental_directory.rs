@@ -513,3 +513,99 @@ async fn a_run_that_read_its_user_inactive_plans_again_when_a_newer_read_finds_h
     assert_eq!(w.delegates(), ["alice@example.com"]);
     assert_eq!(w.directory.take_calls(), ["user:1"; 3], "read again");
 }
+
+/// alice (1), bob (2) and carol (3); desk delegates info@ in SOGo and keeps
+/// the alias team@ of its members (the real mailcow-agent over an
+/// in-memory Mailcow); carol is in it.
+async fn desk_with_alias() -> (World, Arc<mailcow_agent::fake::FakeMailcow>) {
+    use crate::agents::AgentLink;
+    use crate::targets::mailcow::Mailcow;
+    use reconciler_proto::agent::mailcow_agent_server::MailcowAgentServer;
+
+    let directory = Arc::new(crate::testsuite::FakeDirectory::default());
+    directory.add_user(1, "alice", "alice@example.com");
+    directory.add_user(2, "bob", "bob@example.com");
+    directory.add_user(3, "carol", "carol@example.com");
+    directory.add_group(
+        GROUP,
+        "desk",
+        json!({"reconciler": {
+            "shared_mailbox": INFO, "sogo_delegate": true, "alias": TEAM
+        }}),
+    );
+    directory.set_members(GROUP, &[3]);
+    let mailcow = Arc::new(mailcow_agent::fake::FakeMailcow::default());
+    for mailbox in [
+        INFO,
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    ] {
+        mailcow.add_mailbox(mailbox);
+    }
+    let agent =
+        mailcow_agent::service::MailcowAgent::new(mailcow.clone(), None, std::time::Duration::ZERO);
+    let sogo = Arc::new(FakeSogoAgent::default());
+    let adapters = Adapters::default()
+        .with(Arc::new(Mailcow::new(AgentLink::in_process(
+            "mailcow-agent",
+            MailcowAgentServer::new(agent),
+        ))))
+        .with(Arc::new(sogo.adapter()));
+    let (engine, dir) = engine(directory.clone(), adapters).await;
+    let world = World {
+        engine,
+        directory,
+        sogo,
+        _dir: dir,
+    };
+    (world, mailcow)
+}
+
+const TEAM: &str = "team@example.com";
+
+fn goto_of(mailcow: &mailcow_agent::fake::FakeMailcow, address: &str) -> Vec<String> {
+    let mut goto: Vec<String> = mailcow
+        .aliases_now()
+        .into_iter()
+        .filter(|a| a.address == address)
+        .flat_map(|a| a.goto)
+        .collect();
+    goto.sort();
+    goto
+}
+
+/// alice joins desk, then bob. alice's run read desk's members before
+/// bob's read and planned team@ without him; bob's run read them all and
+/// ran to the end meanwhile. alice's run must not then set team@ to what
+/// it read (taking bob out): a newer read moved someone in or out of the
+/// group behind a group-wide object it would write, so it plans again.
+#[tokio::test]
+async fn a_run_whose_group_alias_a_newer_read_changed_plans_again() {
+    let (w, mailcow) = desk_with_alias().await;
+    w.sweep().await;
+    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
+    w.directory.take_calls();
+
+    w.directory.set_members(GROUP, &[3, 1]);
+    overtaken_while_observing(
+        &w,
+        &user_run("alice"),
+        || w.directory.set_members(GROUP, &[3, 1, 2]),
+        &user_run("bob"),
+    )
+    .await;
+    assert_eq!(
+        goto_of(&mailcow, TEAM),
+        ["alice@example.com", "bob@example.com", "carol@example.com"]
+    );
+    assert_eq!(
+        w.delegates(),
+        ["alice@example.com", "bob@example.com", "carol@example.com"]
+    );
+    assert_eq!(
+        w.directory.take_calls(),
+        ["user:1", "user:2", "user:1"],
+        "alice read again after bob's read"
+    );
+}
