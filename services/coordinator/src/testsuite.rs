@@ -95,6 +95,13 @@ impl FakeDirectory {
         }
     }
 
+    /// Deactivates (or activates again) user `pk`, as an admin in Authentik.
+    pub fn set_active(&self, pk: i64, active: bool) {
+        for user in lock(&self.users).iter_mut().filter(|u| u.pk == pk) {
+            user.is_active = active;
+        }
+    }
+
     pub fn set_members(&self, uuid: &str, members: &[i64]) {
         for group in lock(&self.groups).iter_mut().filter(|g| g.pk == uuid) {
             group.users = members.to_vec();

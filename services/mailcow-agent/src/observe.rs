@@ -16,8 +16,8 @@ use crate::dovecot::Dovecot;
 use crate::error::{Error, Result};
 use crate::mailcow::{Alias, MailcowApi};
 
-/// Reads in flight at once. Mailcow is PHP-FPM with a handful of workers;
-/// more would only queue there.
+/// Reads in flight at once, as many as `MAILCOW_CONCURRENCY`'s default:
+/// each takes one of the php-fpm workers Mailcow's API shares with its UI.
 pub const READ_CONCURRENCY: usize = 8;
 
 /// Owners whose folders are read at once (each is one doveadm exec).

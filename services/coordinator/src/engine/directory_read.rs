@@ -383,8 +383,9 @@ impl Engine {
 
     /// Whether a read newer than `prepared`'s changed one of its users,
     /// what one of the groups granting them is (its attributes, its
-    /// parents), or who is in a group behind an object of its plan that
-    /// belongs to no one user: its plan may undo what that read's run did.
+    /// parents), or who is in a group behind a write of its plan to an
+    /// object that belongs to no one user (a group alias, a Stalwart list)
+    /// or one of those members: its plan may undo what that read's run did.
     pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
         let directory = &prepared.directory;
         // Every user, the inactive included: a newer read may have found
@@ -398,22 +399,30 @@ impl Engine {
             .flat_map(|user| directory.effective_groups(user))
             .collect();
         let pks: Vec<i64> = users.iter().map(|user| user.pk).collect();
-        // A group alias's goto is every member of its group and of the
-        // groups below it, not only this run's users: a newer read that
-        // moved someone else in (bob joining while alice's run waited)
-        // leaves this plan's goto without them, and applied after that
-        // read's run it would take them out again.
+        // A group alias's goto (a Stalwart list's members) is every member
+        // of its group and of the groups below it, not only this run's
+        // users: a newer read that moved someone else in (bob joining while
+        // alice's run waited) leaves this plan's goto without them, and
+        // applied after that read's run it would take them out again.
         let member_lists: BTreeSet<String> = prepared
             .plan
             .steps
             .iter()
-            .filter(|step| step.username.is_empty())
+            .filter(|step| step.username.is_empty() && step.action.writes_target())
             .flat_map(|step| step.groups.iter())
             .flat_map(|group| directory.descendants(group))
             .collect();
+        // ...and so is each member's address and whether they are active.
+        let members: Vec<i64> = member_lists
+            .iter()
+            .filter_map(|id| directory.groups.get(id))
+            .flat_map(|group| group.users.iter().copied())
+            .collect();
+        let none = BTreeSet::new();
         let log = lock(&self.patch_log);
         log.changed_since(prepared.patches_from, &pks, &groups)
             || log.moved_members_since(prepared.patches_from, &member_lists)
+            || log.changed_since(prepared.patches_from, &members, &none)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the
@@ -446,11 +455,16 @@ impl Engine {
             log.record(&patch)
         };
         let redefined = redefined_groups(directory, &patch);
+        let regrouped = parents_of_moved_groups(directory, &patch);
         // Copy on write: a run still planning from the old snapshot keeps
         // it. Our own handle goes first, or every patch would copy.
         drop(read);
         let touched = Arc::make_mut(directory).apply(patch);
-        lock(&self.patch_log).changed(number, &touched, redefined);
+        {
+            let mut log = lock(&self.patch_log);
+            log.changed(number, &touched, redefined);
+            log.members_moved(number, regrouped);
+        }
         if touched == Touched::default() {
             // Already known: nothing to write (most webhooks re-announce
             // what an earlier one brought).
@@ -477,6 +491,25 @@ impl Engine {
 /// The groups `patch` defines anew in `directory`: new ones, and those
 /// whose attributes or parents it changes. A change of members alone is
 /// not one: that is the members' change.
+/// The parents, before and after, of each group `patch` moves in the
+/// tree: a group attached below desk brings its members into desk (and
+/// into every group above it) without desk's own row changing.
+fn parents_of_moved_groups(directory: &Directory, patch: &Patch) -> BTreeSet<String> {
+    let mut parents = BTreeSet::new();
+    for group in &patch.groups {
+        let new = group.parent_ids();
+        let old = directory
+            .groups
+            .get(&normalize_uuid(&group.pk))
+            .map(|known| known.parent_ids())
+            .unwrap_or_default();
+        if old != new {
+            parents.extend(old.into_iter().chain(new));
+        }
+    }
+    parents
+}
+
 fn redefined_groups(directory: &Directory, patch: &Patch) -> Vec<String> {
     patch
         .groups

@@ -265,8 +265,9 @@ impl Engine {
     pub async fn run(&self, job_id: i64, subject: &Subject, force: bool) -> Result<RunReport> {
         let mut prepared = self.prepare_for(subject, force, Snapshot::Write).await?;
         let mut replans = 0;
-        // Planning happens before the locks. A run whose users a newer read
-        // changed meanwhile plans again: that read's run may have applied
+        // Planning happens before the locks. A run whose users (or the
+        // members behind a group alias it writes) a newer read changed
+        // meanwhile plans again (`overtaken`): that read's run may have applied
         // already, and this plan would undo it (a grant revoked from a
         // stale view). One that reads after the locks are held applies
         // after this run. (One that read after this run but observed the
@@ -280,14 +281,14 @@ impl Engine {
             drop(held);
             if replans == MAX_OVERTAKES {
                 return Err(crate::error::Error::Overtaken(format!(
-                    "newer directory reads changed this run's users {} times in a row",
+                    "newer directory reads changed what this run planned from {} times in a row",
                     replans + 1
                 )));
             }
             replans += 1;
             info!(
                 replans,
-                "a newer directory read changed this run's users: planning again"
+                "a newer directory read changed what this run planned from: planning again"
             );
             prepared = self.prepare_for(subject, force, Snapshot::Write).await?;
         };

@@ -18,7 +18,8 @@ use crate::directory::{Patch, Touched};
 /// read before another one changed its objects is read again
 /// ([`Self::overtakes`]), and a run can tell whether a newer read changed
 /// its users, or what grants them, before it held them
-/// ([`Self::changed_since`]).
+/// ([`Self::changed_since`]), or who is in a group its plan writes a
+/// group-wide object of ([`Self::moved_members_since`]).
 #[derive(Default)]
 pub(super) struct PatchLog {
     pub(super) next: u64,
@@ -86,8 +87,17 @@ impl PatchLog {
                 .any(|id| changed_from(&self.last_redefinition, id, from))
     }
 
-    /// Whether a patch numbered `from` or later moved anyone into or out
-    /// of any of `groups`.
+    /// Records that patch `number` moved members into or out of `groups`
+    /// without changing their rows (a group attached below them).
+    pub(super) fn members_moved(&mut self, number: u64, groups: BTreeSet<String>) {
+        for id in groups {
+            self.last_group_change.insert(id, number);
+        }
+    }
+
+    /// Whether a patch numbered `from` or later changed any of `groups`:
+    /// who is in it (either side of a membership, or a group attached
+    /// below it), or what it is.
     pub(super) fn moved_members_since(&self, from: u64, groups: &BTreeSet<String>) -> bool {
         groups
             .iter()

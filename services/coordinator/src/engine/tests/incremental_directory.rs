@@ -609,3 +609,69 @@ async fn a_run_whose_group_alias_a_newer_read_changed_plans_again() {
         "alice read again after bob's read"
     );
 }
+
+/// As above, but bob comes in through desk-emea, a group attached below
+/// desk while alice's run waited: desk's own row did not change, yet its
+/// members did.
+#[tokio::test]
+async fn a_run_whose_group_alias_gained_a_group_below_it_plans_again() {
+    let (w, mailcow) = desk_with_alias().await;
+    w.directory.add_group(NEW_GROUP, "desk-emea", json!({}));
+    w.directory.set_members(NEW_GROUP, &[2]);
+    w.sweep().await;
+    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
+    w.directory.take_calls();
+
+    w.directory.set_members(GROUP, &[3, 1]);
+    overtaken_while_observing(
+        &w,
+        &user_run("alice"),
+        || w.directory.set_parents(NEW_GROUP, &[GROUP]),
+        &Subject::Group(NEW_GROUP.into()),
+    )
+    .await;
+    assert_eq!(
+        goto_of(&mailcow, TEAM),
+        ["alice@example.com", "bob@example.com", "carol@example.com"]
+    );
+    assert_eq!(
+        w.directory.take_calls().last().map(String::as_str),
+        Some("user:1"),
+        "alice read again after desk-emea's read"
+    );
+}
+
+/// carol is deactivated while alice's run (alice joining desk) waits:
+/// carol's run takes her out of team@, and alice's run, which read carol
+/// still active, must not put her back.
+#[tokio::test]
+async fn a_run_whose_group_alias_member_a_newer_read_deactivated_plans_again() {
+    let (w, mailcow) = desk_with_alias().await;
+    w.sweep().await;
+    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
+    w.directory.set_members(GROUP, &[3, 2]);
+    w.engine.run(2, &user_run("bob"), false).await.unwrap();
+    assert_eq!(
+        goto_of(&mailcow, TEAM),
+        ["bob@example.com", "carol@example.com"]
+    );
+    w.directory.take_calls();
+
+    w.directory.set_members(GROUP, &[3, 2, 1]);
+    overtaken_while_observing(
+        &w,
+        &user_run("alice"),
+        || w.directory.set_active(3, false),
+        &user_run("carol"),
+    )
+    .await;
+    assert_eq!(
+        goto_of(&mailcow, TEAM),
+        ["alice@example.com", "bob@example.com"]
+    );
+    assert_eq!(
+        w.directory.take_calls(),
+        ["user:1", "user:3", "user:1"],
+        "alice read again after carol's read"
+    );
+}
