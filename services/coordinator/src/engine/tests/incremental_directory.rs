@@ -575,6 +575,26 @@ fn goto_of(mailcow: &mailcow_agent::fake::FakeMailcow, address: &str) -> Vec<Str
     goto
 }
 
+/// After a sweep (team@ is carol's), alice joins desk; her run is held at
+/// its observation while `change` is made and `second` runs to the end.
+/// Whatever way bob came in meanwhile, team@ ends with all three.
+async fn alice_joins_while(
+    w: &World,
+    mailcow: &mailcow_agent::fake::FakeMailcow,
+    change: impl FnOnce(),
+    second: &Subject,
+) {
+    w.sweep().await;
+    assert_eq!(goto_of(mailcow, TEAM), ["carol@example.com"]);
+    w.directory.take_calls();
+    w.directory.set_members(GROUP, &[3, 1]);
+    overtaken_while_observing(w, &user_run("alice"), change, second).await;
+    assert_eq!(
+        goto_of(mailcow, TEAM),
+        ["alice@example.com", "bob@example.com", "carol@example.com"]
+    );
+}
+
 /// alice joins desk, then bob. alice's run read desk's members before
 /// bob's read and planned team@ without him; bob's run read them all and
 /// ran to the end meanwhile. alice's run must not then set team@ to what
@@ -583,22 +603,13 @@ fn goto_of(mailcow: &mailcow_agent::fake::FakeMailcow, address: &str) -> Vec<Str
 #[tokio::test]
 async fn a_run_whose_group_alias_a_newer_read_changed_plans_again() {
     let (w, mailcow) = desk_with_alias().await;
-    w.sweep().await;
-    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
-    w.directory.take_calls();
-
-    w.directory.set_members(GROUP, &[3, 1]);
-    overtaken_while_observing(
+    alice_joins_while(
         &w,
-        &user_run("alice"),
+        &mailcow,
         || w.directory.set_members(GROUP, &[3, 1, 2]),
         &user_run("bob"),
     )
     .await;
-    assert_eq!(
-        goto_of(&mailcow, TEAM),
-        ["alice@example.com", "bob@example.com", "carol@example.com"]
-    );
     assert_eq!(
         w.delegates(),
         ["alice@example.com", "bob@example.com", "carol@example.com"]
@@ -618,22 +629,13 @@ async fn a_run_whose_group_alias_gained_a_group_below_it_plans_again() {
     let (w, mailcow) = desk_with_alias().await;
     w.directory.add_group(NEW_GROUP, "desk-emea", json!({}));
     w.directory.set_members(NEW_GROUP, &[2]);
-    w.sweep().await;
-    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
-    w.directory.take_calls();
-
-    w.directory.set_members(GROUP, &[3, 1]);
-    overtaken_while_observing(
+    alice_joins_while(
         &w,
-        &user_run("alice"),
+        &mailcow,
         || w.directory.set_parents(NEW_GROUP, &[GROUP]),
         &Subject::Group(NEW_GROUP.into()),
     )
     .await;
-    assert_eq!(
-        goto_of(&mailcow, TEAM),
-        ["alice@example.com", "bob@example.com", "carol@example.com"]
-    );
     assert_eq!(
         w.directory.take_calls().last().map(String::as_str),
         Some("user:1"),
