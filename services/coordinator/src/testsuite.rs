@@ -95,6 +95,14 @@ impl FakeDirectory {
         }
     }
 
+    /// Deletes user `pk`, as an admin in Authentik (their memberships go too).
+    pub fn remove_user(&self, pk: i64) {
+        lock(&self.users).retain(|u| u.pk != pk);
+        for group in lock(&self.groups).iter_mut() {
+            group.users.retain(|member| *member != pk);
+        }
+    }
+
     /// Deactivates (or activates again) user `pk`, as an admin in Authentik.
     pub fn set_active(&self, pk: i64, active: bool) {
         for user in lock(&self.users).iter_mut().filter(|u| u.pk == pk) {

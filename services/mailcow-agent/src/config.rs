@@ -29,8 +29,9 @@ pub struct Config {
 }
 
 /// `MAILCOW_CONCURRENCY` when unset. Mailcow's API runs in its php-fpm
-/// `web-worker` pool (`pm.max_children = 50`), so 8 requests take a sixth
-/// of it and leave the rest to the UI and SOGo's sync. At 4 a cold batch
+/// `web-worker` pool (`pm.max_children = 50`), shared with its UI: one
+/// Apply call's 8 writes take a sixth of it (another run's observe reads,
+/// 8 at a time too, may come beside them). At 4 a cold batch
 /// cannot be 4× faster than a sequential script making the same requests
 /// (docs/BENCHMARKS.md, "Alias job").
 pub const DEFAULT_CONCURRENCY: usize = 8;

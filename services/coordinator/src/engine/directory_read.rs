@@ -211,9 +211,9 @@ impl Engine {
         directory: &Arc<Directory>,
         read_at_millis: i64,
         read: &WholeRead,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         if self.config.directory_max_age.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let mut slot = self.snapshot.lock().await;
         // Patches land under the slot's lock: none can slip in between.
@@ -228,21 +228,26 @@ impl Engine {
             Arc::new(patched)
         };
         let now = StoredRows::of(directory);
-        match &slot.stored {
+        let mark = match &slot.stored {
             Some(stored) => {
+                let listed = stored.differences(&now);
                 self.store
-                    .save_directory_rows(directory, &stored.differences(&now), read_at_millis)
-                    .await?
+                    .save_directory_rows(directory, &listed, read_at_millis)
+                    .await?;
+                // Runs beside this one (a deletion's whole read) that read
+                // before it may plan from what the listing replaced.
+                (listed != Touched::default()).then(|| lock(&self.patch_log).listed(&listed))
             }
             None => {
                 self.store
                     .replace_directory(directory, read_at_millis)
-                    .await?
+                    .await?;
+                None
             }
-        }
+        };
         slot.stored = Some(now);
         slot.current = Some((directory.clone(), read_at_millis));
-        Ok(())
+        Ok(mark)
     }
 
     /// The snapshot, loaded from the state DB after a restart, if it is
@@ -381,11 +386,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether a read newer than `prepared`'s changed one of its users,
-    /// what one of the groups granting them is (its attributes, its
-    /// parents), or who is in a group behind a write of its plan to an
-    /// object that belongs to no one user (a group alias, a Stalwart list)
-    /// or one of those members: its plan may undo what that read's run did.
+    /// Whether a read newer than `prepared`'s (a webhook's patch, or the
+    /// listing of another run's whole read) changed one of its users, what
+    /// one of the groups granting them is (its attributes, its parents),
+    /// or, for each group-wide object the plan writes (a group alias, a
+    /// Stalwart list), who is in that group or below it, or one of those
+    /// members: its plan may undo what that read's run did.
     pub(super) fn overtaken(&self, prepared: &super::Prepared) -> bool {
         let directory = &prepared.directory;
         // Every user, the inactive included: a newer read may have found
@@ -420,9 +426,10 @@ impl Engine {
             .collect();
         let none = BTreeSet::new();
         let log = lock(&self.patch_log);
-        log.changed_since(prepared.patches_from, &pks, &groups)
-            || log.moved_members_since(prepared.patches_from, &member_lists)
-            || log.changed_since(prepared.patches_from, &members, &none)
+        let since = prepared.read_since;
+        log.changed_since(since, &pks, &groups)
+            || log.moved_members_since(since, &member_lists)
+            || log.changed_since(since, &members, &none)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the
@@ -488,28 +495,26 @@ impl Engine {
     }
 }
 
-/// The groups `patch` defines anew in `directory`: new ones, and those
-/// whose attributes or parents it changes. A change of members alone is
-/// not one: that is the members' change.
-/// The parents, before and after, of each group `patch` moves in the
-/// tree: a group attached below desk brings its members into desk (and
-/// into every group above it) without desk's own row changing.
+/// The groups a group `patch` attaches below or detaches from: a group
+/// attached below desk brings its members into desk (and into every group
+/// above it) without desk's own row changing.
 fn parents_of_moved_groups(directory: &Directory, patch: &Patch) -> BTreeSet<String> {
     let mut parents = BTreeSet::new();
     for group in &patch.groups {
-        let new = group.parent_ids();
-        let old = directory
+        let new: BTreeSet<String> = group.parent_ids().into_iter().collect();
+        let old: BTreeSet<String> = directory
             .groups
             .get(&normalize_uuid(&group.pk))
-            .map(|known| known.parent_ids())
+            .map(|known| known.parent_ids().into_iter().collect())
             .unwrap_or_default();
-        if old != new {
-            parents.extend(old.into_iter().chain(new));
-        }
+        parents.extend(old.symmetric_difference(&new).cloned());
     }
     parents
 }
 
+/// The groups `patch` defines anew in `directory`: new ones, and those
+/// whose attributes or parents it changes. A change of members alone is
+/// not one: that is the members' change.
 fn redefined_groups(directory: &Directory, patch: &Patch) -> Vec<String> {
     patch
         .groups

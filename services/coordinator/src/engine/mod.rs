@@ -92,8 +92,8 @@ pub struct Prepared {
     user_count: usize,
     plausible: bool,
     observe_doveadm_execs: u64,
-    /// The first directory patch made after this run's read.
-    patches_from: u64,
+    /// The directory changes made after this run's read (not its own).
+    read_since: patch_log::Since,
 }
 
 /// Objects whose change failed for good and waits out its backoff, for
@@ -183,7 +183,7 @@ impl Engine {
         snapshot: Snapshot,
     ) -> Result<Prepared> {
         let (directory, read) = self.read_directory(subject, snapshot).await?;
-        let patches_from = read.patches_from();
+        let mut read_since = patch_log::Since::from(read.patches_from());
         let user_count = directory.all_users.len();
         let group_count = directory.groups.len();
         let desired = {
@@ -216,7 +216,8 @@ impl Engine {
             && plausible
             && snapshot == Snapshot::Write
         {
-            self.keep_snapshot(&directory, read_at_millis, &read)
+            read_since.own = self
+                .keep_snapshot(&directory, read_at_millis, &read)
                 .await?;
         }
         let ledger = self.store.ledger_rows(None).await?;
@@ -256,7 +257,7 @@ impl Engine {
             user_count,
             plausible,
             observe_doveadm_execs,
-            patches_from,
+            read_since,
         })
     }
 

@@ -26,8 +26,9 @@ pub(super) struct PatchLog {
     /// Where each whole read under way began in the numbering.
     whole_reads: Vec<u64>,
     patches: Vec<(u64, Patch)>,
-    /// The patch that last changed each user (by pk) and group (by id),
-    /// either side of a membership.
+    /// The patch that last changed each user (by pk) and group (by id):
+    /// either side of a membership, a group attached below it, or (a
+    /// whole read's listing) its row.
     last_change: HashMap<i64, u64>,
     last_group_change: HashMap<String, u64>,
     /// The patch that last changed what each group is (its attributes or
@@ -61,6 +62,7 @@ impl PatchLog {
     /// Whether a patch numbered `from` or later changed one of the objects
     /// `patch` would set: then `patch` may hold the older read of them.
     pub(super) fn overtakes(&self, from: u64, patch: &Patch) -> bool {
+        let from = Since::from(from);
         patch
             .users
             .iter()
@@ -75,16 +77,30 @@ impl PatchLog {
     /// redefined any of `groups`.
     pub(super) fn changed_since(
         &self,
-        from: u64,
+        from: impl Into<Since>,
         users: &[i64],
         groups: &BTreeSet<String>,
     ) -> bool {
+        let from = from.into();
         users
             .iter()
             .any(|pk| changed_from(&self.last_change, pk, from))
             || groups
                 .iter()
                 .any(|id| changed_from(&self.last_redefinition, id, from))
+    }
+
+    /// Marks what a whole read's listing changed in the snapshot (a user
+    /// gone from Authentik, what no webhook brought), under a number of its
+    /// own, which it returns: a run beside it that read before it planned
+    /// from what the listing replaced. Every changed group counts as
+    /// redefined too (the rows do not say what moved).
+    pub(super) fn listed(&mut self, touched: &Touched) -> u64 {
+        let number = self.next;
+        self.next += 1;
+        let groups: Vec<String> = touched.groups.iter().cloned().collect();
+        self.changed(number, touched, groups);
+        number
     }
 
     /// Records that patch `number` moved members into or out of `groups`
@@ -98,7 +114,12 @@ impl PatchLog {
     /// Whether a patch numbered `from` or later changed any of `groups`:
     /// who is in it (either side of a membership, or a group attached
     /// below it), or what it is.
-    pub(super) fn moved_members_since(&self, from: u64, groups: &BTreeSet<String>) -> bool {
+    pub(super) fn moved_members_since(
+        &self,
+        from: impl Into<Since>,
+        groups: &BTreeSet<String>,
+    ) -> bool {
+        let from = from.into();
         groups
             .iter()
             .any(|id| changed_from(&self.last_group_change, id, from))
@@ -123,9 +144,29 @@ impl PatchLog {
     }
 }
 
-/// Whether `last` says a patch numbered `from` or later changed `key`.
-fn changed_from<K: std::hash::Hash + Eq>(last: &HashMap<K, u64>, key: &K, from: u64) -> bool {
-    last.get(key).is_some_and(|n| *n >= from)
+/// Whether `last` says a patch `from` covers changed `key`.
+fn changed_from<K: std::hash::Hash + Eq>(last: &HashMap<K, u64>, key: &K, from: Since) -> bool {
+    last.get(key).is_some_and(|n| from.covers(*n))
+}
+
+/// The changes newer than a run's read: those numbered `from` or later,
+/// except `own`, the mark its own whole read left ([`PatchLog::listed`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Since {
+    pub(super) from: u64,
+    pub(super) own: Option<u64>,
+}
+
+impl From<u64> for Since {
+    fn from(from: u64) -> Self {
+        Self { from, own: None }
+    }
+}
+
+impl Since {
+    fn covers(self, number: u64) -> bool {
+        number >= self.from && Some(number) != self.own
+    }
 }
 
 /// A whole read under way: patches made from now on are logged for it

@@ -677,3 +677,31 @@ async fn a_run_whose_group_alias_member_a_newer_read_deactivated_plans_again() {
         "alice read again after carol's read"
     );
 }
+
+/// carol is deleted from Authentik while alice's run (alice joining desk)
+/// waits. carol's run reads the whole directory (only a whole read may
+/// decide what goes with a deleted user) and takes her out of team@;
+/// alice's run read desk before that listing and must not put her back.
+#[tokio::test]
+async fn a_run_whose_group_alias_a_deletions_whole_read_changed_plans_again() {
+    let (w, mailcow) = desk_with_alias().await;
+    w.sweep().await;
+    assert_eq!(goto_of(&mailcow, TEAM), ["carol@example.com"]);
+    w.directory.take_calls();
+
+    w.directory.set_members(GROUP, &[3, 1]);
+    overtaken_while_observing(
+        &w,
+        &user_run("alice"),
+        || w.directory.remove_user(3),
+        &user_run("carol"),
+    )
+    .await;
+    assert_eq!(goto_of(&mailcow, TEAM), ["alice@example.com"]);
+    assert_eq!(w.delegates(), ["alice@example.com"]);
+    assert_eq!(
+        w.directory.take_calls(),
+        ["user:1", "user:3", "users", "groups", "user:1"],
+        "alice read again after carol's whole read"
+    );
+}
