@@ -404,7 +404,7 @@ impl Engine {
             .iter()
             .flat_map(|user| directory.effective_groups(user))
             .collect();
-        let pks: Vec<i64> = users.iter().map(|user| user.pk).collect();
+        let mut pks: Vec<i64> = users.iter().map(|user| user.pk).collect();
         // A group alias's goto (a Stalwart list's members) is every member
         // of its group and of the groups below it, not only this run's
         // users: a newer read that moved someone else in (bob joining while
@@ -419,17 +419,15 @@ impl Engine {
             .flat_map(|group| directory.descendants(group))
             .collect();
         // ...and so is each member's address and whether they are active.
-        let members: Vec<i64> = member_lists
-            .iter()
-            .filter_map(|id| directory.groups.get(id))
-            .flat_map(|group| group.users.iter().copied())
-            .collect();
-        let none = BTreeSet::new();
+        pks.extend(
+            member_lists
+                .iter()
+                .filter_map(|id| directory.groups.get(id))
+                .flat_map(|group| group.users.iter().copied()),
+        );
         let log = lock(&self.patch_log);
-        let since = prepared.read_since;
-        log.changed_since(since, &pks, &groups)
-            || log.moved_members_since(since, &member_lists)
-            || log.changed_since(since, &members, &none)
+        log.changed_since(prepared.read_since, &pks, &groups)
+            || log.moved_members_since(prepared.read_since, &member_lists)
     }
 
     /// Applies `patch`, read after patch number `from` was applied, to the
